@@ -1,0 +1,1 @@
+"""The generator worker: try-on generation backends (``generator_worker.generation``)."""

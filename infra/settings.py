@@ -1,0 +1,105 @@
+"""The one settings object of every VTO process (environment variables, prefix ``VTO_``).
+
+With no variable set, everything runs on the embedded defaults (DESIGN.md section 5): an
+embedded PostgreSQL in the data dir, an in-process queue, local files and the offline
+generator. Outside that embedded mode the settings refuse insecure defaults.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ledger.policy import DEFAULT_CREDIT_COSTS, DEFAULT_TICKET_KINDS, PricingPolicy
+
+INSECURE_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "test"})
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VTO_", extra="ignore")
+
+    # --- storage and database -------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (postgresql://user:pass@host:port/db). Unset: embedded "
+        "PostgreSQL (pgserver) in data_dir.",
+    )
+    data_dir: Path = Field(default=Path(".vto"), description="Embedded database, files, secrets.")
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    # --- ledger ----------------------------------------------------------------------------
+    ticket_kinds: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_TICKET_KINDS),
+        description='Ticket type -> job kind it pays for, JSON, e.g. {"lookbook": "image"}. '
+        "Order is the deduction priority among tickets.",
+    )
+    credit_costs: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_CREDIT_COSTS),
+        description='Credits a job of each kind costs, JSON, e.g. {"image": 1, "video": 5}.',
+    )
+    idempotency_key_ttl_s: int = Field(
+        default=24 * 3600, ge=60, description="How long a client Idempotency-Key is remembered."
+    )
+    idempotency_max_keys: int = Field(
+        default=1000, ge=1, description="At most this many keys are remembered per account."
+    )
+    snapshot_interval: int = Field(default=100, ge=1, description="Events between snapshots.")
+    command_max_attempts: int = Field(
+        default=20, ge=1, description="Attempts of a ledger command on version conflicts."
+    )
+    job_timeout_s: float = Field(default=900.0, gt=0)
+
+    # --- queue -----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = None
+    kafka_api_version: str | None = Field(
+        default=None, description='Broker API version, e.g. "0.9"; unset: auto-detect.'
+    )
+
+    # --- auth ------------------------------------------------------------------------------
+    jwt_secret: SecretStr | None = None
+    admin_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- generation ------------------------------------------------------------------------
+    generator: str = Field(default="offline")
+    generator_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    diffusion_weights_dir: Path | None = None
+
+    @field_validator("admin_emails", mode="before")
+    @classmethod
+    def _split_admins(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the embedded defaults (no external database configured)."""
+        return self.database_url is None
+
+    @model_validator(mode="after")
+    def _refuse_insecure_defaults(self) -> Settings:
+        if not self.embedded:
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if secret.lower() in INSECURE_SECRETS or len(secret) < 32:
+                raise ValueError(
+                    "VTO_JWT_SECRET must be set to a random value of at least 32 characters "
+                    "when VTO_DATABASE_URL points at a non-embedded database"
+                )
+        self.pricing()  # validates ticket kinds and costs
+        return self
+
+    def pricing(self) -> PricingPolicy:
+        return PricingPolicy(ticket_kinds=self.ticket_kinds, credit_costs=self.credit_costs)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

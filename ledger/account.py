@@ -1,0 +1,525 @@
+"""The per-user ``Account`` aggregate: the stream of one user's points and jobs.
+
+Verb methods decide (guards raise domain errors) and trigger past-tense events; each event's
+``apply`` evolves the state. Every command that concerns a job is idempotent on the job id:
+repeating it is a no-op, never an error and never a second effect.
+
+Bounded state (so that loading and snapshotting stay O(1) in the length of the history):
+- a client idempotency key is remembered until ``key_expires_at`` (recorded in the
+  reservation event; the application's setting, 24 h by default) and at most
+  ``MAX_IDEMPOTENCY_KEYS`` keys are kept (the oldest are forgotten first);
+- a finished job (succeeded, failed, canceled, expired) is remembered for
+  ``CLOSED_JOB_RETENTION`` after it finished and at most ``MAX_CLOSED_JOBS`` of them are kept,
+  so duplicates and admin refunds within that window are recognised; open reservations are
+  always kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from ledger.errors import (
+    BalanceWouldBeNegative,
+    IdempotencyKeyReused,
+    InsufficientEntitlement,
+    InvalidAmount,
+    JobAlreadyRefunded,
+    JobIdConflict,
+    JobNotFound,
+    UnknownSource,
+)
+from ledger.policy import CREDIT, SUBSCRIPTION, PricingPolicy, ticket_source, ticket_type_of
+
+MAX_IDEMPOTENCY_KEYS = 10_000
+CLOSED_JOB_RETENTION = timedelta(days=90)
+MAX_CLOSED_JOBS = 5_000
+
+# Job statuses as the ledger sees them.
+RESERVED = "reserved"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELED = "canceled"
+EXPIRED = "expired"  # failed by the sweeper; a late success is still delivered, free
+
+
+class JobRecord(TypedDict):
+    kind: str
+    source: str
+    amount: int
+    status: str
+    refunded: bool
+    reserved_at: datetime
+    quota_day: str | None
+    fingerprint: str
+
+
+class KeyRecord(TypedDict):
+    job_id: str
+    fingerprint: str
+    expires_at: datetime
+
+
+class SubscriptionState(TypedDict):
+    plan: str
+    period_end: datetime
+    daily_quota: int | None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What ``request_job`` decided: the charge of the job, and whether it is new."""
+
+    job_id: UUID
+    kind: str
+    source: str
+    amount: int
+    created: bool
+
+
+def fingerprint(kind: str, request: dict[str, Any]) -> str:
+    """A stable digest of a job request, to tell a retry from a different request."""
+    canonical = json.dumps({"kind": kind, "request": request}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def utc_day(at: datetime) -> str:
+    """The quota day of an instant: daily quotas reset at midnight UTC."""
+    return at.astimezone(UTC).date().isoformat()
+
+
+def _positive(value: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidAmount(f"{what} must be a positive integer, got {value!r}")
+
+
+class Account(Aggregate):
+    """One user's entitlements (credits, tickets, subscription) and job reservations."""
+
+    credits: int
+    tickets: dict[str, int]
+    subscription: SubscriptionState | None
+    quota_day: str | None
+    quota_used: int
+    jobs: dict[str, JobRecord]
+    closed: dict[str, datetime]
+    keys: dict[str, KeyRecord]
+
+    def __init__(self) -> None:
+        self.credits = 0
+        self.tickets = {}
+        self.subscription = None
+        self.quota_day = None
+        self.quota_used = 0
+        self.jobs = {}
+        self.closed = {}
+        self.keys = {}
+
+    # ----------------------------------------------------------------------------- events
+    class Event(Aggregate.Event):
+        """Base of the account's events. Bump ``class_version`` and add ``upcast_vN_vN+1``
+        static methods on an event class to change its shape later."""
+
+        class_version = 1
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Account)
+            self.evolve(aggregate)
+            aggregate._forget_expired(self.timestamp)
+
+        def evolve(self, account: Account) -> None:
+            raise NotImplementedError
+
+    class Opened(Aggregate.Created):
+        """The account of a new user; its id is the user's id."""
+
+        class_version = 1
+
+        def apply(self, aggregate: Any) -> None:
+            pass
+
+    class CreditsGranted(Event):
+        amount: int
+        reason: str
+
+        def evolve(self, account: Account) -> None:
+            account.credits += self.amount
+
+    class TicketsGranted(Event):
+        ticket_type: str
+        count: int
+        reason: str
+
+        def evolve(self, account: Account) -> None:
+            account.tickets[self.ticket_type] = account.tickets.get(self.ticket_type, 0) + self.count
+
+    class SubscriptionActivated(Event):
+        plan: str
+        period_end: datetime
+        daily_quota: int | None
+        reason: str
+
+        def evolve(self, account: Account) -> None:
+            account.subscription = SubscriptionState(
+                plan=self.plan, period_end=self.period_end, daily_quota=self.daily_quota
+            )
+
+    class SubscriptionCancelled(Event):
+        reason: str
+
+        def evolve(self, account: Account) -> None:
+            account.subscription = None
+
+    class SubscriptionExpired(Event):
+        def evolve(self, account: Account) -> None:
+            account.subscription = None
+
+    class EntitlementReserved(Event):
+        job_id: UUID
+        kind: str
+        source: str
+        amount: int
+        quota_day: str | None
+        fingerprint: str
+        idempotency_key: str | None
+        key_expires_at: datetime | None
+
+        def evolve(self, account: Account) -> None:
+            account._take(self.source, self.amount)
+            if self.quota_day is not None:
+                if account.quota_day != self.quota_day:
+                    account.quota_day, account.quota_used = self.quota_day, 0
+                account.quota_used += 1
+            account.jobs[str(self.job_id)] = JobRecord(
+                kind=self.kind,
+                source=self.source,
+                amount=self.amount,
+                status=RESERVED,
+                refunded=False,
+                reserved_at=self.timestamp,
+                quota_day=self.quota_day,
+                fingerprint=self.fingerprint,
+            )
+            if self.idempotency_key is not None and self.key_expires_at is not None:
+                account.keys.pop(self.idempotency_key, None)
+                account.keys[self.idempotency_key] = KeyRecord(
+                    job_id=str(self.job_id),
+                    fingerprint=self.fingerprint,
+                    expires_at=self.key_expires_at,
+                )
+
+    class JobRequested(Event):
+        """The job itself (what to generate); appended with its reservation."""
+
+        job_id: UUID
+        kind: str
+        request: dict[str, Any]
+
+        def evolve(self, account: Account) -> None:
+            pass
+
+    class JobCompleted(Event):
+        """Settles the reservation (``charged``), or delivers a job already refunded free."""
+
+        job_id: UUID
+        outputs: list[dict[str, Any]]
+        charged: bool
+
+        def evolve(self, account: Account) -> None:
+            account._close(str(self.job_id), SUCCEEDED, self.timestamp)
+
+    class JobFailed(Event):
+        job_id: UUID
+        error: dict[str, Any]
+        expired: bool
+
+        def evolve(self, account: Account) -> None:
+            account._close(str(self.job_id), EXPIRED if self.expired else FAILED, self.timestamp)
+
+    class JobCanceled(Event):
+        job_id: UUID
+        reason: str
+
+        def evolve(self, account: Account) -> None:
+            account._close(str(self.job_id), CANCELED, self.timestamp)
+
+    class Refunded(Event):
+        """The reservation of a job given back to the source it was paid from.
+        ``cause``: failed, canceled, expired or admin."""
+
+        job_id: UUID
+        source: str
+        amount: int
+        cause: str
+        reason: str
+        by: str | None
+
+        def evolve(self, account: Account) -> None:
+            account._give(self.source, self.amount)
+            job = account.jobs.get(str(self.job_id))
+            if job is None:
+                return
+            job["refunded"] = True
+            if job["quota_day"] is not None and job["quota_day"] == account.quota_day:
+                account.quota_used = max(0, account.quota_used - 1)
+
+    class Adjusted(Event):
+        """A correction of a balance by an operator (positive or negative)."""
+
+        source: str
+        delta: int
+        reason: str
+        by: str | None
+
+        def evolve(self, account: Account) -> None:
+            account._give(self.source, self.delta)
+
+    # ---------------------------------------------------------------------------- commands
+    @classmethod
+    def open(cls, user_id: UUID, at: datetime) -> Account:
+        return cls._create(cls.Opened, id=user_id, timestamp=at)
+
+    def grant_credits(self, amount: int, reason: str, at: datetime) -> None:
+        _positive(amount, "credits")
+        self.trigger_event(self.CreditsGranted, amount=amount, reason=reason, timestamp=at)
+
+    def grant_tickets(self, ticket_type: str, count: int, reason: str, at: datetime) -> None:
+        _positive(count, "ticket count")
+        self.trigger_event(
+            self.TicketsGranted, ticket_type=ticket_type, count=count, reason=reason, timestamp=at
+        )
+
+    def activate_subscription(
+        self, plan: str, period_end: datetime, daily_quota: int | None, reason: str, at: datetime
+    ) -> None:
+        if daily_quota is not None:
+            _positive(daily_quota, "daily quota")
+        if period_end <= at:
+            raise InvalidAmount("a subscription's period must end in the future")
+        self.trigger_event(
+            self.SubscriptionActivated,
+            plan=plan,
+            period_end=period_end,
+            daily_quota=daily_quota,
+            reason=reason,
+            timestamp=at,
+        )
+
+    def cancel_subscription(self, reason: str, at: datetime) -> bool:
+        if self.subscription is None:
+            return False
+        self.trigger_event(self.SubscriptionCancelled, reason=reason, timestamp=at)
+        return True
+
+    def expire_subscription(self, at: datetime) -> bool:
+        if self.subscription is None or self.subscription["period_end"] > at:
+            return False
+        self.trigger_event(self.SubscriptionExpired, timestamp=at)
+        return True
+
+    def request_job(
+        self,
+        job_id: UUID,
+        kind: str,
+        request: dict[str, Any],
+        policy: PricingPolicy,
+        at: datetime,
+        idempotency_key: str | None = None,
+        key_ttl: timedelta = timedelta(hours=24),
+    ) -> Reservation:
+        """Reserve the job's charge and record the job, in that order of priority:
+        subscription (within its daily quota), a ticket of the job's kind, credits."""
+        cost = policy.cost(kind)
+        digest = fingerprint(kind, request)
+        if idempotency_key is not None:
+            known = self.keys.get(idempotency_key)
+            if known is not None and known["expires_at"] > at:
+                if known["fingerprint"] != digest:
+                    raise IdempotencyKeyReused(idempotency_key, UUID(known["job_id"]))
+                return self._existing(UUID(known["job_id"]))
+        existing = self.jobs.get(str(job_id))
+        if existing is not None:
+            if existing["fingerprint"] != digest:
+                raise JobIdConflict(job_id)
+            return self._existing(job_id)
+
+        source, amount, quota_day = self._choose_source(kind, cost, policy, at)
+        self.trigger_event(
+            self.EntitlementReserved,
+            job_id=job_id,
+            kind=kind,
+            source=source,
+            amount=amount,
+            quota_day=quota_day,
+            fingerprint=digest,
+            idempotency_key=idempotency_key,
+            key_expires_at=at + key_ttl if idempotency_key is not None else None,
+            timestamp=at,
+        )
+        self.trigger_event(self.JobRequested, job_id=job_id, kind=kind, request=request, timestamp=at)
+        return Reservation(job_id, kind, source, amount, created=True)
+
+    def complete_job(self, job_id: UUID, outputs: list[dict[str, Any]], at: datetime) -> bool:
+        """Settle a reserved job with its outputs. A job the sweeper already failed and
+        refunded is still delivered, free of charge. Anything else is a duplicate: no-op."""
+        job = self._job(job_id)
+        if job["status"] not in (RESERVED, EXPIRED):
+            return False
+        charged = job["status"] == RESERVED and not job["refunded"]
+        self.trigger_event(self.JobCompleted, job_id=job_id, outputs=outputs, charged=charged, timestamp=at)
+        return True
+
+    def fail_job(self, job_id: UUID, error: dict[str, Any], at: datetime) -> bool:
+        """Fail a reserved job and refund its charge, in one save. Duplicates: no-op."""
+        job = self._job(job_id)
+        if job["status"] != RESERVED:
+            return False
+        self.trigger_event(self.JobFailed, job_id=job_id, error=error, expired=False, timestamp=at)
+        self._refund(job_id, job, cause="failed", reason=str(error.get("code", "failed")), by=None, at=at)
+        return True
+
+    def cancel_job(self, job_id: UUID, reason: str, at: datetime) -> bool:
+        """Cancel a job that has not finished and refund it. Finished jobs: no-op (False)."""
+        job = self._job(job_id)
+        if job["status"] != RESERVED:
+            return False
+        self.trigger_event(self.JobCanceled, job_id=job_id, reason=reason, timestamp=at)
+        self._refund(job_id, job, cause="canceled", reason=reason, by=None, at=at)
+        return True
+
+    def admin_refund(self, job_id: UUID, reason: str, by: str | None, at: datetime) -> None:
+        """Give a job's charge back once, whatever its status."""
+        job = self._job(job_id)
+        if job["refunded"]:
+            raise JobAlreadyRefunded(job_id)
+        self._refund(job_id, job, cause="admin", reason=reason, by=by, at=at)
+
+    def expire_reservations(self, cutoff: datetime, at: datetime) -> list[UUID]:
+        """Fail and refund every reservation made at or before ``cutoff`` still waiting."""
+        expired = [
+            UUID(job_id)
+            for job_id, job in self.jobs.items()
+            if job["status"] == RESERVED and job["reserved_at"] <= cutoff
+        ]
+        for job_id in expired:
+            job = self.jobs[str(job_id)]
+            error = {"code": "timeout", "message": "no result within the job timeout", "retryable": False}
+            self.trigger_event(self.JobFailed, job_id=job_id, error=error, expired=True, timestamp=at)
+            self._refund(job_id, job, cause="expired", reason="timeout", by=None, at=at)
+        return expired
+
+    def adjust(self, source: str, delta: int, reason: str, by: str | None, at: datetime) -> None:
+        if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0:
+            raise InvalidAmount(f"an adjustment must be a non-zero integer, got {delta!r}")
+        balance = self.balance(source)
+        if balance + delta < 0:
+            raise BalanceWouldBeNegative(source, balance, delta)
+        self.trigger_event(self.Adjusted, source=source, delta=delta, reason=reason, by=by, timestamp=at)
+
+    # ------------------------------------------------------------------------------ queries
+    def balance_of(self, source: str) -> int:
+        """The balance of a source; a subscription has none (0)."""
+        return 0 if source == SUBSCRIPTION else self.balance(source)
+
+    def balance(self, source: str) -> int:
+        if source == CREDIT:
+            return self.credits
+        ticket_type = ticket_type_of(source)
+        if ticket_type is None:
+            raise UnknownSource(source)
+        return self.tickets.get(ticket_type, 0)
+
+    def subscription_active(self, at: datetime) -> bool:
+        return self.subscription is not None and self.subscription["period_end"] > at
+
+    def quota_used_on(self, day: str) -> int:
+        return self.quota_used if self.quota_day == day else 0
+
+    def job(self, job_id: UUID) -> JobRecord | None:
+        return self.jobs.get(str(job_id))
+
+    def open_jobs(self) -> dict[str, JobRecord]:
+        return {k: v for k, v in self.jobs.items() if v["status"] == RESERVED}
+
+    # ------------------------------------------------------------------------------ helpers
+    def _choose_source(
+        self, kind: str, cost: int, policy: PricingPolicy, at: datetime
+    ) -> tuple[str, int, str | None]:
+        if self.subscription_active(at):
+            assert self.subscription is not None
+            quota = self.subscription["daily_quota"]
+            day = utc_day(at)
+            if quota is None or self.quota_used_on(day) < quota:
+                return SUBSCRIPTION, 0, day
+        for ticket_type in policy.tickets_for(kind):
+            if self.tickets.get(ticket_type, 0) >= 1:
+                return ticket_source(ticket_type), 1, None
+        if self.credits >= cost:
+            return CREDIT, cost, None
+        raise InsufficientEntitlement(kind, cost, self.credits)
+
+    def _existing(self, job_id: UUID) -> Reservation:
+        job = self._job(job_id)
+        return Reservation(job_id, job["kind"], job["source"], job["amount"], created=False)
+
+    def _job(self, job_id: UUID) -> JobRecord:
+        job = self.jobs.get(str(job_id))
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def _refund(
+        self, job_id: UUID, job: JobRecord, cause: str, reason: str, by: str | None, at: datetime
+    ) -> None:
+        if job["refunded"]:
+            return
+        self.trigger_event(
+            self.Refunded,
+            job_id=job_id,
+            source=job["source"],
+            amount=job["amount"],
+            cause=cause,
+            reason=reason,
+            by=by,
+            timestamp=at,
+        )
+
+    def _take(self, source: str, amount: int) -> None:
+        self._give(source, -amount)
+
+    def _give(self, source: str, amount: int) -> None:
+        if source == SUBSCRIPTION:
+            return
+        if source == CREDIT:
+            self.credits += amount
+            return
+        ticket_type = ticket_type_of(source)
+        if ticket_type is None:
+            raise UnknownSource(source)
+        self.tickets[ticket_type] = self.tickets.get(ticket_type, 0) + amount
+
+    def _close(self, job_id: str, status: str, at: datetime) -> None:
+        self.jobs[job_id]["status"] = status
+        self.closed.pop(job_id, None)
+        self.closed[job_id] = at
+
+    def _forget_expired(self, now: datetime) -> None:
+        """Drop idempotency keys past their expiry and finished jobs past retention."""
+        while self.keys:
+            key, record = next(iter(self.keys.items()))
+            if record["expires_at"] > now and len(self.keys) <= MAX_IDEMPOTENCY_KEYS:
+                break
+            del self.keys[key]
+        horizon = now - CLOSED_JOB_RETENTION
+        while self.closed:
+            job_id, closed_at = next(iter(self.closed.items()))
+            if closed_at > horizon and len(self.closed) <= MAX_CLOSED_JOBS:
+                break
+            del self.closed[job_id]
+            del self.jobs[job_id]

@@ -1,0 +1,286 @@
+"""The ledger application: commands on per-user ``Account`` streams.
+
+Every command loads the account, decides, and saves the new events in one atomic write. Two
+commands racing on one account collide on the stream version (the event store's primary key);
+the loser gets ``IntegrityError``, reloads and decides again, with bounded, jittered retries.
+Because every job command is idempotent on the job id, a retry after a write that did land
+(an error after commit) cannot charge or refund twice.
+
+Each command returns the notification position of what it wrote, so a reader can wait until
+its projections have caught up with its own write.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Generic, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from ledger.account import Account, Reservation
+from ledger.errors import (
+    AccountNotFound,
+    ConcurrencyRetriesExhausted,
+    InsufficientEntitlement,
+    UnknownSource,
+)
+from ledger.policy import SUBSCRIPTION, PricingPolicy
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CommandResult(Generic[T]):
+    """A command's outcome and the notification position of the events it appended
+    (None when it appended nothing, e.g. a duplicate)."""
+
+    value: T
+    position: int | None
+
+
+@dataclass(frozen=True)
+class LedgerOptions:
+    policy: PricingPolicy = field(default_factory=PricingPolicy)
+    key_ttl: timedelta = timedelta(hours=24)
+    max_attempts: int = 20
+    snapshot_interval: int = 100
+
+
+class ConflictStats:
+    """Counters of optimistic-concurrency conflicts, for metrics and benchmarks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.conflicts = 0
+        self.exhausted = 0
+
+    def conflict(self) -> None:
+        with self._lock:
+            self.conflicts += 1
+
+    def gave_up(self) -> None:
+        with self._lock:
+            self.exhausted += 1
+
+
+class LedgerApplication(Application[UUID]):
+    """Per-user accounts in one event store (tables ``ledger_events``, ``ledger_snapshots``)."""
+
+    name = "Ledger"
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 100}
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        options: LedgerOptions | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.options = options or LedgerOptions()
+        # Per instance, so the interval is a setting (the library reads it from self).
+        self.snapshotting_intervals = {Account: self.options.snapshot_interval}  # type: ignore[misc]
+        self.clock = clock
+        self.stats = ConflictStats()
+        super().__init__(env=dict(env or {}))
+        self.pending = PendingReservations(self)
+
+    @property
+    def policy(self) -> PricingPolicy:
+        return self.options.policy
+
+    # ------------------------------------------------------------------------- machinery
+    def _execute(
+        self, user_id: UUID, decide: Callable[[Account, datetime], T], *, create: bool
+    ) -> CommandResult[T]:
+        retrying = Retrying(
+            retry=retry_if_exception_type(IntegrityError),
+            stop=stop_after_attempt(self.options.max_attempts),
+            wait=wait_random_exponential(multiplier=0.002, max=0.1),
+            before_sleep=lambda _: self.stats.conflict(),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._attempt(user_id, decide, create=create)
+        except IntegrityError as exc:
+            self.stats.gave_up()
+            raise ConcurrencyRetriesExhausted(
+                f"account {user_id} kept changing; gave up after {self.options.max_attempts} attempts"
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self, user_id: UUID, decide: Callable[[Account, datetime], T], *, create: bool
+    ) -> CommandResult[T]:
+        now = self.clock()
+        try:
+            account: Account = self.repository.get(user_id)
+        except AggregateNotFoundError:
+            if not create:
+                raise AccountNotFound(user_id) from None
+            account = Account.open(user_id, now)
+        value = decide(account, now)
+        recordings = self.save(account)
+        position = max((r.notification.id for r in recordings), default=None)
+        return CommandResult(value, position)
+
+    def account(self, user_id: UUID) -> Account:
+        try:
+            return self.repository.get(user_id)
+        except AggregateNotFoundError:
+            raise AccountNotFound(user_id) from None
+
+    def has_account(self, user_id: UUID) -> bool:
+        return user_id in self.repository
+
+    def position(self) -> int:
+        """The newest notification position of the event store (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    # ------------------------------------------------------------------------- commands
+    def open_account(self, user_id: UUID) -> CommandResult[bool]:
+        """Open the user's account; True when it was new."""
+        return self._execute(user_id, lambda a, now: bool(a.pending_events), create=True)
+
+    def grant_credits(self, user_id: UUID, amount: int, reason: str) -> CommandResult[None]:
+        return self._execute(user_id, lambda a, now: a.grant_credits(amount, reason, now), create=True)
+
+    def grant_tickets(self, user_id: UUID, ticket_type: str, count: int, reason: str) -> CommandResult[None]:
+        self.policy.check_ticket_type(ticket_type)
+        return self._execute(
+            user_id, lambda a, now: a.grant_tickets(ticket_type, count, reason, now), create=True
+        )
+
+    def activate_subscription(
+        self,
+        user_id: UUID,
+        plan: str,
+        period_end: datetime,
+        daily_quota: int | None,
+        reason: str,
+    ) -> CommandResult[None]:
+        return self._execute(
+            user_id,
+            lambda a, now: a.activate_subscription(plan, period_end, daily_quota, reason, now),
+            create=True,
+        )
+
+    def cancel_subscription(self, user_id: UUID, reason: str) -> CommandResult[bool]:
+        return self._execute(user_id, lambda a, now: a.cancel_subscription(reason, now), create=False)
+
+    def expire_subscription(self, user_id: UUID) -> CommandResult[bool]:
+        return self._execute(user_id, lambda a, now: a.expire_subscription(now), create=False)
+
+    def request_job(
+        self,
+        user_id: UUID,
+        job_id: UUID,
+        kind: str,
+        request: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> CommandResult[Reservation]:
+        """Reserve the charge of a job and record the job (one atomic save).
+        Raises ``InsufficientEntitlement`` (and appends nothing) when nothing can pay."""
+        self.policy.check_kind(kind)
+        if not self.has_account(user_id):
+            raise InsufficientEntitlement(kind, self.policy.cost(kind), 0)
+        return self._execute(
+            user_id,
+            lambda a, now: a.request_job(
+                job_id, kind, request, self.policy, now, idempotency_key, self.options.key_ttl
+            ),
+            create=False,
+        )
+
+    def complete_job(self, user_id: UUID, job_id: UUID, outputs: list[dict[str, Any]]) -> CommandResult[bool]:
+        return self._execute(user_id, lambda a, now: a.complete_job(job_id, outputs, now), create=False)
+
+    def fail_job(self, user_id: UUID, job_id: UUID, error: dict[str, Any]) -> CommandResult[bool]:
+        return self._execute(user_id, lambda a, now: a.fail_job(job_id, error, now), create=False)
+
+    def cancel_job(
+        self, user_id: UUID, job_id: UUID, reason: str = "canceled by user"
+    ) -> CommandResult[bool]:
+        return self._execute(user_id, lambda a, now: a.cancel_job(job_id, reason, now), create=False)
+
+    def admin_refund(
+        self, user_id: UUID, job_id: UUID, reason: str, by: str | None = None
+    ) -> CommandResult[None]:
+        return self._execute(user_id, lambda a, now: a.admin_refund(job_id, reason, by, now), create=False)
+
+    def adjust(
+        self, user_id: UUID, source: str, delta: int, reason: str, by: str | None = None
+    ) -> CommandResult[None]:
+        if source not in self.policy.sources() or source == SUBSCRIPTION:
+            raise UnknownSource(source)
+        return self._execute(user_id, lambda a, now: a.adjust(source, delta, reason, by, now), create=True)
+
+    def expire_stale_reservations(
+        self, now: datetime, timeout: timedelta
+    ) -> CommandResult[dict[UUID, list[UUID]]]:
+        """Fail and refund every reservation older than ``timeout`` at ``now``. Returns the
+        expired job ids per user and the newest position written."""
+        cutoff = now - timeout
+        expired: dict[UUID, list[UUID]] = {}
+        position: int | None = None
+        for user_id in self.pending.users_with_reservations_before(cutoff):
+            result = self._execute(user_id, lambda a, at: a.expire_reservations(cutoff, at), create=False)
+            if result.value:
+                expired[user_id] = result.value
+            if result.position is not None:
+                position = max(position or 0, result.position)
+        return CommandResult(expired, position)
+
+
+class PendingReservations:
+    """Which users hold reservations that have not finished, and since when.
+
+    A small in-process projection of the notification log, advanced incrementally each time
+    it is asked, so that the sweeper need not load every account. It is a hint: the account
+    itself decides what is stale."""
+
+    _OPENS = get_topic(Account.EntitlementReserved)
+    _CLOSES = frozenset(
+        get_topic(cls) for cls in (Account.JobCompleted, Account.JobFailed, Account.JobCanceled)
+    )
+    BATCH = 1000
+
+    def __init__(self, app: LedgerApplication) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self._position = 0
+        self._open: dict[UUID, tuple[UUID, datetime]] = {}
+
+    def _advance(self) -> None:
+        topics = [self._OPENS, *self._CLOSES]
+        while True:
+            batch = self._app.recorder.select_notifications(
+                start=self._position + 1, limit=self.BATCH, topics=topics, inclusive_of_start=True
+            )
+            for notification in batch:
+                event = cast(Account.EntitlementReserved, self._app.mapper.to_domain_event(notification))
+                job_id = event.job_id
+                if notification.topic == self._OPENS:
+                    self._open[job_id] = (event.originator_id, event.timestamp)
+                else:
+                    self._open.pop(job_id, None)
+                self._position = notification.id
+            if len(batch) < self.BATCH:
+                return
+
+    def users_with_reservations_before(self, cutoff: datetime) -> Iterable[UUID]:
+        with self._lock:
+            self._advance()
+            return sorted({user for user, at in self._open.values() if at <= cutoff})

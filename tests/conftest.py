@@ -1,0 +1,100 @@
+"""Shared fixtures: a real PostgreSQL (embedded pgserver, or ``VTO_TEST_DATABASE_URL``), a
+fresh migrated database per test, and the ledger on in-memory and PostgreSQL storage."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from infra.database import embedded_postgres_url, stop_embedded_postgres, with_dbname
+from infra.ledger_store import memory_ledger, postgres_ledger
+from infra.migrate import upgrade
+from infra.settings import Settings
+from ledger.application import LedgerApplication
+
+TEMPLATE = "vto_test_template"
+_counter = itertools.count()
+
+
+class FakeClock:
+    """A clock the test moves by hand (our own seam, so day boundaries can be tested)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A real PostgreSQL server for the whole run, with a migrated template database.
+
+    ``VTO_TEST_DATABASE_URL`` names an existing server; otherwise an embedded one (pgserver)
+    is started in a fresh directory (world-traversable: as root pgserver runs PostgreSQL as
+    its own system user) and removed at the end."""
+    external = os.environ.get("VTO_TEST_DATABASE_URL")
+    data_dir = Path(tempfile.mkdtemp(prefix="vto-test-pg-"))
+    data_dir.chmod(0o755)
+    url = external or embedded_postgres_url(data_dir)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    upgrade(with_dbname(url, TEMPLATE))
+    yield url
+    if not external:
+        stop_embedded_postgres(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh database, migrated, for one test; dropped afterwards."""
+    name = f"vto_test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield with_dbname(pg_server_url, name)
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def ledger(
+    request: pytest.FixtureRequest, settings: Settings, clock: FakeClock
+) -> Iterator[LedgerApplication]:
+    """The ledger application on each storage: every test using it runs twice."""
+    if request.param == "memory":
+        app = memory_ledger(settings, clock=clock)
+    else:
+        app = postgres_ledger(settings, request.getfixturevalue("pg_url"), clock=clock)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def pg_ledger(settings: Settings, pg_url: str) -> Iterator[LedgerApplication]:
+    app = postgres_ledger(settings, pg_url)
+    yield app
+    app.close()

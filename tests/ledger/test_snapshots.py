@@ -1,0 +1,49 @@
+"""Snapshots keep loading an account O(1) in the length of its history."""
+
+from __future__ import annotations
+
+import psycopg
+
+from ledger.account import Account
+from ledger.application import LedgerApplication
+from tests.conftest import FakeClock
+from tests.factories import new_user
+
+
+def grow(ledger: LedgerApplication, clock: FakeClock, user: object, events: int, batch: int = 500) -> None:
+    """Append grants until the account has ``events`` events, ``batch`` events a save."""
+    account = ledger.account(user)  # type: ignore[arg-type]
+    while account.version < events:
+        for _ in range(min(batch, events - account.version)):
+            account.grant_credits(1, "grow", clock.now)
+        ledger.save(account)
+
+
+def test_loading_ten_thousand_events_uses_the_snapshot(
+    pg_ledger: LedgerApplication, pg_url: str, clock: FakeClock
+) -> None:
+    user = new_user(pg_ledger)
+    grow(pg_ledger, clock, user, 10_000)
+    assert pg_ledger.snapshots is not None
+    latest = list(pg_ledger.snapshots.get(user, desc=True, limit=1))
+    assert latest and latest[0].originator_version == 10_000
+    # Remove the history the snapshot covers: only a load from the snapshot can still work.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        deleted = conn.execute(
+            "DELETE FROM ledger_events WHERE originator_id = %s AND originator_version <= 9990", (user,)
+        ).rowcount
+    assert deleted == 9990
+    account = pg_ledger.account(user)
+    assert (account.version, account.credits) == (10_000, 9_999)
+    account.grant_credits(1, "after", clock.now)
+    pg_ledger.save(account)
+    assert pg_ledger.account(user).credits == 10_000
+
+
+def test_snapshot_interval_is_honoured(ledger: LedgerApplication, clock: FakeClock) -> None:
+    user = new_user(ledger)
+    grow(ledger, clock, user, 250)
+    assert ledger.snapshots is not None
+    versions = [s.originator_version for s in ledger.snapshots.get(user)]
+    assert versions == [100, 200]
+    assert isinstance(ledger.account(user), Account)
