@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -67,18 +68,25 @@ class Bench:
             env["APPLICATION_RECORDER_TOPIC"] = get_topic(UnlockedRecorder)
         return LedgerApplication(env=env, options=ledger_options(self.settings))
 
+    def reopen(self, ledger: LedgerApplication, pool: int) -> LedgerApplication:
+        """Another instance on the same database, as another API process would be."""
+        return LedgerApplication(env=dict(ledger.env), options=ledger_options(self.settings))
+
 
 def reserve_all(
-    ledger: LedgerApplication, users: list[UUID], per_user: int, threads: int
+    ledgers: list[LedgerApplication], users: list[UUID], per_user: int, threads: int
 ) -> tuple[float, int, int]:
-    """Reserve ``per_user`` image jobs for each user from ``threads`` threads.
+    """Reserve ``per_user`` image jobs for each user from ``threads`` threads, the requests
+    shuffled and spread round-robin over the ledger instances (as over API processes).
     Returns (seconds, reservations, rejections)."""
-    work = [u for u in users for _ in range(per_user)]
+    work = [(u, ledgers[i % len(ledgers)]) for i, u in enumerate(u for u in users for _ in range(per_user))]
+    random.Random(7).shuffle(work)
     rejected = 0
     lock = threading.Lock()
 
-    def one(user: UUID) -> None:
+    def one(item: tuple[UUID, LedgerApplication]) -> None:
         nonlocal rejected
+        user, ledger = item
         try:
             ledger.request_job(user, uuid4(), "image", {"bench": True})
         except InsufficientEntitlement:
@@ -87,8 +95,8 @@ def reserve_all(
 
     start = time.perf_counter()
     if threads == 1:
-        for user in work:
-            one(user)
+        for item in work:
+            one(item)
     else:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(one, work))
@@ -96,19 +104,30 @@ def reserve_all(
 
 
 def scenario(
-    bench: Bench, label: str, users: int, per_user: int, threads: int, unlocked: bool = False
+    bench: Bench,
+    label: str,
+    users: int,
+    per_user: int,
+    threads: int,
+    unlocked: bool = False,
+    instances: int = 1,
 ) -> float:
     ledger = bench.fresh_ledger(unlocked=unlocked, pool=max(threads, 2))
+    others = [bench.reopen(ledger, threads) for _ in range(instances - 1)]
     ids = [uuid4() for _ in range(users)]
     for user in ids:
         ledger.grant_credits(user, per_user * ledger.policy.cost("image"), "bench")
-    seconds, done, rejected = reserve_all(ledger, ids, per_user, threads)
+    seconds, done, rejected = reserve_all([ledger, *others], ids, per_user, threads)
     rate = done / seconds
+    apps = [ledger, *others]
+    conflicts = sum(a.stats.conflicts for a in apps)
+    exhausted = sum(a.stats.exhausted for a in apps)
     print(
-        f"{label:<52} {rate:8.0f} reservations/s  ({done} in {seconds:.2f} s, {rejected} rejected, "
-        f"{ledger.stats.conflicts} conflict retries, {ledger.stats.exhausted} gave up)"
+        f"{label:<56} {rate:8.0f} reservations/s  ({done} in {seconds:.2f} s, {rejected} rejected, "
+        f"{conflicts} conflict retries, {exhausted} gave up)"
     )
-    ledger.close()
+    for app in apps:
+        app.close()
     return rate
 
 
@@ -158,11 +177,13 @@ def main() -> None:
         version = conn.execute("show server_version").fetchone()
     print(f"PostgreSQL {version[0] if version else '?'}, {os.cpu_count()} CPUs")
     try:
+        per_user = max(1, n // 100) * 2
         scenario(bench, "one user, serially", 1, n, 1)
-        scenario(bench, "100 users, 8 threads", 100, max(1, n // 100) * 2, 8)
+        scenario(bench, "100 users, 8 threads", 100, per_user, 8)
         scenario(bench, "one hot user, 8 threads", 1, n, 8)
-        scenario(bench, "100 users, 8 threads, no table lock", 100, max(1, n // 100) * 2, 8, unlocked=True)
-        scenario(bench, "one hot user, 8 threads, no table lock", 1, n, 8, unlocked=True)
+        scenario(bench, "one hot user, 8 threads over 2 ledger instances", 1, n, 8, instances=2)
+        scenario(bench, "100 users, 8 threads, no table lock", 100, per_user, 8, unlocked=True)
+        scenario(bench, "one hot user, 8 threads over 2 instances, no table lock", 1, n, 8, True, 2)
         load_times(bench, 10_000)
     finally:
         if data_dir is not None:

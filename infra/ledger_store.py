@@ -15,6 +15,7 @@ def ledger_options(settings: Settings) -> LedgerOptions:
         key_ttl=timedelta(seconds=settings.idempotency_key_ttl_s),
         max_attempts=settings.command_max_attempts,
         snapshot_interval=settings.snapshot_interval,
+        cache_size=settings.account_cache_size,
     )
 
 

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="At most this many keys are remembered per account."
     )
     snapshot_interval: int = Field(default=100, ge=1, description="Events between snapshots.")
+    account_cache_size: int = Field(
+        default=10_000, ge=1, description="Accounts kept in memory by each process."
+    )
     command_max_attempts: int = Field(
         default=20, ge=1, description="Attempts of a ledger command on version conflicts."
     )

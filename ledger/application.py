@@ -12,6 +12,7 @@ its projections have caught up with its own write.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class LedgerOptions:
     key_ttl: timedelta = timedelta(hours=24)
     max_attempts: int = 20
     snapshot_interval: int = 100
+    cache_size: int = 10_000
 
 
 class ConflictStats:
@@ -79,6 +81,7 @@ class LedgerApplication(Application[UUID]):
     """Per-user accounts in one event store (tables ``ledger_events``, ``ledger_snapshots``)."""
 
     name = "Ledger"
+    LOCK_STRIPES = 256
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 100}
 
     def __init__(
@@ -92,7 +95,12 @@ class LedgerApplication(Application[UUID]):
         self.snapshotting_intervals = {Account: self.options.snapshot_interval}  # type: ignore[misc]
         self.clock = clock
         self.stats = ConflictStats()
-        super().__init__(env=dict(env or {}))
+        self._user_locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
+        cache = {
+            self.AGGREGATE_CACHE_MAXSIZE: str(self.options.cache_size),
+            self.AGGREGATE_CACHE_FASTFORWARD: "y",
+        }
+        super().__init__(env={**cache, **(env or {})})
         self.pending = PendingReservations(self)
 
     @property
@@ -121,29 +129,52 @@ class LedgerApplication(Application[UUID]):
             ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _user_lock(self, user_id: UUID) -> threading.Lock:
+        return self._user_locks[user_id.int % self.LOCK_STRIPES]
+
     def _attempt(
         self, user_id: UUID, decide: Callable[[Account, datetime], T], *, create: bool
     ) -> CommandResult[T]:
-        now = self.clock()
-        try:
-            account: Account = self.repository.get(user_id)
-        except AggregateNotFoundError:
-            if not create:
-                raise AccountNotFound(user_id) from None
-            account = Account.open(user_id, now)
-        value = decide(account, now)
-        recordings = self.save(account)
+        """Load, decide, save. Commands on one user are serialised within this process (so
+        they decide on the cached account in place, without copying it); processes race
+        on the stream version. Whatever fails after the load evicts the cached account,
+        which may hold events that were never saved."""
+        with self._user_lock(user_id):
+            now = self.clock()
+            try:
+                account: Account = self.repository.get(user_id, deepcopy_from_cache=False)
+            except AggregateNotFoundError:
+                if not create:
+                    raise AccountNotFound(user_id) from None
+                account = Account.open(user_id, now)
+            try:
+                value = decide(account, now)
+                recordings = self.save(account)
+            except BaseException:
+                self._evict(user_id)
+                raise
         position = max((r.notification.id for r in recordings), default=None)
         return CommandResult(value, position)
 
+    def _evict(self, user_id: UUID) -> None:
+        if self.repository.cache is not None:
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(user_id, evict=True)
+
     def account(self, user_id: UUID) -> Account:
-        try:
-            return self.repository.get(user_id)
-        except AggregateNotFoundError:
-            raise AccountNotFound(user_id) from None
+        """A copy of the user's account, for reading."""
+        with self._user_lock(user_id):
+            try:
+                return self.repository.get(user_id)
+            except AggregateNotFoundError:
+                raise AccountNotFound(user_id) from None
 
     def has_account(self, user_id: UUID) -> bool:
-        return user_id in self.repository
+        try:
+            self.account(user_id)
+        except AccountNotFound:
+            return False
+        return True
 
     def position(self) -> int:
         """The newest notification position of the event store (0 when empty)."""
@@ -193,16 +224,17 @@ class LedgerApplication(Application[UUID]):
     ) -> CommandResult[Reservation]:
         """Reserve the charge of a job and record the job (one atomic save).
         Raises ``InsufficientEntitlement`` (and appends nothing) when nothing can pay."""
-        self.policy.check_kind(kind)
-        if not self.has_account(user_id):
-            raise InsufficientEntitlement(kind, self.policy.cost(kind), 0)
-        return self._execute(
-            user_id,
-            lambda a, now: a.request_job(
-                job_id, kind, request, self.policy, now, idempotency_key, self.options.key_ttl
-            ),
-            create=False,
-        )
+        cost = self.policy.cost(kind)
+        try:
+            return self._execute(
+                user_id,
+                lambda a, now: a.request_job(
+                    job_id, kind, request, self.policy, now, idempotency_key, self.options.key_ttl
+                ),
+                create=False,
+            )
+        except AccountNotFound:
+            raise InsufficientEntitlement(kind, cost, 0) from None
 
     def complete_job(self, user_id: UUID, job_id: UUID, outputs: list[dict[str, Any]]) -> CommandResult[bool]:
         return self._execute(user_id, lambda a, now: a.complete_job(job_id, outputs, now), create=False)

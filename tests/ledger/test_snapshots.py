@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from infra.ledger_store import postgres_ledger
+from infra.settings import Settings
 from ledger.account import Account
 from ledger.application import LedgerApplication
 from tests.conftest import FakeClock
@@ -33,11 +35,14 @@ def test_loading_ten_thousand_events_uses_the_snapshot(
             "DELETE FROM ledger_events WHERE originator_id = %s AND originator_version <= 9990", (user,)
         ).rowcount
     assert deleted == 9990
-    account = pg_ledger.account(user)
-    assert (account.version, account.credits) == (10_000, 9_999)
-    account.grant_credits(1, "after", clock.now)
-    pg_ledger.save(account)
-    assert pg_ledger.account(user).credits == 10_000
+    fresh = postgres_ledger(Settings(), pg_url)  # a new process: nothing cached
+    try:
+        account = fresh.account(user)
+        assert (account.version, account.credits) == (10_000, 9_999)
+        fresh.grant_credits(user, 1, "after")
+        assert fresh.account(user).credits == 10_000
+    finally:
+        fresh.close()
 
 
 def test_snapshot_interval_is_honoured(ledger: LedgerApplication, clock: FakeClock) -> None:
