@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 
 from infra.database import database_url
@@ -18,6 +20,53 @@ def migrate(revision: str = typer.Argument("head", help="Alembic revision to upg
     """Apply the database migrations (to VTO_DATABASE_URL, or the embedded PostgreSQL)."""
     upgrade(database_url(get_settings()), revision)
     typer.echo(f"database migrated to {revision}")
+
+
+ledger_app = typer.Typer(help="The point ledger: audit (and rebuild) its read models.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("audit")
+def ledger_audit(
+    user: str | None = typer.Option(None, "--user", help="Audit one user's account only."),
+    wait: float = typer.Option(10.0, "--wait", help="Seconds to wait for the read models to catch up."),
+) -> None:
+    """Replay the event store, check the ledger invariants and compare with the read models.
+    Exit status 0 only when everything matches."""
+    from uuid import UUID
+
+    from projections.audit import audit
+
+    report = audit(database_url(get_settings()), UUID(user) if user else None, wait_s=wait)
+    for line in report.lines():
+        typer.echo(line)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@ledger_app.command("rebuild")
+def ledger_rebuild(
+    name: list[str] | None = typer.Argument(None, help="Projections to rebuild (default: all)."),  # noqa: B008
+) -> None:
+    """Rebuild read models from the start of the log into fresh tables and swap them in."""
+    from projections.rebuild import rebuild
+    from projections.registry import all_projections, projection
+
+    url = database_url(get_settings())
+    for p in [projection(n) for n in name] if name else all_projections():
+        typer.echo(f"{p.name}: rebuilt up to position {rebuild(url, p)}")
+
+
+@app.command()
+def projector(poll_interval: float = typer.Option(1.0, help="Poll fallback (seconds).")) -> None:
+    """Run every projection runner until interrupted."""
+    import threading
+
+    from projections.runner import Projector
+
+    with Projector(database_url(get_settings()), poll_interval=poll_interval):
+        typer.echo("projections running; Ctrl-C to stop")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
 
 
 def main() -> None:

@@ -68,8 +68,20 @@ class Settings(BaseSettings):
         default=None, description='Broker API version, e.g. "0.9"; unset: auto-detect.'
     )
 
+    # --- files -----------------------------------------------------------------------------
+    s3_bucket: str | None = Field(default=None, description="Unset: local files in data_dir/files.")
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    signed_url_ttl_s: int = Field(default=3600, ge=10)
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
     # --- auth ------------------------------------------------------------------------------
     jwt_secret: SecretStr | None = None
+    public_base_url: str = Field(default="", description="Prefix of links the API returns.")
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    kakao_client_id: str | None = None
+    kakao_client_secret: SecretStr | None = None
     admin_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- generation ------------------------------------------------------------------------

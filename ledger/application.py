@@ -185,6 +185,31 @@ class LedgerApplication(Application[UUID]):
         """Open the user's account; True when it was new."""
         return self._execute(user_id, lambda a, now: bool(a.pending_events), create=True)
 
+    def grant(
+        self,
+        user_id: UUID,
+        reason: str,
+        credits: int = 0,
+        tickets: Mapping[str, int] | None = None,
+        subscription: tuple[str, datetime, int | None] | None = None,
+    ) -> CommandResult[None]:
+        """Credits, tickets and/or a subscription (plan, period end, daily quota) granted
+        together, in one save."""
+        tickets = dict(tickets or {})
+        for ticket_type in tickets:
+            self.policy.check_ticket_type(ticket_type)
+
+        def decide(account: Account, now: datetime) -> None:
+            if credits:
+                account.grant_credits(credits, reason, now)
+            for ticket_type, count in tickets.items():
+                account.grant_tickets(ticket_type, count, reason, now)
+            if subscription is not None:
+                plan, period_end, quota = subscription
+                account.activate_subscription(plan, period_end, quota, reason, now)
+
+        return self._execute(user_id, decide, create=True)
+
     def grant_credits(self, user_id: UUID, amount: int, reason: str) -> CommandResult[None]:
         return self._execute(user_id, lambda a, now: a.grant_credits(amount, reason, now), create=True)
 

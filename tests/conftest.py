@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -98,3 +99,34 @@ def pg_ledger(settings: Settings, pg_url: str) -> Iterator[LedgerApplication]:
     app = postgres_ledger(settings, pg_url)
     yield app
     app.close()
+
+
+ADMIN_EMAIL = "admin@example.com"
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=tmp_path / "data", admin_emails=[ADMIN_EMAIL]
+    )
+
+
+@pytest.fixture
+def services(api_settings: Settings, pg_url: str) -> Iterator[Any]:
+    """The API's services on a fresh database, projections running (as in ``vto serve``)."""
+    from command_api.services import build_services
+
+    built = build_services(api_settings, pg_url, migrate=False)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def client(services: Any) -> Iterator[Any]:
+    """An HTTP client of the app (FastAPI's TestClient), on the ``services`` above."""
+    from fastapi.testclient import TestClient
+
+    from command_api.app import create_app
+
+    with TestClient(create_app(services)) as test_client:
+        yield test_client

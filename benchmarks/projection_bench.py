@@ -1,0 +1,142 @@
+"""Projection and audit figures on PostgreSQL: audit/replay throughput (events/s) over
+generated histories, projection catch-up throughput, and projection lag (p50, p99) while
+events are appended at a steady rate.
+
+    uv run python benchmarks/projection_bench.py [--events 100000 1000000] [--rate 500] [--seconds 20]
+
+Uses ``VTO_DATABASE_URL`` (a scratch database is created beside it) or an embedded
+PostgreSQL in a temporary directory."""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from infra.database import embedded_postgres_url, stop_embedded_postgres, with_dbname
+from infra.ledger_store import postgres_ledger
+from infra.migrate import upgrade
+from infra.settings import Settings
+from projections.audit import audit
+from projections.runner import Projector
+from tests.projections.history import random_history
+
+
+def scratch_db(server: str, name: str) -> str:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    url = with_dbname(server, name)
+    upgrade(url)
+    return url
+
+
+def audit_figures(server: str, settings: Settings, events: int) -> None:
+    url = scratch_db(server, f"vto_bench_audit_{events}")
+    app = postgres_ledger(settings, url)
+    started = time.monotonic()
+    random_history(app, users=max(100, events // 50), events=events, seed=1)
+    generated = time.monotonic() - started
+    app.close()
+    started = time.monotonic()
+    projected = Projector(url, batch_size=2000).catch_up()
+    projecting = time.monotonic() - started
+    report = audit(url)
+    print(
+        f"{events:>9,} events: generated in {generated:.1f} s; "
+        f"projection catch-up {projected / projecting:,.0f} "
+        f"events/s (both projections); audit {report.rate:,.0f} events/s over {report.events:,} events "
+        f"in {report.seconds:.1f} s, mismatches {report.mismatch_count}"
+    )
+
+
+def lag_figures(server: str, settings: Settings, rate: int, seconds: float) -> None:
+    url = scratch_db(server, "vto_bench_lag")
+    app = postgres_ledger(settings, url)
+    committed: dict[int, float] = {}
+    lags: list[float] = []
+    lock = threading.Lock()
+    pending: list[int] = []
+
+    with Projector(url) as projector:
+        runner = projector.runner("points")
+
+        def seen(position: int) -> None:
+            now = time.monotonic()
+            with lock:
+                while pending and pending[0] <= position:
+                    lags.append(now - committed.pop(pending.pop(0)))
+
+        runner.on_commit.append(seen)
+        from uuid import uuid4
+
+        users = [uuid4() for _ in range(50)]
+        for user in users:
+            app.open_account(user)
+        threads = 4  # one command at a time per thread; several threads reach the rate
+        interval = threads / rate
+        deadline = time.monotonic() + seconds
+        counts = [0] * threads
+
+        def append(worker: int) -> None:
+            next_at = time.monotonic()
+            i = worker
+            while time.monotonic() < deadline:
+                result = app.grant_credits(users[i % len(users)], 1, "bench")  # one event
+                if result.position is not None:
+                    with lock:
+                        committed[result.position] = time.monotonic()
+                        bisect.insort(pending, result.position)
+                counts[worker] += 1
+                i += threads
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+        workers = [threading.Thread(target=append, args=(w,)) for w in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        projector.wait_for(app.position(), timeout=30)
+    app.close()
+    achieved = sum(counts) / seconds
+    q = statistics.quantiles(lags, n=100)
+    print(
+        f"lag while appending {achieved:,.0f} events/s for {seconds:.0f} s ({len(lags)} events): "
+        f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    settings = Settings(_env_file=None, database_url=None)  # type: ignore[call-arg]
+    external = os.environ.get("VTO_DATABASE_URL")
+    data_dir = Path(tempfile.mkdtemp(prefix="vto-bench-pg-"))
+    data_dir.chmod(0o755)
+    server = external or embedded_postgres_url(data_dir)
+    try:
+        lag_figures(server, settings, args.rate, args.seconds)
+        for events in args.events:
+            audit_figures(server, settings, events)
+    finally:
+        if not external:
+            stop_embedded_postgres(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

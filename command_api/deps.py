@@ -1,0 +1,91 @@
+"""Dependencies injected into endpoints through ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from command_api.auth import tokens
+from command_api.problems import ProblemError
+from command_api.services import Services
+from command_api.users.models import User
+from infra.settings import Settings
+from infra.storage import Storage
+from ledger.application import LedgerApplication
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_ledger(services: ServicesDep) -> LedgerApplication:
+    return services.ledger
+
+
+def get_storage(services: ServicesDep) -> Storage:
+    return services.storage
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    """One session per request. Infrastructure owns the transaction: it commits when the
+    endpoint returned normally (before the response is sent), and rolls back otherwise."""
+    with services.sessions() as session:
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        session.commit()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+LedgerDep = Annotated[LedgerApplication, Depends(get_ledger)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh")
+
+
+def unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, "unauthorized", detail)
+
+
+def current_user(
+    services: ServicesDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise unauthorized("an access token is required")
+    try:
+        claims = tokens.decode(services.secret, credentials.credentials, "access")
+    except tokens.InvalidToken as exc:
+        raise unauthorized("the access token is invalid or expired") from exc
+    user = session.get(User, claims.user_id)
+    if user is None or user.is_deleted or user.token_version != claims.token_version:
+        raise unauthorized("the access token is no longer valid")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def admin_user(services: ServicesDep, user: CurrentUser) -> User:
+    if not services.is_admin(user.email):
+        raise ProblemError(403, "forbidden", "this endpoint is for administrators")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

@@ -1,0 +1,116 @@
+"""Request and response bodies of /points and /admin."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+
+class SubscriptionOut(BaseModel):
+    plan: str
+    period_end: datetime
+    daily_quota: int | None
+    used_today: int
+
+
+class PointsOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "credit": 42,
+                "tickets": {"lookbook": 3, "video": 0},
+                "subscription": {
+                    "plan": "pro",
+                    "period_end": "2026-12-31T00:00:00Z",
+                    "daily_quota": 50,
+                    "used_today": 7,
+                },
+                "pending_reservations": 1,
+            }
+        }
+    )
+    credit: int
+    tickets: dict[str, int]
+    subscription: SubscriptionOut | None
+    pending_reservations: int
+
+
+class UsageLine(BaseModel):
+    job_id: uuid.UUID | None
+    type: str
+    source: str
+    amount: int
+    balance_after: int | None
+    reason: str | None
+    created_at: datetime
+    position: int
+
+
+class UsagePage(BaseModel):
+    items: list[UsageLine]
+    next_cursor: str | None
+
+
+class RefundIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"job_id": "6f1c1c9e-3c8e-4a57-9e0b-5f0b8f0f3a11", "reason": "blurry"}},
+    )
+    job_id: uuid.UUID
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class RefundOut(BaseModel):
+    job_id: uuid.UUID
+    user_id: uuid.UUID
+    source: str
+    amount: int
+
+
+class SubscriptionGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str = Field(min_length=1, max_length=64)
+    days: int = Field(ge=1, le=3660)
+    daily_quota: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class GrantIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "email": "seller@example.com",
+                "credits": 100,
+                "tickets": {"lookbook": 10},
+                "subscription": {"plan": "pro", "days": 30, "daily_quota": 50},
+                "reason": "launch promotion",
+            }
+        },
+    )
+    email: EmailStr | None = None
+    user_id: uuid.UUID | None = None
+    credits: int = Field(default=0, ge=0, le=10_000_000)
+    tickets: dict[str, int] = Field(default_factory=dict)
+    subscription: SubscriptionGrant | None = None
+    reason: str = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_target_and_something(self) -> GrantIn:
+        if (self.email is None) == (self.user_id is None):
+            raise ValueError("give exactly one of email or user_id")
+        if any(n < 1 or n > 1_000_000 for n in self.tickets.values()):
+            raise ValueError("ticket counts must be within 1..1000000")
+        if not self.credits and not self.tickets and self.subscription is None:
+            raise ValueError("grant credits, tickets or a subscription")
+        return self
+
+
+class GrantOut(BaseModel):
+    user_id: uuid.UUID
+    points: PointsOut
+
+
+def used_today(quota_day: date | None, used: int, today: date) -> int:
+    return used if quota_day == today else 0

@@ -1,0 +1,96 @@
+"""What the API process holds: settings, database, ledger, projections, storage.
+
+Built once by ``build_services`` and kept on ``app.state.services``; endpoints reach it through
+the ``Annotated`` dependencies in ``command_api.deps``."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from infra.database import database_url
+from infra.db import make_engine, make_sessionmaker
+from infra.ledger_store import postgres_ledger
+from infra.migrate import upgrade
+from infra.settings import Settings
+from infra.storage import LocalStorage, S3Storage, Storage
+from ledger.application import LedgerApplication
+from projections.runner import Projector
+from projections.wait import wait_for_position
+
+READ_YOUR_WRITES_TIMEOUT_S = 5.0
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured secret, or (embedded mode only) one generated once in the data dir."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    path = settings.data_dir / "jwt_secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def build_storage(settings: Settings, secret: str) -> Storage:
+    if settings.s3_bucket:
+        return S3Storage(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_region)
+    base = f"{settings.public_base_url.rstrip('/')}/api/v1/files"
+    return LocalStorage(Path(settings.data_dir) / "files", secret.encode(), base_url=base)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    url: str
+    engine: Engine
+    sessions: sessionmaker  # type: ignore[type-arg]
+    ledger: LedgerApplication
+    storage: Storage
+    secret: str
+    projector: Projector | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def wait_for(self, position: int | None, timeout: float = READ_YOUR_WRITES_TIMEOUT_S) -> bool:
+        """Read-your-writes: wait until the read models include ``position``."""
+        if position is None:
+            return True
+        if self.projector is not None:
+            return self.projector.wait_for(position, timeout=timeout)
+        return wait_for_position(self.url, ["points", "jobs"], position, timeout)
+
+    def is_admin(self, email: str) -> bool:
+        return email.lower() in {e.lower() for e in self.settings.admin_emails}
+
+    def close(self) -> None:
+        if self.projector is not None:
+            self.projector.stop()
+        self.ledger.close()
+        self.engine.dispose()
+
+
+def build_services(
+    settings: Settings, url: str | None = None, *, migrate: bool = True, run_projections: bool = True
+) -> Services:
+    url = url or database_url(settings)
+    if migrate:
+        upgrade(url)
+    engine = make_engine(url, settings.db_pool_size)
+    secret = jwt_secret(settings)
+    services = Services(
+        settings=settings,
+        url=url,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        ledger=postgres_ledger(settings, url),
+        storage=build_storage(settings, secret),
+        secret=secret,
+    )
+    if run_projections:
+        services.projector = Projector(url).start()
+    return services

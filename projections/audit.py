@@ -1,0 +1,341 @@
+"""The ledger audit: replay the whole event store, recompute every account from its events,
+check the invariants of DESIGN.md section 2, and compare with the read models
+(``point_balance``, ``point_usage``).
+
+It streams: the events are read in stream order (``ORDER BY originator_id,
+originator_version``, the primary key) through a server-side cursor and merge-joined with the
+balance rows and usage lines in the same order, so memory holds one account at a time, never
+the log. Everything is read in one REPEATABLE READ snapshot, up to the ``points``
+projection's position in that snapshot (the events after it are not in the read models yet;
+the audit first waits for the projection to reach the head it saw when it started).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import Mapper, StoredEvent
+
+from ledger.account import Account
+from ledger.policy import CREDIT, SUBSCRIPTION, ticket_source
+from projections import tracking
+from projections.events import EVENTS_TABLE, Notified, head, ledger_mapper
+from projections.lag import Lag, lag
+from projections.points import BALANCE_COLUMNS, Balance, Reserved, UsageLine, usage_line
+
+POINTS = "points"
+MAX_LISTED = 50
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    user_id: UUID | None
+    what: str
+    expected: Any
+    actual: Any
+
+    def __str__(self) -> str:
+        return f"user {self.user_id}: {self.what}: expected {self.expected!r}, found {self.actual!r}"
+
+
+@dataclass
+class AuditReport:
+    users: int = 0
+    events: int = 0
+    position: int = 0
+    head: int = 0
+    seconds: float = 0.0
+    totals: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    mismatches: list[Mismatch] = field(default_factory=list)
+    mismatch_count: int = 0
+    lags: list[Lag] = field(default_factory=list)
+    behind: bool = False  # the read model never reached the head seen at the start
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatch_count == 0 and not self.behind
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def mismatch(self, m: Mismatch) -> None:
+        self.mismatch_count += 1
+        if len(self.mismatches) < MAX_LISTED:
+            self.mismatches.append(m)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"audited {self.events} events of {self.users} users up to position {self.position} "
+            f"(head {self.head}) in {self.seconds:.2f} s: {self.rate:,.0f} events/s",
+            "totals per source (granted, reserved, refunded, adjusted, settled jobs):",
+        ]
+        for source in sorted(self.totals):
+            t = self.totals[source]
+            out.append(
+                f"  {source}: granted {t['granted']}, reserved {t['reserved']}, refunded {t['refunded']}, "
+                f"adjusted {t['adjusted']}, settled {t['settled']}"
+            )
+        for lg in self.lags:
+            out.append(f"lag {lg.name}: {lg.events} events, {lg.seconds:.3f} s (position {lg.position})")
+        if self.behind:
+            out.append(f"read model behind: points projection at {self.position}, head {self.head}")
+        out.append(f"mismatches: {self.mismatch_count}")
+        out.extend(f"  {m}" for m in self.mismatches)
+        if self.mismatch_count > len(self.mismatches):
+            out.append(f"  ... and {self.mismatch_count - len(self.mismatches)} more")
+        out.append("OK" if self.ok else "FAILED")
+        return out
+
+
+class _Replay:
+    """One account, recomputed from its events, with the invariants checked on the way."""
+
+    def __init__(self, user: UUID, report: AuditReport) -> None:
+        self.user = user
+        self.report = report
+        self.account: Account | None = None
+        self.flows: Counter[str] = Counter()
+        self.reservations: dict[UUID, Reserved] = {}
+        self.refunds: Counter[UUID] = Counter()
+        self.settled: Counter[UUID] = Counter()
+        self.lines: list[UsageLine] = []
+
+    def fail(self, what: str, expected: Any, actual: Any) -> None:
+        self.report.mismatch(Mismatch(self.user, what, expected, actual))
+
+    def apply(self, n: Notified) -> None:
+        e = n.event
+        totals = self.report.totals
+        try:
+            self.account = e.mutate(self.account)
+        except Exception as exc:  # noqa: BLE001 - a broken stream is a finding, not a crash
+            self.fail(f"event {n.position} cannot be applied", "a valid event", repr(exc))
+            return
+        reservation: Reserved | None = None
+        if isinstance(e, Account.CreditsGranted):
+            self.flows[CREDIT] += e.amount
+            totals[CREDIT]["granted"] += e.amount
+        elif isinstance(e, Account.TicketsGranted):
+            self.flows[ticket_source(e.ticket_type)] += e.count
+            totals[ticket_source(e.ticket_type)]["granted"] += e.count
+        elif isinstance(e, Account.EntitlementReserved):
+            if e.job_id in self.reservations:
+                self.fail(f"job {e.job_id} reserved", 1, 2)
+            reservation = Reserved(e.job_id, self.user, e.source, e.amount, None, True)
+            self.reservations[e.job_id] = reservation
+            self.flows[e.source] -= e.amount
+            totals[e.source]["reserved"] += e.amount
+        elif isinstance(e, Account.Refunded):
+            self.refunds[e.job_id] += 1
+            reservation = self.reservations.get(e.job_id)
+            if self.refunds[e.job_id] > 1:
+                self.fail(f"job {e.job_id} refunds", 1, self.refunds[e.job_id])
+            if reservation is None:
+                self.fail(f"job {e.job_id} refunded", "a reservation", None)
+            elif (e.source, e.amount) != (reservation.source, reservation.amount):
+                self.fail(
+                    f"job {e.job_id} refund", (reservation.source, reservation.amount), (e.source, e.amount)
+                )
+            self.flows[e.source] += e.amount
+            totals[e.source]["refunded"] += e.amount
+        elif isinstance(e, Account.JobCompleted):
+            self.settled[e.job_id] += 1
+            reservation = self.reservations.get(e.job_id)
+            if self.settled[e.job_id] > 1:
+                self.fail(f"job {e.job_id} completions", 1, self.settled[e.job_id])
+            if e.charged and reservation is not None:
+                totals[reservation.source]["settled"] += 1
+        elif isinstance(e, Account.Adjusted):
+            self.flows[e.source] += e.delta
+            totals[e.source]["adjusted"] += e.delta
+        account = self.account
+        assert account is not None
+        if account.credits < 0:
+            self.fail(f"credits after event {n.position}", ">= 0", account.credits)
+        for ticket_type, count in account.tickets.items():
+            if count < 0:
+                self.fail(f"{ticket_source(ticket_type)} after event {n.position}", ">= 0", count)
+        line = usage_line(n, self._balance(), reservation)
+        if line is not None:
+            self.lines.append(line)
+
+    def _balance(self) -> Balance:
+        a = self.account
+        assert a is not None
+        return Balance(self.user, a.credits, dict(a.tickets))
+
+    def finish(self) -> None:
+        a = self.account
+        if a is None:
+            return
+        if self.flows[CREDIT] != a.credits:
+            self.fail("credit: granted - reserved + refunded + adjusted", self.flows[CREDIT], a.credits)
+        for ticket_type in set(a.tickets) | {
+            s[len("ticket:") :] for s in self.flows if s.startswith("ticket:")
+        }:
+            source = ticket_source(ticket_type)
+            if self.flows[source] != a.tickets.get(ticket_type, 0):
+                self.fail(
+                    f"{source}: granted - reserved + refunded + adjusted",
+                    self.flows[source],
+                    a.tickets.get(ticket_type, 0),
+                )
+        if self.flows[SUBSCRIPTION] != 0:
+            self.fail("subscription flows", 0, self.flows[SUBSCRIPTION])
+
+    def expected_balance(self) -> dict[str, Any]:
+        a = self.account
+        assert a is not None
+        sub = a.subscription
+        return {
+            "credits": a.credits,
+            "tickets": {k: v for k, v in a.tickets.items() if v},
+            "subscription": None if sub is None else (sub["plan"], sub["period_end"], sub["daily_quota"]),
+            "quota": (a.quota_day, a.quota_used) if a.quota_day is not None else None,
+            "pending_reservations": len(a.open_jobs()),
+        }
+
+
+def _actual_balance(row: tuple[Any, ...]) -> dict[str, Any]:
+    b = Balance(row[0], row[1], dict(row[2]), *row[3:])
+    return {
+        "credits": b.credits,
+        "tickets": {k: v for k, v in b.tickets.items() if v},
+        "subscription": None if b.plan is None else (b.plan, b.period_end, b.daily_quota),
+        "quota": (b.quota_day.isoformat(), b.used_today) if b.quota_day is not None else None,
+        "pending_reservations": b.pending,
+    }
+
+
+def _line(u: UsageLine) -> tuple[Any, ...]:
+    return (u.position, u.job_id, u.type, u.source, u.amount, u.balance_after, u.reason, u.created_at)
+
+
+class _Cursor:
+    """A server-side cursor with one row of look-ahead, for the merge join."""
+
+    def __init__(self, conn: psycopg.Connection[Any], name: str, sql: str, params: tuple[Any, ...]) -> None:
+        self.cur = conn.cursor(name=name)
+        self.cur.itersize = 5000
+        self.cur.execute(sql, params)
+        self.rows: Iterator[tuple[Any, ...]] = iter(self.cur)
+        self.peek: tuple[Any, ...] | None = next(self.rows, None)
+
+    def take_while(self, pred: Callable[[tuple[Any, ...]], bool]) -> Iterator[tuple[Any, ...]]:
+        while self.peek is not None and pred(self.peek):
+            row = self.peek
+            self.peek = next(self.rows, None)
+            yield row
+
+
+def audit(
+    url: str,
+    user: UUID | None = None,
+    *,
+    mapper: Mapper[Any] | None = None,
+    wait_s: float = 10.0,
+) -> AuditReport:
+    mapper = mapper or ledger_mapper()
+    report = AuditReport()
+    started = time.monotonic()
+    with psycopg.connect(url) as conn:
+        with conn.cursor() as cur:
+            start_head = head(cur)
+        conn.commit()
+        deadline = time.monotonic() + wait_s
+        while tracking.position(conn, POINTS) < start_head and time.monotonic() < deadline:
+            conn.commit()
+            time.sleep(0.05)  # waiting for another process's runner: poll with a deadline
+        conn.commit()
+        report.lags = lag(conn, mapper)
+        conn.commit()
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            position = tracking.position(conn, POINTS)
+            with conn.cursor() as cur:
+                report.head = head(cur)
+            report.position = position
+            report.behind = position < start_head
+            where, params = ("", ()) if user is None else (" AND originator_id = %s", (user,))
+            events = _Cursor(
+                conn,
+                "audit_events",
+                "SELECT originator_id, notification_id, originator_version, topic, state "
+                f"FROM {EVENTS_TABLE} WHERE notification_id <= %s{where} "
+                "ORDER BY originator_id, originator_version",
+                (position, *params),
+            )
+            uwhere = "" if user is None else " WHERE user_id = %s"
+            balances = _Cursor(
+                conn,
+                "audit_balances",
+                f"SELECT {BALANCE_COLUMNS} FROM point_balance{uwhere} ORDER BY user_id",
+                params,
+            )
+            usage = _Cursor(
+                conn,
+                "audit_usage",
+                "SELECT user_id, position, job_id, type, source, amount, balance_after, reason, created_at "
+                f"FROM point_usage{uwhere} ORDER BY user_id, position",
+                params,
+            )
+            for user_id, rows in itertools.groupby(events.take_while(lambda r: True), key=lambda r: r[0]):
+                _extra_rows(report, balances, usage, _before(user_id))
+                replay = _Replay(user_id, report)
+                for row in rows:
+                    report.events += 1
+                    event = mapper.to_domain_event(StoredEvent(row[0], row[2], row[3], bytes(row[4])))
+                    replay.apply(Notified(row[1], event))
+                replay.finish()
+                report.users += 1
+                found = list(balances.take_while(_of(user_id)))
+                if replay.account is not None:
+                    expected = replay.expected_balance()
+                    if not found:
+                        replay.fail("point_balance row", expected, None)
+                    else:
+                        actual = _actual_balance(found[0])
+                        for key, value in expected.items():
+                            if actual[key] != value:
+                                replay.fail(f"point_balance.{key}", value, actual[key])
+                lines = [tuple(r[1:]) for r in usage.take_while(_of(user_id))]
+                expected_lines = [_line(u) for u in replay.lines]
+                if lines != expected_lines:
+                    _diff_lines(replay, expected_lines, lines)
+            _extra_rows(report, balances, usage, lambda r: True)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _before(user: UUID) -> Callable[[tuple[Any, ...]], bool]:
+    return lambda row: bool(row[0] < user)
+
+
+def _of(user: UUID) -> Callable[[tuple[Any, ...]], bool]:
+    return lambda row: bool(row[0] == user)
+
+
+def _extra_rows(report: AuditReport, balances: _Cursor, usage: _Cursor, pred: Callable[[Any], bool]) -> None:
+    for row in balances.take_while(pred):
+        report.mismatch(Mismatch(row[0], "point_balance row without events", None, "a row"))
+    for row in usage.take_while(pred):
+        report.mismatch(Mismatch(row[0], f"point_usage line {row[1]} without an event", None, row[1:]))
+
+
+def _diff_lines(replay: _Replay, expected: list[tuple[Any, ...]], actual: list[tuple[Any, ...]]) -> None:
+    by_position = {line[0]: line for line in actual}
+    for line in expected:
+        found = by_position.pop(line[0], None)
+        if found != line:
+            replay.fail(f"point_usage line {line[0]}", line, found)
+    for position, line in sorted(by_position.items()):
+        replay.fail(f"point_usage line {position}", None, line)

@@ -1,0 +1,193 @@
+"""Projection ``jobs``: ``vto_job`` (one row per job), ``gallery`` (one row per output) and
+``project_stats`` (image and video counts per project).
+
+Status: a reservation is ``queued``; ``JobCompleted`` -> ``succeeded`` (also when it arrives
+after the sweeper failed and refunded the job: it is delivered free, to the gallery too);
+``JobFailed`` -> ``failed`` (an expired job has error code ``timeout``); ``JobCanceled`` ->
+``canceled``. ``running`` (and ``started_at``) will come from the worker's progress messages."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ledger.account import Account
+from projections.events import Notified
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+
+JOB_COLUMNS = (
+    "job_id",
+    "user_id",
+    "project_id",
+    "kind",
+    "status",
+    "charge_source",
+    "charge_amount",
+    "charged",
+    "refund_source",
+    "refund_amount",
+    "refund_cause",
+    "request",
+    "outputs",
+    "error",
+    "idempotency_key",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "refunded_at",
+    "updated_at",
+    "position",
+)
+_JSON = {"request", "outputs", "error"}
+_JOB_EVENTS = (
+    Account.EntitlementReserved,
+    Account.JobRequested,
+    Account.JobCompleted,
+    Account.JobFailed,
+    Account.JobCanceled,
+    Account.Refunded,
+)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _db(column: str, value: Any) -> Any:
+    return Jsonb(value) if column in _JSON and value is not None else value
+
+
+def media_class(media_type: str | None, kind: str) -> str:
+    """``image`` or ``video``: from the output's media type, else from the job's kind."""
+    if media_type:
+        major = media_type.split("/", 1)[0]
+        if major in ("image", "video"):
+            return major
+    return "video" if kind == "video" else "image"
+
+
+class JobsProjection:
+    name = "jobs"
+    tables = ("vto_job", "gallery", "project_stats")
+
+    def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Notified], tables: Mapping[str, str]) -> None:
+        relevant = [n for n in batch if isinstance(n.event, _JOB_EVENTS)]
+        if not relevant:
+            return
+        jobs = self._load(cur, tables["vto_job"], {n.event.job_id for n in relevant})
+        gallery: list[tuple[Any, ...]] = []
+        stats: dict[str, Counter[str]] = {}
+        changed: set[UUID] = set()
+        for n in relevant:
+            e = n.event
+            job = jobs.get(e.job_id)
+            if isinstance(e, Account.EntitlementReserved):
+                job = jobs[e.job_id] = dict.fromkeys(JOB_COLUMNS)
+                job.update(
+                    job_id=e.job_id,
+                    user_id=e.originator_id,
+                    kind=e.kind,
+                    status=QUEUED,
+                    charge_source=e.source,
+                    charge_amount=e.amount,
+                    outputs=[],
+                    idempotency_key=e.idempotency_key,
+                    created_at=e.timestamp,
+                )
+            elif job is None:
+                continue  # an event of a job this projection never saw reserved (cannot happen)
+            elif isinstance(e, Account.JobRequested):
+                job["request"] = e.request
+                project = e.request.get("project_id")
+                job["project_id"] = None if project is None else str(project)
+            elif isinstance(e, Account.JobCompleted):
+                job.update(status=SUCCEEDED, outputs=e.outputs, error=None, finished_at=e.timestamp)
+                job["charged"] = bool(e.charged)
+                project = job["project_id"]
+                for index, output in enumerate(e.outputs):
+                    media_type = output.get("media_type")
+                    gallery.append(
+                        (
+                            e.job_id,
+                            index,
+                            project,
+                            job["user_id"],
+                            output.get("key"),
+                            media_type,
+                            _int(output.get("width")),
+                            _int(output.get("height")),
+                            _float(output.get("duration")),
+                            _int(output.get("size")),
+                            e.timestamp,
+                            n.position,
+                        )
+                    )
+                    if project is not None:
+                        stats.setdefault(project, Counter())[media_class(media_type, job["kind"])] += 1
+            elif isinstance(e, Account.JobFailed):
+                job.update(status=FAILED, error=e.error, finished_at=e.timestamp, charged=False)
+            elif isinstance(e, Account.JobCanceled):
+                job.update(
+                    status=CANCELED,
+                    error={"code": "canceled", "message": e.reason},
+                    finished_at=e.timestamp,
+                    charged=False,
+                )
+            elif isinstance(e, Account.Refunded):
+                job.update(
+                    refund_source=e.source,
+                    refund_amount=e.amount,
+                    refund_cause=e.cause,
+                    refunded_at=e.timestamp,
+                )
+            job["updated_at"], job["position"] = e.timestamp, n.position
+            changed.add(e.job_id)
+        columns = ", ".join(JOB_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:])
+        cur.executemany(
+            f"INSERT INTO {tables['vto_job']} ({columns}) VALUES ({', '.join(['%s'] * len(JOB_COLUMNS))}) "
+            f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
+            [
+                tuple(
+                    Jsonb(jobs[j][c]) if c in _JSON and jobs[j][c] is not None else jobs[j][c]
+                    for c in JOB_COLUMNS
+                )
+                for j in changed
+            ],
+        )
+        if gallery:
+            cur.executemany(
+                f"INSERT INTO {tables['gallery']} (job_id, output_index, project_id, user_id, storage_key, "
+                "media_type, width, height, duration, size, created_at, position) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                gallery,
+            )
+        if stats:
+            cur.executemany(
+                f"INSERT INTO {tables['project_stats']} AS s (project_id, image_count, video_count) "
+                "VALUES (%s, %s, %s) ON CONFLICT (project_id) DO UPDATE SET "
+                "image_count = s.image_count + EXCLUDED.image_count, "
+                "video_count = s.video_count + EXCLUDED.video_count",
+                [(p, c["image"], c["video"]) for p, c in sorted(stats.items())],
+            )
+
+    @staticmethod
+    def _load(cur: psycopg.Cursor[Any], table: str, job_ids: set[UUID]) -> dict[UUID, dict[str, Any]]:
+        cur.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM {table} WHERE job_id = ANY(%s)", (list(job_ids),))
+        return {row[0]: dict(zip(JOB_COLUMNS, row, strict=True)) for row in cur.fetchall()}

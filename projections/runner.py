@@ -1,0 +1,243 @@
+"""A runner follows the notification log of ``ledger_events`` and applies it to one
+projection's read-model tables.
+
+Each batch is one transaction: lock the projection's tracking row, read the events after its
+position, apply them, move the position, commit. So a crash anywhere before the commit changes
+nothing, a restart resumes from the committed position, and events delivered twice (a stale
+runner, two runners of one projection) are skipped because they are not after the position.
+
+Waking up: LISTEN on the ``ledger_events`` channel (eventsourcing NOTIFYs it on every insert),
+and a poll every ``poll_interval`` seconds whatever happens, so a LISTEN connection that died
+silently (eventsourcing issue #305) delays a runner by at most that interval, never stalls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import Mapper
+
+from projections import tracking
+from projections.base import Projection, identity
+from projections.events import CHANNEL, Notified, decode, ledger_mapper, select_after
+
+log = logging.getLogger(__name__)
+
+
+class ProjectionRunner:
+    """Keeps one projection up to date. ``start()`` runs it in a daemon thread; ``catch_up()``
+    runs it in the caller's thread until the log is exhausted."""
+
+    def __init__(
+        self,
+        url: str,
+        projection: Projection,
+        *,
+        mapper: Mapper[Any] | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        listen: bool = True,
+    ) -> None:
+        self.url = url
+        self.projection = projection
+        self.name = projection.name
+        self.tables = identity(projection.tables)
+        self.mapper = mapper or ledger_mapper()
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.listen = listen
+        # Test seam: called inside the transaction after the read model was written and
+        # before the tracking position moves and the transaction commits.
+        self.before_commit: Callable[[Sequence[Notified]], None] | None = None
+        # Called (in the runner's thread) with each committed position.
+        self.on_commit: list[Callable[[int], None]] = []
+        self.errors = 0
+        self._position = 0
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+
+    # ------------------------------------------------------------------------ position
+    @property
+    def position(self) -> int:
+        """The newest position this runner committed or saw committed."""
+        return self._position
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until this runner has committed ``position`` (read-your-writes); False when
+        the deadline passed first."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._position < position:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def _seen(self, position: int) -> None:
+        with self._changed:
+            self._position = position
+            self._changed.notify_all()
+        for callback in self.on_commit:
+            callback(position)
+
+    # ------------------------------------------------------------------------ batches
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url)
+        return self._conn
+
+    def deliver(self, notifications: Iterable[Notified] | None = None) -> int:
+        """One transaction: apply the events after the tracked position (fetched from the log
+        when ``notifications`` is None) and move the position. Events at or before the
+        position are skipped: a duplicate delivery changes nothing. Returns how many were
+        applied."""
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                position = tracking.lock(cur, self.name)
+                if notifications is None:
+                    batch = decode(select_after(cur, position, self.batch_size), self.mapper)
+                else:
+                    batch = [n for n in notifications if n.position > position]
+                if not batch:
+                    applied, newest = 0, position
+                else:
+                    self.projection.apply(cur, batch, self.tables)
+                    if self.before_commit is not None:
+                        self.before_commit(batch)
+                    newest = batch[-1].position
+                    tracking.advance(cur, self.name, newest)
+                    applied = len(batch)
+        except BaseException:
+            if conn.broken:
+                self._conn = None
+            raise
+        self._seen(newest)
+        return applied
+
+    def catch_up(self) -> int:
+        """Apply batches until the log is exhausted; returns how many events were applied."""
+        total = 0
+        while True:
+            applied = self.deliver()
+            total += applied
+            if applied < self.batch_size:
+                return total
+
+    # ------------------------------------------------------------------------ thread
+    def start(self) -> ProjectionRunner:
+        if self._thread is not None:
+            raise RuntimeError(f"runner {self.name} already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"projection-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        listener: psycopg.Connection[Any] | None = None
+        backoff = 0.05
+        while not self._stop.is_set():
+            if self.listen and listener is None:
+                listener = self._listen()
+            try:
+                applied = self.deliver()
+                backoff = 0.05
+            except Exception:
+                self.errors += 1
+                log.exception("projection %s: batch failed; retrying", self.name)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.poll_interval)
+                continue
+            if applied >= self.batch_size:
+                continue
+            listener = self._idle(listener)
+        if listener is not None:
+            listener.close()
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        try:
+            conn = psycopg.connect(self.url, autocommit=True)
+            conn.execute(f"LISTEN {CHANNEL}")
+            return conn
+        except psycopg.Error:
+            log.warning("projection %s: cannot LISTEN; polling", self.name)
+            return None
+
+    def _idle(self, listener: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+        """Wait for a notification, at most ``poll_interval`` (the poll is the fallback for a
+        LISTEN connection that died without telling)."""
+        if listener is None:
+            self._stop.wait(self.poll_interval)
+            return None
+        try:
+            for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
+                pass
+            return listener
+        except psycopg.Error:
+            log.warning("projection %s: LISTEN connection lost; reconnecting", self.name)
+            listener.close()
+            return None
+
+
+class Projector:
+    """Several runners in one process (``vto serve`` / ``vto projector``), for the API:
+    ``start()``, ``wait_for(position, timeout)``, ``stop()``."""
+
+    def __init__(self, url: str, projections: Sequence[Projection] | None = None, **options: Any) -> None:
+        from projections.registry import all_projections
+
+        self.url = url
+        self.runners = [ProjectionRunner(url, p, **options) for p in (projections or all_projections())]
+
+    def start(self) -> Projector:
+        for runner in self.runners:
+            runner.start()
+        return self
+
+    def stop(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+
+    def catch_up(self) -> int:
+        return sum(runner.catch_up() for runner in self.runners)
+
+    def wait_for(self, position: int | None, timeout: float = 5.0) -> bool:
+        """Wait until every runner has committed ``position`` (a command's
+        ``CommandResult.position``; None = nothing written = nothing to wait for)."""
+        if position is None:
+            return True
+        deadline = time.monotonic() + timeout
+        return all(r.wait_for(position, max(0.0, deadline - time.monotonic())) for r in self.runners)
+
+    def runner(self, name: str) -> ProjectionRunner:
+        return next(r for r in self.runners if r.name == name)
+
+    def __enter__(self) -> Projector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,39 @@
+"""Factories for API tests: users with tokens, built directly on the services."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from command_api.auth import tokens
+from command_api.users.models import User
+from tests.conftest import ADMIN_EMAIL
+
+
+@dataclass
+class Caller:
+    user: User
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.user.id
+
+
+def make_user(
+    services: Any, email: str | None = None, *, admin: bool = False, name: str = "Test User"
+) -> Caller:
+    """A live user row (and its ledger account) plus a valid access token."""
+    email = ADMIN_EMAIL if admin else (email or f"user-{uuid.uuid4().hex[:12]}@example.com")
+    with services.sessions() as session:
+        user = User(email=email.lower(), name=name, language="en", password_hash=None, token_version=0)
+        session.add(user)
+        session.commit()
+    services.ledger.open_account(user.id)
+    token, _ = tokens.issue(services.secret, user.id, 0, "access", tokens.ACCESS_TTL)
+    return Caller(user, token)

@@ -1,0 +1,105 @@
+"""The ledger audit: passes on a clean history, fails naming the user when a read-model row
+was altered behind its back, streams 100,000 events and reports its rate."""
+
+from __future__ import annotations
+
+import time
+from uuid import uuid4
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from infra.cli import app as cli
+from infra.settings import get_settings
+from ledger.application import LedgerApplication
+from projections.audit import audit
+from projections.runner import Projector
+from tests.factories import job_request, new_user
+from tests.projections.history import random_history
+
+
+def _history(pg_url: str, ledger: LedgerApplication) -> None:
+    random_history(ledger, users=10, events=800, seed=5)
+    Projector(pg_url).catch_up()
+
+
+def _run_cli(pg_url: str, *args: str) -> tuple[int, str]:
+    get_settings.cache_clear()  # the settings are cached per process; this test changes the env
+    result = CliRunner().invoke(
+        cli,
+        ["ledger", "audit", "--wait", "1", *args],
+        env={"VTO_DATABASE_URL": pg_url, "VTO_JWT_SECRET": "s" * 40},
+    )
+    get_settings.cache_clear()
+    return result.exit_code, result.output + repr(result.exception)
+
+
+def test_audit_passes_on_a_clean_history(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    _history(pg_url, pg_ledger)
+    report = audit(pg_url)
+    assert report.ok, report.lines()
+    assert report.users == 10 and report.events >= 800 and report.rate > 0
+    code, output = _run_cli(pg_url)
+    assert code == 0, output
+    assert "mismatches: 0" in output and "events/s" in output and "credit: granted" in output
+
+
+def test_audit_fails_naming_the_user_of_an_altered_balance(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    _history(pg_url, pg_ledger)
+    victim = new_user(pg_ledger, credits=7)
+    Projector(pg_url).catch_up()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE point_balance SET credits = credits + 1 WHERE user_id = %s", (victim,))
+    report = audit(pg_url)
+    assert not report.ok
+    assert {m.user_id for m in report.mismatches} == {victim}
+    code, output = _run_cli(pg_url)
+    assert code != 0 and str(victim) in output and "FAILED" in output
+    code, output = _run_cli(pg_url, "--user", str(victim))
+    assert code != 0 and str(victim) in output
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "UPDATE point_usage SET amount = amount - 1 WHERE position = (SELECT max(position) FROM point_usage "
+        "WHERE user_id = %(u)s)",
+        "DELETE FROM point_usage WHERE position = "
+        "(SELECT max(position) FROM point_usage WHERE user_id = %(u)s)",
+        "UPDATE point_usage SET balance_after = 99 WHERE user_id = %(u)s AND type = 'reservation'",
+    ],
+    ids=["amount", "deleted", "balance_after"],
+)
+def test_audit_fails_naming_the_user_of_an_altered_usage_line(
+    pg_url: str, pg_ledger: LedgerApplication, tamper: str
+) -> None:
+    _history(pg_url, pg_ledger)
+    victim = new_user(pg_ledger, credits=7)
+    pg_ledger.request_job(victim, uuid4(), "image", job_request())
+    Projector(pg_url).catch_up()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(tamper, {"u": victim})
+    report = audit(pg_url)
+    assert {m.user_id for m in report.mismatches} == {victim}
+    code, output = _run_cli(pg_url)
+    assert code != 0 and str(victim) in output
+
+
+def test_audit_fails_when_the_read_model_is_behind(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    new_user(pg_ledger, credits=1)
+    report = audit(pg_url, wait_s=0.1)
+    assert not report.ok and report.behind
+
+
+@pytest.mark.slow
+def test_audit_streams_100k_events_and_reports_its_rate(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    random_history(pg_ledger, users=2000, events=100_000, seed=11)
+    Projector(pg_url, batch_size=2000).catch_up()
+    started = time.monotonic()
+    report = audit(pg_url)
+    elapsed = time.monotonic() - started
+    print("\n".join(report.lines()))
+    assert report.ok, report.lines()[-5:]
+    assert report.events >= 100_000 and report.rate > 0
+    assert elapsed < 60

@@ -1,0 +1,213 @@
+"""Runners on real PostgreSQL: the read models' contents, exactly-once across a crash and a
+duplicate delivery, restart, LISTEN and the poll fallback, read-your-writes, lag."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import uuid4
+
+import psycopg
+import pytest
+
+from ledger.application import LedgerApplication
+from projections.events import decode, ledger_mapper, select_after
+from projections.jobs import JobsProjection
+from projections.lag import lag
+from projections.points import PointsProjection
+from projections.rebuild import rebuild
+from projections.runner import ProjectionRunner, Projector
+from projections.wait import wait_for_position
+from tests.factories import job_request, new_user
+from tests.projections.helpers import dump, one, tracking
+
+BALANCE_SQL = "SELECT %s FROM point_balance WHERE user_id = %%s"
+
+
+class Crash(Exception):
+    pass
+
+
+def _outputs(kind: str = "image") -> list[dict[str, object]]:
+    media = "video/mp4" if kind == "video" else "image/png"
+    return [{"key": f"out/{uuid4()}", "media_type": media, "width": 768, "height": 1024, "size": 123}]
+
+
+def test_read_models_follow_every_kind_of_event(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    user = new_user(pg_ledger, credits=10, lookbook=1)
+    project = str(uuid4())
+    by_ticket, by_credit, failed, canceled = uuid4(), uuid4(), uuid4(), uuid4()
+    pg_ledger.request_job(user, by_ticket, "image", job_request(project_id=project))
+    pg_ledger.request_job(user, by_credit, "video", job_request(project_id=project))
+    pg_ledger.request_job(user, failed, "image", job_request(project_id=project))
+    pg_ledger.request_job(user, canceled, "image", job_request(project_id=project))
+    pg_ledger.complete_job(user, by_ticket, _outputs())
+    pg_ledger.complete_job(user, by_credit, _outputs("video"))
+    pg_ledger.fail_job(user, failed, {"code": "generator_error", "message": "boom", "retryable": False})
+    pg_ledger.cancel_job(user, canceled)
+    pg_ledger.admin_refund(user, by_credit, "bad video", by="admin@example.com")
+    pg_ledger.adjust(user, "credit", -1, "correction")
+    projector = Projector(pg_url)
+    projector.catch_up()
+
+    credits, tickets, pending = one(
+        pg_url, "SELECT credits, tickets, pending_reservations FROM point_balance WHERE user_id = %s", user
+    )
+    # 10 - 5 (video) + 5 (admin refund) - 1 (adjusted); failed and canceled jobs refunded
+    assert (credits, tickets, pending) == (9, {"lookbook": 0}, 0)
+    with psycopg.connect(pg_url) as conn:
+        usage = conn.execute(
+            "SELECT type, source, amount, balance_after FROM point_usage "
+            "WHERE user_id = %s ORDER BY position",
+            (user,),
+        ).fetchall()
+        jobs = dict(conn.execute("SELECT job_id, status FROM vto_job WHERE user_id = %s", (user,)).fetchall())
+        refund = conn.execute(
+            "SELECT refund_source, refund_amount, refund_cause FROM vto_job WHERE job_id = %s", (by_credit,)
+        ).fetchone()
+        gallery = conn.execute("SELECT count(*) FROM gallery WHERE project_id = %s", (project,)).fetchone()
+        stats = conn.execute(
+            "SELECT image_count, video_count FROM project_stats WHERE project_id = %s", (project,)
+        ).fetchone()
+    assert usage == [
+        ("grant", "credit", 10, 10),
+        ("grant", "ticket:lookbook", 1, 1),
+        ("reservation", "ticket:lookbook", -1, 0),
+        ("reservation", "credit", -5, 5),
+        ("reservation", "credit", -1, 4),
+        ("reservation", "credit", -1, 3),
+        ("settlement", "ticket:lookbook", 0, 0),
+        ("settlement", "credit", 0, 3),
+        ("refund", "credit", 1, 4),
+        ("refund", "credit", 1, 5),
+        ("refund", "credit", 5, 10),
+        ("adjustment", "credit", -1, 9),
+    ]
+    assert jobs == {by_ticket: "succeeded", by_credit: "succeeded", failed: "failed", canceled: "canceled"}
+    assert refund == ("credit", 5, "admin")
+    assert gallery == (2,)
+    assert stats == (1, 1)
+
+
+def test_subscription_quota_and_late_success_after_expiry(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    user = new_user(pg_ledger)
+    period_end = pg_ledger.clock() + timedelta(days=30)
+    pg_ledger.activate_subscription(user, "pro", period_end, 2, "plan")
+    job = uuid4()
+    pg_ledger.request_job(user, job, "image", job_request())
+    pg_ledger.request_job(user, uuid4(), "image", job_request())
+    projector = Projector(pg_url)
+    projector.catch_up()
+    assert one(
+        pg_url,
+        BALANCE_SQL % "subscription_plan, daily_quota, used_today",
+        user,
+    ) == ("pro", 2, 2)
+    pg_ledger.expire_stale_reservations(pg_ledger.clock() + timedelta(hours=1), timedelta(minutes=1))
+    projector.catch_up()
+    assert one(pg_url, BALANCE_SQL % "used_today, pending_reservations", user) == (
+        0,
+        0,
+    )
+    assert one(pg_url, "SELECT status, error->>'code' FROM vto_job WHERE job_id = %s", job) == (
+        "failed",
+        "timeout",
+    )
+    pg_ledger.complete_job(user, job, _outputs())
+    projector.catch_up()
+    assert one(pg_url, "SELECT status, charged FROM vto_job WHERE job_id = %s", job) == ("succeeded", False)
+    assert one(pg_url, "SELECT count(*) FROM gallery WHERE job_id = %s", job) == (1,)
+
+
+@pytest.mark.parametrize("projection", [PointsProjection(), JobsProjection()], ids=lambda p: p.name)
+def test_crash_before_commit_then_restart_leaves_the_read_model_exact(
+    pg_url: str, pg_ledger: LedgerApplication, projection: PointsProjection | JobsProjection
+) -> None:
+    user = new_user(pg_ledger, credits=5)
+    job = uuid4()
+    pg_ledger.request_job(user, job, "image", job_request())
+    runner = ProjectionRunner(pg_url, projection)
+    runner.catch_up()
+    before, position = dump(pg_url), tracking(pg_url)[projection.name]
+    pg_ledger.complete_job(user, job, _outputs())
+    pg_ledger.grant_credits(user, 3, "more")
+
+    def crash(batch: object) -> None:
+        raise Crash
+
+    runner.before_commit = crash
+    with pytest.raises(Crash):
+        runner.catch_up()
+    assert dump(pg_url) == before
+    assert tracking(pg_url)[projection.name] == position
+    runner.close()
+
+    restarted = ProjectionRunner(pg_url, projection)  # a new process: resumes from tracking
+    assert restarted.catch_up() == 2
+    incremental = dump(pg_url)
+    rebuild(pg_url, projection)
+    assert dump(pg_url) == incremental
+
+
+def test_duplicate_delivery_is_applied_once(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    user = new_user(pg_ledger, credits=5)
+    pg_ledger.request_job(user, uuid4(), "image", job_request())
+    with psycopg.connect(pg_url) as conn, conn.cursor() as cur:
+        batch = decode(select_after(cur, 0, 100), ledger_mapper())
+    runners = [ProjectionRunner(pg_url, p) for p in (PointsProjection(), JobsProjection())]
+    for runner in runners:
+        assert runner.deliver(batch) == len(batch)
+    once = dump(pg_url)
+    for runner in runners:
+        assert runner.deliver(batch) == 0  # delivered again: behind the position, skipped
+        assert runner.deliver(batch[1:]) == 0
+        assert runner.catch_up() == 0
+    assert dump(pg_url) == once
+    assert one(pg_url, "SELECT credits FROM point_balance WHERE user_id = %s", user) == (4,)
+
+
+def test_two_runners_of_one_projection_apply_each_event_once(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    user = new_user(pg_ledger)
+    for _ in range(30):
+        pg_ledger.grant_credits(user, 1, "drip")
+    a = ProjectionRunner(pg_url, PointsProjection(), batch_size=7, poll_interval=0.05).start()
+    b = ProjectionRunner(pg_url, PointsProjection(), batch_size=5, poll_interval=0.05).start()
+    try:
+        last = pg_ledger.grant_credits(user, 1, "last").position
+        assert last is not None
+        assert wait_for_position(pg_url, ["points"], last, timeout=10)
+    finally:
+        a.stop()
+        b.stop()
+    assert one(pg_url, "SELECT credits FROM point_balance WHERE user_id = %s", user) == (31,)
+    assert one(pg_url, "SELECT count(*) FROM point_usage WHERE user_id = %s", user) == (31,)
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["listen", "poll-only"])
+def test_started_projector_gives_read_your_writes(
+    pg_url: str, pg_ledger: LedgerApplication, listen: bool
+) -> None:
+    # poll-only = a LISTEN connection that silently died: the poll still moves the runner
+    with Projector(pg_url, listen=listen, poll_interval=0.05 if not listen else 1.0) as projector:
+        user = new_user(pg_ledger, credits=5)
+        job = uuid4()
+        result = pg_ledger.request_job(user, job, "image", job_request())
+        assert projector.wait_for(result.position, timeout=10)
+        assert one(pg_url, "SELECT status FROM vto_job WHERE job_id = %s", job) == ("queued",)
+        assert one(pg_url, "SELECT credits FROM point_balance WHERE user_id = %s", user) == (4,)
+        assert not projector.wait_for((result.position or 0) + 1000, timeout=0.05)
+
+
+def test_lag_in_events_and_seconds(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    user = new_user(pg_ledger, credits=5)
+    pg_ledger.grant_credits(user, 1, "x")
+    with psycopg.connect(pg_url) as conn:
+        lags = {lg.name: lg for lg in lag(conn)}
+    assert lags["points"].events == 3 and lags["points"].position == 0
+    assert lags["points"].seconds >= 0
+    ProjectionRunner(pg_url, PointsProjection()).catch_up()
+    with psycopg.connect(pg_url) as conn:
+        lags = {lg.name: lg for lg in lag(conn)}
+    assert (lags["points"].events, lags["points"].seconds) == (0, 0.0)
+    assert lags["jobs"].events == 3
