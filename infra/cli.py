@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import typer
 
@@ -69,5 +70,31 @@ def projector(poll_interval: float = typer.Option(1.0, help="Poll fallback (seco
             threading.Event().wait()
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Run everything in one process: API, projections and the job pipeline. With no
+    configuration it uses the embedded defaults (embedded PostgreSQL in ./.vto, in-process
+    queue, local files, offline generator)."""
+    from command_api.serve import serve as run
+
+    run(get_settings(), host, port, all_in_one=True, announce=typer.echo)
+
+
+@app.command()
+def api(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Run the HTTP API alone (projections, relay, workers run as their own processes)."""
+    from command_api.serve import serve as run
+
+    run(get_settings(), host, port, all_in_one=False, announce=typer.echo)
+
+
 def main() -> None:
+    # pgserver's platformdirs complains when XDG_RUNTIME_DIR is unset (containers, CI): noise.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     app()

@@ -30,7 +30,11 @@ def upgrade() -> None:
     )
     # One live account per email; a soft-deleted account keeps its row (and email).
     op.create_index(
-        "users_live_email_key", "users", ["email"], unique=True, postgresql_where=sa.text("deleted_at IS NULL")
+        "users_live_email_key",
+        "users",
+        ["email"],
+        unique=True,
+        postgresql_where=sa.text("deleted_at IS NULL"),
     )
     op.create_table(
         "oauth_identities",
