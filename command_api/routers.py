@@ -5,6 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from command_api.admin.endpoints import router as admin
+from command_api.assets.endpoints import router as assets
+from command_api.auth.endpoints import router as auth
+from command_api.collections.endpoints import router as collections
+from command_api.files.endpoints import router as files
 from command_api.points.endpoints import router as points
+from command_api.products.endpoints import router as products
+from command_api.projects.endpoints import router as projects
+from command_api.users.endpoints import router as users
+from command_api.vto.endpoints import router as vto
 
-ALL: list[APIRouter] = [points, admin]
+ALL: list[APIRouter] = [points, admin, auth, users, collections, projects, products, assets, files, vto]

@@ -14,10 +14,15 @@ from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Components that `vto serve` runs beside the API (the job pipeline registers its own here):
-# each is called with the services and returns a function that stops it.
+# Components that `vto serve` runs beside the API: each is called with the services and
+# returns a function that stops it.
 Component = Callable[[Services], Callable[[], None]]
-SERVE_COMPONENTS: list[Component] = []
+
+
+def serve_components() -> list[Component]:
+    from generator_worker.pipeline.embedded import start_pipeline
+
+    return [start_pipeline]
 
 
 def serve(
@@ -27,7 +32,7 @@ def serve(
     projections when ``all_in_one``), then serve HTTP until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = build_services(settings, run_projections=all_in_one)
-    stops = [component(services) for component in SERVE_COMPONENTS] if all_in_one else []
+    stops = [component(services) for component in serve_components()] if all_in_one else []
     try:
         app = create_app(services)
         mode = "embedded defaults" if settings.embedded else "configured database"

@@ -94,6 +94,38 @@ def api(
     run(get_settings(), host, port, all_in_one=False, announce=typer.echo)
 
 
+@app.command()
+def relay() -> None:
+    """Publish job requests from the event store to the queue (outbox relay)."""
+    from generator_worker.pipeline.runtime import run_relay
+
+    run_relay(get_settings())
+
+
+@app.command()
+def worker(concurrency: int = typer.Option(1, min=1, max=32, help="Worker threads.")) -> None:
+    """Consume job requests, generate, store outputs and publish results."""
+    from generator_worker.pipeline.runtime import run_worker
+
+    run_worker(get_settings(), concurrency=concurrency)
+
+
+@app.command()
+def ingestor() -> None:
+    """Apply job results to the ledger (settle, or fail and refund), once per job."""
+    from generator_worker.pipeline.runtime import run_ingestor
+
+    run_ingestor(get_settings())
+
+
+@app.command()
+def sweeper() -> None:
+    """Fail and refund reservations older than VTO_JOB_TIMEOUT_S."""
+    from generator_worker.pipeline.runtime import run_sweeper
+
+    run_sweeper(get_settings())
+
+
 def main() -> None:
     # pgserver's platformdirs complains when XDG_RUNTIME_DIR is unset (containers, CI): noise.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")

@@ -128,7 +128,7 @@ class JobsProjection:
                             index,
                             project,
                             job["user_id"],
-                            output.get("key"),
+                            output.get("storage_key"),
                             media_type,
                             _int(output.get("width")),
                             _int(output.get("height")),

@@ -130,3 +130,31 @@ def client(services: Any) -> Iterator[Any]:
 
     with TestClient(create_app(services)) as test_client:
         yield test_client
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # kafka-python reads its protocol schemas with a deprecated importlib.resources call.
+    config.addinivalue_line("filterwarnings", "ignore:.*is deprecated. Use files:DeprecationWarning")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A Kafka broker for the whole run: ``VTO_TEST_KAFKA_BOOTSTRAP``, or a local 0.9 broker
+    started here and stopped at the end. In CI (``CI=true``) a broker that cannot start fails
+    the tests; elsewhere they are skipped only when java or npm is missing."""
+    external = os.environ.get("VTO_TEST_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    from infra.kafka import local
+
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    if not in_ci and (shutil.which("java") is None or shutil.which("npm") is None):
+        pytest.skip("the local Kafka broker needs java and npm (set VTO_TEST_KAFKA_BOOTSTRAP)")
+    run_dir = Path(tempfile.mkdtemp(prefix="vto-test-kafka-"))
+    broker = local.start(run_dir / "run")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -21,7 +21,7 @@ START = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 def _outputs(rng: random.Random, kind: str) -> list[dict[str, Any]]:
     media = "video/mp4" if kind == "video" else "image/png"
     return [
-        {"key": f"outputs/{uuid4()}.{media[6:]}", "media_type": media, "width": 768, "height": 1024}
+        {"storage_key": f"outputs/{uuid4()}.{media[6:]}", "media_type": media, "width": 768, "height": 1024}
         for _ in range(rng.randint(1, 2))
     ]
 

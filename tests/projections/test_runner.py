@@ -29,7 +29,7 @@ class Crash(Exception):
 
 def _outputs(kind: str = "image") -> list[dict[str, object]]:
     media = "video/mp4" if kind == "video" else "image/png"
-    return [{"key": f"out/{uuid4()}", "media_type": media, "width": 768, "height": 1024, "size": 123}]
+    return [{"storage_key": f"out/{uuid4()}", "media_type": media, "width": 768, "height": 1024, "size": 123}]
 
 
 def test_read_models_follow_every_kind_of_event(pg_url: str, pg_ledger: LedgerApplication) -> None:

@@ -1,0 +1,1 @@
+"""A user's model photos and backgrounds."""

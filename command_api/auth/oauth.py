@@ -1,0 +1,242 @@
+"""Social login (Google, Kakao): the provider registry, the authorization-code exchange with
+PKCE (authlib's httpx ``OAuth2Client``) and the signed, expiring ``state``.
+
+The registry holds each provider's endpoints (defaults below) and takes the client id and
+secret from the settings. Its ``transport`` is the HTTP boundary: ``None`` is the real
+network; tests put an ``httpx.MockTransport`` there to play the providers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import warnings
+from base64 import urlsafe_b64encode
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import authlib.deprecate  # noqa: F401  (its warning filter first, so ours below wins)
+import httpx
+from itsdangerous import BadData, URLSafeTimedSerializer
+
+from command_api.problems import ProblemError
+from infra.settings import Settings
+
+with warnings.catch_warnings():
+    # authlib 1.9 prefers the ``httpx2`` package and warns when it falls back to httpx.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.common.errors import AuthlibBaseError
+    from authlib.integrations.httpx_client import OAuth2Client
+
+STATE_MAX_AGE_S = 600
+HTTP_TIMEOUT_S = 10.0
+_STATE_SALT = "vto.oauth.state"
+
+
+@dataclass(frozen=True)
+class ProviderIdentity:
+    """Who the provider says the user is."""
+
+    provider: str
+    subject: str
+    email: str | None
+    email_verified: bool
+    name: str | None
+
+
+def _google_identity(info: Mapping[str, Any]) -> ProviderIdentity:
+    # OpenID Connect userinfo: sub, email, email_verified, name.
+    verified = info.get("email_verified")
+    return ProviderIdentity(
+        provider="google",
+        subject=str(info["sub"]),
+        email=info.get("email"),
+        email_verified=verified is True or verified == "true",
+        name=info.get("name"),
+    )
+
+
+def _kakao_identity(info: Mapping[str, Any]) -> ProviderIdentity:
+    # https://kapi.kakao.com/v2/user/me: id, kakao_account.{email, is_email_valid,
+    # is_email_verified, profile.nickname}.
+    account = info.get("kakao_account") or {}
+    profile = account.get("profile") or {}
+    return ProviderIdentity(
+        provider="kakao",
+        subject=str(info["id"]),
+        email=account.get("email"),
+        email_verified=account.get("is_email_valid") is True and account.get("is_email_verified") is True,
+        name=profile.get("nickname"),
+    )
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    authorize_url: str
+    token_url: str
+    userinfo_url: str
+    scope: str
+    identity: Callable[[Mapping[str, Any]], ProviderIdentity]
+
+
+DEFAULT_PROVIDERS: dict[str, Provider] = {
+    "google": Provider(
+        name="google",
+        authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
+        token_url="https://oauth2.googleapis.com/token",  # noqa: S106  (a URL, not a password)
+        userinfo_url="https://openidconnect.googleapis.com/v1/userinfo",
+        scope="openid email profile",
+        identity=_google_identity,
+    ),
+    "kakao": Provider(
+        name="kakao",
+        authorize_url="https://kauth.kakao.com/oauth/authorize",
+        token_url="https://kauth.kakao.com/oauth/token",  # noqa: S106
+        userinfo_url="https://kapi.kakao.com/v2/user/me",
+        scope="account_email profile_nickname",
+        identity=_kakao_identity,
+    ),
+}
+
+
+def s256(code_verifier: str) -> str:
+    """The PKCE S256 code challenge of a verifier (RFC 7636 section 4.2)."""
+    digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
+    return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class Authorization:
+    url: str
+    state: str
+    code_verifier: str
+
+
+@dataclass
+class OAuthProviders:
+    """The providers this deployment knows, with their credentials and the HTTP transport."""
+
+    settings: Settings
+    secret: str
+    providers: dict[str, Provider] = field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
+    transport: httpx.BaseTransport | None = None
+    timeout_s: float = HTTP_TIMEOUT_S
+
+    # --- lookup ----------------------------------------------------------------------------
+    def provider(self, name: str) -> Provider:
+        """The provider, or 404 ``unknown_provider``; 503 ``oauth_not_configured`` when it is
+        known but this deployment has no client id for it."""
+        provider = self.providers.get(name)
+        if provider is None:
+            raise ProblemError(404, "unknown_provider", f"no OAuth provider named {name!r}")
+        if self._credentials(name)[0] is None:
+            raise ProblemError(
+                503,
+                "oauth_not_configured",
+                f"sign-in with {name} is not configured on this server "
+                f"(VTO_{name.upper()}_CLIENT_ID is not set)",
+            )
+        return provider
+
+    def _credentials(self, name: str) -> tuple[str | None, str | None]:
+        client_id = getattr(self.settings, f"{name}_client_id", None)
+        secret = getattr(self.settings, f"{name}_client_secret", None)
+        return client_id or None, secret.get_secret_value() if secret is not None else None
+
+    def _client(self, provider: Provider, **kwargs: Any) -> OAuth2Client:
+        client_id, client_secret = self._credentials(provider.name)
+        return OAuth2Client(
+            client_id=client_id,
+            client_secret=client_secret,
+            token_endpoint_auth_method="client_secret_post",  # noqa: S106
+            scope=provider.scope,
+            code_challenge_method="S256",
+            transport=self.transport,
+            timeout=self.timeout_s,
+            trust_env=False,
+            **kwargs,
+        )
+
+    # --- start of the flow -----------------------------------------------------------------
+    def authorize(self, name: str, redirect_uri: str) -> Authorization:
+        """The provider URL to send the browser to, a signed state and the PKCE verifier."""
+        provider = self.provider(name)
+        verifier = secrets.token_urlsafe(48)  # 64 characters, within PKCE's 43..128
+        state = self._serializer().dumps(
+            {"p": name, "r": redirect_uri, "c": s256(verifier), "n": secrets.token_urlsafe(8)}
+        )
+        with self._client(provider, redirect_uri=redirect_uri) as client:
+            url, _ = client.create_authorization_url(
+                provider.authorize_url, state=state, code_verifier=verifier
+            )
+        return Authorization(url=url, state=state, code_verifier=verifier)
+
+    def check_state(self, state: str, name: str, redirect_uri: str, code_verifier: str | None) -> None:
+        """Raise 400 ``invalid_state`` unless ``state`` is ours, fresh, for this provider and
+        redirect_uri, and ``code_verifier`` matches the challenge it was issued with."""
+        try:
+            data = self._serializer().loads(state, max_age=STATE_MAX_AGE_S)
+        except BadData as exc:
+            raise ProblemError(400, "invalid_state", "the state is invalid or expired") from exc
+        if not isinstance(data, dict) or data.get("p") != name or data.get("r") != redirect_uri:
+            raise ProblemError(
+                400, "invalid_state", "the state was issued for another provider or redirect_uri"
+            )
+        if code_verifier is None or s256(code_verifier) != data.get("c"):
+            raise ProblemError(400, "invalid_state", "the code_verifier does not match the state")
+
+    def _serializer(self) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self.secret, salt=_STATE_SALT)
+
+    # --- end of the flow -------------------------------------------------------------------
+    def exchange(
+        self, name: str, code: str, redirect_uri: str, code_verifier: str | None
+    ) -> ProviderIdentity:
+        """Trade the authorization code for a provider token, then read the user's info.
+
+        400 ``oauth_code_rejected`` when the provider refuses the code (an OAuth error answer,
+        e.g. ``invalid_grant``); 502 ``oauth_provider_error`` when the provider cannot be
+        reached or answers with something unusable."""
+        provider = self.provider(name)
+        try:
+            with self._client(provider, redirect_uri=redirect_uri) as client:
+                extra = {"code_verifier": code_verifier} if code_verifier else {}
+                token = client.fetch_token(
+                    provider.token_url,
+                    grant_type="authorization_code",
+                    code=code,
+                    redirect_uri=redirect_uri,
+                    **extra,
+                )
+                if not token.get("access_token"):
+                    raise _bad_gateway(name, "the token answer has no access_token")
+                response = client.get(provider.userinfo_url)
+                response.raise_for_status()
+                info = response.json()
+        except AuthlibBaseError as exc:
+            raise ProblemError(
+                400, "oauth_code_rejected", f"{name} refused the authorization code: {exc.error}"
+            ) from exc
+        except httpx.HTTPStatusError as exc:
+            if 400 <= exc.response.status_code < 500 and exc.request.url == httpx.URL(provider.token_url):
+                raise ProblemError(
+                    400, "oauth_code_rejected", f"{name} refused the authorization code"
+                ) from exc
+            raise _bad_gateway(name, f"HTTP {exc.response.status_code}") from exc
+        except (httpx.HTTPError, ValueError) as exc:
+            raise _bad_gateway(name, type(exc).__name__) from exc
+        try:
+            if not isinstance(info, dict):
+                raise TypeError("not an object")
+            identity = provider.identity(info)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise _bad_gateway(name, "the user info has no subject") from exc
+        if not identity.subject or len(identity.subject) > 255:
+            raise _bad_gateway(name, "the user info subject is unusable")
+        return identity
+
+
+def _bad_gateway(name: str, why: str) -> ProblemError:
+    return ProblemError(502, "oauth_provider_error", f"{name} sign-in failed: {why}")

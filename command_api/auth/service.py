@@ -1,0 +1,221 @@
+"""Accounts and tokens: register, password login, refresh-token rotation, social login.
+
+Functions here work on the request's session and never commit (the infrastructure does, when
+the endpoint returns). They raise ``ProblemError`` for the caller's mistakes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from command_api.auth import passwords, tokens
+from command_api.auth.oauth import ProviderIdentity
+from command_api.auth.schemas import EMAIL_MAX, RegisterIn, TokenPair
+from command_api.problems import ProblemError
+from command_api.users.models import OAuthIdentity, RefreshToken, User
+from command_api.users.schemas import NAME_MAX
+from ledger.application import LedgerApplication
+
+INVALID_CREDENTIALS = "the email or password is not correct"
+
+
+class RefreshTokenReused(ProblemError):
+    """A used refresh token came back: its family was revoked (in the session, to be kept)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            401,
+            "refresh_token_reused",
+            "this refresh token was already used; every token of its sign-in was revoked",
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def live_user_by_email(session: Session, email: str) -> User | None:
+    query = select(User).where(User.email == email.lower(), User.deleted_at.is_(None))
+    return session.scalars(query).first()
+
+
+def _email_taken() -> ProblemError:
+    return ProblemError(409, "email_taken", "an account with this email already exists")
+
+
+def _add_user(session: Session, ledger: LedgerApplication, user: User) -> User:
+    """Insert the user (409 when a live account took the email meanwhile) and open its ledger
+    account. The ledger account is opened after the row is flushed but before the request
+    commits: if the request fails afterwards, an account with no user row is left in the
+    ledger. That is harmless: it holds nothing and no user id will ever refer to it."""
+    try:
+        with session.begin_nested():
+            session.add(user)
+            session.flush()
+    except IntegrityError as exc:
+        raise _email_taken() from exc
+    ledger.open_account(user.id)
+    return user
+
+
+# --- register and login -----------------------------------------------------------------------
+def register(session: Session, ledger: LedgerApplication, body: RegisterIn) -> User:
+    if live_user_by_email(session, body.email) is not None:
+        raise _email_taken()
+    user = User(
+        email=body.email.lower(),
+        password_hash=passwords.hash_password(body.password),
+        name=body.name,
+        language=body.language,
+        token_version=0,
+    )
+    return _add_user(session, ledger, user)
+
+
+def login(session: Session, secret: str, email: str, password: str) -> TokenPair:
+    """Tokens for a live user with this password; the same 401 for every failure."""
+    user = live_user_by_email(session, email)
+    if not passwords.verify_password(user.password_hash if user else None, password) or user is None:
+        raise ProblemError(401, "invalid_credentials", INVALID_CREDENTIALS)
+    assert user.password_hash is not None
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash_password(password)
+    return issue_tokens(session, secret, user)
+
+
+# --- tokens -----------------------------------------------------------------------------------
+def issue_tokens(session: Session, secret: str, user: User, family: uuid.UUID | None = None) -> TokenPair:
+    """An access token and a refresh token (recorded by its jti, in ``family``: a new one for
+    a new sign-in, the old one on rotation)."""
+    family = family or uuid.uuid4()
+    access, _ = tokens.issue(secret, user.id, user.token_version, "access", tokens.ACCESS_TTL)
+    refresh, claims = tokens.issue(
+        secret, user.id, user.token_version, "refresh", tokens.REFRESH_TTL, family=family
+    )
+    session.add(RefreshToken(jti=claims.jti, family=family, user_id=user.id, expires_at=claims.expires_at))
+    session.flush()
+    return TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        token_type="bearer",  # noqa: S106
+        expires_in=int(tokens.ACCESS_TTL.total_seconds()),
+    )
+
+
+def _invalid_refresh(detail: str = "the refresh token is invalid or expired") -> ProblemError:
+    return ProblemError(401, "invalid_token", detail)
+
+
+def refresh(session: Session, secret: str, token: str) -> TokenPair:
+    """Rotate: the presented refresh token becomes used and the next one of its family is
+    issued. A used token presented again revokes the whole family (``RefreshTokenReused``,
+    raised after the revocation was written to the session: the caller must keep it)."""
+    try:
+        claims = tokens.decode(secret, token, "refresh")
+    except tokens.InvalidToken as exc:
+        raise _invalid_refresh() from exc
+    if claims.family is None:
+        raise _invalid_refresh()
+    now = _now()
+    # Claim the token atomically: of two concurrent uses, exactly one gets the row.
+    claimed = session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.jti == claims.jti,
+            RefreshToken.user_id == claims.user_id,
+            RefreshToken.family == claims.family,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(RefreshToken.jti)
+    ).first()
+    if claimed is None:
+        row = session.get(RefreshToken, claims.jti)
+        if row is None or row.user_id != claims.user_id or row.family != claims.family:
+            raise _invalid_refresh()
+        if row.revoked_at is not None:
+            raise _invalid_refresh("the refresh token was revoked")
+        if row.used_at is not None:
+            revoke_family(session, row.family, now)
+            raise RefreshTokenReused()
+        raise _invalid_refresh()
+    user = session.get(User, claims.user_id)
+    if user is None or user.is_deleted or user.token_version != claims.token_version:
+        raise _invalid_refresh("the refresh token is no longer valid")
+    return issue_tokens(session, secret, user, family=claims.family)
+
+
+def revoke_family(session: Session, family: uuid.UUID, now: datetime | None = None) -> None:
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now or _now())
+    )
+
+
+def revoke_all(session: Session, user_id: uuid.UUID, now: datetime | None = None) -> None:
+    """Revoke every refresh token of the user (access tokens die with ``token_version``)."""
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now or _now())
+    )
+
+
+# --- social login -----------------------------------------------------------------------------
+def _usable_email(identity: ProviderIdentity) -> str | None:
+    email = (identity.email or "").strip().lower()
+    if not identity.email_verified or "@" not in email or len(email) > EMAIL_MAX:
+        return None
+    return email
+
+
+def oauth_user(session: Session, ledger: LedgerApplication, identity: ProviderIdentity) -> User:
+    """The live user for a provider identity: linked by (provider, subject) first, then by
+    verified email to a live user, else a new user (and its ledger account). An identity still
+    linked to a deleted user is moved to the live (or new) account."""
+    link = session.scalars(
+        select(OAuthIdentity)
+        .where(OAuthIdentity.provider == identity.provider, OAuthIdentity.subject == identity.subject)
+        .with_for_update()
+    ).first()
+    if link is not None:
+        linked = session.get(User, link.user_id)
+        if linked is not None and not linked.is_deleted:
+            return linked
+    email = _usable_email(identity)
+    if email is None:
+        raise ProblemError(
+            400,
+            "oauth_email_required",
+            f"{identity.provider} did not share a verified email address; allow access to "
+            "your email at the provider and try again",
+        )
+    user = live_user_by_email(session, email)
+    if user is None:
+        name = (identity.name or "").strip()[:NAME_MAX] or None
+        user = _add_user(
+            session,
+            ledger,
+            User(email=email, password_hash=None, name=name, language="en", token_version=0),
+        )
+    if link is not None:
+        link.user_id, link.email = user.id, email
+    else:
+        try:
+            with session.begin_nested():
+                session.add(
+                    OAuthIdentity(
+                        provider=identity.provider, subject=identity.subject, user_id=user.id, email=email
+                    )
+                )
+                session.flush()
+        except IntegrityError as exc:  # the same identity signing in twice at once
+            raise ProblemError(409, "conflict", "a concurrent sign-in is in progress; retry") from exc
+    return user

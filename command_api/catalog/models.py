@@ -1,0 +1,80 @@
+"""The catalog tables (created by migration 0004_catalog): collections, projects, project
+shares, products and assets. Image bytes live in the object storage under ``storage_key``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from infra.db import Base, CreatedMixin, IdMixin, utcnow
+
+CATEGORIES = ("top", "bottom", "dress", "outer")
+SIDES = ("front", "back")
+ASSET_TYPES = ("model", "background")
+
+
+class Collection(IdMixin, CreatedMixin, Base):
+    """A folder of projects; private to its owner."""
+
+    __tablename__ = "collections"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Project(IdMixin, CreatedMixin, Base):
+    """Products, marketing copy and (through the gallery) generated results. The owner is the
+    collection's owner; shared users may read it."""
+
+    __tablename__ = "projects"
+
+    collection_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("collections.id"))
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    marketing_copy: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ProjectShare(CreatedMixin, Base):
+    """Read access to a project for another user (the PRD's ``shared_user_list``)."""
+
+    __tablename__ = "project_shares"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+
+
+class Product(IdMixin, CreatedMixin, Base):
+    """One garment image of a project: a category and the side it shows."""
+
+    __tablename__ = "products"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
+    category: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    storage_key: Mapped[str] = mapped_column(String(300))
+    media_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class Asset(IdMixin, CreatedMixin, Base):
+    """A user's own input image for jobs: a person photo (``model``) or a ``background``."""
+
+    __tablename__ = "assets"
+
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    storage_key: Mapped[str] = mapped_column(String(300))
+    media_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)

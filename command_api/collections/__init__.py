@@ -1,0 +1,1 @@
+"""Collections: a user's folders of projects."""

@@ -1,0 +1,40 @@
+"""POST /collections, GET /collections, PATCH /collections/{id}."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, TOO_LARGE, problems
+from command_api.catalog.uploads import LimitedRoute
+from command_api.collections import service
+from command_api.collections.schemas import CollectionIn, CollectionOut, CollectionPage, CollectionPatch
+from command_api.deps import CurrentUser, SessionDep
+from command_api.pagination import Cursor, Limit
+
+router = APIRouter(prefix="/collections", tags=["collections"], route_class=LimitedRoute)
+
+
+@router.post("", status_code=201, summary="Create a collection", responses=problems(INVALID, TOO_LARGE))
+def create_collection(body: CollectionIn, user: CurrentUser, session: SessionDep) -> CollectionOut:
+    return CollectionOut.model_validate(service.create(session, user.id, body))
+
+
+@router.get("", summary="The caller's collections, newest first", responses=problems(CURSOR, INVALID))
+def list_collections(
+    user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> CollectionPage:
+    items, next_cursor = service.list_owned(session, user.id, limit, cursor)
+    return CollectionPage(items=[CollectionOut.model_validate(c) for c in items], next_cursor=next_cursor)
+
+
+@router.patch(
+    "/{collection_id}",
+    summary="Rename a collection or change its description (owner only)",
+    responses=problems(NOT_FOUND, INVALID, TOO_LARGE),
+)
+def update_collection(
+    collection_id: uuid.UUID, body: CollectionPatch, user: CurrentUser, session: SessionDep
+) -> CollectionOut:
+    return CollectionOut.model_validate(service.update(session, user.id, collection_id, body))

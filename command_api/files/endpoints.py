@@ -1,0 +1,62 @@
+"""GET /files/{key}?expires=&signature=: the objects of the local storage, for the signed
+links the API hands out. The signature is the credential (no token): it binds the key and the
+expiry. Only the local storage has this route; S3 links go to S3 itself."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from command_api.catalog.responses import NOT_FOUND, problem_response
+from command_api.deps import StorageDep
+from command_api.problems import ProblemError, not_found
+from infra.storage import LocalStorage, check_key
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+
+def invalid_signature() -> ProblemError:
+    return ProblemError(403, "invalid_signature", "the link is invalid or has expired")
+
+
+@router.get(
+    "/{key:path}",
+    summary="An object of the local storage, by signed link",
+    response_class=FileResponse,
+    responses={
+        200: {"description": "the object's bytes, with its stored content type"},
+        403: problem_response(403, "invalid_signature", "the link is invalid or has expired"),
+        **NOT_FOUND,
+    },
+)
+def get_file(
+    key: str,
+    storage: StorageDep,
+    expires: Annotated[str | None, Query(max_length=20, description="Unix time the link expires")] = None,
+    signature: Annotated[
+        str | None, Query(max_length=128, description="HMAC-SHA256 of key and expiry")
+    ] = None,
+) -> FileResponse:
+    if not isinstance(storage, LocalStorage):
+        raise not_found("file")
+    try:
+        key = check_key(key)
+    except ValueError:
+        raise not_found("file") from None
+    if not expires or not expires.isdigit() or not signature:
+        raise invalid_signature()
+    expiry = int(expires)
+    if not storage.verify(key, expiry, signature):
+        raise invalid_signature()
+    path = storage.root / key
+    if not path.is_file():
+        raise not_found("file")
+    remaining = max(0, expiry - int(time.time()))
+    return FileResponse(
+        path,
+        media_type=storage.content_type(key),
+        headers={"Cache-Control": f"private, max-age={remaining}", "X-Content-Type-Options": "nosniff"},
+    )

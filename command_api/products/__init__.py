@@ -1,0 +1,1 @@
+"""Product images (garments) of a project."""

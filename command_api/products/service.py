@@ -1,0 +1,84 @@
+"""Products: upload (owner only) and list (owner and shared readers). Never commits."""
+
+from __future__ import annotations
+
+import uuid
+from typing import BinaryIO
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from command_api.catalog import cursors
+from command_api.catalog.access import owned_project, readable_project
+from command_api.catalog.images import check_image, read_limited
+from command_api.catalog.media import store
+from command_api.catalog.models import Product
+from command_api.problems import ProblemError
+from infra.storage import Storage
+
+MAX_PRODUCTS_PER_PROJECT = 200
+
+
+def add(
+    session: Session,
+    storage: Storage,
+    user_id: uuid.UUID,
+    project_id: uuid.UUID,
+    upload: BinaryIO,
+    *,
+    max_bytes: int,
+    category: str,
+    side: str,
+    name: str | None,
+) -> Product:
+    """Checks access first (so strangers learn nothing from upload errors), then the image;
+    stores the bytes and adds the row. The project row is locked for the count check."""
+    owned_project(session, user_id, project_id, lock=True)
+    image = check_image(read_limited(upload, max_bytes))
+    count = session.scalar(select(func.count()).select_from(Product).where(Product.project_id == project_id))
+    if (count or 0) >= MAX_PRODUCTS_PER_PROJECT:
+        raise ProblemError(
+            409, "too_many_products", f"a project holds at most {MAX_PRODUCTS_PER_PROJECT} products"
+        )
+    product_id = uuid.uuid4()
+    key = store(storage, "products", product_id, image)
+    product = Product(
+        id=product_id,
+        project_id=project_id,
+        category=category,
+        side=side,
+        name=name,
+        storage_key=key,
+        media_type=image.media_type,
+        width=image.width,
+        height=image.height,
+        size_bytes=image.size,
+    )
+    session.add(product)
+    session.flush()
+    return product
+
+
+def of_projects(session: Session, project_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Product]]:
+    """Every product of these projects, in upload order."""
+    found: dict[uuid.UUID, list[Product]] = {pid: [] for pid in project_ids}
+    if not project_ids:
+        return found
+    query = (
+        select(Product).where(Product.project_id.in_(project_ids)).order_by(Product.created_at, Product.id)
+    )
+    for product in session.scalars(query):
+        found[product.project_id].append(product)
+    return found
+
+
+def list_readable(
+    session: Session, user_id: uuid.UUID, project_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[list[Product], str | None]:
+    readable_project(session, user_id, project_id)
+    query = select(Product).where(Product.project_id == project_id)
+    after = cursors.after(Product.created_at, Product.id, cursor, descending=False)
+    if after is not None:
+        query = query.where(after)
+    query = query.order_by(Product.created_at, Product.id).limit(limit + 1)
+    return cursors.page(list(session.scalars(query)), limit)

@@ -1,0 +1,1 @@
+"""Projects, their sharing and their statistics."""

@@ -1,0 +1,120 @@
+"""Projects and their sharing. Owners change, shared users read (see catalog.access).
+Never commits."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import delete, exists, or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from command_api.catalog import cursors
+from command_api.catalog.access import owned_collection, owned_project, readable_project
+from command_api.catalog.models import Collection, Project, ProjectShare
+from command_api.problems import ProblemError, forbidden, not_found
+from command_api.products import service as products
+from command_api.products.schemas import ProductOut
+from command_api.projects import repository
+from command_api.projects.schemas import ProjectIn, ProjectOut, ProjectPatch
+from infra.storage import Storage
+
+
+def create(session: Session, owner_id: uuid.UUID, body: ProjectIn) -> Project:
+    owned_collection(session, owner_id, body.collection_id)
+    project = Project(
+        collection_id=body.collection_id,
+        owner_id=owner_id,
+        name=body.name,
+        marketing_copy=body.marketing_copy,
+    )
+    session.add(project)
+    session.flush()
+    return project
+
+
+def update(session: Session, user_id: uuid.UUID, project_id: uuid.UUID, body: ProjectPatch) -> Project:
+    project = owned_project(session, user_id, project_id)
+    for field in body.model_fields_set:
+        setattr(project, field, getattr(body, field))
+    session.flush()
+    return project
+
+
+def _shared_with(user_id: uuid.UUID):  # type: ignore[no-untyped-def]
+    return exists().where(ProjectShare.project_id == Project.id, ProjectShare.user_id == user_id)
+
+
+def list_visible(
+    session: Session, user_id: uuid.UUID, collection_id: uuid.UUID | None, limit: int, cursor: str | None
+) -> tuple[list[Project], str | None]:
+    """Projects the caller owns or that are shared with them, newest first; within one
+    collection when given (404 when the caller owns it not and sees nothing in it)."""
+    query = select(Project).where(or_(Project.owner_id == user_id, _shared_with(user_id)))
+    if collection_id is not None:
+        collection = session.get(Collection, collection_id)
+        visible_inside = select(exists().where(Project.collection_id == collection_id, _shared_with(user_id)))
+        if collection is None or (collection.owner_id != user_id and not session.scalar(visible_inside)):
+            raise not_found("collection")
+        query = query.where(Project.collection_id == collection_id)
+    after = cursors.after(Project.created_at, Project.id, cursor, descending=True)
+    if after is not None:
+        query = query.where(after)
+    query = query.order_by(Project.created_at.desc(), Project.id.desc()).limit(limit + 1)
+    return cursors.page(list(session.scalars(query)), limit)
+
+
+def share(session: Session, user_id: uuid.UUID, project_id: uuid.UUID, email: str) -> tuple[Project, bool]:
+    """Shares the project with the live user of ``email``; returns (project, newly shared).
+    Sharing again is a no-op."""
+    project = owned_project(session, user_id, project_id)
+    target = repository.live_user_by_email(session, email)
+    if target is None:
+        raise ProblemError(404, "user_not_found", "no user with that email")
+    if target.id == project.owner_id:
+        raise ProblemError(422, "cannot_share_with_owner", "the project already belongs to that user")
+    inserted = session.execute(
+        insert(ProjectShare)
+        .values(project_id=project_id, user_id=target.id)
+        .on_conflict_do_nothing()
+        .returning(ProjectShare.user_id)
+    ).first()
+    return project, inserted is not None
+
+
+def unshare(session: Session, user_id: uuid.UUID, project_id: uuid.UUID, target_id: uuid.UUID) -> None:
+    """The owner removes anyone's share; a shared user may remove their own (leave)."""
+    project = readable_project(session, user_id, project_id)
+    if project.owner_id != user_id and target_id != user_id:
+        raise forbidden("the project is shared with you for reading only")
+    removed = session.execute(
+        delete(ProjectShare)
+        .where(ProjectShare.project_id == project_id, ProjectShare.user_id == target_id)
+        .returning(ProjectShare.user_id)
+    ).first()
+    if removed is None:
+        raise ProblemError(404, "share_not_found", "the project is not shared with that user")
+
+
+def render(session: Session, storage: Storage, ttl_s: int, projects: list[Project]) -> list[ProjectOut]:
+    """Project bodies, with a few batched queries for the whole list."""
+    ids = [p.id for p in projects]
+    stats = repository.stats(session, ids)
+    shares = repository.shared_user_ids(session, ids)
+    product_rows = products.of_projects(session, ids)
+    return [
+        ProjectOut(
+            id=p.id,
+            collection_id=p.collection_id,
+            owner_id=p.owner_id,
+            name=p.name,
+            marketing_copy=p.marketing_copy,
+            shared_user_ids=shares[p.id],
+            image_count=stats[p.id][0],
+            video_count=stats[p.id][1],
+            products=[ProductOut.of(product, storage, ttl_s) for product in product_rows[p.id]],
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+        )
+        for p in projects
+    ]

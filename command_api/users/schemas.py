@@ -1,0 +1,70 @@
+"""Bodies of /users/me (and the user body /auth/register answers with)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Language = Literal["ko", "en", "ja", "zh"]
+LANGUAGES: tuple[str, ...] = ("ko", "en", "ja", "zh")
+NAME_MAX = 200
+
+
+def clean_name(value: str | None) -> str | None:
+    """Trimmed; an empty or blank name is refused (send ``null`` to clear it)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise ValueError("name must not be blank")
+    return value
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b6f0c2e-5d1a-4a4e-9a53-2f1d7e3c9b10",
+                    "email": "seller@example.com",
+                    "name": "Kim Seller",
+                    "language": "ko",
+                    "roles": ["user"],
+                    "created_at": "2026-11-26T12:00:00Z",
+                }
+            ]
+        },
+    )
+    id: uuid.UUID
+    email: str
+    name: str | None
+    language: str
+    roles: list[str] = Field(description='["admin"] for emails in VTO_ADMIN_EMAILS, else ["user"]')
+    created_at: datetime
+
+
+class UserPatch(BaseModel):
+    """Only the fields present change. ``name: null`` clears the name."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "Kim Seller", "language": "ko"}, {"language": "ja"}]},
+    )
+    name: str | None = Field(default=None, max_length=NAME_MAX)
+    language: Language | None = Field(default=None, description="one of ko, en, ja, zh")
+
+    @field_validator("name")
+    @classmethod
+    def _clean_name(cls, value: str | None) -> str | None:
+        return clean_name(value)
+
+    @field_validator("language")
+    @classmethod
+    def _language_not_null(cls, value: str | None) -> str | None:
+        if value is None:
+            raise ValueError("language cannot be null")
+        return value

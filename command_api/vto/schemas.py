@@ -1,0 +1,111 @@
+"""Bodies of the /vto routes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(default=768, ge=128, le=2048)
+    height: int = Field(default=1024, ge=128, le=2048)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    num_outputs: int = Field(default=1, ge=1, le=4)
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "project_id": "0b6f3c52-62c8-4d8e-9d0e-2f9a5d6b7c11",
+                "kind": "image",
+                "product_ids": ["9a1c3d6e-8b2f-4c7a-9e1d-3f5b7c9d1e2f"],
+                "model_asset_id": "4e2d1c0b-9a8f-4e7d-8c6b-5a4f3e2d1c0b",
+                "background_asset_id": None,
+                "pose": "front",
+                "options": {"width": 768, "height": 1024, "seed": 7, "num_outputs": 1},
+            }
+        },
+    )
+    project_id: uuid.UUID
+    kind: Literal["image", "video"]
+    product_ids: list[uuid.UUID] = Field(min_length=1, max_length=4)
+    model_asset_id: uuid.UUID
+    background_asset_id: uuid.UUID | None = None
+    pose: Literal["auto", "front", "back"] = "auto"
+    options: JobOptions = Field(default_factory=JobOptions)
+
+
+class Charge(BaseModel):
+    source: str
+    amount: int
+
+
+class Refund(BaseModel):
+    source: str
+    amount: int
+    cause: str | None
+
+
+class OutputOut(BaseModel):
+    url: str
+    media_type: str | None
+    width: int | None
+    height: int | None
+    duration: float | None = None
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "6f1c1c9e-3c8e-4a57-9e0b-5f0b8f0f3a11",
+                "status": "queued",
+                "kind": "image",
+                "project_id": "0b6f3c52-62c8-4d8e-9d0e-2f9a5d6b7c11",
+                "charge": {"source": "ticket:lookbook", "amount": 1},
+                "refund": None,
+                "outputs": [],
+                "error": None,
+                "created_at": "2026-11-26T10:00:00Z",
+            }
+        }
+    )
+    id: uuid.UUID
+    status: str
+    kind: str
+    project_id: str | None
+    charge: Charge | None
+    refund: Refund | None = None
+    outputs: list[OutputOut] = Field(default_factory=list)
+    error: dict[str, Any] | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class GalleryItem(BaseModel):
+    job_id: uuid.UUID
+    index: int
+    url: str
+    media_type: str | None
+    width: int | None
+    height: int | None
+    duration: float | None
+    created_at: datetime
+    position: int
+
+
+class GalleryPage(BaseModel):
+    items: list[GalleryItem]
+    next_cursor: str | None

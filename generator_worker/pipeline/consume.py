@@ -1,0 +1,129 @@
+"""The consume loop shared by the worker and the ingestor: poll, handle each message, commit
+its offset only after ``handle`` returned (its effect is durable), at-least-once.
+
+When ``handle`` raises (database or broker unavailable...), the message is rewound, the rest
+of its partition's batch is left for later (so no later offset is committed past it), and the
+loop backs off before polling again. Undecodable messages are not errors here: the handlers
+send them to the dead-letter topic and return."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+from generator_worker.pipeline import messages
+from infra.queue.base import Consumer, Message, Publisher
+
+log = logging.getLogger(__name__)
+
+
+class Stopping(Exception):
+    """Raised inside a handler when the process is stopping: leave the message uncommitted."""
+
+
+class ConsumerLoop:
+    def __init__(
+        self,
+        name: str,
+        consumer_factory: Callable[[], Consumer],
+        handle: Callable[[Message], str],
+        *,
+        poll_timeout: float = 0.5,
+        backoff: float = 0.1,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.name = name
+        self._consumer_factory = consumer_factory
+        self._handle = handle
+        self.poll_timeout = poll_timeout
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.outcomes: Counter[str] = Counter()  # what ``handle`` returned, counted
+        self.errors = 0
+        self.stop_event = threading.Event()
+        self.consumer: Consumer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> ConsumerLoop:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self.stop_event.clear()
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def assignment(self) -> set[tuple[str, int]]:
+        consumer = self.consumer
+        return set() if consumer is None else consumer.assignment()
+
+    def run(self) -> None:
+        """Consume until ``stop_event`` is set (in the calling thread)."""
+        consumer = self._consumer_factory()
+        self.consumer = consumer
+        backoff = self.backoff
+        try:
+            while not self.stop_event.is_set():
+                if self._run_batch(consumer, consumer.poll(self.poll_timeout)):
+                    backoff = self.backoff
+                else:
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, self.backoff_max)
+        finally:
+            self.consumer = None
+            consumer.close()
+
+    def _run_batch(self, consumer: Consumer, batch: list[Message]) -> bool:
+        """Handle a polled batch; False when a message failed and was rewound."""
+        blocked: set[tuple[str, int]] = set()
+        for message in batch:
+            partition = (message.topic, message.partition)
+            if partition in blocked:
+                continue
+            if self.stop_event.is_set():
+                return True  # uncommitted: delivered again to whoever reads the partition next
+            try:
+                outcome = self._handle(message)
+            except Stopping:
+                return True
+            except Exception:
+                self.errors += 1
+                log.exception(
+                    "%s: %s:%s@%s failed; will retry",
+                    self.name,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
+                consumer.rewind(message)
+                blocked.add(partition)
+                continue
+            consumer.commit(message)
+            self.outcomes[outcome] += 1
+        return not blocked
+
+
+def send_to_dead_letter(
+    publisher: Publisher, topic: str, message: Message, error: BaseException, consumer: str
+) -> str:
+    """Publish an undecodable message to the dead-letter topic (flushed), log it."""
+    log.error(
+        "%s: %s:%s@%s is not a valid message (%s); sent to %s",
+        consumer,
+        message.topic,
+        message.partition,
+        message.offset,
+        error,
+        topic,
+    )
+    publisher.publish(topic, message.key, messages.dead_letter(message, error, consumer))
+    publisher.flush(30)
+    return "dead_letter"

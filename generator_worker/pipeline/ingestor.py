@@ -1,0 +1,69 @@
+"""The result ingestor: a consumer group on ``vto.jobs.results`` that applies each result to
+the ledger (``complete_job`` or ``fail_job`` + refund), then commits the offset.
+
+Both ledger commands are idempotent on the job id, so a result delivered twice (a redelivery,
+two workers that ran the same job) has one effect; a late success after the sweeper expired
+the job is delivered free (the ledger decides). A result that is not valid JSON, or names a
+job the ledger does not know, goes to the dead-letter topic."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from generator_worker.pipeline.consume import ConsumerLoop, send_to_dead_letter
+from generator_worker.pipeline.messages import SUCCEEDED, InvalidMessage, JobResult
+from infra.queue.base import Message, MessageQueue, PipelineOptions
+from ledger.errors import AccountNotFound, JobNotFound
+
+log = logging.getLogger(__name__)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        ledger: Any,
+        options: PipelineOptions | None = None,
+        *,
+        name: str = "ingestor",
+    ) -> None:
+        self.options = options or PipelineOptions()
+        self.topics = self.options.topics
+        self.ledger = ledger
+        self.name = name
+        self.publisher = queue.publisher()
+        self.loop = ConsumerLoop(
+            name,
+            lambda: queue.consumer([self.topics.results], self.options.ingestor_group),
+            self.handle,
+            poll_timeout=self.options.poll_timeout_s,
+        )
+
+    def start(self) -> Ingestor:
+        self.loop.start()
+        return self
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.publisher.close()
+
+    def run(self) -> None:
+        self.loop.run()
+
+    def handle(self, message: Message) -> str:
+        """``applied`` (the ledger changed), ``duplicate`` (it already had this job's
+        outcome) or ``dead_letter``."""
+        try:
+            result = JobResult.from_dict(message.json_value())
+        except (ValueError, InvalidMessage) as exc:
+            return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
+        try:
+            if result.status == SUCCEEDED:
+                changed = self.ledger.complete_job(result.user_id, result.job_id, result.outputs)
+            else:
+                assert result.error is not None
+                changed = self.ledger.fail_job(result.user_id, result.job_id, result.error)
+        except (AccountNotFound, JobNotFound) as exc:
+            return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
+        return "applied" if changed.value else "duplicate"

@@ -1,0 +1,57 @@
+"""Records the workers' progress messages (``vto.jobs.progress``) in ``job_progress``, so the
+API can show a queued job as ``running``. Progress moves no points, so it is not a ledger
+event; the upsert is idempotent and keeps the highest progress seen, whatever the order of
+delivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+import psycopg
+
+from generator_worker.pipeline.consume import ConsumerLoop, send_to_dead_letter
+from infra.queue.base import Message, MessageQueue, PipelineOptions
+
+UPSERT = (
+    "INSERT INTO job_progress (job_id, started_at, progress, updated_at) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET progress = greatest(job_progress.progress, excluded.progress), "
+    "started_at = least(job_progress.started_at, excluded.started_at), updated_at = excluded.updated_at"
+)
+
+
+class ProgressRecorder:
+    def __init__(
+        self, queue: MessageQueue, url: str, options: PipelineOptions | None = None, *, name: str = "progress"
+    ) -> None:
+        self.options = options or PipelineOptions()
+        self.topics = self.options.topics
+        self.url = url
+        self.name = name
+        self.publisher = queue.publisher()
+        self.loop = ConsumerLoop(
+            name,
+            lambda: queue.consumer([self.topics.progress], f"{self.options.ingestor_group}-progress"),
+            self.handle,
+            poll_timeout=self.options.poll_timeout_s,
+        )
+
+    def start(self) -> ProgressRecorder:
+        self.loop.start()
+        return self
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.publisher.close()
+
+    def handle(self, message: Message) -> str:
+        try:
+            value = message.json_value()
+            job_id = UUID(str(value["job_id"]))
+            fraction = max(0.0, min(1.0, float(value.get("progress", 0.0))))
+            at = datetime.fromisoformat(str(value["at"])) if value.get("at") else datetime.now(UTC)
+        except (ValueError, KeyError, TypeError) as exc:
+            return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(UPSERT, (job_id, at, fraction, datetime.now(UTC)))
+        return "recorded"

@@ -1,0 +1,164 @@
+"""Entry points of the pipeline's processes (``vto relay``, ``vto worker``, ``vto ingestor``,
+``vto sweeper``) and ``Pipeline``, which runs all four as threads of one process
+(``vto serve``, on the in-process queue by default).
+
+Every ``run_*`` function builds what its process needs from the settings, runs until SIGTERM
+or SIGINT (or ``stop`` is set), then stops cleanly: messages in flight stay uncommitted and
+are delivered again to the next member of the group."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from generator_worker.generation import Generator, generator_from_settings
+from generator_worker.pipeline.ingestor import Ingestor
+from generator_worker.pipeline.progress import ProgressRecorder
+from generator_worker.pipeline.worker import Worker, ledger_job_status
+from infra.database import database_url
+from infra.ledger_store import postgres_ledger
+from infra.queue import MessageQueue, PipelineOptions, queue_from_settings
+from infra.settings import Settings
+from infra.storage import LocalStorage, S3Storage, Storage
+from ledger.application import LedgerApplication
+from projections.outbox import OutboxRelay
+from projections.sweeper import Sweeper
+
+log = logging.getLogger(__name__)
+
+
+def pipeline_storage(settings: Settings) -> Storage:
+    """The object store the worker reads inputs from and writes outputs to (the API's: S3
+    when configured, else ``data_dir/files``). The worker signs no URLs."""
+    bucket = getattr(settings, "s3_bucket", None)
+    if bucket:
+        return S3Storage(
+            bucket, getattr(settings, "s3_endpoint_url", None), getattr(settings, "s3_region", None)
+        )
+    return LocalStorage(Path(settings.data_dir) / "files", b"unused: the worker signs no URLs")
+
+
+@dataclass
+class Pipeline:
+    """Relay, workers, ingestor and sweeper of one process, sharing one queue."""
+
+    relay: OutboxRelay | None = None
+    workers: list[Worker] = field(default_factory=list)
+    ingestor: Ingestor | None = None
+    progress: ProgressRecorder | None = None
+    sweeper: Sweeper | None = None
+    queue: MessageQueue | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        url: str,
+        ledger: LedgerApplication,
+        *,
+        queue: MessageQueue | None = None,
+        options: PipelineOptions | None = None,
+        storage: Storage | None = None,
+        generator: Generator | None = None,
+        workers: int = 1,
+        relay: bool = True,
+        ingestor: bool = True,
+        sweeper: bool = True,
+    ) -> Pipeline:
+        """What ``vto serve`` runs beside the API: ``Pipeline.build(settings, url,
+        services.ledger).start()`` ... ``.stop()``. The queue defaults to
+        ``queue_from_settings`` (in-process when no Kafka is configured)."""
+        options = options or PipelineOptions()
+        queue = queue or queue_from_settings(settings)
+        storage = storage or pipeline_storage(settings)
+        pipeline = cls(queue=queue)
+        if relay:
+            pipeline.relay = OutboxRelay(
+                url, queue.publisher(), options.topics, poll_interval=options.relay_poll_interval_s
+            )
+        if workers:
+            generator = generator or generator_from_settings(settings)
+            status = ledger_job_status(ledger)
+            pipeline.workers = [
+                Worker(queue, generator, storage, status, options, name=f"worker-{i}") for i in range(workers)
+            ]
+        if ingestor:
+            pipeline.ingestor = Ingestor(queue, ledger, options)
+            pipeline.progress = ProgressRecorder(queue, url, options)
+        if sweeper:
+            pipeline.sweeper = Sweeper(
+                ledger, timedelta(seconds=settings.job_timeout_s), interval=options.sweeper_interval_s
+            )
+        return pipeline
+
+    def _parts(self) -> list[Any]:
+        parts = (self.relay, *self.workers, self.ingestor, self.progress, self.sweeper)
+        return [p for p in parts if p is not None]
+
+    def start(self) -> Pipeline:
+        for part in self._parts():
+            part.start()
+        return self
+
+    def stop(self) -> None:
+        for part in reversed(self._parts()):
+            with contextlib.suppress(Exception):
+                part.stop()
+        if self.queue is not None:
+            self.queue.close()
+
+    def __enter__(self) -> Pipeline:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _until_signalled(stop: threading.Event | None) -> threading.Event:
+    """An event set by SIGTERM/SIGINT (when called from the main thread) or by the caller."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _run(settings: Settings, stop: threading.Event | None, **parts: Any) -> None:
+    settings = settings or Settings()
+    url = database_url(settings)
+    ledger = postgres_ledger(settings, url)
+    pipeline = Pipeline.build(settings, url, ledger, **parts)
+    stop = _until_signalled(stop)
+    pipeline.start()
+    log.info("pipeline process started: %s", ", ".join(type(p).__name__ for p in pipeline._parts()))
+    try:
+        stop.wait()
+    finally:
+        pipeline.stop()
+        ledger.close()
+
+
+def run_relay(settings: Settings, stop: threading.Event | None = None) -> None:
+    """``vto relay``: publish job requests from the ledger to Kafka."""
+    _run(settings, stop, workers=0, ingestor=False, sweeper=False)
+
+
+def run_worker(settings: Settings, stop: threading.Event | None = None, concurrency: int = 1) -> None:
+    """``vto worker``: generate jobs (``concurrency`` members of the group in this process)."""
+    _run(settings, stop, workers=concurrency, relay=False, ingestor=False, sweeper=False)
+
+
+def run_ingestor(settings: Settings, stop: threading.Event | None = None) -> None:
+    """``vto ingestor``: apply results to the ledger."""
+    _run(settings, stop, workers=0, relay=False, sweeper=False)
+
+
+def run_sweeper(settings: Settings, stop: threading.Event | None = None) -> None:
+    """``vto sweeper``: expire reservations older than ``VTO_JOB_TIMEOUT_S``."""
+    _run(settings, stop, workers=0, relay=False, ingestor=False)

@@ -1,0 +1,119 @@
+"""The message queue interface the pipeline uses, with two implementations: Kafka
+(``infra.kafka.client.KafkaQueue``) and an in-process queue (``infra.queue.memory``) for
+``vto serve`` on the embedded defaults.
+
+Semantics are Kafka's, reduced to what the pipeline needs: keyed messages (key = job id, so a
+job's messages stay in one partition, in order), JSON values, consumer groups that split the
+partitions of a topic between their members, and at-least-once delivery: a consumer commits
+a message's offset only after its effect is durable; whatever was not committed is delivered
+again (after a restart, a rebalance, or ``rewind``). Every consumer deduplicates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivered message: where it came from, its key and its raw value (bytes; decode
+    with ``json_value`` so an undecodable message can go to the dead-letter topic)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+
+    def json_value(self) -> Any:
+        """The value as JSON; raises ``ValueError`` (``json.JSONDecodeError`` or
+        ``UnicodeDecodeError``) when it is not."""
+        return json.loads(self.value.decode("utf-8"))
+
+
+def encode_value(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str).encode("utf-8")
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, key: str | None, value: Mapping[str, Any]) -> None:
+        """Send one JSON message (asynchronously; ``flush`` waits until it is acknowledged)."""
+        ...
+
+    def publish_raw(self, topic: str, key: str | None, value: bytes) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every message published so far is acknowledged; raise if one failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Consumer(Protocol):
+    def poll(self, timeout: float, max_records: int = 100) -> list[Message]:
+        """Messages after this consumer's position in its assigned partitions (maybe none)."""
+        ...
+
+    def commit(self, message: Message) -> None:
+        """Record that ``message`` (and everything before it in its partition) is done."""
+        ...
+
+    def rewind(self, message: Message) -> None:
+        """Deliver ``message`` (and what follows it in its partition) again on a later poll."""
+        ...
+
+    def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this member of its group reads now."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class MessageQueue(Protocol):
+    def publisher(self) -> Publisher: ...
+
+    def consumer(self, topics: Sequence[str], group_id: str) -> Consumer: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The pipeline's topic names (DESIGN.md section 3)."""
+
+    requested: str = "vto.jobs.requested"
+    results: str = "vto.jobs.results"
+    progress: str = "vto.jobs.progress"
+    dead_letter: str = "vto.jobs.dead-letter"
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        """The same names under another prefix (tests: isolated topics on one broker)."""
+        return cls(
+            requested=f"{prefix}.jobs.requested",
+            results=f"{prefix}.jobs.results",
+            progress=f"{prefix}.jobs.progress",
+            dead_letter=f"{prefix}.jobs.dead-letter",
+        )
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Options of the relay, worker, ingestor and sweeper (defaults are production values).
+    Proposed settings: ``VTO_KAFKA_TOPIC_PREFIX`` (``vto``), ``VTO_WORKER_GROUP``,
+    ``VTO_INGESTOR_GROUP``, ``VTO_WORKER_MAX_ATTEMPTS``, ``VTO_WORKER_RETRY_BACKOFF_S``,
+    ``VTO_SWEEPER_INTERVAL_S``."""
+
+    topics: Topics = field(default_factory=Topics)
+    worker_group: str = "vto-worker"
+    ingestor_group: str = "vto-ingestor"
+    # a retryable generation error is tried again up to this many attempts in all
+    max_attempts: int = 3
+    retry_backoff_s: float = 1.0  # doubled after each attempt
+    retry_backoff_max_s: float = 30.0
+    poll_timeout_s: float = 0.5
+    sweeper_interval_s: float = 5.0
+    relay_poll_interval_s: float = 1.0

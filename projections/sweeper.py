@@ -1,0 +1,65 @@
+"""The sweeper: every few seconds, fail and refund the reservations that got no result within
+the job timeout (``LedgerApplication.expire_stale_reservations``). Safe to run in several
+processes at once: the ledger's commands are idempotent and race on the stream version."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from uuid import UUID
+
+from ledger.application import Clock, LedgerApplication, utc_now
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    def __init__(
+        self,
+        ledger: LedgerApplication,
+        timeout: timedelta,
+        interval: float = 5.0,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.ledger = ledger
+        self.timeout = timeout
+        self.interval = interval
+        self.clock = clock
+        self.expired = 0
+        self.errors = 0
+        self.stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep(self) -> dict[UUID, list[UUID]]:
+        """One pass: the job ids expired now, per user."""
+        result = self.ledger.expire_stale_reservations(self.clock(), self.timeout)
+        count = sum(len(jobs) for jobs in result.value.values())
+        if count:
+            self.expired += count
+            log.info("sweeper: expired and refunded %d stale reservations", count)
+        return result.value
+
+    def run(self) -> None:
+        """Sweep every ``interval`` seconds until stopped (in the calling thread)."""
+        while not self.stop_event.is_set():
+            try:
+                self.sweep()
+            except Exception:
+                self.errors += 1
+                log.exception("sweeper: pass failed; retrying")
+            self.stop_event.wait(self.interval)
+
+    def start(self) -> Sweeper:
+        if self._thread is not None:
+            raise RuntimeError("sweeper already started")
+        self.stop_event.clear()
+        self._thread = threading.Thread(target=self.run, name="sweeper", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

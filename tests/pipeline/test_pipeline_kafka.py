@@ -1,0 +1,282 @@
+"""The job pipeline against a real Kafka broker (0.9, section 6) and real PostgreSQL: outbox
+relay, worker, result ingestor, dead letters, consumer groups; and the in-process queue
+compared with Kafka on one end-to-end job."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from kafka.partitioner.default import murmur2
+
+from generator_worker.generation import build_generator
+from generator_worker.pipeline.ingestor import Ingestor
+from generator_worker.pipeline.messages import JobResult
+from generator_worker.pipeline.runtime import Pipeline
+from generator_worker.pipeline.worker import Worker, ledger_job_status
+from infra.kafka.client import KafkaQueue
+from infra.queue.base import PipelineOptions
+from infra.queue.memory import InProcessQueue
+from infra.settings import Settings
+from infra.storage import LocalStorage
+from ledger.account import Account
+from ledger.application import LedgerApplication
+from projections.outbox import OutboxRelay
+from tests.factories import ledger_events, new_user
+from tests.pipeline.conftest import TinyGenerator, drain, job_request, job_status, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_relay_publishes_each_request_once_across_a_restart(
+    pg_url: str, pg_ledger: LedgerApplication, kafka_queue: KafkaQueue, options: PipelineOptions, inputs: Any
+) -> None:
+    user = new_user(pg_ledger, credits=10)
+    jobs = [uuid.uuid4() for _ in range(5)]
+    for job_id in jobs[:3]:
+        pg_ledger.request_job(user, job_id, "image", job_request(inputs))
+
+    first = OutboxRelay(pg_url, kafka_queue.publisher(), options.topics)
+    assert first.catch_up() > 0
+    first.stop()  # a restart: the next relay starts from the committed position
+    for job_id in jobs[3:]:
+        pg_ledger.request_job(user, job_id, "image", job_request(inputs))
+    second = OutboxRelay(pg_url, kafka_queue.publisher(), options.topics)
+    second.catch_up()
+    assert second.published == 2
+    second.stop()
+
+    records = drain(kafka_queue.bootstrap_servers[0], options.topics.requested)
+    assert sorted(r.key.decode() for r in records) == sorted(str(j) for j in jobs)
+    message = next(r for r in records if r.key.decode() == str(jobs[0]))
+    import json
+
+    value = json.loads(message.value)
+    assert value["user_id"] == str(user)
+    assert value["kind"] == "image"
+    assert value["inputs"] == inputs
+    assert value["options"]["width"] == 192
+    assert value["project_id"] and value["requested_at"]
+
+
+def _run_one_job(
+    url: str,
+    ledger: LedgerApplication,
+    queue: Any,
+    options: PipelineOptions,
+    storage: LocalStorage,
+    inputs: Any,
+    generator: Any,
+) -> tuple[uuid.UUID, uuid.UUID, list[dict[str, Any]]]:
+    user = new_user(ledger, credits=3)
+    job_id = uuid.uuid4()
+    pipeline = Pipeline.build(
+        Settings(_env_file=None),  # type: ignore[call-arg]
+        url,
+        ledger,
+        queue=queue,
+        options=options,
+        storage=storage,
+        generator=generator,
+        sweeper=False,
+    )
+    with pipeline:
+        ledger.request_job(user, job_id, "image", job_request(inputs))
+        wait_until(lambda: job_status(ledger, user, job_id) == "succeeded", 60, "the job to succeed")
+    completed = [e for e in ledger_events(ledger, user) if isinstance(e, Account.JobCompleted)]
+    assert len(completed) == 1
+    assert ledger.account(user).credits == 2  # charged once, settled
+    return user, job_id, list(completed[0].outputs)
+
+
+def test_end_to_end_on_kafka_and_in_process_queue_agree(
+    pg_url: str,
+    pg_ledger: LedgerApplication,
+    kafka_queue: KafkaQueue,
+    options: PipelineOptions,
+    storage: LocalStorage,
+    inputs: Any,
+) -> None:
+    generator = build_generator("offline")
+    try:
+        user, job_id, outputs = _run_one_job(
+            pg_url, pg_ledger, kafka_queue, options, storage, inputs, generator
+        )
+        assert len(outputs) == 1
+        output = outputs[0]
+        assert output["storage_key"] == f"outputs/{user}/{job_id}/0.png"
+        assert (output["media_type"], output["width"], output["height"]) == ("image/png", 192, 256)
+        kafka_bytes = storage.get(output["storage_key"])
+        assert output["size"] == len(kafka_bytes)
+        bootstrap = kafka_queue.bootstrap_servers[0]
+        progress = drain(bootstrap, options.topics.progress)
+        assert {r.key.decode() for r in progress} == {str(job_id)}
+        results = drain(bootstrap, options.topics.results)
+        assert [r.key.decode() for r in results] == [str(job_id)]
+
+        memory = InProcessQueue()
+        _, _, outputs2 = _run_one_job(pg_url, pg_ledger, memory, options, storage, inputs, generator)
+    finally:
+        generator.close()
+    assert [{k: v for k, v in o.items() if k != "storage_key"} for o in outputs2] == [
+        {k: v for k, v in o.items() if k != "storage_key"} for o in outputs
+    ]
+    assert storage.get(outputs2[0]["storage_key"]) == kafka_bytes  # same seed, same picture
+    assert len(memory.messages(options.topics.results)) == 1
+    assert len(memory.messages(options.topics.requested)) == 1
+
+
+def test_with_failure_rate_one_every_job_fails_and_is_refunded_once(
+    pg_url: str,
+    pg_ledger: LedgerApplication,
+    kafka_queue: KafkaQueue,
+    options: PipelineOptions,
+    storage: LocalStorage,
+    inputs: Any,
+) -> None:
+    user = new_user(pg_ledger, credits=4)
+    jobs = [uuid.uuid4() for _ in range(3)]
+    generator = build_generator("offline", failure_rate=1.0)
+    pipeline = Pipeline.build(
+        Settings(_env_file=None),  # type: ignore[call-arg]
+        pg_url,
+        pg_ledger,
+        queue=kafka_queue,
+        options=replace(options, max_attempts=3),
+        storage=storage,
+        generator=generator,
+        sweeper=False,
+    )
+    with pipeline:
+        for job_id in jobs:
+            pg_ledger.request_job(user, job_id, "image", job_request(inputs))
+        wait_until(
+            lambda: all(job_status(pg_ledger, user, j) == "failed" for j in jobs), 60, "every job to fail"
+        )
+    events = ledger_events(pg_ledger, user)
+    for job_id in jobs:
+        failed = [e for e in events if isinstance(e, Account.JobFailed) and e.job_id == job_id]
+        refunds = [e for e in events if isinstance(e, Account.Refunded) and e.job_id == job_id]
+        assert len(failed) == 1 and len(refunds) == 1
+        assert failed[0].error == {
+            "code": "injected_failure",
+            "message": failed[0].error["message"],
+            "retryable": True,
+        }
+    assert pg_ledger.account(user).credits == 4
+    assert not any(isinstance(e, Account.JobCompleted) for e in events)
+
+
+def test_a_result_delivered_twice_has_one_effect(
+    pg_ledger: LedgerApplication, kafka_queue: KafkaQueue, options: PipelineOptions, inputs: Any
+) -> None:
+    user = new_user(pg_ledger, credits=2)
+    job_id = uuid.uuid4()
+    pg_ledger.request_job(user, job_id, "image", job_request(inputs))
+    output = {"storage_key": "outputs/x.png", "media_type": "image/png", "width": 1, "height": 1}
+    success = JobResult.succeeded(job_id, user, [output]).to_dict()
+    late_failure = JobResult.failed(job_id, user, "resource_error", "late", True).to_dict()
+    publisher = kafka_queue.publisher()
+    for value in (success, success, late_failure):
+        publisher.publish(options.topics.results, str(job_id), value)
+    publisher.flush(10)
+    publisher.close()
+
+    ingestor = Ingestor(kafka_queue, pg_ledger, options).start()
+    try:
+        wait_until(lambda: sum(ingestor.loop.outcomes.values()) == 3, 30, "three results ingested")
+    finally:
+        ingestor.stop()
+    assert ingestor.loop.outcomes == {"applied": 1, "duplicate": 2}
+    events = ledger_events(pg_ledger, user)
+    assert sum(isinstance(e, Account.JobCompleted) for e in events) == 1
+    assert not any(isinstance(e, Account.JobFailed | Account.Refunded) for e in events)
+    assert pg_ledger.account(user).credits == 1
+
+
+def test_undecodable_messages_go_to_the_dead_letter_topic(
+    pg_ledger: LedgerApplication, kafka_queue: KafkaQueue, options: PipelineOptions, storage: LocalStorage
+) -> None:
+    publisher = kafka_queue.publisher()
+    publisher.publish_raw(options.topics.requested, "bad-request", b"\xff{not json")
+    publisher.publish(options.topics.results, "bad-result", {"job_id": "nope", "status": "succeeded"})
+    publisher.flush(10)
+    publisher.close()
+    worker = Worker(kafka_queue, TinyGenerator(), storage, ledger_job_status(pg_ledger), options).start()
+    ingestor = Ingestor(kafka_queue, pg_ledger, options).start()
+    try:
+        wait_until(
+            lambda: worker.loop.outcomes["dead_letter"] == 1 and ingestor.loop.outcomes["dead_letter"] == 1,
+            30,
+            "both messages dead-lettered",
+        )
+    finally:
+        worker.stop()
+        ingestor.stop()
+    import json
+
+    letters = {
+        r.key.decode(): json.loads(r.value)
+        for r in drain(kafka_queue.bootstrap_servers[0], options.topics.dead_letter)
+    }
+    assert set(letters) == {"bad-request", "bad-result"}
+    assert letters["bad-request"]["source_topic"] == options.topics.requested
+    assert letters["bad-request"]["value_base64"]
+    assert letters["bad-result"]["error"].startswith("InvalidMessage")
+
+
+def _job_ids_covering(partitions: int) -> list[uuid.UUID]:
+    """Job ids whose keys land in every partition (Kafka's default partitioner)."""
+    chosen: dict[int, uuid.UUID] = {}
+    while len(chosen) < partitions:
+        job_id = uuid.uuid4()
+        p = (murmur2(str(job_id).encode()) & 0x7FFFFFFF) % partitions
+        chosen.setdefault(p, job_id)
+    return list(chosen.values())
+
+
+def test_two_workers_in_one_group_split_the_jobs(
+    pg_url: str,
+    pg_ledger: LedgerApplication,
+    kafka_queue: KafkaQueue,
+    options: PipelineOptions,
+    storage: LocalStorage,
+    inputs: Any,
+) -> None:
+    user = new_user(pg_ledger, credits=20)
+    generator = TinyGenerator()
+    pipeline = Pipeline.build(
+        Settings(_env_file=None),  # type: ignore[call-arg]
+        pg_url,
+        pg_ledger,
+        queue=kafka_queue,
+        options=options,
+        storage=storage,
+        generator=generator,
+        workers=2,
+        sweeper=False,
+    )
+    # The topic exists (4 partitions, auto-created) before the workers join.
+    publisher = kafka_queue.publisher()
+    publisher.publish(options.topics.requested, "warm-up", {"not": "a job"})
+    publisher.flush(10)
+    publisher.close()
+    with pipeline:
+        wait_until(
+            lambda: all(len(w.loop.assignment()) == 2 for w in pipeline.workers), 30, "both workers assigned"
+        )
+        jobs = _job_ids_covering(4)
+        for job_id in jobs:
+            pg_ledger.request_job(user, job_id, "image", job_request(inputs))
+        wait_until(
+            lambda: all(job_status(pg_ledger, user, j) == "succeeded" for j in jobs),
+            60,
+            "all jobs to succeed",
+        )
+    first, second = (set(w.jobs) for w in pipeline.workers)
+    assert first and second
+    assert first | second == set(jobs)
+    assert not first & second
+    assert generator.calls == len(jobs)

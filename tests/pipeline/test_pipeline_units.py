@@ -1,0 +1,160 @@
+"""Pipeline pieces without a broker: the in-process queue's semantics, the consume loop's
+at-least-once handling of failures, the relay's position on a failed flush, the worker's
+decisions and the sweeper."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from generator_worker.pipeline.consume import ConsumerLoop
+from generator_worker.pipeline.messages import JobRequest, JobResult
+from generator_worker.pipeline.worker import Worker, ledger_job_status
+from infra.ledger_store import postgres_ledger
+from infra.queue.base import Message, PipelineOptions
+from infra.queue.memory import InProcessPublisher, InProcessQueue
+from infra.settings import Settings
+from infra.storage import LocalStorage
+from projections.outbox import OutboxRelay
+from projections.sweeper import Sweeper
+from tests.conftest import FakeClock
+from tests.factories import new_user
+from tests.pipeline.conftest import TinyGenerator, job_request, job_status, wait_until
+
+
+def test_in_process_groups_split_partitions_and_resume_from_commits() -> None:
+    queue = InProcessQueue(partitions=4)
+    publisher = queue.publisher()
+    for i in range(20):
+        publisher.publish("t", f"k{i}", {"i": i})
+    a, b = queue.consumer(["t"], "g"), queue.consumer(["t"], "g")
+    assert a.assignment() | b.assignment() == {("t", p) for p in range(4)}
+    assert not a.assignment() & b.assignment()
+    got_a, got_b = a.poll(0), b.poll(0)
+    assert len(got_a) + len(got_b) == 20
+    for message in got_a:
+        a.commit(message)
+    b.close()  # b committed nothing: its partitions go to a, from the start
+    again = a.poll(0)
+    assert sorted(m.json_value()["i"] for m in again) == sorted(m.json_value()["i"] for m in got_b)
+    a.rewind(again[0])
+    assert a.poll(0)[0] == again[0]
+    other = queue.consumer(["t"], "other-group")
+    assert len(other.poll(0, max_records=100)) == 20
+
+
+def test_a_failing_message_is_retried_and_nothing_after_it_is_committed() -> None:
+    queue = InProcessQueue(partitions=1)
+    publisher = queue.publisher()
+    for i in range(3):
+        publisher.publish("t", "same-key", {"i": i})
+    seen: list[int] = []
+    failures = iter([True])
+
+    def handle(message: Message) -> str:
+        i = message.json_value()["i"]
+        if i == 1 and next(failures, False):
+            raise RuntimeError("database down")
+        seen.append(i)
+        return "ok"
+
+    loop = ConsumerLoop("test", lambda: queue.consumer(["t"], "g"), handle, poll_timeout=0.05, backoff=0.01)
+    loop.start()
+    try:
+        wait_until(lambda: loop.outcomes["ok"] == 3, 10, "three messages handled")
+    finally:
+        loop.stop()
+    assert seen == [0, 1, 2]
+    assert loop.errors == 1
+    assert queue._committed[("g", "t", 0)] == 3
+
+
+class FailingPublisher(InProcessPublisher):
+    def __init__(self, queue: InProcessQueue) -> None:
+        super().__init__(queue)
+        self.fail = True
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self.fail:
+            raise TimeoutError("broker unavailable")
+
+
+def test_the_relay_does_not_advance_past_an_unacknowledged_publish(
+    pg_url: str, settings: Settings, inputs: Any
+) -> None:
+    ledger = postgres_ledger(settings, pg_url)
+    try:
+        user = new_user(ledger, credits=1)
+        job_id = uuid.uuid4()
+        ledger.request_job(user, job_id, "image", job_request(inputs))
+        queue = InProcessQueue()
+        publisher = FailingPublisher(queue)
+        relay = OutboxRelay(pg_url, publisher)
+        with pytest.raises(TimeoutError):
+            relay.catch_up()
+        assert relay.position == 0
+        publisher.fail = False
+        relay.catch_up()
+        relay.stop()
+        requests = [JobRequest.from_dict(m.json_value()) for m in queue.messages("vto.jobs.requested")]
+        # at-least-once: the first attempt's message was appended before its flush failed
+        assert {r.job_id for r in requests} == {job_id}
+        assert OutboxRelay(pg_url, InProcessQueue().publisher()).catch_up() == 0  # nothing left
+    finally:
+        ledger.close()
+
+
+def test_the_worker_skips_closed_jobs_and_fails_missing_inputs(
+    pg_ledger: Any, storage: LocalStorage, inputs: Any
+) -> None:
+    options = PipelineOptions()
+    queue = InProcessQueue()
+    user = new_user(pg_ledger, credits=5)
+    canceled, missing = uuid.uuid4(), uuid.uuid4()
+    pg_ledger.request_job(user, canceled, "image", job_request(inputs))
+    pg_ledger.cancel_job(user, canceled)
+    pg_ledger.request_job(user, missing, "image", job_request({**inputs, "model": "assets/nope.png"}))
+    generator = TinyGenerator()
+    worker = Worker(queue, generator, storage, ledger_job_status(pg_ledger), options)
+    publisher = queue.publisher()
+    for job_id in (canceled, missing):
+        message = JobRequest.from_event(user, job_id, "image", job_request(inputs), pg_ledger.clock())
+        value = message.to_dict()
+        if job_id == missing:
+            value["inputs"] = {**inputs, "model": "assets/nope.png"}
+        publisher.publish(options.topics.requested, str(job_id), value)
+    worker.start()
+    try:
+        wait_until(lambda: sum(worker.loop.outcomes.values()) == 2, 10, "two requests handled")
+    finally:
+        worker.stop()
+    assert worker.loop.outcomes == {"skipped": 1, "failed": 1}
+    assert generator.calls == 0
+    (result,) = [JobResult.from_dict(m.json_value()) for m in queue.messages(options.topics.results)]
+    assert result.job_id == missing
+    assert result.error is not None and result.error["code"] == "invalid_input"
+    assert result.error["retryable"] is False
+
+
+def test_the_sweeper_expires_stale_reservations_once(pg_url: str, settings: Settings, inputs: Any) -> None:
+    clock = FakeClock()
+    ledger = postgres_ledger(settings, pg_url, clock=clock)
+    try:
+        user = new_user(ledger, credits=2)
+        job_id = uuid.uuid4()
+        ledger.request_job(user, job_id, "image", job_request(inputs))
+        sweeper = Sweeper(ledger, timedelta(seconds=60), interval=0.01, clock=clock)
+        assert sweeper.sweep() == {}
+        clock.advance(seconds=61)
+        assert sweeper.sweep() == {user: [job_id]}
+        assert sweeper.sweep() == {}
+        assert job_status(ledger, user, job_id) == "expired"
+        assert ledger.account(user).credits == 2
+        sweeper.start()
+        sweeper.stop()
+        assert sweeper.errors == 0
+    finally:
+        ledger.close()

@@ -1,0 +1,414 @@
+"""/auth: register, login, refresh-token rotation, social login (providers faked at their HTTP
+boundary with ``httpx.MockTransport``; no network)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import select
+
+from command_api.auth import tokens
+from command_api.auth.endpoints import oauth_providers
+from command_api.auth.oauth import OAuthProviders, s256
+from command_api.users.models import OAuthIdentity, RefreshToken, User
+from infra.settings import Settings
+from tests.auth_helpers import (
+    API,
+    PASSWORD,
+    bearer,
+    counts,
+    is_problem,
+    login,
+    refresh,
+    register,
+    stored_user,
+    user_id_of,
+)
+from tests.conftest import ADMIN_EMAIL
+
+REDIRECT = "https://app.example.com/oauth/callback"
+VERIFIER = "v" * 43
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path) -> Settings:
+    """As in conftest, with both social-login providers configured."""
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        admin_emails=[ADMIN_EMAIL],
+        google_client_id="google-client",
+        google_client_secret="google-secret",
+        kakao_client_id="kakao-client",
+        kakao_client_secret="kakao-secret",
+    )
+
+
+# --- register ---------------------------------------------------------------------------------
+def test_register_creates_a_user_with_a_ledger_account(client: Any, services: Any) -> None:
+    body = register(client, "Seller@Example.COM", name="  Kim  ", language="ko")
+    assert set(body) == {"id", "email", "name", "language", "roles", "created_at"}
+    assert (body["email"], body["name"], body["language"], body["roles"]) == (
+        "seller@example.com",
+        "Kim",
+        "ko",
+        ["user"],
+    )
+    stored = stored_user(services, body["id"])
+    assert stored.password_hash is not None and stored.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in stored.password_hash
+    assert services.ledger.has_account(stored.id)
+
+    defaults = register(client, "plain@example.com")
+    assert (defaults["name"], defaults["language"]) == (None, "en")
+    admin = register(client, ADMIN_EMAIL.upper())
+    assert admin["roles"] == ["admin"]
+
+    before = counts(services)
+    taken = client.post(f"{API}/auth/register", json={"email": "SELLER@example.com", "password": "x" * 8})
+    is_problem(taken, 409, "email_taken")
+    assert counts(services) == before
+
+
+def test_register_rejects_bad_input_and_stores_nothing(client: Any, services: Any) -> None:
+    ok = {"email": "new@example.com", "password": PASSWORD}
+    bad_bodies: list[Any] = [
+        {},
+        {"email": "new@example.com"},
+        {"password": PASSWORD},
+        {**ok, "email": "not-an-email"},
+        {**ok, "email": "a" * 400 + "@example.com"},
+        {**ok, "password": "short"},
+        {**ok, "password": "p" * 257},
+        {**ok, "password": 12345678},
+        {**ok, "email": ["new@example.com"]},
+        {**ok, "name": "n" * 10_000},
+        {**ok, "name": "   "},
+        {**ok, "name": 42},
+        {**ok, "language": "fr"},
+        {**ok, "language": None},
+        {**ok, "roles": ["admin"]},
+        [ok],
+        "new@example.com",
+    ]
+    for body in bad_bodies:
+        is_problem(client.post(f"{API}/auth/register", json=body), 422, "validation_error")
+    malformed = client.post(
+        f"{API}/auth/register",
+        content=b'{"email": "new@example.com", ',
+        headers={"content-type": "application/json"},
+    )
+    is_problem(malformed, 422, "validation_error")
+    form = client.post(f"{API}/auth/register", data=ok)
+    assert 400 <= form.status_code < 500
+    assert counts(services) == (0, 0, 0)
+    # the same body, well-formed, is accepted
+    assert client.post(f"{API}/auth/register", json=ok).status_code == 201
+
+
+# --- login ------------------------------------------------------------------------------------
+def test_login_gives_tokens_and_one_answer_for_every_failure(client: Any, services: Any) -> None:
+    user = register(client, "buyer@example.com")
+    response = login(client, "BUYER@example.com")
+    assert response.status_code == 200, response.text
+    pair = response.json()
+    assert set(pair) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert pair["token_type"] == "bearer"
+    assert pair["expires_in"] == int(tokens.ACCESS_TTL.total_seconds())
+    me = client.get(f"{API}/users/me", headers=bearer(pair["access_token"]))
+    assert me.status_code == 200 and me.json()["id"] == user["id"]
+    with services.sessions() as session:
+        row = session.scalars(select(RefreshToken)).one()
+        assert str(row.user_id) == user["id"] and row.used_at is None and row.revoked_at is None
+
+    wrong = is_problem(login(client, "buyer@example.com", "wrong password"), 401, "invalid_credentials")
+    unknown = is_problem(login(client, "nobody@example.com"), 401, "invalid_credentials")
+    assert wrong["detail"] == unknown["detail"]
+    # an account made by social login has no password
+    with services.sessions() as session:
+        session.add(User(email="social@example.com", password_hash=None, language="en", token_version=0))
+        session.commit()
+    is_problem(login(client, "social@example.com", "anything at all"), 401, "invalid_credentials")
+
+    before = counts(services)
+    for body in [
+        {},
+        {"email": "buyer@example.com"},
+        {"password": PASSWORD},
+        {"email": 1, "password": PASSWORD},
+        {"email": "buyer@example.com", "password": "p" * 10_000},
+        {"email": "buyer@example.com", "password": ""},
+        {"email": "buyer@example.com", "password": PASSWORD, "extra": 1},
+    ]:
+        is_problem(client.post(f"{API}/auth/login", json=body), 422, "validation_error")
+    malformed = client.post(f"{API}/auth/login", content=b"{", headers={"content-type": "application/json"})
+    is_problem(malformed, 422)
+    assert counts(services) == before
+
+
+# --- refresh ----------------------------------------------------------------------------------
+def test_refresh_rotates_and_reuse_revokes_the_family(client: Any, services: Any) -> None:
+    register(client, "rotate@example.com")
+    first = login(client, "rotate@example.com").json()
+    other_sign_in = login(client, "rotate@example.com").json()
+
+    second = refresh(client, first["refresh_token"])
+    assert second.status_code == 200, second.text
+    second_pair = second.json()
+    assert second_pair["refresh_token"] != first["refresh_token"]
+    assert client.get(f"{API}/users/me", headers=bearer(second_pair["access_token"])).status_code == 200
+    third = refresh(client, second_pair["refresh_token"]).json()
+
+    # the first token again: reuse, so the whole family (first, second, third) is revoked
+    is_problem(refresh(client, first["refresh_token"]), 401, "refresh_token_reused")
+    is_problem(refresh(client, third["refresh_token"]), 401, "invalid_token")
+    family = jwt.decode(first["refresh_token"], options={"verify_signature": False})["fam"]
+    with services.sessions() as session:
+        rows = session.scalars(select(RefreshToken).where(RefreshToken.family == uuid.UUID(family))).all()
+        assert len(rows) == 3 and all(r.revoked_at is not None for r in rows)
+    # another sign-in of the same user is not affected
+    assert refresh(client, other_sign_in["refresh_token"]).status_code == 200
+
+
+def test_refresh_and_access_reject_bad_tokens(client: Any, services: Any) -> None:
+    user = register(client, "tokens@example.com")
+    pair = login(client, "tokens@example.com").json()
+    user_id = uuid.UUID(user["id"])
+    before = counts(services)
+
+    header, payload, signature = pair["refresh_token"].split(".")
+    tampered_signature = (
+        f"{header}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
+    )
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = str(uuid.uuid4())
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    tampered_payload = f"{header}.{forged_payload}.{signature}"
+    expired, _ = tokens.issue(
+        services.secret, user_id, 0, "refresh", timedelta(seconds=-60), family=uuid.uuid4()
+    )
+    unsigned = jwt.encode({**claims, "sub": user["id"]}, None, algorithm="none")
+    other_secret, _ = tokens.issue("another-secret-" + "x" * 32, user_id, 0, "refresh", tokens.REFRESH_TTL)
+    unknown_jti, _ = tokens.issue(services.secret, user_id, 0, "refresh", tokens.REFRESH_TTL, uuid.uuid4())
+    for bad in [
+        tampered_signature,
+        tampered_payload,
+        expired,
+        unsigned,
+        other_secret,
+        unknown_jti,
+        pair["access_token"],  # an access token is not a refresh token
+        "not-a-jwt",
+    ]:
+        is_problem(refresh(client, bad), 401, "invalid_token")
+    for body in [{}, {"refresh_token": ""}, {"refresh_token": 5}, {"refresh_token": "x" * 10_000}]:
+        is_problem(client.post(f"{API}/auth/refresh", json=body), 422, "validation_error")
+    assert counts(services) == before
+    # the genuine token was never consumed by the failures above
+    assert refresh(client, pair["refresh_token"]).status_code == 200
+
+    expired_access, _ = tokens.issue(services.secret, user_id, 0, "access", timedelta(seconds=-60))
+    access_claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
+    for bad in [
+        expired_access,
+        jwt.encode(access_claims, None, algorithm="none"),
+        pair["refresh_token"],  # a refresh token is not an access token
+        pair["access_token"][:-3] + "abc",
+    ]:
+        is_problem(client.get(f"{API}/users/me", headers=bearer(bad)), 401)
+
+
+# --- social login -----------------------------------------------------------------------------
+@dataclass
+class FakeProviders:
+    """Google's and Kakao's token and user-info endpoints, as an httpx transport."""
+
+    userinfo: dict[str, dict[str, Any]] = field(default_factory=dict)
+    token_status: int = 200
+    token_body: dict[str, Any] = field(default_factory=lambda: {"access_token": "provider-token"})
+    userinfo_status: int = 200
+    fail_network: bool = False
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.fail_network:
+            raise httpx.ConnectError("unreachable", request=request)
+        host = request.url.host
+        if request.url.path in ("/token", "/oauth/token"):
+            assert request.method == "POST"
+            return httpx.Response(self.token_status, json={**self.token_body, "token_type": "Bearer"})
+        assert request.headers["authorization"] == "Bearer provider-token"
+        provider = "google" if host.endswith("googleapis.com") else "kakao"
+        return httpx.Response(self.userinfo_status, json=self.userinfo.get(provider, {}))
+
+    def install(self, services: Any) -> None:
+        oauth_providers(services).transport = httpx.MockTransport(self.handle)
+
+    def token_form(self, index: int = 0) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(self.requests[index].content.decode()).items()}
+
+
+def oauth(client: Any, provider: str, **body: Any) -> Any:
+    payload = {"code": "the-code", "redirect_uri": REDIRECT, "code_verifier": VERIFIER, **body}
+    return client.post(f"{API}/auth/oauth/{provider}", json=payload)
+
+
+def google_user(sub: str, email: str, verified: bool = True) -> dict[str, Any]:
+    return {"sub": sub, "email": email, "email_verified": verified, "name": "Google Person"}
+
+
+def kakao_user(kakao_id: int, email: str | None, verified: bool = True) -> dict[str, Any]:
+    account: dict[str, Any] = {"profile": {"nickname": "카카오"}}
+    if email is not None:
+        account.update(email=email, is_email_valid=True, is_email_verified=verified)
+    return {"id": kakao_id, "kakao_account": account}
+
+
+def test_google_creates_then_links_by_subject(client: Any, services: Any) -> None:
+    fake = FakeProviders(userinfo={"google": google_user("g-1", "New.Person@Gmail.com")})
+    fake.install(services)
+    first = oauth(client, "google")
+    assert first.status_code == 200, first.text
+    form = fake.token_form(0)
+    assert form["grant_type"] == "authorization_code"
+    assert (form["code"], form["redirect_uri"], form["code_verifier"]) == ("the-code", REDIRECT, VERIFIER)
+    assert (form["client_id"], form["client_secret"]) == ("google-client", "google-secret")
+    assert str(fake.requests[1].url) == "https://openidconnect.googleapis.com/v1/userinfo"
+
+    me = client.get(f"{API}/users/me", headers=bearer(first.json()["access_token"])).json()
+    assert (me["email"], me["name"], me["roles"]) == ("new.person@gmail.com", "Google Person", ["user"])
+    assert services.ledger.has_account(uuid.UUID(me["id"]))
+    assert refresh(client, first.json()["refresh_token"]).status_code == 200
+
+    # second sign-in: the same subject, even with another email at the provider, is the same user
+    fake.userinfo["google"] = google_user("g-1", "changed@gmail.com")
+    second = oauth(client, "google")
+    assert user_id_of(second.json()["access_token"]) == me["id"]
+    assert counts(services)[0] == 1 and counts(services)[2] == 1
+
+    # after the account is deleted, the identity signs in to a fresh account
+    assert client.delete(f"{API}/users/me", headers=bearer(second.json()["access_token"])).status_code == 204
+    third = oauth(client, "google")
+    assert third.status_code == 200, third.text
+    assert user_id_of(third.json()["access_token"]) != me["id"]
+    with services.sessions() as session:
+        link = session.scalars(select(OAuthIdentity)).one()
+        assert str(link.user_id) == user_id_of(third.json()["access_token"])
+        assert link.email == "changed@gmail.com"
+
+
+def test_kakao_links_by_verified_email_to_an_existing_user(client: Any, services: Any) -> None:
+    existing = register(client, "member@kakao.com")
+    fake = FakeProviders(userinfo={"kakao": kakao_user(777, "Member@Kakao.com")})
+    fake.install(services)
+    response = oauth(client, "kakao", code_verifier=None)
+    assert response.status_code == 200, response.text
+    assert user_id_of(response.json()["access_token"]) == existing["id"]
+    assert "code_verifier" not in fake.token_form(0)
+    assert fake.token_form(0)["client_id"] == "kakao-client"
+    assert str(fake.requests[1].url) == "https://kapi.kakao.com/v2/user/me"
+    with services.sessions() as session:
+        link = session.scalars(select(OAuthIdentity)).one()
+        assert (link.provider, link.subject, str(link.user_id)) == ("kakao", "777", existing["id"])
+    # the password still works too
+    assert login(client, "member@kakao.com").status_code == 200
+
+    # an unverified (or missing) email neither links nor creates an account
+    before = counts(services)
+    for info in [kakao_user(778, "member@kakao.com", verified=False), kakao_user(779, None)]:
+        fake.userinfo["kakao"] = info
+        is_problem(oauth(client, "kakao"), 400, "oauth_email_required")
+    assert counts(services) == before
+
+
+def test_oauth_failures_are_problems_and_store_nothing(client: Any, services: Any) -> None:
+    fake = FakeProviders(userinfo={"google": google_user("g-2", "x@gmail.com")})
+    fake.install(services)
+
+    fake.token_status, fake.token_body = 400, {"error": "invalid_grant", "error_description": "expired"}
+    is_problem(oauth(client, "google"), 400, "oauth_code_rejected")
+    fake.token_status, fake.token_body = 500, {"error": "server_error"}
+    is_problem(oauth(client, "google"), 502, "oauth_provider_error")
+    fake.token_status, fake.token_body = 200, {"access_token": "provider-token"}
+    fake.userinfo_status = 503
+    is_problem(oauth(client, "google"), 502, "oauth_provider_error")
+    fake.userinfo_status = 200
+    fake.userinfo["google"] = {"email": "x@gmail.com", "email_verified": True}  # no sub
+    is_problem(oauth(client, "google"), 502, "oauth_provider_error")
+    fake.fail_network = True
+    is_problem(oauth(client, "kakao"), 502, "oauth_provider_error")
+
+    is_problem(oauth(client, "facebook"), 404, "unknown_provider")
+    is_problem(client.get(f"{API}/auth/oauth/facebook/authorize", params={"redirect_uri": REDIRECT}), 404)
+    for body in [
+        {"code": None},
+        {"code": ""},
+        {"redirect_uri": 5},
+        {"code_verifier": "too-short"},
+        {"code": "c" * 10_000},
+        {"unexpected": True},
+    ]:
+        is_problem(oauth(client, "google", **body), 422, "validation_error")
+    is_problem(client.post(f"{API}/auth/oauth/google", json={"redirect_uri": REDIRECT}), 422)
+    malformed = client.post(
+        f"{API}/auth/oauth/google", content=b"[1,", headers={"content-type": "application/json"}
+    )
+    is_problem(malformed, 422)
+    assert counts(services) == (0, 0, 0)
+
+    # a known provider without a client id in the settings: 503, before any HTTP call
+    fake.fail_network = False
+    calls = len(fake.requests)
+    unconfigured = Settings(_env_file=None, data_dir=services.settings.data_dir)  # type: ignore[call-arg]
+    services.extra["oauth_providers"] = OAuthProviders(
+        unconfigured, services.secret, transport=httpx.MockTransport(fake.handle)
+    )
+    is_problem(oauth(client, "google"), 503, "oauth_not_configured")
+    is_problem(client.get(f"{API}/auth/oauth/kakao/authorize", params={"redirect_uri": REDIRECT}), 503)
+    assert len(fake.requests) == calls
+
+
+def test_authorize_gives_a_pkce_url_and_a_state_checked_on_return(client: Any, services: Any) -> None:
+    fake = FakeProviders(userinfo={"google": google_user("g-3", "pkce@gmail.com")})
+    fake.install(services)
+    response = client.get(f"{API}/auth/oauth/google/authorize", params={"redirect_uri": REDIRECT})
+    assert response.status_code == 200, response.text
+    started = response.json()
+    url = urlsplit(started["authorization_url"])
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert f"{url.scheme}://{url.netloc}{url.path}" == "https://accounts.google.com/o/oauth2/v2/auth"
+    assert query["response_type"] == "code" and query["client_id"] == "google-client"
+    assert query["redirect_uri"] == REDIRECT and query["state"] == started["state"]
+    assert query["code_challenge_method"] == "S256"
+    assert query["code_challenge"] == s256(started["code_verifier"])
+    assert "email" in query["scope"].split()
+    assert started["expires_in"] == 600
+
+    verifier, state = started["code_verifier"], started["state"]
+    for bad_state, bad_verifier, bad_redirect in [
+        (state[:-2] + "xx", verifier, REDIRECT),  # tampered
+        (state, "w" * 43, REDIRECT),  # another verifier
+        (state, verifier, "https://evil.example.com/cb"),  # another redirect_uri
+        (state, None, REDIRECT),  # verifier missing
+    ]:
+        bad = oauth(client, "google", state=bad_state, code_verifier=bad_verifier, redirect_uri=bad_redirect)
+        is_problem(bad, 400, "invalid_state")
+    kakao_state = oauth(client, "kakao", state=state, code_verifier=verifier)  # another provider
+    is_problem(kakao_state, 400, "invalid_state")
+    assert fake.requests == [] and counts(services) == (0, 0, 0)
+
+    done = oauth(client, "google", state=state, code_verifier=verifier)
+    assert done.status_code == 200, done.text
+    assert fake.token_form(0)["code_verifier"] == verifier
+    is_problem(client.get(f"{API}/auth/oauth/google/authorize"), 422, "validation_error")
