@@ -50,9 +50,6 @@ class Settings(BaseSettings):
     idempotency_key_ttl_s: int = Field(
         default=24 * 3600, ge=60, description="How long a client Idempotency-Key is remembered."
     )
-    idempotency_max_keys: int = Field(
-        default=1000, ge=1, description="At most this many keys are remembered per account."
-    )
     snapshot_interval: int = Field(default=100, ge=1, description="Events between snapshots.")
     account_cache_size: int = Field(
         default=10_000, ge=1, description="Accounts kept in memory by each process."

@@ -1,0 +1,49 @@
+"""The settings object: embedded defaults, and no insecure defaults outside embedded mode."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from infra.settings import Settings
+
+
+def test_embedded_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("VTO_DATABASE_URL", "VTO_JWT_SECRET", "VTO_KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.embedded
+    assert settings.generator == "offline"
+    assert settings.kafka_bootstrap_servers is None
+
+
+@pytest.mark.parametrize("secret", [None, "", "secret", "changeme", "short-but-not-default"])
+def test_a_configured_database_refuses_a_missing_or_weak_secret(secret: str | None) -> None:
+    with pytest.raises(ValidationError, match="VTO_JWT_SECRET"):
+        Settings(database_url="postgresql://db/vto", jwt_secret=secret)  # type: ignore[arg-type]
+
+
+def test_a_configured_database_accepts_a_strong_secret() -> None:
+    settings = Settings(database_url="postgresql://db/vto", jwt_secret="x" * 40)  # type: ignore[arg-type]
+    assert not settings.embedded
+
+
+def test_admin_emails_and_pricing_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VTO_ADMIN_EMAILS", "a@example.com, b@example.com")
+    monkeypatch.setenv("VTO_TICKET_KINDS", '{"lookbook": "image", "video": "video", "reels": "video"}')
+    monkeypatch.setenv("VTO_CREDIT_COSTS", '{"image": 2, "video": 9}')
+    settings = Settings()
+    assert settings.admin_emails == ["a@example.com", "b@example.com"]
+    assert settings.pricing().tickets_for("video") == ("video", "reels")
+    assert settings.pricing().cost("video") == 9
+
+
+@pytest.mark.parametrize(
+    ("kinds", "costs"),
+    [('{"lookbook": "hologram"}', '{"image": 1}'), ('{"lookbook": "image"}', '{"image": 0}')],
+)
+def test_inconsistent_pricing_is_refused(monkeypatch: pytest.MonkeyPatch, kinds: str, costs: str) -> None:
+    monkeypatch.setenv("VTO_TICKET_KINDS", kinds)
+    monkeypatch.setenv("VTO_CREDIT_COSTS", costs)
+    with pytest.raises(ValidationError):
+        Settings()
