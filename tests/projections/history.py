@@ -34,9 +34,11 @@ def random_history(
     at = START
     project_ids = [str(uuid4()) for _ in range(projects)]
     accounts = [Account.open(uuid4(), at) for _ in range(users)]
-    dirty: dict[UUID, Account] = {a.id: a for a in accounts}
-    pending = len(accounts)
-    written = 0
+    for start in range(0, len(accounts), SAVE_EVENTS):  # large saves stall psycopg's pipeline
+        app.save(*accounts[start : start + SAVE_EVENTS])
+    dirty: dict[UUID, Account] = {}
+    pending = 0
+    written = len(accounts)
 
     def flush() -> None:
         nonlocal pending, written
