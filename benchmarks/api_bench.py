@@ -46,6 +46,7 @@ from infra.settings import Settings
 from infra.storage import LocalStorage
 
 SECRET = "bench-" + "s" * 40
+LOGS = Path(tempfile.gettempdir()) / "vto-bench-logs"  # the processes' output, kept for reading
 
 
 @dataclass
@@ -67,8 +68,7 @@ def seed(url: str, data_dir: Path, users: int, credits: int, prefix: str = "benc
     model = png(Image.fromarray(np.asarray(data.astronaut())).resize((384, 384)))
     garment = Image.new("RGB", (256, 256), (245, 245, 245))
     ImageDraw.Draw(garment).rectangle((60, 40, 196, 230), fill=(200, 30, 40))
-    storage.put("bench/model.png", model, "image/png")
-    storage.put("bench/garment.png", png(garment), "image/png")
+    garment_bytes = png(garment)
     engine = make_engine(url, 4)
     sessions = make_sessionmaker(engine)
     ledger = postgres_ledger(Settings(), url)
@@ -84,11 +84,14 @@ def seed(url: str, data_dir: Path, users: int, credits: int, prefix: str = "benc
             project = Project(collection_id=collection.id, owner_id=user.id, name="bench")
             session.add(project)
             session.flush()
+            model_key, garment_key = f"{prefix}/{i}/model.png", f"{prefix}/{i}/garment.png"
+            storage.put(model_key, model, "image/png")
+            storage.put(garment_key, garment_bytes, "image/png")
             product = Product(
                 project_id=project.id,
                 category="top",
                 side="front",
-                storage_key="bench/garment.png",
+                storage_key=garment_key,
                 media_type="image/png",
                 width=256,
                 height=256,
@@ -97,7 +100,7 @@ def seed(url: str, data_dir: Path, users: int, credits: int, prefix: str = "benc
             asset = Asset(
                 owner_id=user.id,
                 type="model",
-                storage_key="bench/model.png",
+                storage_key=model_key,
                 media_type="image/png",
                 width=384,
                 height=384,
@@ -127,9 +130,9 @@ class Processes:
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-c", "from infra.cli import main; main()", *args]
-        process = subprocess.Popen(
-            command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        LOGS.mkdir(exist_ok=True)
+        with (LOGS / f"{args[0]}-{len(self.running)}.log").open("wb") as log:
+            process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.running.append(process)
         return process
 
@@ -171,20 +174,25 @@ def quantile(samples: list[float], q: int) -> float:
 
 async def load(base: str, seeded: list[Seeded], clients: int, requests: int, options: dict[str, Any]) -> None:
     latencies: list[float] = []
-    statuses: dict[int, int] = {}
+    statuses: dict[int | str, int] = {}
     counter = iter(range(requests))
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         for i in counter:
             who = seeded[i % len(seeded)]
             start = time.perf_counter()
-            response = await client.post(
-                f"{base}/api/v1/vto/jobs",
-                json={**who.body, "options": {**options, "seed": i}},
-                headers={"Authorization": f"Bearer {who.token}"},
-            )
-            latencies.append(time.perf_counter() - start)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            try:
+                response = await client.post(
+                    f"{base}/api/v1/vto/jobs",
+                    json={**who.body, "options": {**options, "seed": i}},
+                    headers={"Authorization": f"Bearer {who.token}"},
+                )
+            except httpx.TransportError as exc:  # counted and printed: a failed request
+                key: int | str = type(exc).__name__
+            else:
+                key = response.status_code
+                latencies.append(time.perf_counter() - start)
+            statuses[key] = statuses.get(key, 0) + 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
@@ -248,6 +256,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per concurrency level")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--no-pipeline", action="store_true")
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes of vto api")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="vto-api-bench-"))
     root.chmod(0o755)
@@ -263,7 +272,7 @@ def main() -> None:
     small = {"width": 384, "height": 512, "num_outputs": 1}
     try:
         processes.start("projector")
-        processes.start("api", "--port", str(args.port))
+        processes.start("api", "--port", str(args.port), "--workers", str(args.api_workers))
         wait_http(f"{base}/healthz")
         asyncio.run(load(base, seeded, 4, 200, small))  # warm-up
         asyncio.run(load(base, seeded, 1, min(args.requests, 500), small))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -26,14 +26,24 @@ def api_router() -> APIRouter:
     return router
 
 
-def create_app(services: Services | None = None, settings: Settings | None = None) -> FastAPI:
+def api_app() -> FastAPI:
+    """The app of one ``vto api`` worker process (uvicorn ``factory=True``): its own
+    services, no projections (the projector process runs them), migrations already applied."""
+    return create_app(build=lambda: build_services(get_settings(), migrate=False, run_projections=False))
+
+
+def create_app(
+    services: Services | None = None,
+    settings: Settings | None = None,
+    build: Callable[[], Services] | None = None,
+) -> FastAPI:
     """The app. Given ``services`` it uses them (tests); otherwise it builds them from the
     settings at start-up and closes them at shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or build_services(settings or get_settings())
+        app.state.services = services or (build or (lambda: build_services(settings or get_settings())))()
         try:
             yield
         finally:

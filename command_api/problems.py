@@ -9,6 +9,9 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import eventsourcing.persistence
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,6 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,  # connection refused, too many clients, dropped
+    sqlalchemy.exc.TimeoutError,  # no pooled connection free in time
+    psycopg.OperationalError,  # the same, through the ledger's own pool
+    eventsourcing.persistence.OperationalError,
+)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -104,6 +114,15 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, str(exc.detail))
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused or dropped the connection, or the pool had none free in time: the
+    request changed nothing (its transaction did not commit) and may be retried."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    response = problem(503, "database_unavailable", "the database is busy or unreachable; retry shortly")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
@@ -114,4 +133,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -20,9 +20,10 @@ from infra.settings import Settings
 from infra.storage import LocalStorage, S3Storage, Storage
 from ledger.application import LedgerApplication
 from projections.runner import Projector
-from projections.wait import wait_for_position
+from projections.wait import PositionWatcher, wait_for_position
 
 READ_YOUR_WRITES_TIMEOUT_S = 5.0
+READ_MODELS = ("points", "jobs")  # the projections the API reads
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -54,6 +55,7 @@ class Services:
     storage: Storage
     secret: str
     projector: Projector | None = None
+    watcher: PositionWatcher | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def wait_for(self, position: int | None, timeout: float = READ_YOUR_WRITES_TIMEOUT_S) -> bool:
@@ -62,7 +64,9 @@ class Services:
             return True
         if self.projector is not None:
             return self.projector.wait_for(position, timeout=timeout)
-        return wait_for_position(self.url, ["points", "jobs"], position, timeout)
+        if self.watcher is None:
+            return wait_for_position(self.url, READ_MODELS, position, timeout)
+        return self.watcher.wait_for(position, timeout)
 
     def is_admin(self, email: str) -> bool:
         return email.lower() in {e.lower() for e in self.settings.admin_emails}
@@ -70,6 +74,8 @@ class Services:
     def close(self) -> None:
         if self.projector is not None:
             self.projector.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         self.ledger.close()
         self.engine.dispose()
 
@@ -93,4 +99,6 @@ def build_services(
     )
     if run_projections:
         services.projector = Projector(url).start()
+    else:
+        services.watcher = PositionWatcher(url, READ_MODELS).start()
     return services

@@ -87,11 +87,12 @@ def serve(
 def api(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, max=64, help="uvicorn worker processes."),
 ) -> None:
     """Run the HTTP API alone (projections, relay, workers run as their own processes)."""
     from command_api.serve import serve as run
 
-    run(get_settings(), host, port, all_in_one=False, announce=typer.echo)
+    run(get_settings(), host, port, all_in_one=False, announce=typer.echo, workers=workers)
 
 
 @app.command()

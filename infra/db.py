@@ -27,8 +27,20 @@ class CreatedMixin:
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+# FastAPI runs sync endpoints on AnyIO's thread pool (40 threads): every one of them may hold
+# a session at once, so the engine must be able to open that many connections; otherwise
+# requests queue for a connection behind requests that wait for their read-your-writes.
+REQUEST_THREADS = 40
+
+
 def make_engine(url: str, pool_size: int = 10) -> Engine:
-    return create_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=max(pool_size, REQUEST_THREADS - pool_size),
+        pool_timeout=10,
+        pool_pre_ping=True,
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]

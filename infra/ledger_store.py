@@ -30,7 +30,9 @@ def postgres_env(url: str, pool_size: int, create_table: bool = False) -> dict[s
         "POSTGRES_PORT": params.get("port", "5432"),
         "POSTGRES_USER": params.get("user", "postgres"),
         "POSTGRES_PASSWORD": params.get("password", ""),
-        "POSTGRES_POOL_SIZE": str(pool_size),
+        # eventsourcing opens POSTGRES_POOL_SIZE connections at once and keeps them; every
+        # process has a ledger, so keep two open and grow on demand up to pool_size + 2.
+        "POSTGRES_POOL_SIZE": str(min(2, pool_size)),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
         "POSTGRES_CONNECT_TIMEOUT": "10",
         "POSTGRES_PRE_PING": "y",

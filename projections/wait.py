@@ -4,6 +4,8 @@ command's position. (In the process that runs the projections, ``Projector.wait_
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -12,6 +14,8 @@ import psycopg
 
 from projections import tracking
 from projections.events import TRACKING_CHANNEL
+
+log = logging.getLogger(__name__)
 
 
 def wait_for_position(
@@ -37,3 +41,56 @@ def wait_for_position(
 
 def _position(conn: psycopg.Connection[Any], name: str) -> int:
     return tracking.position(conn, name)
+
+
+class PositionWatcher:
+    """Read-your-writes for a process without runners (``vto api``), with one connection for
+    the whole process instead of one per request: a thread LISTENs on the runners' NOTIFY
+    (and polls every ``poll_interval`` as a fallback), keeps the committed positions, and
+    ``wait_for`` waits on a condition."""
+
+    def __init__(self, url: str, names: Iterable[str], poll_interval: float = 0.25) -> None:
+        self.url = url
+        self.names = list(names)
+        self.poll_interval = poll_interval
+        self._positions = dict.fromkeys(self.names, 0)
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="position-watcher", daemon=True)
+
+    def start(self) -> PositionWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout)
+
+    def position(self) -> int:
+        with self._changed:
+            return min(self._positions.values())
+
+    def wait_for(self, position: int | None, timeout: float) -> bool:
+        if position is None:
+            return True
+        with self._changed:
+            return self._changed.wait_for(lambda: min(self._positions.values()) >= position, timeout)
+
+    def _read(self, conn: psycopg.Connection[Any]) -> None:
+        positions = {name: _position(conn, name) for name in self.names}
+        with self._changed:
+            self._positions = positions
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {TRACKING_CHANNEL}")
+                    while not self._stopping.is_set():
+                        self._read(conn)
+                        for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
+                            pass
+            except psycopg.OperationalError:
+                log.warning("position watcher lost its connection; reconnecting", exc_info=True)
+                self._stopping.wait(self.poll_interval)

@@ -7,6 +7,7 @@ import itertools
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,3 +159,20 @@ def kafka_bootstrap() -> Iterator[str]:
     finally:
         broker.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def options() -> Any:
+    """Fresh topics and groups per test, so tests on one broker never see each other."""
+    from infra.queue.base import PipelineOptions, Topics
+
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    return PipelineOptions(
+        topics=Topics.with_prefix(prefix),
+        worker_group=f"{prefix}-worker",
+        ingestor_group=f"{prefix}-ingestor",
+        max_attempts=2,
+        retry_backoff_s=0.01,
+        poll_timeout_s=0.2,
+        relay_poll_interval_s=0.2,
+    )

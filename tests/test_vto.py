@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from generator_worker.generation import build_generator
 from generator_worker.pipeline.runtime import Pipeline
 from infra.kafka.client import KafkaQueue
-from infra.queue.base import PipelineOptions, Topics
+from infra.queue.base import PipelineOptions
 from tests.api_factories import Caller, make_user
 
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -127,20 +127,6 @@ def wait_terminal(client: Any, caller: Caller, job_id: str, timeout: float = 90.
         lambda: (job := get_job(client, caller, job_id))["status"] in TERMINAL and job,
         timeout,
         f"job {job_id} to finish",
-    )
-
-
-@pytest.fixture
-def options() -> PipelineOptions:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    return PipelineOptions(
-        topics=Topics.with_prefix(prefix),
-        worker_group=f"{prefix}-worker",
-        ingestor_group=f"{prefix}-ingestor",
-        max_attempts=2,
-        retry_backoff_s=0.01,
-        poll_timeout_s=0.2,
-        relay_poll_interval_s=0.2,
     )
 
 

@@ -6,6 +6,7 @@ delivery."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -29,6 +30,7 @@ class ProgressRecorder:
         self.url = url
         self.name = name
         self.publisher = queue.publisher()
+        self._conn: psycopg.Connection[Any] | None = None
         self.loop = ConsumerLoop(
             name,
             lambda: queue.consumer([self.topics.progress], f"{self.options.ingestor_group}-progress"),
@@ -43,6 +45,7 @@ class ProgressRecorder:
     def stop(self) -> None:
         self.loop.stop()
         self.publisher.close()
+        self._close()
 
     def handle(self, message: Message) -> str:
         try:
@@ -52,6 +55,21 @@ class ProgressRecorder:
             at = datetime.fromisoformat(str(value["at"])) if value.get("at") else datetime.now(UTC)
         except (ValueError, KeyError, TypeError) as exc:
             return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(UPSERT, (job_id, at, fraction, datetime.now(UTC)))
+        try:
+            self._connection().execute(UPSERT, (job_id, at, fraction, datetime.now(UTC)))
+        except psycopg.OperationalError:
+            self._close()  # reconnect on the next message; this one is redelivered
+            raise
         return "recorded"
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """One connection for the recorder's thread (the consume loop handles one message at
+        a time), opened on first use and after a failure."""
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url, autocommit=True)
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -24,7 +24,6 @@ from generator_worker.generation import (
 )
 from generator_worker.generation.offline import OFFLINE_INFO
 from infra.kafka.client import KafkaQueue
-from infra.queue.base import PipelineOptions, Topics
 from infra.storage import LocalStorage
 from ledger.application import LedgerApplication
 
@@ -34,21 +33,6 @@ KAFKA_API_VERSION = os.environ.get("VTO_TEST_KAFKA_API_VERSION", "0.9")
 @pytest.fixture
 def kafka_queue(kafka_bootstrap: str) -> KafkaQueue:
     return KafkaQueue(kafka_bootstrap, KAFKA_API_VERSION)
-
-
-@pytest.fixture
-def options() -> PipelineOptions:
-    """Fresh topics and groups per test, so tests on one broker never see each other."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    return PipelineOptions(
-        topics=Topics.with_prefix(prefix),
-        worker_group=f"{prefix}-worker",
-        ingestor_group=f"{prefix}-ingestor",
-        max_attempts=2,
-        retry_backoff_s=0.01,
-        poll_timeout_s=0.2,
-        relay_poll_interval_s=0.2,
-    )
 
 
 @pytest.fixture
