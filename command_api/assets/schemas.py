@@ -9,6 +9,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 from pydantic.config import JsonDict
 
+from command_api.catalog.media import image_out
 from command_api.catalog.models import Asset
 from infra.storage import Storage
 
@@ -51,12 +52,8 @@ class AssetOut(BaseModel):
             id=asset.id,
             type=AssetType(asset.type),
             name=asset.name,
-            media_type=asset.media_type,
-            width=asset.width,
-            height=asset.height,
-            size_bytes=asset.size_bytes,
-            url=storage.signed_url(asset.storage_key, expires_in=ttl_s),
             created_at=asset.created_at,
+            **image_out(asset, storage, ttl_s),
         )
 
 

@@ -27,17 +27,8 @@ def add(
 ) -> Asset:
     image = check_image(read_limited(upload, max_bytes))
     asset_id = uuid.uuid4()
-    key = store(storage, "assets", asset_id, image)
     asset = Asset(
-        id=asset_id,
-        owner_id=owner_id,
-        type=type_,
-        name=name,
-        storage_key=key,
-        media_type=image.media_type,
-        width=image.width,
-        height=image.height,
-        size_bytes=image.size,
+        id=asset_id, owner_id=owner_id, type=type_, name=name, **store(storage, "assets", asset_id, image)
     )
     session.add(asset)
     session.flush()

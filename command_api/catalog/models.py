@@ -49,7 +49,17 @@ class ProjectShare(CreatedMixin, Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
 
 
-class Product(IdMixin, CreatedMixin, Base):
+class StoredImage:
+    """Columns of a row whose image is in the object storage, with what its check found."""
+
+    storage_key: Mapped[str] = mapped_column(String(300))
+    media_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class Product(IdMixin, CreatedMixin, StoredImage, Base):
     """One garment image of a project: a category and the side it shows."""
 
     __tablename__ = "products"
@@ -58,14 +68,9 @@ class Product(IdMixin, CreatedMixin, Base):
     category: Mapped[str] = mapped_column(String(16))
     side: Mapped[str] = mapped_column(String(16))
     name: Mapped[str | None] = mapped_column(String(200))
-    storage_key: Mapped[str] = mapped_column(String(300))
-    media_type: Mapped[str] = mapped_column(String(32))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
 
 
-class Asset(IdMixin, CreatedMixin, Base):
+class Asset(IdMixin, CreatedMixin, StoredImage, Base):
     """A user's own input image for jobs: a person photo (``model``) or a ``background``."""
 
     __tablename__ = "assets"
@@ -73,8 +78,3 @@ class Asset(IdMixin, CreatedMixin, Base):
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     type: Mapped[str] = mapped_column(String(16))
     name: Mapped[str | None] = mapped_column(String(200))
-    storage_key: Mapped[str] = mapped_column(String(300))
-    media_type: Mapped[str] = mapped_column(String(32))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    size_bytes: Mapped[int] = mapped_column(BigInteger)

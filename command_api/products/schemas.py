@@ -9,6 +9,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 from pydantic.config import JsonDict
 
+from command_api.catalog.media import image_out
 from command_api.catalog.models import Product
 from infra.storage import Storage
 
@@ -65,12 +66,8 @@ class ProductOut(BaseModel):
             category=Category(product.category),
             side=Side(product.side),
             name=product.name,
-            media_type=product.media_type,
-            width=product.width,
-            height=product.height,
-            size_bytes=product.size_bytes,
-            url=storage.signed_url(product.storage_key, expires_in=ttl_s),
             created_at=product.created_at,
+            **image_out(product, storage, ttl_s),
         )
 
 

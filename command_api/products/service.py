@@ -41,18 +41,13 @@ def add(
             409, "too_many_products", f"a project holds at most {MAX_PRODUCTS_PER_PROJECT} products"
         )
     product_id = uuid.uuid4()
-    key = store(storage, "products", product_id, image)
     product = Product(
         id=product_id,
         project_id=project_id,
         category=category,
         side=side,
         name=name,
-        storage_key=key,
-        media_type=image.media_type,
-        width=image.width,
-        height=image.height,
-        size_bytes=image.size,
+        **store(storage, "products", product_id, image),
     )
     session.add(product)
     session.flush()
