@@ -12,9 +12,10 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import Self
 
 from generator_worker.pipeline import messages
-from infra.queue.base import Consumer, Message, Publisher
+from infra.queue.base import Consumer, Message, MessageQueue, PipelineOptions, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +128,34 @@ def send_to_dead_letter(
     publisher.publish(topic, message.key, messages.dead_letter(message, error, consumer))
     publisher.flush(30)
     return "dead_letter"
+
+
+class TopicConsumer:
+    """A member of a consumer group that handles one topic in a ``ConsumerLoop`` thread and
+    has a publisher of its own (the worker, the ingestor, the progress recorder). Subclasses
+    define ``handle``; ``start()`` runs the loop in a thread, ``run()`` in the caller's."""
+
+    def __init__(
+        self, queue: MessageQueue, topic: str, group: str, options: PipelineOptions, name: str
+    ) -> None:
+        self.options = options
+        self.topics = options.topics
+        self.name = name
+        self.publisher = queue.publisher()
+        self.loop = ConsumerLoop(
+            name, lambda: queue.consumer([topic], group), self.handle, poll_timeout=options.poll_timeout_s
+        )
+
+    def handle(self, message: Message) -> str:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self.loop.start()
+        return self
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.publisher.close()
+
+    def run(self) -> None:
+        self.loop.run()

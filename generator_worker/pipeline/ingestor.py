@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from generator_worker.pipeline.consume import ConsumerLoop, send_to_dead_letter
+from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
 from generator_worker.pipeline.messages import SUCCEEDED, InvalidMessage, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from ledger.errors import AccountNotFound, JobNotFound
@@ -19,7 +19,7 @@ from ledger.errors import AccountNotFound, JobNotFound
 log = logging.getLogger(__name__)
 
 
-class Ingestor:
+class Ingestor(TopicConsumer):
     def __init__(
         self,
         queue: MessageQueue,
@@ -28,28 +28,9 @@ class Ingestor:
         *,
         name: str = "ingestor",
     ) -> None:
-        self.options = options or PipelineOptions()
-        self.topics = self.options.topics
+        options = options or PipelineOptions()
         self.ledger = ledger
-        self.name = name
-        self.publisher = queue.publisher()
-        self.loop = ConsumerLoop(
-            name,
-            lambda: queue.consumer([self.topics.results], self.options.ingestor_group),
-            self.handle,
-            poll_timeout=self.options.poll_timeout_s,
-        )
-
-    def start(self) -> Ingestor:
-        self.loop.start()
-        return self
-
-    def stop(self) -> None:
-        self.loop.stop()
-        self.publisher.close()
-
-    def run(self) -> None:
-        self.loop.run()
+        super().__init__(queue, options.topics.results, options.ingestor_group, options, name)
 
     def handle(self, message: Message) -> str:
         """``applied`` (the ledger changed), ``duplicate`` (it already had this job's

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import psycopg
 
-from generator_worker.pipeline.consume import ConsumerLoop, send_to_dead_letter
+from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 
 UPSERT = (
@@ -21,30 +21,17 @@ UPSERT = (
 )
 
 
-class ProgressRecorder:
+class ProgressRecorder(TopicConsumer):
     def __init__(
         self, queue: MessageQueue, url: str, options: PipelineOptions | None = None, *, name: str = "progress"
     ) -> None:
-        self.options = options or PipelineOptions()
-        self.topics = self.options.topics
+        options = options or PipelineOptions()
         self.url = url
-        self.name = name
-        self.publisher = queue.publisher()
         self._conn: psycopg.Connection[Any] | None = None
-        self.loop = ConsumerLoop(
-            name,
-            lambda: queue.consumer([self.topics.progress], f"{self.options.ingestor_group}-progress"),
-            self.handle,
-            poll_timeout=self.options.poll_timeout_s,
-        )
-
-    def start(self) -> ProgressRecorder:
-        self.loop.start()
-        return self
+        super().__init__(queue, options.topics.progress, f"{options.ingestor_group}-progress", options, name)
 
     def stop(self) -> None:
-        self.loop.stop()
-        self.publisher.close()
+        super().stop()
         self._close()
 
     def handle(self, message: Message) -> str:

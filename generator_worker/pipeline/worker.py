@@ -31,7 +31,7 @@ from generator_worker.generation import (
     PoseHint,
 )
 from generator_worker.pipeline import messages
-from generator_worker.pipeline.consume import ConsumerLoop, Stopping, send_to_dead_letter
+from generator_worker.pipeline.consume import Stopping, TopicConsumer, send_to_dead_letter
 from generator_worker.pipeline.messages import InvalidMessage, JobRequest, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from infra.storage import ObjectNotFound, Storage
@@ -109,7 +109,7 @@ def build_request(job: JobRequest, storage: Storage) -> GenerationRequest:
         raise InvalidInputError(f"malformed inputs: {exc}") from exc
 
 
-class Worker:
+class Worker(TopicConsumer):
     """One member of the worker group. ``start()`` runs it in a thread; ``stop()``."""
 
     def __init__(
@@ -122,36 +122,17 @@ class Worker:
         *,
         name: str = "worker",
     ) -> None:
-        self.options = options or PipelineOptions()
-        self.topics = self.options.topics
+        options = options or PipelineOptions()
         self.generator = generator
         self.storage = storage
         self.job_status = job_status
-        self.name = name
-        self.publisher = queue.publisher()
         self.jobs: list[UUID] = []  # jobs this worker generated (tests, metrics)
-        self.loop = ConsumerLoop(
-            name,
-            lambda: queue.consumer([self.topics.requested], self.options.worker_group),
-            self.handle,
-            poll_timeout=self.options.poll_timeout_s,
-        )
         self._lock = threading.Lock()
+        super().__init__(queue, options.topics.requested, options.worker_group, options, name)
 
     @property
     def stop_event(self) -> threading.Event:
         return self.loop.stop_event
-
-    def start(self) -> Worker:
-        self.loop.start()
-        return self
-
-    def stop(self) -> None:
-        self.loop.stop()
-        self.publisher.close()
-
-    def run(self) -> None:
-        self.loop.run()
 
     # ------------------------------------------------------------------ one message
     def handle(self, message: Message) -> str:
