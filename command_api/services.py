@@ -5,9 +5,7 @@ the ``Annotated`` dependencies in ``command_api.deps``."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -16,33 +14,13 @@ from infra.database import database_url
 from infra.db import make_engine, make_sessionmaker
 from infra.ledger_store import postgres_ledger
 from infra.migrate import upgrade
-from infra.settings import Settings
-from infra.storage import LocalStorage, S3Storage, Storage
+from infra.settings import Settings, jwt_secret
+from infra.storage import Storage, storage_from_settings
 from ledger.application import LedgerApplication
 from projections.runner import Projector
 from projections.wait import PositionWatcher, wait_for_position
 
-READ_YOUR_WRITES_TIMEOUT_S = 5.0
 READ_MODELS = ("points", "jobs")  # the projections the API reads
-
-
-def jwt_secret(settings: Settings) -> str:
-    """The configured secret, or (embedded mode only) one generated once in the data dir."""
-    if settings.jwt_secret is not None:
-        return settings.jwt_secret.get_secret_value()
-    path = settings.data_dir / "jwt_secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-def build_storage(settings: Settings, secret: str) -> Storage:
-    if settings.s3_bucket:
-        return S3Storage(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_region)
-    base = f"{settings.public_base_url.rstrip('/')}/api/v1/files"
-    return LocalStorage(Path(settings.data_dir) / "files", secret.encode(), base_url=base)
 
 
 @dataclass
@@ -58,8 +36,10 @@ class Services:
     watcher: PositionWatcher | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
-    def wait_for(self, position: int | None, timeout: float = READ_YOUR_WRITES_TIMEOUT_S) -> bool:
-        """Read-your-writes: wait until the read models include ``position``."""
+    def wait_for(self, position: int | None, timeout: float | None = None) -> bool:
+        """Read-your-writes: wait until the read models include ``position`` (at most the
+        setting ``read_your_writes_timeout_s``)."""
+        timeout = self.settings.read_your_writes_timeout_s if timeout is None else timeout
         if position is None:
             return True
         if self.projector is not None:
@@ -94,11 +74,11 @@ def build_services(
         engine=engine,
         sessions=make_sessionmaker(engine),
         ledger=postgres_ledger(settings, url),
-        storage=build_storage(settings, secret),
+        storage=storage_from_settings(settings),
         secret=secret,
     )
     if run_projections:
-        services.projector = Projector(url).start()
+        services.projector = Projector(url, poll_interval=settings.projection_poll_interval_s).start()
     else:
         services.watcher = PositionWatcher(url, READ_MODELS).start()
     return services

@@ -1,8 +1,16 @@
-"""The ``vto`` command line."""
+"""The ``vto`` command line: the composition root.
+
+This module, and only this one, may import from every package (``ledger``, ``infra``,
+``projections``, ``generator_worker``, ``command_api``): it wires each process together from
+the settings. Everything else imports downward only (DESIGN.md section 1; the import-linter
+contract in ``pyproject.toml`` enforces it). Imports of upper packages are made inside the
+commands, so ``vto migrate`` and ``vto ledger audit`` load no web or generation code.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 
 import typer
@@ -58,13 +66,14 @@ def ledger_rebuild(
 
 
 @app.command()
-def projector(poll_interval: float = typer.Option(1.0, help="Poll fallback (seconds).")) -> None:
+def projector() -> None:
     """Run every projection runner until interrupted."""
     import threading
 
     from projections.runner import Projector
 
-    with Projector(database_url(get_settings()), poll_interval=poll_interval):
+    settings = get_settings()
+    with Projector(database_url(settings), poll_interval=settings.projection_poll_interval_s):
         typer.echo("projections running; Ctrl-C to stop")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
@@ -78,9 +87,24 @@ def serve(
     """Run everything in one process: API, projections and the job pipeline. With no
     configuration it uses the embedded defaults (embedded PostgreSQL in ./.vto, in-process
     queue, local files, offline generator)."""
-    from command_api.serve import serve as run
+    from command_api.app import create_app
+    from command_api.serve import run_http
+    from command_api.services import build_services
+    from generator_worker.pipeline.embedded import start_pipeline
 
-    run(get_settings(), host, port, all_in_one=True, announce=typer.echo)
+    _log_to_stderr()
+    settings = get_settings()
+    services = build_services(settings, run_projections=True)
+    try:
+        pipeline = start_pipeline(settings, services.url, services.ledger, services.storage)
+        try:
+            mode = "embedded defaults" if settings.embedded else "configured database"
+            typer.echo(f"VTO API on http://{host}:{port} ({mode}); docs: http://{host}:{port}/docs")
+            run_http(create_app(services), host, port)
+        finally:
+            pipeline.stop()
+    finally:
+        services.close()
 
 
 @app.command()
@@ -90,9 +114,27 @@ def api(
     workers: int = typer.Option(1, min=1, max=64, help="uvicorn worker processes."),
 ) -> None:
     """Run the HTTP API alone (projections, relay, workers run as their own processes)."""
-    from command_api.serve import serve as run
+    from command_api.app import create_app
+    from command_api.serve import run_http, run_http_workers
+    from command_api.services import build_services
 
-    run(get_settings(), host, port, all_in_one=False, announce=typer.echo, workers=workers)
+    _log_to_stderr()
+    settings = get_settings()
+    if workers > 1:
+        upgrade(database_url(settings))  # once, before the worker processes start
+        typer.echo(f"VTO API on http://{host}:{port} with {workers} workers; docs: http://{host}:{port}/docs")
+        run_http_workers(host, port, workers)
+        return
+    services = build_services(settings, run_projections=False)
+    try:
+        typer.echo(f"VTO API on http://{host}:{port}; docs: http://{host}:{port}/docs")
+        run_http(create_app(services), host, port)
+    finally:
+        services.close()
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 @app.command()

@@ -7,6 +7,7 @@ generator. Outside that embedded mode the settings refuse insecure defaults.
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -57,12 +58,41 @@ class Settings(BaseSettings):
     command_max_attempts: int = Field(
         default=20, ge=1, description="Attempts of a ledger command on version conflicts."
     )
-    job_timeout_s: float = Field(default=900.0, gt=0)
+    job_timeout_s: float = Field(
+        default=900.0, gt=0, description="Reservations older than this are failed and refunded."
+    )
 
-    # --- queue -----------------------------------------------------------------------------
+    # --- queue and pipeline ----------------------------------------------------------------
     kafka_bootstrap_servers: str | None = None
     kafka_api_version: str | None = Field(
         default=None, description='Broker API version, e.g. "0.9"; unset: auto-detect.'
+    )
+    kafka_topic_prefix: str = Field(
+        default="vto",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Topics are <prefix>.jobs.requested, .results, .progress, .dead-letter.",
+    )
+    worker_group: str = Field(default="vto-worker", min_length=1, description="Workers' consumer group.")
+    ingestor_group: str = Field(
+        default="vto-ingestor", min_length=1, description="Ingestor's and progress recorder's group."
+    )
+    worker_max_attempts: int = Field(
+        default=3, ge=1, description="Attempts of a job on retryable generation errors."
+    )
+    worker_retry_backoff_s: float = Field(
+        default=1.0, ge=0, description="First back-off between attempts (doubled each time)."
+    )
+    worker_retry_backoff_max_s: float = Field(default=30.0, ge=0, description="Longest back-off.")
+    queue_poll_timeout_s: float = Field(default=0.5, gt=0, description="How long a consumer poll waits.")
+    sweeper_interval_s: float = Field(default=5.0, gt=0, description="Seconds between sweeper passes.")
+    relay_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="Outbox relay's poll fallback beside LISTEN."
+    )
+    projection_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="Projection runners' poll fallback beside LISTEN."
+    )
+    read_your_writes_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long a command waits for the read models to show it."
     )
 
     # --- files -----------------------------------------------------------------------------
@@ -110,6 +140,18 @@ class Settings(BaseSettings):
 
     def pricing(self) -> PricingPolicy:
         return PricingPolicy(ticket_kinds=self.ticket_kinds, credit_costs=self.credit_costs)
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured secret, or (embedded mode only) one generated once in the data dir."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    path = settings.data_dir / "jwt_secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 @lru_cache(maxsize=1)

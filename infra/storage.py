@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import urlencode
 
+from infra.settings import Settings, jwt_secret
+
 
 class ObjectNotFound(KeyError):
     pass
@@ -114,3 +116,12 @@ class S3Storage:
             "get_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=expires_in
         )
         return url
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    """The object store of every process: S3 when configured, else ``data_dir/files`` with
+    links signed by the process's secret and served under ``public_base_url``."""
+    if settings.s3_bucket:
+        return S3Storage(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_region)
+    base = f"{settings.public_base_url.rstrip('/')}/api/v1/files"
+    return LocalStorage(Path(settings.data_dir) / "files", jwt_secret(settings).encode(), base_url=base)

@@ -36,17 +36,17 @@ from ledger.errors import (
     UnknownSource,
 )
 from ledger.policy import CREDIT, SUBSCRIPTION, PricingPolicy, ticket_source, ticket_type_of
+from ledger.status import ReservationStatus
 
 MAX_IDEMPOTENCY_KEYS = 10_000
 CLOSED_JOB_RETENTION = timedelta(days=90)
 MAX_CLOSED_JOBS = 5_000
 
-# Job statuses as the ledger sees them.
-RESERVED = "reserved"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELED = "canceled"
-EXPIRED = "expired"  # failed by the sweeper; a late success is still delivered, free
+RESERVED = ReservationStatus.RESERVED
+SUCCEEDED = ReservationStatus.SUCCEEDED
+FAILED = ReservationStatus.FAILED
+CANCELED = ReservationStatus.CANCELED
+EXPIRED = ReservationStatus.EXPIRED
 
 
 class JobRecord(TypedDict):
@@ -330,8 +330,8 @@ class Account(Aggregate):
         request: dict[str, Any],
         policy: PricingPolicy,
         at: datetime,
-        idempotency_key: str | None = None,
-        key_ttl: timedelta = timedelta(hours=24),
+        idempotency_key: str | None,
+        key_ttl: timedelta,
     ) -> Reservation:
         """Reserve the job's charge and record the job, in that order of priority:
         subscription (within its daily quota), a ticket of the job's kind, credits."""

@@ -15,14 +15,21 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
-from eventsourcing.utils import get_topic
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    IntegrityError,
+    JSONTranscoder,
+    Mapper,
+    Transcoder,
+    UUIDAsHex,
+)
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ledger.account import Account, Reservation
@@ -33,6 +40,7 @@ from ledger.errors import (
     UnknownSource,
 )
 from ledger.policy import SUBSCRIPTION, PricingPolicy
+from ledger.status import ReservationStatus
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -53,11 +61,28 @@ class CommandResult(Generic[T]):
 
 @dataclass(frozen=True)
 class LedgerOptions:
-    policy: PricingPolicy = field(default_factory=PricingPolicy)
-    key_ttl: timedelta = timedelta(hours=24)
-    max_attempts: int = 20
-    snapshot_interval: int = 100
-    cache_size: int = 10_000
+    """How the application runs. No defaults here: every default lives once, in the settings
+    object (``infra.settings``), which builds these options."""
+
+    policy: PricingPolicy
+    key_ttl: timedelta
+    max_attempts: int
+    snapshot_interval: int
+    cache_size: int
+
+
+def event_transcoder() -> JSONTranscoder:
+    """The JSON transcoder of the ledger's stored events (UUIDs, datetimes, decimals)."""
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        transcoder.register(transcoding)
+    return transcoder
+
+
+def event_mapper() -> Mapper[UUID]:
+    """Decodes the ledger's stored events without an event store of its own (for readers of
+    the notification log: projections, the audit)."""
+    return Mapper(transcoder=event_transcoder())
 
 
 class ConflictStats:
@@ -82,15 +107,14 @@ class LedgerApplication(Application[UUID]):
 
     name = "Ledger"
     LOCK_STRIPES = 256
-    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 100}
 
     def __init__(
         self,
-        env: Mapping[str, str] | None = None,
-        options: LedgerOptions | None = None,
+        env: Mapping[str, str],
+        options: LedgerOptions,
         clock: Clock = utc_now,
     ) -> None:
-        self.options = options or LedgerOptions()
+        self.options = options
         # Per instance, so the interval is a setting (the library reads it from self).
         self.snapshotting_intervals = {Account: self.options.snapshot_interval}  # type: ignore[misc]
         self.clock = clock
@@ -100,8 +124,10 @@ class LedgerApplication(Application[UUID]):
             self.AGGREGATE_CACHE_MAXSIZE: str(self.options.cache_size),
             self.AGGREGATE_CACHE_FASTFORWARD: "y",
         }
-        super().__init__(env={**cache, **(env or {})})
-        self.pending = PendingReservations(self)
+        super().__init__(env={**cache, **env})
+
+    def construct_transcoder(self) -> Transcoder:
+        return event_transcoder()
 
     @property
     def policy(self) -> PricingPolicy:
@@ -168,6 +194,15 @@ class LedgerApplication(Application[UUID]):
                 return self.repository.get(user_id)
             except AggregateNotFoundError:
                 raise AccountNotFound(user_id) from None
+
+    def reservation_status(self, user_id: UUID, job_id: UUID) -> ReservationStatus | None:
+        """The status of a job's reservation (None when the account does not know the job:
+        never reserved, or forgotten after its retention)."""
+        try:
+            job = self.account(user_id).job(job_id)
+        except AccountNotFound:
+            return None
+        return None if job is None else ReservationStatus(job["status"])
 
     def has_account(self, user_id: UUID) -> bool:
         try:
@@ -285,59 +320,18 @@ class LedgerApplication(Application[UUID]):
         return self._execute(user_id, lambda a, now: a.adjust(source, delta, reason, by, now), create=True)
 
     def expire_stale_reservations(
-        self, now: datetime, timeout: timedelta
+        self, users: Iterable[UUID], now: datetime, timeout: timedelta
     ) -> CommandResult[dict[UUID, list[UUID]]]:
-        """Fail and refund every reservation older than ``timeout`` at ``now``. Returns the
-        expired job ids per user and the newest position written."""
+        """Fail and refund the reservations of ``users`` older than ``timeout`` at ``now``
+        (which users hold open reservations is the caller's question: the sweeper asks the
+        jobs read model). Returns the expired job ids per user and the newest position written."""
         cutoff = now - timeout
         expired: dict[UUID, list[UUID]] = {}
         position: int | None = None
-        for user_id in self.pending.users_with_reservations_before(cutoff):
+        for user_id in users:
             result = self._execute(user_id, lambda a, at: a.expire_reservations(cutoff, at), create=False)
             if result.value:
                 expired[user_id] = result.value
             if result.position is not None:
                 position = max(position or 0, result.position)
         return CommandResult(expired, position)
-
-
-class PendingReservations:
-    """Which users hold reservations that have not finished, and since when.
-
-    A small in-process projection of the notification log, advanced incrementally each time
-    it is asked, so that the sweeper need not load every account. It is a hint: the account
-    itself decides what is stale."""
-
-    _OPENS = get_topic(Account.EntitlementReserved)
-    _CLOSES = frozenset(
-        get_topic(cls) for cls in (Account.JobCompleted, Account.JobFailed, Account.JobCanceled)
-    )
-    BATCH = 1000
-
-    def __init__(self, app: LedgerApplication) -> None:
-        self._app = app
-        self._lock = threading.Lock()
-        self._position = 0
-        self._open: dict[UUID, tuple[UUID, datetime]] = {}
-
-    def _advance(self) -> None:
-        topics = [self._OPENS, *self._CLOSES]
-        while True:
-            batch = self._app.recorder.select_notifications(
-                start=self._position + 1, limit=self.BATCH, topics=topics, inclusive_of_start=True
-            )
-            for notification in batch:
-                event = cast(Account.EntitlementReserved, self._app.mapper.to_domain_event(notification))
-                job_id = event.job_id
-                if notification.topic == self._OPENS:
-                    self._open[job_id] = (event.originator_id, event.timestamp)
-                else:
-                    self._open.pop(job_id, None)
-                self._position = notification.id
-            if len(batch) < self.BATCH:
-                return
-
-    def users_with_reservations_before(self, cutoff: datetime) -> Iterable[UUID]:
-        with self._lock:
-            self._advance()
-            return sorted({user for user, at in self._open.values() if at <= cutoff})

@@ -10,6 +10,8 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import Mapper, StoredEvent
 
+from ledger.application import event_mapper
+
 EVENTS_TABLE = "ledger_events"
 CHANNEL = "ledger_events"  # eventsourcing NOTIFYs this channel on every insert
 TRACKING_CHANNEL = "projection_tracking"  # runners NOTIFY it (payload: name) on every commit
@@ -25,12 +27,8 @@ class Notified:
 
 @lru_cache(maxsize=1)
 def ledger_mapper() -> Mapper[Any]:
-    """The ledger application's mapper (JSON transcoder with its registered types), built on
-    in-memory storage so that decoding needs no connection of its own."""
-    from infra.ledger_store import MEMORY_ENV
-    from ledger.application import LedgerApplication
-
-    return LedgerApplication(env=MEMORY_ENV).mapper
+    """The ledger's event mapper (one per process: it holds no connection)."""
+    return event_mapper()
 
 
 def decode(rows: Sequence[tuple[Any, ...]], mapper: Mapper[Any]) -> list[Notified]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,9 +18,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ledger.account import Account
+from ledger.status import JobStatus
 from projections.events import Notified
-
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 
 JOB_COLUMNS = (
     "job_id",
@@ -103,7 +103,7 @@ class JobsProjection:
                     job_id=e.job_id,
                     user_id=e.originator_id,
                     kind=e.kind,
-                    status=QUEUED,
+                    status=JobStatus.QUEUED,
                     charge_source=e.source,
                     charge_amount=e.amount,
                     outputs=[],
@@ -117,7 +117,7 @@ class JobsProjection:
                 project = e.request.get("project_id")
                 job["project_id"] = None if project is None else str(project)
             elif isinstance(e, Account.JobCompleted):
-                job.update(status=SUCCEEDED, outputs=e.outputs, error=None, finished_at=e.timestamp)
+                job.update(status=JobStatus.SUCCEEDED, outputs=e.outputs, error=None, finished_at=e.timestamp)
                 job["charged"] = bool(e.charged)
                 project = job["project_id"]
                 for index, output in enumerate(e.outputs):
@@ -141,10 +141,10 @@ class JobsProjection:
                     if project is not None:
                         stats.setdefault(project, Counter())[media_class(media_type, job["kind"])] += 1
             elif isinstance(e, Account.JobFailed):
-                job.update(status=FAILED, error=e.error, finished_at=e.timestamp, charged=False)
+                job.update(status=JobStatus.FAILED, error=e.error, finished_at=e.timestamp, charged=False)
             elif isinstance(e, Account.JobCanceled):
                 job.update(
-                    status=CANCELED,
+                    status=JobStatus.CANCELED,
                     error={"code": "canceled", "message": e.reason},
                     finished_at=e.timestamp,
                     charged=False,
@@ -191,3 +191,14 @@ class JobsProjection:
     def _load(cur: psycopg.Cursor[Any], table: str, job_ids: set[UUID]) -> dict[UUID, dict[str, Any]]:
         cur.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM {table} WHERE job_id = ANY(%s)", (list(job_ids),))
         return {row[0]: dict(zip(JOB_COLUMNS, row, strict=True)) for row in cur.fetchall()}
+
+
+def users_with_open_jobs_before(conn: psycopg.Connection[Any], cutoff: datetime) -> list[UUID]:
+    """The users holding a job still open (queued or running) that was created at or before
+    ``cutoff``, from the ``vto_job`` read model (the sweeper's candidates: the ledger's
+    accounts decide what is really stale)."""
+    rows = conn.execute(
+        "SELECT DISTINCT user_id FROM vto_job WHERE status = %s AND created_at <= %s ORDER BY user_id",
+        (JobStatus.QUEUED.value, cutoff),
+    ).fetchall()
+    return [row[0] for row in rows]

@@ -164,15 +164,18 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture
 def options() -> Any:
     """Fresh topics and groups per test, so tests on one broker never see each other."""
-    from infra.queue.base import PipelineOptions, Topics
+    from infra.queue.base import PipelineOptions
+    from infra.settings import Settings
 
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    return PipelineOptions(
-        topics=Topics.with_prefix(prefix),
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        kafka_topic_prefix=prefix,
         worker_group=f"{prefix}-worker",
         ingestor_group=f"{prefix}-ingestor",
-        max_attempts=2,
-        retry_backoff_s=0.01,
-        poll_timeout_s=0.2,
+        worker_max_attempts=2,
+        worker_retry_backoff_s=0.01,
+        queue_poll_timeout_s=0.2,
         relay_poll_interval_s=0.2,
     )
+    return PipelineOptions.from_settings(settings)

@@ -4,14 +4,16 @@ process, on the in-process queue unless Kafka is configured."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
 from generator_worker.pipeline.messages import JobRequest
 from generator_worker.pipeline.runtime import Pipeline
 from infra.queue.base import MessageQueue, Topics
+from infra.settings import Settings
+from infra.storage import Storage
+from ledger.application import LedgerApplication
+from ledger.status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,8 @@ def republish_open_jobs(url: str, queue: MessageQueue, topics: Topics) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT job_id, user_id, kind, request, created_at FROM vto_job "
-            "WHERE status IN ('queued', 'running') ORDER BY created_at"
+            "WHERE status = %s ORDER BY created_at",
+            (JobStatus.QUEUED.value,),
         ).fetchall()
     publisher = queue.publisher()
     for job_id, user_id, kind, request, created_at in rows:
@@ -33,12 +36,11 @@ def republish_open_jobs(url: str, queue: MessageQueue, topics: Topics) -> int:
     return len(rows)
 
 
-def start_pipeline(services: Any) -> Callable[[], None]:
-    """A ``vto serve`` component: start the pipeline beside the API; return its stop."""
-    pipeline = Pipeline.build(services.settings, services.url, services.ledger, storage=services.storage)
-    if services.settings.kafka_bootstrap_servers is None and pipeline.queue is not None:
-        count = republish_open_jobs(services.url, pipeline.queue, Topics())
+def start_pipeline(settings: Settings, url: str, ledger: LedgerApplication, storage: Storage) -> Pipeline:
+    """Start the whole pipeline beside the API (``vto serve``); the caller stops it."""
+    pipeline = Pipeline.build(settings, url, ledger, storage=storage)
+    if settings.kafka_bootstrap_servers is None and pipeline.queue is not None:
+        count = republish_open_jobs(url, pipeline.queue, pipeline.options.topics)
         if count:
             log.info("republished %d open jobs to the in-process queue", count)
-    pipeline.start()
-    return pipeline.stop
+    return pipeline.start()

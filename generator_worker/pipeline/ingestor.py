@@ -9,11 +9,11 @@ job the ledger does not know, goes to the dead-letter topic."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
 from generator_worker.pipeline.messages import SUCCEEDED, InvalidMessage, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
+from ledger.application import LedgerApplication
 from ledger.errors import AccountNotFound, JobNotFound
 
 log = logging.getLogger(__name__)
@@ -23,12 +23,11 @@ class Ingestor(TopicConsumer):
     def __init__(
         self,
         queue: MessageQueue,
-        ledger: Any,
-        options: PipelineOptions | None = None,
+        ledger: LedgerApplication,
+        options: PipelineOptions,
         *,
         name: str = "ingestor",
     ) -> None:
-        options = options or PipelineOptions()
         self.ledger = ledger
         super().__init__(queue, options.topics.results, options.ingestor_group, options, name)
 

@@ -23,9 +23,8 @@ UPSERT = (
 
 class ProgressRecorder(TopicConsumer):
     def __init__(
-        self, queue: MessageQueue, url: str, options: PipelineOptions | None = None, *, name: str = "progress"
+        self, queue: MessageQueue, url: str, options: PipelineOptions, *, name: str = "progress"
     ) -> None:
-        options = options or PipelineOptions()
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
         super().__init__(queue, options.topics.progress, f"{options.ingestor_group}-progress", options, name)

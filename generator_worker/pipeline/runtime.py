@@ -14,40 +14,29 @@ import signal
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from generator_worker.generation import Generator, generator_from_settings
 from generator_worker.pipeline.ingestor import Ingestor
 from generator_worker.pipeline.progress import ProgressRecorder
-from generator_worker.pipeline.worker import Worker, ledger_job_status
+from generator_worker.pipeline.relay import OutboxRelay
+from generator_worker.pipeline.sweeper import Sweeper
+from generator_worker.pipeline.worker import Worker
 from infra.database import database_url
 from infra.ledger_store import postgres_ledger
 from infra.queue import MessageQueue, PipelineOptions, queue_from_settings
 from infra.settings import Settings
-from infra.storage import LocalStorage, S3Storage, Storage
+from infra.storage import Storage, storage_from_settings
 from ledger.application import LedgerApplication
-from projections.outbox import OutboxRelay
-from projections.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
-
-
-def pipeline_storage(settings: Settings) -> Storage:
-    """The object store the worker reads inputs from and writes outputs to (the API's: S3
-    when configured, else ``data_dir/files``). The worker signs no URLs."""
-    bucket = getattr(settings, "s3_bucket", None)
-    if bucket:
-        return S3Storage(
-            bucket, getattr(settings, "s3_endpoint_url", None), getattr(settings, "s3_region", None)
-        )
-    return LocalStorage(Path(settings.data_dir) / "files", b"unused: the worker signs no URLs")
 
 
 @dataclass
 class Pipeline:
     """Relay, workers, ingestor and sweeper of one process, sharing one queue."""
 
+    options: PipelineOptions
     relay: OutboxRelay | None = None
     workers: list[Worker] = field(default_factory=list)
     ingestor: Ingestor | None = None
@@ -74,26 +63,24 @@ class Pipeline:
         """What ``vto serve`` runs beside the API: ``Pipeline.build(settings, url,
         services.ledger).start()`` ... ``.stop()``. The queue defaults to
         ``queue_from_settings`` (in-process when no Kafka is configured)."""
-        options = options or PipelineOptions()
+        options = options or PipelineOptions.from_settings(settings)
         queue = queue or queue_from_settings(settings)
-        storage = storage or pipeline_storage(settings)
-        pipeline = cls(queue=queue)
+        storage = storage or storage_from_settings(settings)
+        pipeline = cls(options, queue=queue)
         if relay:
-            pipeline.relay = OutboxRelay(
-                url, queue.publisher(), options.topics, poll_interval=options.relay_poll_interval_s
-            )
+            pipeline.relay = OutboxRelay(url, queue.publisher(), options)
         if workers:
             generator = generator or generator_from_settings(settings)
-            status = ledger_job_status(ledger)
             pipeline.workers = [
-                Worker(queue, generator, storage, status, options, name=f"worker-{i}") for i in range(workers)
+                Worker(queue, generator, storage, ledger.reservation_status, options, name=f"worker-{i}")
+                for i in range(workers)
             ]
         if ingestor:
             pipeline.ingestor = Ingestor(queue, ledger, options)
             pipeline.progress = ProgressRecorder(queue, url, options)
         if sweeper:
             pipeline.sweeper = Sweeper(
-                ledger, timedelta(seconds=settings.job_timeout_s), interval=options.sweeper_interval_s
+                url, ledger, timedelta(seconds=settings.job_timeout_s), interval=options.sweeper_interval_s
             )
         return pipeline
 
@@ -130,7 +117,6 @@ def _until_signalled(stop: threading.Event | None) -> threading.Event:
 
 
 def _run(settings: Settings, stop: threading.Event | None, **parts: Any) -> None:
-    settings = settings or Settings()
     url = database_url(settings)
     ledger = postgres_ledger(settings, url)
     pipeline = Pipeline.build(settings, url, ledger, **parts)

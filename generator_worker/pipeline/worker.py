@@ -35,11 +35,12 @@ from generator_worker.pipeline.consume import Stopping, TopicConsumer, send_to_d
 from generator_worker.pipeline.messages import InvalidMessage, JobRequest, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from infra.storage import ObjectNotFound, Storage
+from ledger.status import ReservationStatus
 
 log = logging.getLogger(__name__)
 
-OPEN = "reserved"  # the ledger's status of a job waiting for its result
-JobStatus = Callable[[UUID, UUID], "str | None"]
+# The ledger's status of a job's reservation (``LedgerApplication.reservation_status``).
+ReservationLookup = Callable[[UUID, UUID], ReservationStatus | None]
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "video/mp4": "mp4"}
 _OPTION_FIELDS = {
     "width": int,
@@ -51,20 +52,6 @@ _OPTION_FIELDS = {
     "fps": int,
     "seconds_per_output": float,
 }
-
-
-def ledger_job_status(ledger: Any) -> JobStatus:
-    """The job's status in its account (``reserved`` while open), None when unknown."""
-    from ledger.errors import AccountNotFound
-
-    def status(user_id: UUID, job_id: UUID) -> str | None:
-        try:
-            job = ledger.account(user_id).job(job_id)
-        except AccountNotFound:
-            return None
-        return None if job is None else str(job["status"])
-
-    return status
 
 
 def output_key(job: JobRequest, index: int, media_type: str) -> str:
@@ -117,12 +104,11 @@ class Worker(TopicConsumer):
         queue: MessageQueue,
         generator: Generator,
         storage: Storage,
-        job_status: JobStatus,
-        options: PipelineOptions | None = None,
+        job_status: ReservationLookup,
+        options: PipelineOptions,
         *,
         name: str = "worker",
     ) -> None:
-        options = options or PipelineOptions()
         self.generator = generator
         self.storage = storage
         self.job_status = job_status
@@ -141,7 +127,7 @@ class Worker(TopicConsumer):
         except (ValueError, InvalidMessage) as exc:
             return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
         status = self.job_status(job.user_id, job.job_id)
-        if status != OPEN:
+        if status is None or not status.open:
             log.info("%s: job %s is %s; skipped", self.name, job.job_id, status or "unknown")
             return "skipped"
         self.publisher.publish(

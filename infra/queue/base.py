@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from infra.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -82,16 +84,16 @@ class MessageQueue(Protocol):
 
 @dataclass(frozen=True)
 class Topics:
-    """The pipeline's topic names (DESIGN.md section 3)."""
+    """The pipeline's topic names (DESIGN.md section 3): ``<prefix>.jobs.requested`` and so on,
+    the prefix being the setting ``VTO_KAFKA_TOPIC_PREFIX``."""
 
-    requested: str = "vto.jobs.requested"
-    results: str = "vto.jobs.results"
-    progress: str = "vto.jobs.progress"
-    dead_letter: str = "vto.jobs.dead-letter"
+    requested: str
+    results: str
+    progress: str
+    dead_letter: str
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
-        """The same names under another prefix (tests: isolated topics on one broker)."""
         return cls(
             requested=f"{prefix}.jobs.requested",
             results=f"{prefix}.jobs.results",
@@ -102,18 +104,29 @@ class Topics:
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """Options of the relay, worker, ingestor and sweeper (defaults are production values).
-    Proposed settings: ``VTO_KAFKA_TOPIC_PREFIX`` (``vto``), ``VTO_WORKER_GROUP``,
-    ``VTO_INGESTOR_GROUP``, ``VTO_WORKER_MAX_ATTEMPTS``, ``VTO_WORKER_RETRY_BACKOFF_S``,
-    ``VTO_SWEEPER_INTERVAL_S``."""
+    """Options of the relay, worker, ingestor and sweeper, taken from the settings (where
+    their defaults and meanings are: ``infra.settings.Settings``)."""
 
-    topics: Topics = field(default_factory=Topics)
-    worker_group: str = "vto-worker"
-    ingestor_group: str = "vto-ingestor"
-    # a retryable generation error is tried again up to this many attempts in all
-    max_attempts: int = 3
-    retry_backoff_s: float = 1.0  # doubled after each attempt
-    retry_backoff_max_s: float = 30.0
-    poll_timeout_s: float = 0.5
-    sweeper_interval_s: float = 5.0
-    relay_poll_interval_s: float = 1.0
+    topics: Topics
+    worker_group: str
+    ingestor_group: str
+    max_attempts: int  # a retryable generation error is tried again up to this many attempts in all
+    retry_backoff_s: float  # doubled after each attempt
+    retry_backoff_max_s: float
+    poll_timeout_s: float
+    sweeper_interval_s: float
+    relay_poll_interval_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineOptions:
+        return cls(
+            topics=Topics.with_prefix(settings.kafka_topic_prefix),
+            worker_group=settings.worker_group,
+            ingestor_group=settings.ingestor_group,
+            max_attempts=settings.worker_max_attempts,
+            retry_backoff_s=settings.worker_retry_backoff_s,
+            retry_backoff_max_s=settings.worker_retry_backoff_max_s,
+            poll_timeout_s=settings.queue_poll_timeout_s,
+            sweeper_interval_s=settings.sweeper_interval_s,
+            relay_poll_interval_s=settings.relay_poll_interval_s,
+        )

@@ -107,7 +107,7 @@ def make_machine(ledger: LedgerApplication, clock: FakeClock) -> type[RuleBasedS
 
         @rule()
         def sweep(self) -> None:
-            self._do(lambda: ledger.expire_stale_reservations(clock.now, timedelta(minutes=30)))
+            self._do(lambda: ledger.expire_stale_reservations([self.user], clock.now, timedelta(minutes=30)))
 
         @rule()
         def duplicate_last_command(self) -> None:

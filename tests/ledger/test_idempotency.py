@@ -124,11 +124,11 @@ def test_stale_reservations_are_expired_and_a_late_success_is_free(
     ledger.request_job(user, stale, "image", job_request())
     clock.advance(minutes=20)
     ledger.request_job(user, fresh, "image", job_request())
-    result = ledger.expire_stale_reservations(clock.now, timedelta(minutes=15))
+    result = ledger.expire_stale_reservations([user], clock.now, timedelta(minutes=15))
     assert result.value == {user: [stale]}
     assert ledger.account(user).credits == 9
     # Sweeping again changes nothing.
-    assert ledger.expire_stale_reservations(clock.now, timedelta(minutes=15)).value == {}
+    assert ledger.expire_stale_reservations([user], clock.now, timedelta(minutes=15)).value == {}
     # The late success is delivered, not charged.
     assert ledger.complete_job(user, stale, [{"key": "late.png"}]).value is True
     completed = [e for e in ledger_events(ledger, user) if isinstance(e, Account.JobCompleted)]

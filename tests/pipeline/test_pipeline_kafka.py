@@ -14,8 +14,9 @@ from kafka.partitioner.default import murmur2
 from generator_worker.generation import build_generator
 from generator_worker.pipeline.ingestor import Ingestor
 from generator_worker.pipeline.messages import JobResult
+from generator_worker.pipeline.relay import OutboxRelay
 from generator_worker.pipeline.runtime import Pipeline
-from generator_worker.pipeline.worker import Worker, ledger_job_status
+from generator_worker.pipeline.worker import Worker
 from infra.kafka.client import KafkaQueue
 from infra.queue.base import PipelineOptions
 from infra.queue.memory import InProcessQueue
@@ -23,7 +24,6 @@ from infra.settings import Settings
 from infra.storage import LocalStorage
 from ledger.account import Account
 from ledger.application import LedgerApplication
-from projections.outbox import OutboxRelay
 from tests.factories import ledger_events, new_user
 from tests.pipeline.conftest import TinyGenerator, drain, job_request, job_status, wait_until
 
@@ -38,12 +38,12 @@ def test_relay_publishes_each_request_once_across_a_restart(
     for job_id in jobs[:3]:
         pg_ledger.request_job(user, job_id, "image", job_request(inputs))
 
-    first = OutboxRelay(pg_url, kafka_queue.publisher(), options.topics)
+    first = OutboxRelay(pg_url, kafka_queue.publisher(), options)
     assert first.catch_up() > 0
     first.stop()  # a restart: the next relay starts from the committed position
     for job_id in jobs[3:]:
         pg_ledger.request_job(user, job_id, "image", job_request(inputs))
-    second = OutboxRelay(pg_url, kafka_queue.publisher(), options.topics)
+    second = OutboxRelay(pg_url, kafka_queue.publisher(), options)
     second.catch_up()
     assert second.published == 2
     second.stop()
@@ -204,7 +204,7 @@ def test_undecodable_messages_go_to_the_dead_letter_topic(
     publisher.publish(options.topics.results, "bad-result", {"job_id": "nope", "status": "succeeded"})
     publisher.flush(10)
     publisher.close()
-    worker = Worker(kafka_queue, TinyGenerator(), storage, ledger_job_status(pg_ledger), options).start()
+    worker = Worker(kafka_queue, TinyGenerator(), storage, pg_ledger.reservation_status, options).start()
     ingestor = Ingestor(kafka_queue, pg_ledger, options).start()
     try:
         wait_until(

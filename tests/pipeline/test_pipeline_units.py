@@ -12,14 +12,15 @@ import pytest
 
 from generator_worker.pipeline.consume import ConsumerLoop
 from generator_worker.pipeline.messages import JobRequest, JobResult
-from generator_worker.pipeline.worker import Worker, ledger_job_status
+from generator_worker.pipeline.relay import OutboxRelay
+from generator_worker.pipeline.sweeper import Sweeper
+from generator_worker.pipeline.worker import Worker
 from infra.ledger_store import postgres_ledger
 from infra.queue.base import Message, PipelineOptions
 from infra.queue.memory import InProcessPublisher, InProcessQueue
 from infra.settings import Settings
 from infra.storage import LocalStorage
-from projections.outbox import OutboxRelay
-from projections.sweeper import Sweeper
+from projections.runner import Projector
 from tests.conftest import FakeClock
 from tests.factories import new_user
 from tests.pipeline.conftest import TinyGenerator, job_request, job_status, wait_until
@@ -92,7 +93,7 @@ def test_the_relay_does_not_advance_past_an_unacknowledged_publish(
         ledger.request_job(user, job_id, "image", job_request(inputs))
         queue = InProcessQueue()
         publisher = FailingPublisher(queue)
-        relay = OutboxRelay(pg_url, publisher)
+        relay = OutboxRelay(pg_url, publisher, PipelineOptions.from_settings(settings))
         with pytest.raises(TimeoutError):
             relay.catch_up()
         assert relay.position == 0
@@ -102,7 +103,12 @@ def test_the_relay_does_not_advance_past_an_unacknowledged_publish(
         requests = [JobRequest.from_dict(m.json_value()) for m in queue.messages("vto.jobs.requested")]
         # at-least-once: the first attempt's message was appended before its flush failed
         assert {r.job_id for r in requests} == {job_id}
-        assert OutboxRelay(pg_url, InProcessQueue().publisher()).catch_up() == 0  # nothing left
+        assert (
+            OutboxRelay(
+                pg_url, InProcessQueue().publisher(), PipelineOptions.from_settings(settings)
+            ).catch_up()
+            == 0
+        )  # nothing left
     finally:
         ledger.close()
 
@@ -110,7 +116,7 @@ def test_the_relay_does_not_advance_past_an_unacknowledged_publish(
 def test_the_worker_skips_closed_jobs_and_fails_missing_inputs(
     pg_ledger: Any, storage: LocalStorage, inputs: Any
 ) -> None:
-    options = PipelineOptions()
+    options = PipelineOptions.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
     queue = InProcessQueue()
     user = new_user(pg_ledger, credits=5)
     canceled, missing = uuid.uuid4(), uuid.uuid4()
@@ -118,7 +124,7 @@ def test_the_worker_skips_closed_jobs_and_fails_missing_inputs(
     pg_ledger.cancel_job(user, canceled)
     pg_ledger.request_job(user, missing, "image", job_request({**inputs, "model": "assets/nope.png"}))
     generator = TinyGenerator()
-    worker = Worker(queue, generator, storage, ledger_job_status(pg_ledger), options)
+    worker = Worker(queue, generator, storage, pg_ledger.reservation_status, options)
     publisher = queue.publisher()
     for job_id in (canceled, missing):
         message = JobRequest.from_event(user, job_id, "image", job_request(inputs), pg_ledger.clock())
@@ -146,7 +152,8 @@ def test_the_sweeper_expires_stale_reservations_once(pg_url: str, settings: Sett
         user = new_user(ledger, credits=2)
         job_id = uuid.uuid4()
         ledger.request_job(user, job_id, "image", job_request(inputs))
-        sweeper = Sweeper(ledger, timedelta(seconds=60), interval=0.01, clock=clock)
+        Projector(pg_url).catch_up()  # the sweeper finds its candidates in the jobs read model
+        sweeper = Sweeper(pg_url, ledger, timedelta(seconds=60), interval=0.01, clock=clock)
         assert sweeper.sweep() == {}
         clock.advance(seconds=61)
         assert sweeper.sweep() == {user: [job_id]}

@@ -102,7 +102,7 @@ def test_subscription_quota_and_late_success_after_expiry(pg_url: str, pg_ledger
         BALANCE_SQL % "subscription_plan, daily_quota, used_today",
         user,
     ) == ("pro", 2, 2)
-    pg_ledger.expire_stale_reservations(pg_ledger.clock() + timedelta(hours=1), timedelta(minutes=1))
+    pg_ledger.expire_stale_reservations([user], pg_ledger.clock() + timedelta(hours=1), timedelta(minutes=1))
     projector.catch_up()
     assert one(pg_url, BALANCE_SQL % "used_today, pending_reservations", user) == (
         0,

@@ -1,5 +1,7 @@
 """The sweeper: every few seconds, fail and refund the reservations that got no result within
-the job timeout (``LedgerApplication.expire_stale_reservations``). Safe to run in several
+the job timeout. Its candidates are the users with jobs still open at the cutoff in the
+``vto_job`` read model (no replay of the event store); each user's account then decides what
+is really stale (``LedgerApplication.expire_stale_reservations``). Safe to run in several
 processes at once: the ledger's commands are idempotent and race on the stream version."""
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ import threading
 from datetime import timedelta
 from uuid import UUID
 
+import psycopg
+
 from ledger.application import Clock, LedgerApplication, utc_now
+from projections.jobs import users_with_open_jobs_before
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +22,13 @@ log = logging.getLogger(__name__)
 class Sweeper:
     def __init__(
         self,
+        url: str,
         ledger: LedgerApplication,
         timeout: timedelta,
-        interval: float = 5.0,
+        interval: float,
         clock: Clock = utc_now,
     ) -> None:
+        self.url = url
         self.ledger = ledger
         self.timeout = timeout
         self.interval = interval
@@ -33,7 +40,10 @@ class Sweeper:
 
     def sweep(self) -> dict[UUID, list[UUID]]:
         """One pass: the job ids expired now, per user."""
-        result = self.ledger.expire_stale_reservations(self.clock(), self.timeout)
+        now = self.clock()
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            users = users_with_open_jobs_before(conn, now - self.timeout)
+        result = self.ledger.expire_stale_reservations(users, now, self.timeout)
         count = sum(len(jobs) for jobs in result.value.values())
         if count:
             self.expired += count

@@ -1,4 +1,5 @@
-"""The outbox relay: publishes every ``JobRequested`` of the ledger to ``vto.jobs.requested``.
+"""The outbox relay, a pipeline process: publishes every ``JobRequested`` of the ledger to
+``vto.jobs.requested``.
 
 The ledger's event store is the outbox: a job request is in it once its reservation commits,
 and only then can the relay see it. The relay is a projection runner (``projections.runner``)
@@ -20,7 +21,7 @@ from typing import Any
 import psycopg
 
 from generator_worker.pipeline.messages import JobRequest
-from infra.queue.base import Publisher, Topics
+from infra.queue.base import PipelineOptions, Publisher, Topics
 from ledger.account import Account
 from projections.events import Notified
 from projections.runner import ProjectionRunner
@@ -36,11 +37,9 @@ class OutboxProjection:
     name = NAME
     tables: tuple[str, ...] = ()
 
-    def __init__(
-        self, publisher: Publisher, topics: Topics | None = None, flush_timeout: float = 30.0
-    ) -> None:
+    def __init__(self, publisher: Publisher, topics: Topics, flush_timeout: float = 30.0) -> None:
         self.publisher = publisher
-        self.topics = topics or Topics()
+        self.topics = topics
         self.flush_timeout = flush_timeout
         self.published = 0
 
@@ -70,14 +69,13 @@ class OutboxRelay:
         self,
         url: str,
         publisher: Publisher,
-        topics: Topics | None = None,
+        options: PipelineOptions,
         *,
         batch_size: int = 200,
-        poll_interval: float = 1.0,
     ) -> None:
-        self.projection = OutboxProjection(publisher, topics)
+        self.projection = OutboxProjection(publisher, options.topics)
         self.runner = ProjectionRunner(
-            url, self.projection, batch_size=batch_size, poll_interval=poll_interval
+            url, self.projection, batch_size=batch_size, poll_interval=options.relay_poll_interval_s
         )
 
     @property
