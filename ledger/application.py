@@ -107,6 +107,8 @@ class LedgerApplication(Application[UUID]):
 
     name = "Ledger"
     LOCK_STRIPES = 256
+    # Snapshots on; the interval is the instance's option (``snapshot_interval``).
+    is_snapshotting_enabled = True
 
     def __init__(
         self,
