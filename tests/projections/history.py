@@ -84,7 +84,7 @@ def _act(
             kind = "video" if rng.random() < 0.3 else "image"
             request = {"project_id": rng.choice(projects), "product_ids": [str(uuid4())]}
             key = f"k{rng.randint(0, 50)}" if rng.random() < 0.2 else None
-            account.request_job(uuid4(), kind, request, app.policy, at, key)
+            account.request_job(uuid4(), kind, request, app.policy, at, key, app.options.key_ttl)
         elif op < 0.75 and open_jobs:
             job = rng.choice(open_jobs)
             account.complete_job(job, _outputs(rng, account.jobs[str(job)]["kind"]), at)
