@@ -33,7 +33,7 @@ class CreatedMixin:
 REQUEST_THREADS = 40
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+def make_engine(url: str, pool_size: int) -> Engine:
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,

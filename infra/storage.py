@@ -27,7 +27,7 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def signed_url(self, key: str, expires_in: int = 3600) -> str: ...
+    def signed_url(self, key: str, expires_in: int) -> str: ...
 
 
 def check_key(key: str) -> str:
@@ -73,7 +73,7 @@ class LocalStorage:
     def signature(self, key: str, expires: int) -> str:
         return hmac.new(self.secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
-    def signed_url(self, key: str, expires_in: int = 3600) -> str:
+    def signed_url(self, key: str, expires_in: int) -> str:
         expires = int(time.time()) + expires_in
         query = urlencode({"expires": expires, "signature": self.signature(check_key(key), expires)})
         return f"{self.base_url}/{key}?{query}"
@@ -111,7 +111,7 @@ class S3Storage:
             return False
         return True
 
-    def signed_url(self, key: str, expires_in: int = 3600) -> str:
+    def signed_url(self, key: str, expires_in: int) -> str:
         url: str = self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=expires_in
         )
