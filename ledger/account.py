@@ -1,8 +1,10 @@
 """The per-user ``Account`` aggregate: the stream of one user's points and jobs.
 
 Verb methods decide (guards raise domain errors) and trigger past-tense events; each event's
-``apply`` evolves the state. Every command that concerns a job is idempotent on the job id:
-repeating it is a no-op, never an error and never a second effect.
+``apply`` evolves the state: by the event's effect (``ledger.effects`` says, once for every
+reader, what each event does to balances, the subscription and job reservations), plus what
+only the account keeps (job records, idempotency keys). Every command that concerns a job is
+idempotent on the job id: repeating it is a no-op, never an error and never a second effect.
 
 Bounded state (so that loading and snapshotting stay O(1) in the length of the history):
 - a client idempotency key is remembered until ``key_expires_at`` (recorded in the
@@ -25,6 +27,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from ledger.effects import Effect, effect, give_back_quota, held, move, use_quota
 from ledger.errors import (
     BalanceWouldBeNegative,
     IdempotencyKeyReused,
@@ -35,7 +38,7 @@ from ledger.errors import (
     JobNotFound,
     UnknownSource,
 )
-from ledger.policy import CREDIT, SUBSCRIPTION, PricingPolicy, ticket_source, ticket_type_of
+from ledger.policy import CREDIT, SUBSCRIPTION, PricingPolicy, ticket_source
 from ledger.status import ReservationStatus
 
 MAX_IDEMPOTENCY_KEYS = 10_000
@@ -43,9 +46,6 @@ CLOSED_JOB_RETENTION = timedelta(days=90)
 MAX_CLOSED_JOBS = 5_000
 
 RESERVED = ReservationStatus.RESERVED
-SUCCEEDED = ReservationStatus.SUCCEEDED
-FAILED = ReservationStatus.FAILED
-CANCELED = ReservationStatus.CANCELED
 EXPIRED = ReservationStatus.EXPIRED
 
 
@@ -124,17 +124,21 @@ class Account(Aggregate):
     # ----------------------------------------------------------------------------- events
     class Event(Aggregate.Event):
         """Base of the account's events. Bump ``class_version`` and add ``upcast_vN_vN+1``
-        static methods on an event class to change its shape later."""
+        static methods on an event class to change its shape later.
+
+        What an event does to balances, the subscription and reservations is its effect
+        (``ledger.effects``); ``evolve`` records whatever else the account keeps of it."""
 
         class_version = 1
 
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, Account)
+            aggregate._evolve(effect(self), self.timestamp)
             self.evolve(aggregate)
             aggregate._forget_expired(self.timestamp)
 
         def evolve(self, account: Account) -> None:
-            raise NotImplementedError
+            pass
 
     class Opened(Aggregate.Created):
         """The account of a new user; its id is the user's id."""
@@ -148,16 +152,10 @@ class Account(Aggregate):
         amount: int
         reason: str
 
-        def evolve(self, account: Account) -> None:
-            account.credits += self.amount
-
     class TicketsGranted(Event):
         ticket_type: str
         count: int
         reason: str
-
-        def evolve(self, account: Account) -> None:
-            account.tickets[self.ticket_type] = account.tickets.get(self.ticket_type, 0) + self.count
 
     class SubscriptionActivated(Event):
         plan: str
@@ -165,20 +163,11 @@ class Account(Aggregate):
         daily_quota: int | None
         reason: str
 
-        def evolve(self, account: Account) -> None:
-            account.subscription = SubscriptionState(
-                plan=self.plan, period_end=self.period_end, daily_quota=self.daily_quota
-            )
-
     class SubscriptionCancelled(Event):
         reason: str
 
-        def evolve(self, account: Account) -> None:
-            account.subscription = None
-
     class SubscriptionExpired(Event):
-        def evolve(self, account: Account) -> None:
-            account.subscription = None
+        """The subscription's period ended."""
 
     class EntitlementReserved(Event):
         job_id: UUID
@@ -191,11 +180,7 @@ class Account(Aggregate):
         key_expires_at: datetime | None
 
         def evolve(self, account: Account) -> None:
-            account._take(self.source, self.amount)
-            if self.quota_day is not None:
-                if account.quota_day != self.quota_day:
-                    account.quota_day, account.quota_used = self.quota_day, 0
-                account.quota_used += 1
+            """Remember the job (to settle or refund it once) and its idempotency key."""
             account.jobs[str(self.job_id)] = JobRecord(
                 kind=self.kind,
                 source=self.source,
@@ -221,9 +206,6 @@ class Account(Aggregate):
         kind: str
         request: dict[str, Any]
 
-        def evolve(self, account: Account) -> None:
-            pass
-
     class JobCompleted(Event):
         """Settles the reservation (``charged``), or delivers a job already refunded free."""
 
@@ -231,23 +213,14 @@ class Account(Aggregate):
         outputs: list[dict[str, Any]]
         charged: bool
 
-        def evolve(self, account: Account) -> None:
-            account._close(str(self.job_id), SUCCEEDED, self.timestamp)
-
     class JobFailed(Event):
         job_id: UUID
         error: dict[str, Any]
         expired: bool
 
-        def evolve(self, account: Account) -> None:
-            account._close(str(self.job_id), EXPIRED if self.expired else FAILED, self.timestamp)
-
     class JobCanceled(Event):
         job_id: UUID
         reason: str
-
-        def evolve(self, account: Account) -> None:
-            account._close(str(self.job_id), CANCELED, self.timestamp)
 
     class Refunded(Event):
         """The reservation of a job given back to the source it was paid from.
@@ -260,15 +233,6 @@ class Account(Aggregate):
         reason: str
         by: str | None
 
-        def evolve(self, account: Account) -> None:
-            account._give(self.source, self.amount)
-            job = account.jobs.get(str(self.job_id))
-            if job is None:
-                return
-            job["refunded"] = True
-            if job["quota_day"] is not None and job["quota_day"] == account.quota_day:
-                account.quota_used = max(0, account.quota_used - 1)
-
     class Adjusted(Event):
         """A correction of a balance by an operator (positive or negative)."""
 
@@ -276,9 +240,6 @@ class Account(Aggregate):
         delta: int
         reason: str
         by: str | None
-
-        def evolve(self, account: Account) -> None:
-            account._give(self.source, self.delta)
 
     # ---------------------------------------------------------------------------- commands
     @classmethod
@@ -425,15 +386,14 @@ class Account(Aggregate):
     # ------------------------------------------------------------------------------ queries
     def balance_of(self, source: str) -> int:
         """The balance of a source; a subscription has none (0)."""
-        return 0 if source == SUBSCRIPTION else self.balance(source)
+        return held(self, source) or 0
 
     def balance(self, source: str) -> int:
-        if source == CREDIT:
-            return self.credits
-        ticket_type = ticket_type_of(source)
-        if ticket_type is None:
+        """The balance of a source that has one (credits, a ticket type)."""
+        balance = held(self, source)
+        if balance is None:
             raise UnknownSource(source)
-        return self.tickets.get(ticket_type, 0)
+        return balance
 
     def subscription_active(self, at: datetime) -> bool:
         return self.subscription is not None and self.subscription["period_end"] > at
@@ -490,24 +450,32 @@ class Account(Aggregate):
             timestamp=at,
         )
 
-    def _take(self, source: str, amount: int) -> None:
-        self._give(source, -amount)
-
-    def _give(self, source: str, amount: int) -> None:
-        if source == SUBSCRIPTION:
+    def _evolve(self, fx: Effect, at: datetime) -> None:
+        """Apply an event's effect: move its points, change the subscription, count the
+        quota, close or refund the job's reservation."""
+        for movement in fx.movements:
+            move(self, movement.source, movement.delta)
+        if fx.subscription is not None:
+            s = fx.subscription.active
+            self.subscription = (
+                None
+                if s is None
+                else SubscriptionState(plan=s.plan, period_end=s.period_end, daily_quota=s.daily_quota)
+            )
+        change = fx.job
+        if change is None:
             return
-        if source == CREDIT:
-            self.credits += amount
-            return
-        ticket_type = ticket_type_of(source)
-        if ticket_type is None:
-            raise UnknownSource(source)
-        self.tickets[ticket_type] = self.tickets.get(ticket_type, 0) + amount
-
-    def _close(self, job_id: str, status: str, at: datetime) -> None:
-        self.jobs[job_id]["status"] = status
-        self.closed.pop(job_id, None)
-        self.closed[job_id] = at
+        job_id = str(change.job_id)
+        if change.quota_day is not None:
+            self.quota_day, self.quota_used = use_quota(self.quota_day, self.quota_used, change.quota_day)
+        if change.status is not None and not change.status.open:
+            self.jobs[job_id]["status"] = change.status
+            self.closed.pop(job_id, None)
+            self.closed[job_id] = at
+        job = self.jobs.get(job_id) if change.refunded is not None else None
+        if job is not None:  # a refund of a job still remembered
+            job["refunded"] = True
+            self.quota_used = give_back_quota(self.quota_day, self.quota_used, job["quota_day"])
 
     def _forget_expired(self, now: datetime) -> None:
         """Drop idempotency keys past their expiry and finished jobs past retention."""

@@ -1,6 +1,8 @@
 """The ledger audit: replay the whole event store, recompute every account from its events,
 check the invariants of DESIGN.md section 2, and compare with the read models
-(``point_balance``, ``point_usage``).
+(``point_balance``, ``point_usage``). The recomputation never reads a read model: it evolves
+each ``Account`` and takes each event's flows and usage line from its effect
+(``ledger.effects``), then compares.
 
 It streams: the events are read in stream order (``ORDER BY originator_id,
 originator_version``, the primary key) through a server-side cursor and merge-joined with the
@@ -24,7 +26,9 @@ import psycopg
 from eventsourcing.persistence import Mapper, StoredEvent
 
 from ledger.account import Account
-from ledger.policy import CREDIT, SUBSCRIPTION, ticket_source
+from ledger.effects import Flow, effect, held
+from ledger.policy import CREDIT, SUBSCRIPTION, ticket_source, ticket_type_of
+from ledger.status import ReservationStatus
 from projections import tracking
 from projections.events import EVENTS_TABLE, Notified, head, ledger_mapper
 from projections.lag import Lag, lag
@@ -119,43 +123,37 @@ class _Replay:
         except Exception as exc:  # noqa: BLE001 - a broken stream is a finding, not a crash
             self.fail(f"event {n.position} cannot be applied", "a valid event", repr(exc))
             return
+        fx = effect(e)
+        for movement in fx.movements:
+            self.flows[movement.source] += movement.delta
+            totals[movement.source][movement.flow] += movement.amount
         reservation: Reserved | None = None
-        if isinstance(e, Account.CreditsGranted):
-            self.flows[CREDIT] += e.amount
-            totals[CREDIT]["granted"] += e.amount
-        elif isinstance(e, Account.TicketsGranted):
-            self.flows[ticket_source(e.ticket_type)] += e.count
-            totals[ticket_source(e.ticket_type)]["granted"] += e.count
-        elif isinstance(e, Account.EntitlementReserved):
-            if e.job_id in self.reservations:
-                self.fail(f"job {e.job_id} reserved", 1, 2)
-            reservation = Reserved(e.job_id, self.user, e.source, e.amount, None, True)
-            self.reservations[e.job_id] = reservation
-            self.flows[e.source] -= e.amount
-            totals[e.source]["reserved"] += e.amount
-        elif isinstance(e, Account.Refunded):
-            self.refunds[e.job_id] += 1
-            reservation = self.reservations.get(e.job_id)
-            if self.refunds[e.job_id] > 1:
-                self.fail(f"job {e.job_id} refunds", 1, self.refunds[e.job_id])
-            if reservation is None:
-                self.fail(f"job {e.job_id} refunded", "a reservation", None)
-            elif (e.source, e.amount) != (reservation.source, reservation.amount):
-                self.fail(
-                    f"job {e.job_id} refund", (reservation.source, reservation.amount), (e.source, e.amount)
-                )
-            self.flows[e.source] += e.amount
-            totals[e.source]["refunded"] += e.amount
-        elif isinstance(e, Account.JobCompleted):
-            self.settled[e.job_id] += 1
-            reservation = self.reservations.get(e.job_id)
-            if self.settled[e.job_id] > 1:
-                self.fail(f"job {e.job_id} completions", 1, self.settled[e.job_id])
-            if e.charged and reservation is not None:
-                totals[reservation.source]["settled"] += 1
-        elif isinstance(e, Account.Adjusted):
-            self.flows[e.source] += e.delta
-            totals[e.source]["adjusted"] += e.delta
+        change = fx.job
+        if change is not None:
+            job_id = change.job_id
+            if change.reserved is not None:
+                if job_id in self.reservations:
+                    self.fail(f"job {job_id} reserved", 1, 2)
+                charge = change.reserved
+                reservation = Reserved(job_id, self.user, charge.source, charge.amount, None, True)
+                self.reservations[job_id] = reservation
+            else:
+                reservation = self.reservations.get(job_id)
+            if change.refunded is not None:
+                self.refunds[job_id] += 1
+                if self.refunds[job_id] > 1:
+                    self.fail(f"job {job_id} refunds", 1, self.refunds[job_id])
+                refund = (change.refunded.source, change.refunded.amount)
+                if reservation is None:
+                    self.fail(f"job {job_id} refunded", "a reservation", None)
+                elif refund != (reservation.source, reservation.amount):
+                    self.fail(f"job {job_id} refund", (reservation.source, reservation.amount), refund)
+            if change.status is ReservationStatus.SUCCEEDED:
+                self.settled[job_id] += 1
+                if self.settled[job_id] > 1:
+                    self.fail(f"job {job_id} completions", 1, self.settled[job_id])
+            if change.settled and reservation is not None:
+                totals[reservation.source][Flow.SETTLED] += 1
         account = self.account
         assert account is not None
         if account.credits < 0:
@@ -163,31 +161,20 @@ class _Replay:
         for ticket_type, count in account.tickets.items():
             if count < 0:
                 self.fail(f"{ticket_source(ticket_type)} after event {n.position}", ">= 0", count)
-        line = usage_line(n, self._balance(), reservation)
+        line = usage_line(n, fx, account, reservation)
         if line is not None:
             self.lines.append(line)
 
-    def _balance(self) -> Balance:
-        a = self.account
-        assert a is not None
-        return Balance(self.user, a.credits, dict(a.tickets))
-
     def finish(self) -> None:
+        """Per source: granted - reserved + refunded + adjusted must be its balance."""
         a = self.account
         if a is None:
             return
-        if self.flows[CREDIT] != a.credits:
-            self.fail("credit: granted - reserved + refunded + adjusted", self.flows[CREDIT], a.credits)
-        for ticket_type in set(a.tickets) | {
-            s[len("ticket:") :] for s in self.flows if s.startswith("ticket:")
-        }:
-            source = ticket_source(ticket_type)
-            if self.flows[source] != a.tickets.get(ticket_type, 0):
-                self.fail(
-                    f"{source}: granted - reserved + refunded + adjusted",
-                    self.flows[source],
-                    a.tickets.get(ticket_type, 0),
-                )
+        tickets = {ticket_source(t) for t in a.tickets} | {s for s in self.flows if ticket_type_of(s)}
+        for source in (CREDIT, *tickets):
+            balance = held(a, source)
+            if self.flows[source] != balance:
+                self.fail(f"{source}: granted - reserved + refunded + adjusted", self.flows[source], balance)
         if self.flows[SUBSCRIPTION] != 0:
             self.fail("subscription flows", 0, self.flows[SUBSCRIPTION])
 

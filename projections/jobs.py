@@ -1,10 +1,12 @@
 """Projection ``jobs``: ``vto_job`` (one row per job), ``gallery`` (one row per output) and
 ``project_stats`` (image and video counts per project).
 
-Status: a reservation is ``queued``; ``JobCompleted`` -> ``succeeded`` (also when it arrives
-after the sweeper failed and refunded the job: it is delivered free, to the gallery too);
-``JobFailed`` -> ``failed`` (an expired job has error code ``timeout``); ``JobCanceled`` ->
-``canceled``. ``running`` (and ``started_at``) will come from the worker's progress messages."""
+Status: the status the product shows for the reservation's status after the event (its
+effect, ``ledger.effects``): a reservation is ``queued``; ``JobCompleted`` -> ``succeeded``
+(also when it arrives after the sweeper failed and refunded the job: it is delivered free, to
+the gallery too); ``JobFailed`` -> ``failed`` (an expired job has error code ``timeout``);
+``JobCanceled`` -> ``canceled``. A finished job is ``charged`` when its success settled the
+reservation. ``running`` (and ``started_at``) will come from the worker's progress messages."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ledger.account import Account
+from ledger.effects import effect
 from ledger.status import JobStatus
 from projections.events import Notified
 
@@ -69,10 +72,6 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _db(column: str, value: Any) -> Any:
-    return Jsonb(value) if column in _JSON and value is not None else value
-
-
 def media_class(media_type: str | None, kind: str) -> str:
     """``image`` or ``video``: from the output's media type, else from the job's kind."""
     if media_type:
@@ -103,7 +102,6 @@ class JobsProjection:
                     job_id=e.job_id,
                     user_id=e.originator_id,
                     kind=e.kind,
-                    status=JobStatus.QUEUED,
                     charge_source=e.source,
                     charge_amount=e.amount,
                     outputs=[],
@@ -117,8 +115,7 @@ class JobsProjection:
                 project = e.request.get("project_id")
                 job["project_id"] = None if project is None else str(project)
             elif isinstance(e, Account.JobCompleted):
-                job.update(status=JobStatus.SUCCEEDED, outputs=e.outputs, error=None, finished_at=e.timestamp)
-                job["charged"] = bool(e.charged)
+                job.update(outputs=e.outputs, error=None)
                 project = job["project_id"]
                 for index, output in enumerate(e.outputs):
                     media_type = output.get("media_type")
@@ -141,14 +138,9 @@ class JobsProjection:
                     if project is not None:
                         stats.setdefault(project, Counter())[media_class(media_type, job["kind"])] += 1
             elif isinstance(e, Account.JobFailed):
-                job.update(status=JobStatus.FAILED, error=e.error, finished_at=e.timestamp, charged=False)
+                job["error"] = e.error
             elif isinstance(e, Account.JobCanceled):
-                job.update(
-                    status=JobStatus.CANCELED,
-                    error={"code": "canceled", "message": e.reason},
-                    finished_at=e.timestamp,
-                    charged=False,
-                )
+                job["error"] = {"code": "canceled", "message": e.reason}
             elif isinstance(e, Account.Refunded):
                 job.update(
                     refund_source=e.source,
@@ -156,6 +148,11 @@ class JobsProjection:
                     refund_cause=e.cause,
                     refunded_at=e.timestamp,
                 )
+            change = effect(e).job
+            if change is not None and change.status is not None:  # the job's status changed
+                job["status"] = change.status.job_status
+                if not change.status.open:
+                    job.update(finished_at=e.timestamp, charged=change.settled)
             job["updated_at"], job["position"] = e.timestamp, n.position
             changed.add(e.job_id)
         columns = ", ".join(JOB_COLUMNS)

@@ -21,15 +21,6 @@ class Lag:
     events: int  # notifications after the position (ids may have holes: an upper bound)
     seconds: float
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "head": self.head,
-            "position": self.position,
-            "events": self.events,
-            "seconds": self.seconds,
-        }
-
 
 def lag(
     conn: psycopg.Connection[Any], mapper: Mapper[Any] | None = None, now: datetime | None = None

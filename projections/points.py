@@ -1,6 +1,9 @@
 """Projection ``points``: ``point_balance`` (one row per user) and ``point_usage`` (the
 accounting ledger: one line per reservation, settlement, refund, grant and adjustment), with
-``point_reservation`` (each job's charge, to refund to its source and count open jobs)."""
+``point_reservation`` (each job's charge, to refund to its source and count open jobs).
+
+What each event does to them is its effect (``ledger.effects``), the same the ``Account``
+evolves by; this module only applies it to the rows."""
 
 from __future__ import annotations
 
@@ -13,16 +16,8 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ledger.account import Account
-from ledger.policy import CREDIT, SUBSCRIPTION, ticket_source, ticket_type_of
+from ledger.effects import Balances, Effect, effect, give_back_quota, held, move, use_quota
 from projections.events import Notified
-
-# point_usage.type
-RESERVATION = "reservation"
-SETTLEMENT = "settlement"
-REFUND = "refund"
-GRANT = "grant"
-ADJUSTMENT = "adjustment"
 
 BALANCE_COLUMNS = (
     "user_id, credits, tickets, subscription_plan, subscription_period_end, daily_quota, "
@@ -43,25 +38,6 @@ class Balance:
     pending: int = 0
     position: int = 0
     updated_at: datetime | None = None
-
-    def give(self, source: str, amount: int) -> None:
-        if source == SUBSCRIPTION:
-            return
-        if source == CREDIT:
-            self.credits += amount
-            return
-        ticket_type = ticket_type_of(source)
-        if ticket_type is None:
-            raise ValueError(f"unknown source {source!r}")
-        self.tickets[ticket_type] = self.tickets.get(ticket_type, 0) + amount
-
-    def of(self, source: str) -> int | None:
-        """The balance of a source after a line (None for the subscription: it has none)."""
-        if source == SUBSCRIPTION:
-            return None
-        if source == CREDIT:
-            return self.credits
-        return self.tickets.get(ticket_type_of(source) or "", 0)
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -102,33 +78,27 @@ class UsageLine:
     created_at: datetime
 
 
-def usage_line(n: Notified, balance: Balance, reservation: Reserved | None) -> UsageLine | None:
-    """The accounting line of an event (None for events that move no points), computed after
-    the event was applied to ``balance``."""
+def usage_line(n: Notified, fx: Effect, balances: Balances, reservation: Reserved | None) -> UsageLine | None:
+    """The accounting line of an event with effect ``fx`` (None for events that write none),
+    computed after the event was applied to ``balances``."""
+    usage = fx.usage
+    if usage is None:
+        return None
+    source = usage.source if usage.source is not None else reservation.source if reservation else None
+    if source is None:  # a settlement of a job whose reservation is unknown
+        return None
     e = n.event
-    user = e.originator_id
-
-    def line(job: UUID | None, kind: str, source: str, amount: int, reason: str | None) -> UsageLine:
-        return UsageLine(n.position, user, job, kind, source, amount, balance.of(source), reason, e.timestamp)
-
-    if isinstance(e, Account.CreditsGranted):
-        return line(None, GRANT, CREDIT, e.amount, e.reason)
-    if isinstance(e, Account.TicketsGranted):
-        return line(None, GRANT, ticket_source(e.ticket_type), e.count, e.reason)
-    if isinstance(e, Account.SubscriptionActivated):
-        return line(None, GRANT, SUBSCRIPTION, 0, e.reason)
-    if isinstance(e, Account.EntitlementReserved):
-        return line(e.job_id, RESERVATION, e.source, -e.amount, f"{e.kind} job")
-    if isinstance(e, Account.JobCompleted) and e.charged and reservation is not None:
-        return line(e.job_id, SETTLEMENT, reservation.source, 0, "job succeeded")
-    if isinstance(e, Account.Refunded):
-        return line(e.job_id, REFUND, e.source, e.amount, f"{e.cause}: {e.reason}")
-    if isinstance(e, Account.Adjusted):
-        return line(None, ADJUSTMENT, e.source, e.delta, e.reason)
-    return None
-
-
-_JOB_EVENTS = (Account.JobCompleted, Account.JobFailed, Account.JobCanceled, Account.Refunded)
+    return UsageLine(
+        n.position,
+        e.originator_id,
+        None if fx.job is None else fx.job.job_id,
+        usage.type.value,
+        source,
+        usage.amount,
+        held(balances, source),
+        usage.reason,
+        e.timestamp,
+    )
 
 
 class PointsProjection:
@@ -137,22 +107,24 @@ class PointsProjection:
 
     def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Notified], tables: Mapping[str, str]) -> None:
         balances = self._load_balances(cur, tables["point_balance"], {n.event.originator_id for n in batch})
-        reserved_here = {n.event.job_id for n in batch if isinstance(n.event, Account.EntitlementReserved)}
-        wanted = {n.event.job_id for n in batch if isinstance(n.event, _JOB_EVENTS)} - reserved_here
+        effects = [effect(n.event) for n in batch]
+        jobs = [fx.job for fx in effects if fx.job is not None]
+        reserved_here = {j.job_id for j in jobs if j.reserved is not None}
+        wanted = {j.job_id for j in jobs} - reserved_here
         reservations = self._load_reservations(cur, tables["point_reservation"], wanted)
         touched_reservations: set[UUID] = set()
         lines: list[UsageLine] = []
-        for n in batch:
+        for n, fx in zip(batch, effects, strict=True):
             e = n.event
             user = e.originator_id
             b = balances.get(user)
             if b is None:
                 b = balances[user] = Balance(user)
-            r = self._evolve(b, reservations, e)
+            r = self._evolve(b, reservations, fx)
             if r is not None:
                 touched_reservations.add(r.job_id)
             b.position, b.updated_at = n.position, e.timestamp
-            usage = usage_line(n, b, r)
+            usage = usage_line(n, fx, b, r)
             if usage is not None:
                 lines.append(usage)
         cur.executemany(
@@ -198,42 +170,38 @@ class PointsProjection:
                     )
 
     @staticmethod
-    def _evolve(b: Balance, reservations: dict[UUID, Reserved], e: Any) -> Reserved | None:
-        """Mirror of the Account's own evolution, on the read model's row. Returns the
-        reservation the event concerns (when it concerns one)."""
-        if isinstance(e, Account.CreditsGranted):
-            b.credits += e.amount
-        elif isinstance(e, Account.TicketsGranted):
-            b.tickets[e.ticket_type] = b.tickets.get(e.ticket_type, 0) + e.count
-        elif isinstance(e, Account.SubscriptionActivated):
-            b.plan, b.period_end, b.daily_quota = e.plan, e.period_end, e.daily_quota
-        elif isinstance(e, Account.SubscriptionCancelled | Account.SubscriptionExpired):
-            b.plan, b.period_end, b.daily_quota = None, None, None
-        elif isinstance(e, Account.EntitlementReserved):
-            b.give(e.source, -e.amount)
-            day = date.fromisoformat(e.quota_day) if e.quota_day is not None else None
+    def _evolve(b: Balance, reservations: dict[UUID, Reserved], fx: Effect) -> Reserved | None:
+        """Apply an event's effect to the read model's row (as the Account applies it to
+        itself). Returns the reservation the event concerns (when it concerns one)."""
+        for movement in fx.movements:
+            move(b, movement.source, movement.delta)
+        if fx.subscription is not None:
+            s = fx.subscription.active
+            b.plan, b.period_end, b.daily_quota = (
+                (None, None, None) if s is None else (s.plan, s.period_end, s.daily_quota)
+            )
+        change = fx.job
+        if change is None:
+            return None
+        if change.reserved is not None:
+            day = None if change.quota_day is None else date.fromisoformat(change.quota_day)
             if day is not None:
-                if b.quota_day != day:
-                    b.quota_day, b.used_today = day, 0
-                b.used_today += 1
+                b.quota_day, b.used_today = use_quota(b.quota_day, b.used_today, day)
             b.pending += 1
-            r = reservations[e.job_id] = Reserved(e.job_id, b.user_id, e.source, e.amount, day, True)
-            return r
-        elif isinstance(e, Account.JobCompleted | Account.JobFailed | Account.JobCanceled):
-            closing = reservations.get(e.job_id)
-            if closing is not None and closing.open:
-                closing.open = False
-                b.pending -= 1
-            return closing
-        elif isinstance(e, Account.Refunded):
-            b.give(e.source, e.amount)
-            refunded = reservations.get(e.job_id)
-            if refunded is not None and refunded.quota_day is not None and refunded.quota_day == b.quota_day:
-                b.used_today = max(0, b.used_today - 1)
-            return refunded
-        elif isinstance(e, Account.Adjusted):
-            b.give(e.source, e.delta)
-        return None
+            charge = change.reserved
+            opened = reservations[change.job_id] = Reserved(
+                change.job_id, b.user_id, charge.source, charge.amount, day, True
+            )
+            return opened
+        r = reservations.get(change.job_id)
+        if r is None:
+            return None
+        if change.status is not None and not change.status.open and r.open:
+            r.open = False
+            b.pending -= 1
+        if change.refunded is not None:
+            b.used_today = give_back_quota(b.quota_day, b.used_today, r.quota_day)
+        return r
 
     @staticmethod
     def _load_balances(cur: psycopg.Cursor[Any], table: str, users: set[UUID]) -> dict[UUID, Balance]:

@@ -15,13 +15,6 @@ import psycopg
 from projections.events import TRACKING_CHANNEL
 
 
-def ensure(conn: psycopg.Connection[Any], name: str) -> None:
-    conn.execute(
-        "INSERT INTO projection_tracking (name, position) VALUES (%s, 0) ON CONFLICT (name) DO NOTHING",
-        (name,),
-    )
-
-
 def lock(cur: psycopg.Cursor[Any], name: str) -> int:
     """Lock the projection's row for this transaction and return its position."""
     cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (name,))

@@ -1,4 +1,5 @@
-"""The ledger invariants of DESIGN.md section 2, checked from an account's events."""
+"""The ledger invariants of DESIGN.md section 2, checked from an account's events (each event's
+flows and job change are its effect, ``ledger.effects``)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,36 @@ from typing import Any
 from uuid import UUID
 
 from ledger.account import Account
+from ledger.effects import Charge, effect
 from ledger.policy import CREDIT, SUBSCRIPTION, ticket_source
+from ledger.status import ReservationStatus
 
 
 def check_account_invariants(events: list[Any], account: Account) -> None:
     """Raise AssertionError when the account breaks an invariant."""
     flows: dict[str, int] = defaultdict(int)  # granted - reserved + refunded + adjusted
-    reservations: dict[UUID, Any] = {}
+    reservations: dict[UUID, Charge] = {}
     reserved_count: Counter[UUID] = Counter()
     refunds: Counter[UUID] = Counter()
     settled: Counter[UUID] = Counter()
     for event in events:
-        if isinstance(event, Account.CreditsGranted):
-            flows[CREDIT] += event.amount
-        elif isinstance(event, Account.TicketsGranted):
-            flows[ticket_source(event.ticket_type)] += event.count
-        elif isinstance(event, Account.EntitlementReserved):
-            reserved_count[event.job_id] += 1
-            reservations[event.job_id] = event
-            flows[event.source] -= event.amount
-        elif isinstance(event, Account.Refunded):
-            refunds[event.job_id] += 1
-            reserved = reservations[event.job_id]
-            assert (event.source, event.amount) == (reserved.source, reserved.amount), (
-                f"job {event.job_id} refunded to {event.source}/{event.amount}, "
-                f"reserved from {reserved.source}/{reserved.amount}"
+        fx = effect(event)
+        for movement in fx.movements:
+            flows[movement.source] += movement.delta
+        change = fx.job
+        if change is None:
+            continue
+        if change.reserved is not None:
+            reserved_count[change.job_id] += 1
+            reservations[change.job_id] = change.reserved
+        if change.refunded is not None:
+            refunds[change.job_id] += 1
+            reserved = reservations[change.job_id]
+            assert change.refunded == reserved, (
+                f"job {change.job_id} refunded {change.refunded}, reserved {reserved}"
             )
-            flows[event.source] += event.amount
-        elif isinstance(event, Account.JobCompleted):
-            settled[event.job_id] += 1
-        elif isinstance(event, Account.Adjusted):
-            flows[event.source] += event.delta
+        if change.status is ReservationStatus.SUCCEEDED:
+            settled[change.job_id] += 1
     assert all(n == 1 for n in reserved_count.values()), f"job reserved twice: {reserved_count}"
     assert all(n == 1 for n in refunds.values()), f"job refunded twice: {refunds}"
     assert all(n == 1 for n in settled.values()), f"job completed twice: {settled}"
