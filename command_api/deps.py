@@ -10,7 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from command_api.auth import tokens
-from command_api.problems import ProblemError
+from command_api.auth.oauth import OAuthProviders
+from command_api.catalog.media import UrlSigner
+from command_api.problems import Forbidden, ProblemError
 from command_api.services import Services
 from command_api.users.models import User
 from infra.settings import Settings
@@ -38,6 +40,14 @@ def get_storage(services: ServicesDep) -> Storage:
     return services.storage
 
 
+def get_signer(services: ServicesDep) -> UrlSigner:
+    return UrlSigner(services.storage, services.settings.signed_url_ttl_s)
+
+
+def get_oauth(services: ServicesDep) -> OAuthProviders:
+    return services.oauth
+
+
 def get_session(services: ServicesDep) -> Iterator[Session]:
     """One session per request. Infrastructure owns the transaction: it commits when the
     endpoint returned normally (before the response is sent), and rolls back otherwise."""
@@ -53,6 +63,8 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 LedgerDep = Annotated[LedgerApplication, Depends(get_ledger)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
+OAuthDep = Annotated[OAuthProviders, Depends(get_oauth)]
+SignerDep = Annotated[UrlSigner, Depends(get_signer)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh")
@@ -84,7 +96,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 def admin_user(services: ServicesDep, user: CurrentUser) -> User:
     if not services.is_admin(user.email):
-        raise ProblemError(403, "forbidden", "this endpoint is for administrators")
+        raise Forbidden("this endpoint is for administrators")
     return user
 
 

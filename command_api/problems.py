@@ -47,19 +47,42 @@ LEDGER_STATUS: dict[str, int] = {
 
 
 class ProblemError(Exception):
-    """An error the API answers with a problem response."""
+    """An error the API answers with a problem response (``status``, ``code``, ``detail``)."""
+
+    status: int
+    code: str
 
     def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail, self.extra = status, code, detail, extra
 
 
-def not_found(what: str) -> ProblemError:
-    return ProblemError(404, "not_found", f"{what} not found")
+class DomainError(ProblemError):
+    """A rule the request broke: one subclass per rule, whose class fixes ``status`` and
+    ``code``; raised by services and repositories, answered by the one handler below."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(type(self).status, type(self).code, detail, **extra)
 
 
-def forbidden(detail: str) -> ProblemError:
-    return ProblemError(403, "forbidden", detail)
+class NotFound(DomainError):
+    """The object does not exist, or the caller may not know that it does."""
+
+    status, code = 404, "not_found"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+
+
+class Forbidden(DomainError):
+    status, code = 403, "forbidden"
+
+
+class PayloadTooLarge(DomainError):
+    status, code = 413, "payload_too_large"
 
 
 def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:

@@ -5,11 +5,12 @@ the ``Annotated`` dependencies in ``command_api.deps``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from command_api.auth.oauth import OAuthProviders
 from infra.database import database_url
 from infra.db import make_engine, make_sessionmaker
 from infra.ledger_store import postgres_ledger
@@ -18,7 +19,7 @@ from infra.settings import Settings, jwt_secret
 from infra.storage import Storage, storage_from_settings
 from ledger.application import LedgerApplication
 from projections.runner import Projector
-from projections.wait import PositionWatcher, wait_for_position
+from projections.wait import PositionWatcher
 
 READ_MODELS = ("points", "jobs")  # the projections the API reads
 
@@ -32,9 +33,9 @@ class Services:
     ledger: LedgerApplication
     storage: Storage
     secret: str
-    projector: Projector | None = None
-    watcher: PositionWatcher | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    oauth: OAuthProviders  # the social-login providers; tests set its ``transport``
+    projector: Projector | None = None  # projections run in this process ...
+    watcher: PositionWatcher | None = None  # ... or another runs them and this one follows
 
     def wait_for(self, position: int | None, timeout: float | None = None) -> bool:
         """Read-your-writes: wait until the read models include ``position`` (at most the
@@ -44,8 +45,7 @@ class Services:
             return True
         if self.projector is not None:
             return self.projector.wait_for(position, timeout=timeout)
-        if self.watcher is None:
-            return wait_for_position(self.url, READ_MODELS, position, timeout)
+        assert self.watcher is not None  # build_services starts one or the other
         return self.watcher.wait_for(position, timeout)
 
     def is_admin(self, email: str) -> bool:
@@ -76,6 +76,7 @@ def build_services(
         ledger=postgres_ledger(settings, url),
         storage=storage_from_settings(settings),
         secret=secret,
+        oauth=OAuthProviders(settings, secret),
     )
     if run_projections:
         services.projector = Projector(url, poll_interval=settings.projection_poll_interval_s).start()

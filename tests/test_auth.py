@@ -15,11 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import jwt
 import pytest
+from authlib.oauth2.rfc7636 import create_s256_code_challenge as s256
 from sqlalchemy import select
 
 from command_api.auth import tokens
-from command_api.auth.endpoints import oauth_providers
-from command_api.auth.oauth import OAuthProviders, s256
+from command_api.auth.oauth import OAuthProviders
 from command_api.users.models import OAuthIdentity, RefreshToken, User
 from infra.settings import Settings
 from tests.auth_helpers import (
@@ -253,7 +253,7 @@ class FakeProviders:
         return httpx.Response(self.userinfo_status, json=self.userinfo.get(provider, {}))
 
     def install(self, services: Any) -> None:
-        oauth_providers(services).transport = httpx.MockTransport(self.handle)
+        services.oauth.transport = httpx.MockTransport(self.handle)
 
     def token_form(self, index: int = 0) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(self.requests[index].content.decode()).items()}
@@ -371,9 +371,7 @@ def test_oauth_failures_are_problems_and_store_nothing(client: Any, services: An
     fake.fail_network = False
     calls = len(fake.requests)
     unconfigured = Settings(_env_file=None, data_dir=services.settings.data_dir)  # type: ignore[call-arg]
-    services.extra["oauth_providers"] = OAuthProviders(
-        unconfigured, services.secret, transport=httpx.MockTransport(fake.handle)
-    )
+    services.oauth = OAuthProviders(unconfigured, services.secret, transport=httpx.MockTransport(fake.handle))
     is_problem(oauth(client, "google"), 503, "oauth_not_configured")
     is_problem(client.get(f"{API}/auth/oauth/kakao/authorize", params={"redirect_uri": REDIRECT}), 503)
     assert len(fake.requests) == calls

@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, status
-from sqlalchemy import func, select
 
 from command_api.deps import AdminUser, LedgerDep, ServicesDep, SessionDep
 from command_api.points import repository
 from command_api.points.schemas import GrantIn, GrantOut
-from command_api.problems import not_found
-from command_api.users.models import User
+from command_api.problems import NotFound
+from command_api.users import repository as users
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -20,14 +19,13 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 def grant(
     body: GrantIn, admin: AdminUser, session: SessionDep, ledger: LedgerDep, services: ServicesDep
 ) -> GrantOut:
-    query = select(User).where(User.deleted_at.is_(None))
     if body.email is not None:
-        query = query.where(func.lower(User.email) == body.email.lower())
+        user = users.live_user_by_email(session, body.email)
     else:
-        query = query.where(User.id == body.user_id)
-    user = session.scalars(query).first()
+        assert body.user_id is not None  # GrantIn takes exactly one of the two
+        user = users.live_user(session, body.user_id)
     if user is None:
-        raise not_found("user")
+        raise NotFound("user")
     subscription = None
     if body.subscription is not None:
         end = datetime.now(UTC) + timedelta(days=body.subscription.days)

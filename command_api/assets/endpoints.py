@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from command_api.assets import service
-from command_api.assets.schemas import AssetOut, AssetPage, AssetType
+from command_api.assets.schemas import AssetOut, AssetType
 from command_api.catalog.access import owned_asset
 from command_api.catalog.fields import Name
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, UPLOAD, problems
 from command_api.catalog.uploads import LimitedRoute
-from command_api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep
-from command_api.pagination import Cursor, Limit
+from command_api.deps import CurrentUser, SessionDep, SettingsDep, SignerDep, StorageDep
+from command_api.pagination import Cursor, Limit, Page
 
 router = APIRouter(prefix="/assets", tags=["assets"], route_class=LimitedRoute)
 
@@ -32,6 +32,7 @@ def upload_asset(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    sign: SignerDep,
     name: Annotated[Name | None, Form(description="A label for the asset")] = None,
 ) -> AssetOut:
     asset = service.add(
@@ -43,27 +44,22 @@ def upload_asset(
         type_=type.value,
         name=name,
     )
-    return AssetOut.of(asset, storage, settings.signed_url_ttl_s)
+    return AssetOut.of(asset, sign)
 
 
 @router.get("", summary="The caller's assets, newest first", responses=problems(CURSOR, INVALID))
 def list_assets(
     user: CurrentUser,
     session: SessionDep,
-    storage: StorageDep,
-    settings: SettingsDep,
+    sign: SignerDep,
     type: Annotated[AssetType | None, Query(description="Only this type")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> AssetPage:
+) -> Page[AssetOut]:
     items, next_cursor = service.list_owned(session, user.id, type.value if type else None, limit, cursor)
-    return AssetPage(
-        items=[AssetOut.of(a, storage, settings.signed_url_ttl_s) for a in items], next_cursor=next_cursor
-    )
+    return Page[AssetOut](items=[AssetOut.of(a, sign) for a in items], next_cursor=next_cursor)
 
 
 @router.get("/{asset_id}", summary="One of the caller's assets", responses=problems(NOT_FOUND, INVALID))
-def get_asset(
-    asset_id: uuid.UUID, user: CurrentUser, session: SessionDep, storage: StorageDep, settings: SettingsDep
-) -> AssetOut:
-    return AssetOut.of(owned_asset(session, user.id, asset_id), storage, settings.signed_url_ttl_s)
+def get_asset(asset_id: uuid.UUID, user: CurrentUser, session: SessionDep, sign: SignerDep) -> AssetOut:
+    return AssetOut.of(owned_asset(session, user.id, asset_id), sign)

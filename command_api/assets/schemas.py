@@ -6,12 +6,11 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from pydantic.config import JsonDict
 
-from command_api.catalog.media import image_out
+from command_api.catalog.media import StoredImageOut, UrlSigner
 from command_api.catalog.models import Asset
-from infra.storage import Storage
 
 
 class AssetType(StrEnum):
@@ -32,32 +31,22 @@ EXAMPLE: JsonDict = {
 }
 
 
-class AssetOut(BaseModel):
+class AssetOut(StoredImageOut):
     """A person photo (``model``) or a ``background`` for jobs; private to its owner."""
 
     model_config = ConfigDict(json_schema_extra={"example": EXAMPLE})
     id: uuid.UUID
     type: AssetType
     name: str | None
-    media_type: str
-    width: int
-    height: int
-    size_bytes: int
-    url: str
     created_at: datetime
 
     @classmethod
-    def of(cls, asset: Asset, storage: Storage, ttl_s: int) -> AssetOut:
-        return cls(
+    def of(cls, asset: Asset, sign: UrlSigner) -> AssetOut:
+        return cls.image(
+            asset,
+            sign,
             id=asset.id,
             type=AssetType(asset.type),
             name=asset.name,
             created_at=asset.created_at,
-            **image_out(asset, storage, ttl_s),
         )
-
-
-class AssetPage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"items": [EXAMPLE], "next_cursor": None}})
-    items: list[AssetOut]
-    next_cursor: str | None

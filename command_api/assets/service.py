@@ -8,10 +8,10 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from command_api.catalog import cursors
 from command_api.catalog.images import check_image, read_limited
 from command_api.catalog.media import store
 from command_api.catalog.models import Asset
+from command_api.pagination import keyset_page
 from infra.storage import Storage
 
 
@@ -41,8 +41,4 @@ def list_owned(
     query = select(Asset).where(Asset.owner_id == owner_id)
     if type_ is not None:
         query = query.where(Asset.type == type_)
-    after = cursors.after(Asset.created_at, Asset.id, cursor, descending=True)
-    if after is not None:
-        query = query.where(after)
-    query = query.order_by(Asset.created_at.desc(), Asset.id.desc()).limit(limit + 1)
-    return cursors.page(list(session.scalars(query)), limit)
+    return keyset_page(session, query, Asset, limit, cursor, descending=True)

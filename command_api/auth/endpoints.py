@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query, status
 
 from command_api import problems
 from command_api.auth import service
-from command_api.auth.oauth import STATE_MAX_AGE_S, OAuthProviders
+from command_api.auth.oauth import STATE_MAX_AGE_S
 from command_api.auth.schemas import (
     URL_MAX,
     AuthorizeOut,
@@ -19,31 +19,11 @@ from command_api.auth.schemas import (
     TokenPair,
     problem_responses,
 )
-from command_api.deps import LedgerDep, ServicesDep, SessionDep
-from command_api.services import Services
+from command_api.deps import LedgerDep, OAuthDep, ServicesDep, SessionDep
 from command_api.users.schemas import UserOut
 from command_api.users.service import user_out
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-
-OAUTH_KEY = "oauth_providers"
-
-
-def oauth_providers(services: Services) -> OAuthProviders:
-    """The registry kept on the services (built on first use from the settings). Tests put
-    one with an ``httpx.MockTransport`` there, or set ``transport`` on this one."""
-    registry = services.extra.get(OAUTH_KEY)
-    if not isinstance(registry, OAuthProviders):
-        registry = OAuthProviders(services.settings, services.secret)
-        services.extra[OAUTH_KEY] = registry
-    return registry
-
-
-def get_oauth(services: ServicesDep) -> OAuthProviders:
-    return oauth_providers(services)
-
-
-OAuthDep = Annotated[OAuthProviders, Depends(get_oauth)]
 
 
 @router.post(

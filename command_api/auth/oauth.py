@@ -8,16 +8,15 @@ network; tests put an ``httpx.MockTransport`` there to play the providers.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import warnings
-from base64 import urlsafe_b64encode
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import authlib.deprecate  # noqa: F401  (its warning filter first, so ours below wins)
 import httpx
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from itsdangerous import BadData, URLSafeTimedSerializer
 
 from command_api.problems import ProblemError
@@ -30,6 +29,7 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import OAuth2Client
 
 STATE_MAX_AGE_S = 600
+VERIFIER_LENGTH = 64  # PKCE allows 43..128 characters
 HTTP_TIMEOUT_S = 10.0
 _STATE_SALT = "vto.oauth.state"
 
@@ -101,12 +101,6 @@ DEFAULT_PROVIDERS: dict[str, Provider] = {
 }
 
 
-def s256(code_verifier: str) -> str:
-    """The PKCE S256 code challenge of a verifier (RFC 7636 section 4.2)."""
-    digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
-    return urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
 @dataclass(frozen=True)
 class Authorization:
     url: str
@@ -163,9 +157,10 @@ class OAuthProviders:
     def authorize(self, name: str, redirect_uri: str) -> Authorization:
         """The provider URL to send the browser to, a signed state and the PKCE verifier."""
         provider = self.provider(name)
-        verifier = secrets.token_urlsafe(48)  # 64 characters, within PKCE's 43..128
+        verifier = generate_token(VERIFIER_LENGTH)
+        challenge = create_s256_code_challenge(verifier)
         state = self._serializer().dumps(
-            {"p": name, "r": redirect_uri, "c": s256(verifier), "n": secrets.token_urlsafe(8)}
+            {"p": name, "r": redirect_uri, "c": challenge, "n": generate_token(11)}
         )
         with self._client(provider, redirect_uri=redirect_uri) as client:
             url, _ = client.create_authorization_url(
@@ -184,7 +179,7 @@ class OAuthProviders:
             raise ProblemError(
                 400, "invalid_state", "the state was issued for another provider or redirect_uri"
             )
-        if code_verifier is None or s256(code_verifier) != data.get("c"):
+        if code_verifier is None or create_s256_code_challenge(code_verifier) != data.get("c"):
             raise ProblemError(400, "invalid_state", "the code_verifier does not match the state")
 
     def _serializer(self) -> URLSafeTimedSerializer:

@@ -17,6 +17,7 @@ from command_api.auth.oauth import ProviderIdentity
 from command_api.auth.schemas import EMAIL_MAX, RegisterIn, TokenPair
 from command_api.problems import ProblemError
 from command_api.users.models import OAuthIdentity, RefreshToken, User
+from command_api.users.repository import live_user_by_email
 from command_api.users.schemas import NAME_MAX
 from ledger.application import LedgerApplication
 
@@ -36,11 +37,6 @@ class RefreshTokenReused(ProblemError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def live_user_by_email(session: Session, email: str) -> User | None:
-    query = select(User).where(User.email == email.lower(), User.deleted_at.is_(None))
-    return session.scalars(query).first()
 
 
 def _email_taken() -> ProblemError:

@@ -1,2 +1,3 @@
 """The catalog shared by its areas (collections, projects, products, assets, files): the
-tables, the access rules, upload checks, cursors, and what a generation job needs from it."""
+tables, the access rules and their errors, upload checks, stored images and their signed links,
+and what a generation job needs from it."""

@@ -15,8 +15,9 @@ import uuid
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from command_api.catalog.errors import ReadOnlyProject
 from command_api.catalog.models import Asset, Collection, Project, ProjectShare
-from command_api.problems import ProblemError, forbidden, not_found
+from command_api.problems import NotFound
 
 
 def is_shared(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -> bool:
@@ -28,7 +29,7 @@ def readable_project(session: Session, user_id: uuid.UUID, project_id: uuid.UUID
     """The project if ``user_id`` owns it or it is shared with them; 404 otherwise."""
     project = session.get(Project, project_id)
     if project is None or (project.owner_id != user_id and not is_shared(session, project_id, user_id)):
-        raise not_found("project")
+        raise NotFound("project")
     return project
 
 
@@ -39,25 +40,25 @@ def owned_project(
     ``lock`` takes a row lock (serialises changes to one project, e.g. its product count)."""
     project = session.get(Project, project_id, with_for_update=lock)
     if project is None:
-        raise not_found("project")
+        raise NotFound("project")
     if project.owner_id != user_id:
         if is_shared(session, project_id, user_id):
-            raise forbidden("the project is shared with you for reading only")
-        raise not_found("project")
+            raise ReadOnlyProject()
+        raise NotFound("project")
     return project
 
 
 def owned_collection(session: Session, user_id: uuid.UUID, collection_id: uuid.UUID) -> Collection:
     collection = session.get(Collection, collection_id)
     if collection is None or collection.owner_id != user_id:
-        raise not_found("collection")
+        raise NotFound("collection")
     return collection
 
 
 def owned_asset(session: Session, user_id: uuid.UUID, asset_id: uuid.UUID) -> Asset:
     asset = session.get(Asset, asset_id)
     if asset is None or asset.owner_id != user_id:
-        raise not_found("asset")
+        raise NotFound("asset")
     return asset
 
 
@@ -68,4 +69,4 @@ def parse_id(value: uuid.UUID | str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise ProblemError(404, "not_found", f"{what} not found") from None
+        raise NotFound(what) from None

@@ -11,7 +11,8 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from command_api.problems import ProblemError
+from command_api.catalog.errors import InvalidImage, UnsupportedImage
+from command_api.problems import PayloadTooLarge
 
 MIN_SIDE = 64
 MAX_SIDE = 8192
@@ -32,15 +33,11 @@ class CheckedImage:
         return len(self.data)
 
 
-def too_large(max_bytes: int) -> ProblemError:
-    return ProblemError(413, "payload_too_large", f"the upload is larger than {max_bytes} bytes")
-
-
 def read_limited(stream: BinaryIO, max_bytes: int) -> bytes:
     """The stream's bytes; 413 when there are more than ``max_bytes``."""
     data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise too_large(max_bytes)
+        raise PayloadTooLarge(f"the upload is larger than {max_bytes} bytes")
     return data
 
 
@@ -54,35 +51,31 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def invalid(detail: str) -> ProblemError:
-    return ProblemError(422, "invalid_image", detail)
-
-
 def check_image(data: bytes) -> CheckedImage:
     """The decoded facts of ``data``, or a problem: 415 for anything but PNG/JPEG/WebP (other
     image formats and non-images alike), 422 for a corrupt, truncated or oversized image."""
     fmt = sniff(data)
     if fmt is None:
-        raise ProblemError(415, "unsupported_media_type", "upload a PNG, JPEG or WebP image")
+        raise UnsupportedImage()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[fmt]) as probe:
                 width, height = probe.size
                 if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
-                    raise invalid(
+                    raise InvalidImage(
                         f"the image is {width}x{height} px; each side must be {MIN_SIDE}..{MAX_SIDE} px"
                     )
                 if width * height > MAX_PIXELS:
-                    raise invalid(f"the image has more than {MAX_PIXELS} pixels")
+                    raise InvalidImage(f"the image has more than {MAX_PIXELS} pixels")
                 probe.verify()  # structure and checksums (PNG chunk CRCs)
             with Image.open(io.BytesIO(data), formats=[fmt]) as image:
                 image.load()  # the full decode: truncated or corrupt data fails here
-    except ProblemError:
+    except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise invalid(f"the image has more than {MAX_PIXELS} pixels") from None
+        raise InvalidImage(f"the image has more than {MAX_PIXELS} pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        raise invalid(f"the file is not a decodable {fmt} image") from exc
+        raise InvalidImage(f"the file is not a decodable {fmt} image") from exc
     media_type, extension = FORMATS[fmt]
     return CheckedImage(data, media_type, extension, width, height)

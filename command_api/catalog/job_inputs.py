@@ -12,10 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from command_api.catalog.access import owned_asset, parse_id, readable_project
+from command_api.catalog.errors import NoProducts, WrongAssetType
 from command_api.catalog.models import Asset, Product
-from command_api.problems import ProblemError
-
-MAX_PRODUCTS_PER_JOB = 8
+from command_api.problems import NotFound
 
 
 def _image(obj: Product | Asset) -> dict[str, Any]:
@@ -31,7 +30,7 @@ def _image(obj: Product | Asset) -> dict[str, Any]:
 def _asset(session: Session, user_id: uuid.UUID, asset_id: uuid.UUID | str, type_: str) -> dict[str, Any]:
     asset = owned_asset(session, user_id, parse_id(asset_id, "asset"))
     if asset.type != type_:
-        raise ProblemError(422, "wrong_asset_type", f"asset {asset.id} is a {asset.type}, not a {type_}")
+        raise WrongAssetType(f"asset {asset.id} is a {asset.type}, not a {type_}")
     return _image(asset)
 
 
@@ -52,20 +51,18 @@ def load_job_inputs(
 
     Products come in the order given (duplicates dropped). Rules: the caller owns the project
     or it is shared with them; every product belongs to that project; the assets are the
-    caller's own, of the right type. Raises ProblemError: 404 ``not_found`` for a project,
-    product or asset the caller may not use (or a malformed id), 422 ``no_products`` /
-    ``too_many_products`` / ``wrong_asset_type``. Reads only; never commits."""
+    caller's own, of the right type (how many products a job takes is the request schema's
+    rule). Raises ``NotFound`` (404) for a project, product or asset the caller may not use (or
+    a malformed id), ``NoProducts`` or ``WrongAssetType`` (422). Reads only; never commits."""
     project = readable_project(session, user_id, parse_id(project_id, "project"))
     wanted = list(dict.fromkeys(parse_id(pid, "product") for pid in product_ids))
     if not wanted:
-        raise ProblemError(422, "no_products", "a job needs at least one product")
-    if len(wanted) > MAX_PRODUCTS_PER_JOB:
-        raise ProblemError(422, "too_many_products", f"a job takes at most {MAX_PRODUCTS_PER_JOB} products")
+        raise NoProducts()
     rows = session.scalars(select(Product).where(Product.id.in_(wanted), Product.project_id == project.id))
     found = {p.id: p for p in rows}
     missing = [pid for pid in wanted if pid not in found]
     if missing:
-        raise ProblemError(404, "not_found", f"product {missing[0]} not found in this project")
+        raise NotFound(f"product {missing[0]}")
     products = [
         {**_image(found[pid]), "category": found[pid].category, "side": found[pid].side} for pid in wanted
     ]

@@ -1,8 +1,11 @@
-"""Storage of checked images, and their facts in rows and responses."""
+"""Storage of checked images; signed links to stored objects; the image fields of responses."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
+
+from pydantic import BaseModel
 
 from command_api.catalog.images import CheckedImage
 from command_api.catalog.models import StoredImage
@@ -23,12 +26,34 @@ def store(storage: Storage, prefix: str, object_id: object, image: CheckedImage)
     }
 
 
-def image_out(row: StoredImage, storage: Storage, ttl_s: int) -> dict[str, Any]:
-    """The image fields of a response: its facts and an expiring signed URL."""
-    return {
-        "media_type": row.media_type,
-        "width": row.width,
-        "height": row.height,
-        "size_bytes": row.size_bytes,
-        "url": storage.signed_url(row.storage_key, expires_in=ttl_s),
-    }
+@dataclass(frozen=True)
+class UrlSigner:
+    """Expiring signed links to stored objects (``VTO_SIGNED_URL_TTL_S``)."""
+
+    storage: Storage
+    ttl_s: int
+
+    def __call__(self, key: str | None) -> str:
+        """The link of ``key``; ``""`` for an object with no key (nothing stored)."""
+        return self.storage.signed_url(key, expires_in=self.ttl_s) if key else ""
+
+
+class StoredImageOut(BaseModel):
+    """The image fields of a response: what the upload check found, and a signed link."""
+
+    media_type: str
+    width: int
+    height: int
+    size_bytes: int
+    url: str
+
+    @classmethod
+    def image(cls, row: StoredImage, sign: UrlSigner, **fields: Any) -> Self:
+        return cls(
+            media_type=row.media_type,
+            width=row.width,
+            height=row.height,
+            size_bytes=row.size_bytes,
+            url=sign(row.storage_key),
+            **fields,
+        )

@@ -11,10 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from infra.db import Base, CreatedMixin, IdMixin, utcnow
 
-CATEGORIES = ("top", "bottom", "dress", "outer")
-SIDES = ("front", "back")
-ASSET_TYPES = ("model", "background")
-
 
 class Collection(IdMixin, CreatedMixin, Base):
     """A folder of projects; private to its owner."""

@@ -16,20 +16,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from command_api.problems import ProblemError
+from command_api.deps import get_services
+from command_api.problems import PayloadTooLarge
 
 MAX_JSON_BYTES = 64 * 1024
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small text fields
 
 
-def too_large() -> ProblemError:
-    return ProblemError(413, "payload_too_large", "the request body is too large")
+def too_large() -> PayloadTooLarge:
+    return PayloadTooLarge("the request body is too large")
 
 
 def body_limit(request: Request, is_form: bool) -> int:
     if not is_form:
         return MAX_JSON_BYTES
-    return int(request.app.state.services.settings.max_upload_bytes) + MULTIPART_OVERHEAD
+    # Runs before the body is parsed, so before FastAPI solves the endpoint's dependencies:
+    # it calls the provider behind ``ServicesDep`` itself.
+    return int(get_services(request).settings.max_upload_bytes) + MULTIPART_OVERHEAD
 
 
 async def limited(request: Request, limit: int) -> Request:

@@ -9,9 +9,9 @@ from fastapi import APIRouter
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, TOO_LARGE, problems
 from command_api.catalog.uploads import LimitedRoute
 from command_api.collections import service
-from command_api.collections.schemas import CollectionIn, CollectionOut, CollectionPage, CollectionPatch
+from command_api.collections.schemas import CollectionIn, CollectionOut, CollectionPatch
 from command_api.deps import CurrentUser, SessionDep
-from command_api.pagination import Cursor, Limit
+from command_api.pagination import Cursor, Limit, Page
 
 router = APIRouter(prefix="/collections", tags=["collections"], route_class=LimitedRoute)
 
@@ -24,9 +24,11 @@ def create_collection(body: CollectionIn, user: CurrentUser, session: SessionDep
 @router.get("", summary="The caller's collections, newest first", responses=problems(CURSOR, INVALID))
 def list_collections(
     user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
-) -> CollectionPage:
+) -> Page[CollectionOut]:
     items, next_cursor = service.list_owned(session, user.id, limit, cursor)
-    return CollectionPage(items=[CollectionOut.model_validate(c) for c in items], next_cursor=next_cursor)
+    return Page[CollectionOut](
+        items=[CollectionOut.model_validate(c) for c in items], next_cursor=next_cursor
+    )
 
 
 @router.patch(

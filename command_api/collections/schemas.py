@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict
 from pydantic.config import JsonDict
 
-from command_api.catalog.fields import Description, Name
+from command_api.catalog.fields import Description, Name, PatchBody
 
 EXAMPLE: JsonDict = {
     "id": "0b6f3c52-8d5c-4f7e-9a54-2f1f0c8e7d11",
@@ -28,20 +28,12 @@ class CollectionIn(BaseModel):
     description: Description | None = None
 
 
-class CollectionPatch(BaseModel):
+class CollectionPatch(PatchBody):
     """Only the fields given change; ``description: null`` clears it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"name": "Spring 2027 (final)"}})
     name: Name | None = None
     description: Description | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> CollectionPatch:
-        if not self.model_fields_set:
-            raise ValueError("give name and/or description")
-        if "name" in self.model_fields_set and self.name is None:
-            raise ValueError("name cannot be null")
-        return self
 
 
 class CollectionOut(BaseModel):
@@ -51,9 +43,3 @@ class CollectionOut(BaseModel):
     description: str | None
     created_at: datetime
     updated_at: datetime
-
-
-class CollectionPage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"items": [EXAMPLE], "next_cursor": None}})
-    items: list[CollectionOut]
-    next_cursor: str | None

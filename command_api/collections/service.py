@@ -7,10 +7,10 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from command_api.catalog import cursors
 from command_api.catalog.access import owned_collection
 from command_api.catalog.models import Collection
 from command_api.collections.schemas import CollectionIn, CollectionPatch
+from command_api.pagination import keyset_page
 
 
 def create(session: Session, owner_id: uuid.UUID, body: CollectionIn) -> Collection:
@@ -24,11 +24,7 @@ def list_owned(
     session: Session, owner_id: uuid.UUID, limit: int, cursor: str | None
 ) -> tuple[list[Collection], str | None]:
     query = select(Collection).where(Collection.owner_id == owner_id)
-    after = cursors.after(Collection.created_at, Collection.id, cursor, descending=True)
-    if after is not None:
-        query = query.where(after)
-    query = query.order_by(Collection.created_at.desc(), Collection.id.desc()).limit(limit + 1)
-    return cursors.page(list(session.scalars(query)), limit)
+    return keyset_page(session, query, Collection, limit, cursor, descending=True)
 
 
 def update(

@@ -12,14 +12,17 @@ from fastapi.responses import FileResponse
 
 from command_api.catalog.responses import NOT_FOUND, problem_response
 from command_api.deps import StorageDep
-from command_api.problems import ProblemError, not_found
+from command_api.problems import Forbidden, NotFound
 from infra.storage import LocalStorage, check_key
 
 router = APIRouter(prefix="/files", tags=["files"])
 
 
-def invalid_signature() -> ProblemError:
-    return ProblemError(403, "invalid_signature", "the link is invalid or has expired")
+class InvalidSignature(Forbidden):
+    code = "invalid_signature"
+
+    def __init__(self) -> None:
+        super().__init__("the link is invalid or has expired")
 
 
 @router.get(
@@ -41,19 +44,19 @@ def get_file(
     ] = None,
 ) -> FileResponse:
     if not isinstance(storage, LocalStorage):
-        raise not_found("file")
+        raise NotFound("file")
     try:
         key = check_key(key)
     except ValueError:
-        raise not_found("file") from None
+        raise NotFound("file") from None
     if not expires or not expires.isdigit() or not signature:
-        raise invalid_signature()
+        raise InvalidSignature()
     expiry = int(expires)
     if not storage.verify(key, expiry, signature):
-        raise invalid_signature()
+        raise InvalidSignature()
     path = storage.root / key
     if not path.is_file():
-        raise not_found("file")
+        raise NotFound("file")
     remaining = max(0, expiry - int(time.time()))
     return FileResponse(
         path,

@@ -32,9 +32,6 @@ def readyz(services: ServicesDep) -> Response:
     if services.projector is not None:
         stopped = [r.name for r in services.projector.runners if not r.running]
         checks["projections"] = "ok" if not stopped else f"stopped: {', '.join(stopped)}"
-    for name, probe in services.extra.items():
-        if callable(probe):
-            checks[name] = probe()
     if all(v == "ok" for v in checks.values()):
         return Response(content='{"status": "ready"}', media_type="application/json")
     return problem(503, "not_ready", "a dependency is not ready", checks=checks)

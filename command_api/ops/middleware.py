@@ -10,24 +10,29 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Response
+from starlette.routing import Route
 
 from command_api.ops.metrics import REQUEST_LATENCY
 
 log = logging.getLogger("vto.access")
 
 
-_ID = re.compile(r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|\d+)$")
+UNMATCHED = "unmatched"
+_ID_PARAMETER = re.compile(r"\{\w*_id\}")
 
 
 def route_label(request: Request) -> str:
-    """The path with its ids replaced by ``{id}`` (``/api/v1/projects/{id}/products``), or
-    ``unmatched`` when no route matched, so the metric's labels stay few."""
-    if request.scope.get("route") is None:
-        return "unmatched"
-    path = request.url.path
-    if path.startswith("/api/v1/files/"):
-        return "/api/v1/files/{key}"
-    return "/".join("{id}" if _ID.match(part) else part for part in path.split("/"))
+    """The template of the route that matched (known after routing), or ``unmatched``, so the
+    metric's labels are as few as the routes. Id parameters read ``{id}``
+    (``/api/v1/projects/{id}/products``), the labels the dashboards have always had."""
+    route = request.scope.get("route")
+    if not isinstance(route, Route):
+        return UNMATCHED
+    # FastAPI keeps an included route's own path relative to its router; the template with
+    # every prefix is on the route context it selected.
+    selected = request.scope.get("fastapi", {}).get("effective_route_context")
+    template = getattr(selected, "path_format", None) or route.path_format
+    return _ID_PARAMETER.sub("{id}", template)
 
 
 async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from command_api.deps import AdminUser, CurrentUser, LedgerDep, ServicesDep, SessionDep
-from command_api.pagination import Cursor, Limit, position_cursor
+from command_api.pagination import Cursor, Limit, Page, cut, decode
 from command_api.points import repository
-from command_api.points.schemas import PointsOut, RefundIn, RefundOut, UsagePage
-from command_api.problems import not_found
+from command_api.points.schemas import PointsOut, RefundIn, RefundOut, UsageLine
+from command_api.problems import NotFound
 
 router = APIRouter(prefix="/points", tags=["points"])
 
@@ -19,10 +19,12 @@ def get_points(user: CurrentUser, session: SessionDep, services: ServicesDep) ->
 
 
 @router.get("/usage", summary="The caller's point_usage lines, newest first")
-def get_usage(user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: Cursor = None) -> UsagePage:
-    items = repository.usage(session, user.id, limit, position_cursor(cursor))
-    next_cursor = str(items[-1].position) if len(items) == limit else None
-    return UsagePage(items=items, next_cursor=next_cursor)
+def get_usage(
+    user: CurrentUser, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Page[UsageLine]:
+    rows = repository.usage(session, user.id, limit + 1, decode(cursor, int))
+    items, next_cursor = cut(rows, limit, lambda line: (line.position,))
+    return Page[UsageLine](items=items, next_cursor=next_cursor)
 
 
 @router.post(
@@ -35,7 +37,7 @@ def refund(
 ) -> RefundOut:
     owner = repository.job_owner(session, body.job_id)
     if owner is None:
-        raise not_found("job")
+        raise NotFound("job")
     result = ledger.admin_refund(owner, body.job_id, body.reason, by=admin.email)
     services.wait_for(result.position)
     job = ledger.account(owner).job(body.job_id)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from command_api.pagination import Key
 from command_api.points.schemas import PointsOut, SubscriptionOut, UsageLine, used_today
 
 
@@ -41,12 +42,14 @@ def points(
     )
 
 
-def usage(session: Session, user_id: uuid.UUID, limit: int, before: int | None) -> list[UsageLine]:
+def usage(session: Session, user_id: uuid.UUID, limit: int, before: Key | None) -> list[UsageLine]:
+    """The user's point_usage lines, newest first: at most ``limit`` before the key
+    ``before`` = (position,)."""
     params: dict[str, Any] = {"u": user_id, "limit": limit}
     where = "user_id = :u"
     if before is not None:
         where += " AND position < :before"
-        params["before"] = before
+        (params["before"],) = before
     rows = session.execute(
         text(f"SELECT * FROM point_usage WHERE {where} ORDER BY position DESC LIMIT :limit"),  # noqa: S608
         params,

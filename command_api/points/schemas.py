@@ -48,11 +48,6 @@ class UsageLine(BaseModel):
     position: int
 
 
-class UsagePage(BaseModel):
-    items: list[UsageLine]
-    next_cursor: str | None
-
-
 class RefundIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

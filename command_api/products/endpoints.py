@@ -10,10 +10,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 from command_api.catalog.fields import Name
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, READ_ONLY, UPLOAD, problems
 from command_api.catalog.uploads import LimitedRoute
-from command_api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep
-from command_api.pagination import Cursor, Limit
+from command_api.deps import CurrentUser, SessionDep, SettingsDep, SignerDep, StorageDep
+from command_api.pagination import Cursor, Limit, Page
 from command_api.products import service
-from command_api.products.schemas import Category, ProductOut, ProductPage, Side
+from command_api.products.schemas import Category, ProductOut, Side
 
 router = APIRouter(prefix="/projects/{project_id}/products", tags=["products"], route_class=LimitedRoute)
 
@@ -39,6 +39,7 @@ def upload_product(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    sign: SignerDep,
     name: Annotated[Name | None, Form(description="A label for the product")] = None,
 ) -> ProductOut:
     product = service.add(
@@ -52,7 +53,7 @@ def upload_product(
         side=side.value,
         name=name,
     )
-    return ProductOut.of(product, storage, settings.signed_url_ttl_s)
+    return ProductOut.of(product, sign)
 
 
 @router.get(
@@ -62,12 +63,9 @@ def list_products(
     project_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    storage: StorageDep,
-    settings: SettingsDep,
+    sign: SignerDep,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> ProductPage:
+) -> Page[ProductOut]:
     items, next_cursor = service.list_readable(session, user.id, project_id, limit, cursor)
-    return ProductPage(
-        items=[ProductOut.of(p, storage, settings.signed_url_ttl_s) for p in items], next_cursor=next_cursor
-    )
+    return Page[ProductOut](items=[ProductOut.of(p, sign) for p in items], next_cursor=next_cursor)

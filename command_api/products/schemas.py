@@ -6,12 +6,11 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 from pydantic.config import JsonDict
 
-from command_api.catalog.media import image_out
+from command_api.catalog.media import StoredImageOut, UrlSigner
 from command_api.catalog.models import Product
-from infra.storage import Storage
 
 
 class Category(StrEnum):
@@ -42,7 +41,7 @@ EXAMPLE: JsonDict = {
 }
 
 
-class ProductOut(BaseModel):
+class ProductOut(StoredImageOut):
     """A product image; ``url`` is a signed link that expires (``VTO_SIGNED_URL_TTL_S``)."""
 
     model_config = ConfigDict(json_schema_extra={"example": EXAMPLE})
@@ -51,27 +50,17 @@ class ProductOut(BaseModel):
     category: Category
     side: Side
     name: str | None
-    media_type: str
-    width: int
-    height: int
-    size_bytes: int
-    url: str
     created_at: datetime
 
     @classmethod
-    def of(cls, product: Product, storage: Storage, ttl_s: int) -> ProductOut:
-        return cls(
+    def of(cls, product: Product, sign: UrlSigner) -> ProductOut:
+        return cls.image(
+            product,
+            sign,
             id=product.id,
             project_id=product.project_id,
             category=Category(product.category),
             side=Side(product.side),
             name=product.name,
             created_at=product.created_at,
-            **image_out(product, storage, ttl_s),
         )
-
-
-class ProductPage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"items": [EXAMPLE], "next_cursor": None}})
-    items: list[ProductOut]
-    next_cursor: str | None

@@ -8,12 +8,12 @@ from typing import BinaryIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from command_api.catalog import cursors
 from command_api.catalog.access import owned_project, readable_project
+from command_api.catalog.errors import TooManyProducts
 from command_api.catalog.images import check_image, read_limited
 from command_api.catalog.media import store
 from command_api.catalog.models import Product
-from command_api.problems import ProblemError
+from command_api.pagination import keyset_page
 from infra.storage import Storage
 
 MAX_PRODUCTS_PER_PROJECT = 200
@@ -37,9 +37,7 @@ def add(
     image = check_image(read_limited(upload, max_bytes))
     count = session.scalar(select(func.count()).select_from(Product).where(Product.project_id == project_id))
     if (count or 0) >= MAX_PRODUCTS_PER_PROJECT:
-        raise ProblemError(
-            409, "too_many_products", f"a project holds at most {MAX_PRODUCTS_PER_PROJECT} products"
-        )
+        raise TooManyProducts(f"a project holds at most {MAX_PRODUCTS_PER_PROJECT} products")
     product_id = uuid.uuid4()
     product = Product(
         id=product_id,
@@ -72,8 +70,4 @@ def list_readable(
 ) -> tuple[list[Product], str | None]:
     readable_project(session, user_id, project_id)
     query = select(Product).where(Product.project_id == project_id)
-    after = cursors.after(Product.created_at, Product.id, cursor, descending=False)
-    if after is not None:
-        query = query.where(after)
-    query = query.order_by(Product.created_at, Product.id).limit(limit + 1)
-    return cursors.page(list(session.scalars(query)), limit)
+    return keyset_page(session, query, Product, limit, cursor, descending=False)

@@ -17,10 +17,10 @@ from command_api.catalog.responses import (
     problems,
 )
 from command_api.catalog.uploads import LimitedRoute
-from command_api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep
-from command_api.pagination import Cursor, Limit
+from command_api.deps import CurrentUser, SessionDep, SignerDep
+from command_api.pagination import Cursor, Limit, Page
 from command_api.projects import service
-from command_api.projects.schemas import ProjectIn, ProjectOut, ProjectPage, ProjectPatch, ShareIn
+from command_api.projects.schemas import ProjectIn, ProjectOut, ProjectPatch, ShareIn
 
 router = APIRouter(prefix="/projects", tags=["projects"], route_class=LimitedRoute)
 
@@ -31,11 +31,9 @@ router = APIRouter(prefix="/projects", tags=["projects"], route_class=LimitedRou
     summary="Create a project in one of the caller's collections",
     responses=problems(NOT_FOUND, INVALID, TOO_LARGE),
 )
-def create_project(
-    body: ProjectIn, user: CurrentUser, session: SessionDep, storage: StorageDep, settings: SettingsDep
-) -> ProjectOut:
+def create_project(body: ProjectIn, user: CurrentUser, session: SessionDep, sign: SignerDep) -> ProjectOut:
     project = service.create(session, user.id, body)
-    return service.render(session, storage, settings.signed_url_ttl_s, [project])[0]
+    return service.render(session, sign, [project])[0]
 
 
 @router.get(
@@ -46,26 +44,21 @@ def create_project(
 def list_projects(
     user: CurrentUser,
     session: SessionDep,
-    storage: StorageDep,
-    settings: SettingsDep,
+    sign: SignerDep,
     collection_id: Annotated[uuid.UUID | None, Query(description="Only this collection's")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> ProjectPage:
+) -> Page[ProjectOut]:
     items, next_cursor = service.list_visible(session, user.id, collection_id, limit, cursor)
-    return ProjectPage(
-        items=service.render(session, storage, settings.signed_url_ttl_s, items), next_cursor=next_cursor
-    )
+    return Page[ProjectOut](items=service.render(session, sign, items), next_cursor=next_cursor)
 
 
 @router.get(
     "/{project_id}", summary="A project (owner or shared reader)", responses=problems(NOT_FOUND, INVALID)
 )
-def get_project(
-    project_id: uuid.UUID, user: CurrentUser, session: SessionDep, storage: StorageDep, settings: SettingsDep
-) -> ProjectOut:
+def get_project(project_id: uuid.UUID, user: CurrentUser, session: SessionDep, sign: SignerDep) -> ProjectOut:
     project = readable_project(session, user.id, project_id)
-    return service.render(session, storage, settings.signed_url_ttl_s, [project])[0]
+    return service.render(session, sign, [project])[0]
 
 
 @router.patch(
@@ -78,11 +71,10 @@ def update_project(
     body: ProjectPatch,
     user: CurrentUser,
     session: SessionDep,
-    storage: StorageDep,
-    settings: SettingsDep,
+    sign: SignerDep,
 ) -> ProjectOut:
     project = service.update(session, user.id, project_id, body)
-    return service.render(session, storage, settings.signed_url_ttl_s, [project])[0]
+    return service.render(session, sign, [project])[0]
 
 
 @router.post(
@@ -100,13 +92,12 @@ def share_project(
     response: Response,
     user: CurrentUser,
     session: SessionDep,
-    storage: StorageDep,
-    settings: SettingsDep,
+    sign: SignerDep,
 ) -> ProjectOut:
     project, created = service.share(session, user.id, project_id, str(body.email))
     if not created:
         response.status_code = 200
-    return service.render(session, storage, settings.signed_url_ttl_s, [project])[0]
+    return service.render(session, sign, [project])[0]
 
 
 @router.delete(

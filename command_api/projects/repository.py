@@ -47,8 +47,3 @@ def shared_user_ids(session: Session, project_ids: list[uuid.UUID]) -> dict[uuid
     for project_id, user_id in session.execute(query):
         found[project_id].append(user_id)
     return found
-
-
-def live_user_by_email(session: Session, email: str) -> User | None:
-    query = select(User).where(User.email == email.strip().lower(), User.deleted_at.is_(None))
-    return session.scalars(query).first()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr
 from pydantic.config import JsonDict
 
-from command_api.catalog.fields import MarketingCopy, Name
+from command_api.catalog.fields import MarketingCopy, Name, PatchBody
 from command_api.products.schemas import EXAMPLE as PRODUCT_EXAMPLE
 from command_api.products.schemas import ProductOut
 
@@ -43,7 +43,7 @@ class ProjectIn(BaseModel):
     marketing_copy: MarketingCopy | None = None
 
 
-class ProjectPatch(BaseModel):
+class ProjectPatch(PatchBody):
     """Only the fields given change; ``marketing_copy: null`` clears it."""
 
     model_config = ConfigDict(
@@ -51,14 +51,6 @@ class ProjectPatch(BaseModel):
     )
     name: Name | None = None
     marketing_copy: MarketingCopy | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> ProjectPatch:
-        if not self.model_fields_set:
-            raise ValueError("give name and/or marketing_copy")
-        if "name" in self.model_fields_set and self.name is None:
-            raise ValueError("name cannot be null")
-        return self
 
 
 class ProjectOut(BaseModel):
@@ -77,12 +69,6 @@ class ProjectOut(BaseModel):
     products: list[ProductOut]
     created_at: datetime
     updated_at: datetime
-
-
-class ProjectPage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"example": {"items": [EXAMPLE], "next_cursor": None}})
-    items: list[ProjectOut]
-    next_cursor: str | None
 
 
 class ShareIn(BaseModel):

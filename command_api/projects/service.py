@@ -9,15 +9,17 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from command_api.catalog import cursors
 from command_api.catalog.access import owned_collection, owned_project, readable_project
+from command_api.catalog.errors import CannotShareWithOwner, ReadOnlyProject, ShareNotFound, UserNotFound
+from command_api.catalog.media import UrlSigner
 from command_api.catalog.models import Collection, Project, ProjectShare
-from command_api.problems import ProblemError, forbidden, not_found
+from command_api.pagination import keyset_page
+from command_api.problems import NotFound
 from command_api.products import service as products
 from command_api.products.schemas import ProductOut
 from command_api.projects import repository
 from command_api.projects.schemas import ProjectIn, ProjectOut, ProjectPatch
-from infra.storage import Storage
+from command_api.users.repository import live_user_by_email
 
 
 def create(session: Session, owner_id: uuid.UUID, body: ProjectIn) -> Project:
@@ -55,24 +57,20 @@ def list_visible(
         collection = session.get(Collection, collection_id)
         visible_inside = select(exists().where(Project.collection_id == collection_id, _shared_with(user_id)))
         if collection is None or (collection.owner_id != user_id and not session.scalar(visible_inside)):
-            raise not_found("collection")
+            raise NotFound("collection")
         query = query.where(Project.collection_id == collection_id)
-    after = cursors.after(Project.created_at, Project.id, cursor, descending=True)
-    if after is not None:
-        query = query.where(after)
-    query = query.order_by(Project.created_at.desc(), Project.id.desc()).limit(limit + 1)
-    return cursors.page(list(session.scalars(query)), limit)
+    return keyset_page(session, query, Project, limit, cursor, descending=True)
 
 
 def share(session: Session, user_id: uuid.UUID, project_id: uuid.UUID, email: str) -> tuple[Project, bool]:
     """Shares the project with the live user of ``email``; returns (project, newly shared).
     Sharing again is a no-op."""
     project = owned_project(session, user_id, project_id)
-    target = repository.live_user_by_email(session, email)
+    target = live_user_by_email(session, email)
     if target is None:
-        raise ProblemError(404, "user_not_found", "no user with that email")
+        raise UserNotFound()
     if target.id == project.owner_id:
-        raise ProblemError(422, "cannot_share_with_owner", "the project already belongs to that user")
+        raise CannotShareWithOwner()
     inserted = session.execute(
         insert(ProjectShare)
         .values(project_id=project_id, user_id=target.id)
@@ -86,17 +84,17 @@ def unshare(session: Session, user_id: uuid.UUID, project_id: uuid.UUID, target_
     """The owner removes anyone's share; a shared user may remove their own (leave)."""
     project = readable_project(session, user_id, project_id)
     if project.owner_id != user_id and target_id != user_id:
-        raise forbidden("the project is shared with you for reading only")
+        raise ReadOnlyProject()
     removed = session.execute(
         delete(ProjectShare)
         .where(ProjectShare.project_id == project_id, ProjectShare.user_id == target_id)
         .returning(ProjectShare.user_id)
     ).first()
     if removed is None:
-        raise ProblemError(404, "share_not_found", "the project is not shared with that user")
+        raise ShareNotFound()
 
 
-def render(session: Session, storage: Storage, ttl_s: int, projects: list[Project]) -> list[ProjectOut]:
+def render(session: Session, sign: UrlSigner, projects: list[Project]) -> list[ProjectOut]:
     """Project bodies, with a few batched queries for the whole list."""
     ids = [p.id for p in projects]
     stats = repository.stats(session, ids)
@@ -112,7 +110,7 @@ def render(session: Session, storage: Storage, ttl_s: int, projects: list[Projec
             shared_user_ids=shares[p.id],
             image_count=stats[p.id][0],
             video_count=stats[p.id][1],
-            products=[ProductOut.of(product, storage, ttl_s) for product in product_rows[p.id]],
+            products=[ProductOut.of(product, sign) for product in product_rows[p.id]],
             created_at=p.created_at,
             updated_at=p.updated_at,
         )

@@ -9,7 +9,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Language = Literal["ko", "en", "ja", "zh"]
-LANGUAGES: tuple[str, ...] = ("ko", "en", "ja", "zh")
 NAME_MAX = 200
 
 

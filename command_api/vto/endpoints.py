@@ -7,11 +7,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, status
 
-from command_api.deps import CurrentUser, LedgerDep, ServicesDep, SessionDep, StorageDep
-from command_api.pagination import Cursor, Limit
-from command_api.problems import ProblemError, not_found
-from command_api.vto import repository, service
-from command_api.vto.schemas import GalleryPage, JobIn, JobOut, JobPage
+from command_api.deps import CurrentUser, LedgerDep, ServicesDep, SessionDep, SignerDep
+from command_api.pagination import Cursor, Limit, Page
+from command_api.vto import service
+from command_api.vto.schemas import GalleryItem, JobIn, JobOut
 
 router = APIRouter(prefix="/vto", tags=["vto"])
 
@@ -44,13 +43,13 @@ def create_job(
     session: SessionDep,
     ledger: LedgerDep,
     services: ServicesDep,
-    storage: StorageDep,
+    sign: SignerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     request = service.job_request(session, user.id, body)
     result = ledger.request_job(user.id, uuid.uuid4(), body.kind, request, idempotency_key)
     services.wait_for(result.position)
-    job = repository.job(session, result.value.job_id, storage, services.settings.signed_url_ttl_s)
+    job = service.job(session, result.value.job_id, sign)
     if job is None:  # the read model did not catch up within the deadline: answer from the ledger
         return service.job_from_reservation(result.value, body)
     return job
@@ -60,40 +59,18 @@ def create_job(
 def list_jobs(
     user: CurrentUser,
     session: SessionDep,
-    services: ServicesDep,
-    storage: StorageDep,
+    sign: SignerDep,
     project_id: Annotated[uuid.UUID | None, Query()] = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> JobPage:
-    before = service.job_cursor(cursor)
-    items = repository.jobs(
-        session,
-        storage,
-        services.settings.signed_url_ttl_s,
-        user_id=user.id,
-        project_id=project_id,
-        status=status_,
-        limit=limit,
-        before=before,
-    )
-    next_cursor = (
-        service.encode_job_cursor(items[-1].created_at, items[-1].id) if len(items) == limit else None
-    )
-    return JobPage(items=items, next_cursor=next_cursor)
+) -> Page[JobOut]:
+    return service.jobs_page(session, user.id, project_id, status_, limit, cursor, sign)
 
 
 @router.get("/jobs/{job_id}", summary="A job: status, charge, refund, outputs")
-def get_job(
-    job_id: uuid.UUID, user: CurrentUser, session: SessionDep, services: ServicesDep, storage: StorageDep
-) -> JobOut:
-    row = repository.job_row(session, job_id)
-    if row is None or not service.may_read_job(session, user.id, row):
-        raise not_found("job")
-    job = repository.job(session, job_id, storage, services.settings.signed_url_ttl_s)
-    assert job is not None
-    return job
+def get_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep, sign: SignerDep) -> JobOut:
+    return service.readable_job(session, user.id, job_id, sign)
 
 
 @router.post(
@@ -107,18 +84,15 @@ def cancel_job(
     session: SessionDep,
     ledger: LedgerDep,
     services: ServicesDep,
-    storage: StorageDep,
+    sign: SignerDep,
 ) -> JobOut:
-    row = repository.job_row(session, job_id)
-    if row is None or row["user_id"] != user.id:
-        raise not_found("job")
+    service.check_cancellable(session, user.id, job_id)
     result = ledger.cancel_job(user.id, job_id, "canceled by the user")
     services.wait_for(result.position)
     session.expire_all()
-    job = repository.job(session, job_id, storage, services.settings.signed_url_ttl_s)
+    job = service.job(session, job_id, sign)
     assert job is not None
-    if not result.value and job.status != "canceled":
-        raise ProblemError(409, "job_finished", f"the job already finished ({job.status})")
+    service.check_canceled(job, bool(result.value))
     return job
 
 
@@ -127,15 +101,8 @@ def project_results(
     project_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    services: ServicesDep,
-    storage: StorageDep,
+    sign: SignerDep,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> GalleryPage:
-    service.check_project_readable(session, user.id, project_id)
-    before = service.gallery_cursor(cursor)
-    items = repository.gallery(
-        session, project_id, storage, services.settings.signed_url_ttl_s, limit, before
-    )
-    next_cursor = f"{items[-1].position}.{items[-1].index}" if len(items) == limit else None
-    return GalleryPage(items=items, next_cursor=next_cursor)
+) -> Page[GalleryItem]:
+    return service.gallery_page(session, user.id, project_id, limit, cursor, sign)

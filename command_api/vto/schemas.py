@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from command_api.catalog.media import UrlSigner
 
 
 class JobOptions(BaseModel):
@@ -59,6 +62,16 @@ class OutputOut(BaseModel):
     height: int | None
     duration: float | None = None
 
+    @classmethod
+    def of(cls, output: Mapping[Any, Any], sign: UrlSigner) -> OutputOut:
+        return cls(
+            url=sign(output.get("storage_key")),
+            media_type=output.get("media_type"),
+            width=output.get("width"),
+            height=output.get("height"),
+            duration=output.get("duration"),
+        )
+
 
 class JobOut(BaseModel):
     model_config = ConfigDict(
@@ -88,10 +101,26 @@ class JobOut(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
-
-class JobPage(BaseModel):
-    items: list[JobOut]
-    next_cursor: str | None
+    @classmethod
+    def of(cls, row: Mapping[Any, Any], sign: UrlSigner) -> JobOut:
+        """A row of the job read model (``repository.job_row``)."""
+        return cls(
+            id=row["job_id"],
+            status=row["shown_status"],
+            kind=row["kind"],
+            project_id=row["project_id"],
+            charge=Charge(source=row["charge_source"], amount=row["charge_amount"])
+            if row["charge_source"]
+            else None,
+            refund=Refund(source=row["refund_source"], amount=row["refund_amount"], cause=row["refund_cause"])
+            if row["refund_source"]
+            else None,
+            outputs=[OutputOut.of(output, sign) for output in row["outputs"] or []],
+            error=row["error"],
+            created_at=row["created_at"],
+            started_at=row["shown_started_at"],
+            finished_at=row["finished_at"],
+        )
 
 
 class GalleryItem(BaseModel):
@@ -105,7 +134,13 @@ class GalleryItem(BaseModel):
     created_at: datetime
     position: int
 
-
-class GalleryPage(BaseModel):
-    items: list[GalleryItem]
-    next_cursor: str | None
+    @classmethod
+    def of(cls, row: Mapping[Any, Any], sign: UrlSigner) -> GalleryItem:
+        """A row of the gallery read model."""
+        return cls(
+            **OutputOut.of(row, sign).model_dump(),
+            job_id=row["job_id"],
+            index=row["output_index"],
+            created_at=row["created_at"],
+            position=row["position"],
+        )

@@ -1,4 +1,4 @@
-"""Job creation rules: what a job request records, who may read a job, cursors."""
+"""Job rules: what a job request records, who may read or cancel a job; job and gallery bodies."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from sqlalchemy.orm import Session
 
 from command_api.catalog.access import readable_project
 from command_api.catalog.job_inputs import load_job_inputs
-from command_api.problems import ProblemError
-from command_api.vto.schemas import Charge, JobIn, JobOut
+from command_api.catalog.media import UrlSigner
+from command_api.pagination import Page, cut, decode
+from command_api.problems import DomainError, NotFound, ProblemError
+from command_api.vto import repository
+from command_api.vto.schemas import Charge, GalleryItem, JobIn, JobOut
 from ledger.account import Reservation
+
+
+class JobFinished(DomainError):
+    status, code = 409, "job_finished"
 
 
 def job_request(session: Session, user_id: uuid.UUID, body: JobIn) -> dict[str, Any]:
@@ -51,11 +58,6 @@ def job_from_reservation(reservation: Reservation, body: JobIn) -> JobOut:
     )
 
 
-def check_project_readable(session: Session, user_id: uuid.UUID, project_id: uuid.UUID) -> None:
-    """404 unless the caller owns the project or it is shared with them."""
-    readable_project(session, user_id, project_id)
-
-
 def may_read_job(session: Session, user_id: uuid.UUID, row: Any) -> bool:
     """The requester, or a reader of the job's project."""
     if row["user_id"] == user_id:
@@ -67,28 +69,65 @@ def may_read_job(session: Session, user_id: uuid.UUID, row: Any) -> bool:
     return True
 
 
-def _invalid_cursor() -> ProblemError:
-    return ProblemError(400, "invalid_cursor", "the cursor is not one this API returned")
+def job(session: Session, job_id: uuid.UUID, sign: UrlSigner) -> JobOut | None:
+    """The job as the read model has it (None: not there yet)."""
+    row = repository.job_row(session, job_id)
+    return None if row is None else JobOut.of(row, sign)
 
 
-def encode_job_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
-    return f"{created_at.timestamp():.6f}_{job_id}"
+def readable_job(session: Session, user_id: uuid.UUID, job_id: uuid.UUID, sign: UrlSigner) -> JobOut:
+    """The job, for its requester or a reader of its project; ``NotFound`` for anyone else."""
+    row = repository.job_row(session, job_id)
+    if row is None or not may_read_job(session, user_id, row):
+        raise NotFound("job")
+    return JobOut.of(row, sign)
 
 
-def job_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if cursor is None:
-        return None
-    try:
-        stamp, job_id = cursor.split("_", 1)
-        return datetime.fromtimestamp(float(stamp), UTC), uuid.UUID(job_id)
-    except ValueError:
-        raise _invalid_cursor() from None
+def check_cancellable(session: Session, user_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    """Only the requester cancels a job; ``NotFound`` for anyone else."""
+    row = repository.job_row(session, job_id)
+    if row is None or row["user_id"] != user_id:
+        raise NotFound("job")
 
 
-def gallery_cursor(cursor: str | None) -> tuple[int, int] | None:
-    if cursor is None:
-        return None
-    position, _, index = cursor.partition(".")
-    if not (position.isdigit() and index.isdigit()) or len(position) > 19 or len(index) > 6:
-        raise _invalid_cursor()
-    return int(position), int(index)
+def check_canceled(job: JobOut, canceled_now: bool) -> None:
+    """``JobFinished`` (409) unless the cancel took effect (now or by an earlier request)."""
+    if not canceled_now and job.status != "canceled":
+        raise JobFinished(f"the job already finished ({job.status})")
+
+
+def jobs_page(
+    session: Session,
+    user_id: uuid.UUID,
+    project_id: uuid.UUID | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    sign: UrlSigner,
+) -> Page[JobOut]:
+    """The caller's jobs, newest first, by ``(created_at, id)``."""
+    rows = repository.job_rows(
+        session,
+        user_id=user_id,
+        project_id=project_id,
+        status=status,
+        limit=limit + 1,
+        before=decode(cursor, datetime, uuid.UUID),
+    )
+    items, next_cursor = cut(rows, limit, lambda row: (row["created_at"], row["job_id"]))
+    return Page[JobOut](items=[JobOut.of(row, sign) for row in items], next_cursor=next_cursor)
+
+
+def gallery_page(
+    session: Session,
+    user_id: uuid.UUID,
+    project_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+    sign: UrlSigner,
+) -> Page[GalleryItem]:
+    """A project's results (owner or shared reader), newest job first, by ``(position, index)``."""
+    readable_project(session, user_id, project_id)
+    rows = repository.gallery_rows(session, project_id, limit + 1, decode(cursor, int, int))
+    items, next_cursor = cut(rows, limit, lambda row: (row["position"], row["output_index"]))
+    return Page[GalleryItem](items=[GalleryItem.of(row, sign) for row in items], next_cursor=next_cursor)

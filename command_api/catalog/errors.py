@@ -1,0 +1,58 @@
+"""The catalog's rules that a request can break, one class each (status and ``code`` fixed by
+the class); ``command_api.problems`` answers them as problem responses."""
+
+from __future__ import annotations
+
+from command_api.problems import DomainError, Forbidden
+
+
+class ReadOnlyProject(Forbidden):
+    def __init__(self) -> None:
+        super().__init__("the project is shared with you for reading only")
+
+
+class UnsupportedImage(DomainError):
+    status, code = 415, "unsupported_media_type"
+
+    def __init__(self) -> None:
+        super().__init__("upload a PNG, JPEG or WebP image")
+
+
+class InvalidImage(DomainError):
+    status, code = 422, "invalid_image"
+
+
+class TooManyProducts(DomainError):
+    status, code = 409, "too_many_products"
+
+
+class NoProducts(DomainError):
+    status, code = 422, "no_products"
+
+    def __init__(self) -> None:
+        super().__init__("a job needs at least one product")
+
+
+class WrongAssetType(DomainError):
+    status, code = 422, "wrong_asset_type"
+
+
+class UserNotFound(DomainError):
+    status, code = 404, "user_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("no user with that email")
+
+
+class CannotShareWithOwner(DomainError):
+    status, code = 422, "cannot_share_with_owner"
+
+    def __init__(self) -> None:
+        super().__init__("the project already belongs to that user")
+
+
+class ShareNotFound(DomainError):
+    status, code = 404, "share_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("the project is not shared with that user")
