@@ -21,7 +21,9 @@ from typing import Any
 
 import psycopg
 from eventsourcing.persistence import Mapper
+from tenacity import RetryCallState
 
+from infra.threads import BackgroundLoop, Stopping
 from projections import tracking
 from projections.base import Projection, identity
 from projections.events import CHANNEL, Notified, decode, ledger_mapper, select_after
@@ -29,7 +31,7 @@ from projections.events import CHANNEL, Notified, decode, ledger_mapper, select_
 log = logging.getLogger(__name__)
 
 
-class ProjectionRunner:
+class ProjectionRunner(BackgroundLoop):
     """Keeps one projection up to date. ``start()`` runs it in a daemon thread; ``catch_up()``
     runs it in the caller's thread until the log is exhausted."""
 
@@ -43,6 +45,7 @@ class ProjectionRunner:
         poll_interval: float = 1.0,
         listen: bool = True,
     ) -> None:
+        super().__init__(f"projection-{projection.name}")
         self.url = url
         self.projection = projection
         self.name = projection.name
@@ -59,9 +62,8 @@ class ProjectionRunner:
         self.errors = 0
         self._position = 0
         self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        self._listener: psycopg.Connection[Any] | None = None  # the thread's LISTEN connection
 
     # ------------------------------------------------------------------------ position
     @property
@@ -133,19 +135,8 @@ class ProjectionRunner:
                 return total
 
     # ------------------------------------------------------------------------ thread
-    def start(self) -> ProjectionRunner:
-        if self._thread is not None:
-            raise RuntimeError(f"runner {self.name} already started")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"projection-{self.name}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def stop(self, timeout: float | None = None) -> None:
+        super().stop(timeout)
         self.close()
 
     def close(self) -> None:
@@ -153,30 +144,31 @@ class ProjectionRunner:
             self._conn.close()
             self._conn = None
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def run(self) -> None:
+        """Follow the log until stopped: a batch, then (unless it was full) wait for a
+        notification. A failed batch is retried, backing off from 0.05 s up to
+        ``poll_interval``."""
+        retrying = self.retrying(0.05, self.poll_interval, before_sleep=self._failed)
+        try:
+            while not self.stopping:
+                if retrying(self._batch) < self.batch_size:
+                    self._idle()
+        except Stopping:
+            pass
+        finally:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
 
-    def _run(self) -> None:
-        listener: psycopg.Connection[Any] | None = None
-        backoff = 0.05
-        while not self._stop.is_set():
-            if self.listen and listener is None:
-                listener = self._listen()
-            try:
-                applied = self.deliver()
-                backoff = 0.05
-            except Exception:
-                self.errors += 1
-                log.exception("projection %s: batch failed; retrying", self.name)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.poll_interval)
-                continue
-            if applied >= self.batch_size:
-                continue
-            listener = self._idle(listener)
-        if listener is not None:
-            listener.close()
+    def _batch(self) -> int:
+        if self.listen and self._listener is None:
+            self._listener = self._listen()
+        return self.deliver()
+
+    def _failed(self, state: RetryCallState) -> None:
+        self.errors += 1
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.error("projection %s: batch failed; retrying", self.name, exc_info=error)
 
     def _listen(self) -> psycopg.Connection[Any] | None:
         try:
@@ -187,20 +179,20 @@ class ProjectionRunner:
             log.warning("projection %s: cannot LISTEN; polling", self.name)
             return None
 
-    def _idle(self, listener: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+    def _idle(self) -> None:
         """Wait for a notification, at most ``poll_interval`` (the poll is the fallback for a
         LISTEN connection that died without telling)."""
+        listener = self._listener
         if listener is None:
-            self._stop.wait(self.poll_interval)
-            return None
+            self.stop_event.wait(self.poll_interval)
+            return
         try:
             for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
                 pass
-            return listener
         except psycopg.Error:
             log.warning("projection %s: LISTEN connection lost; reconnecting", self.name)
             listener.close()
-            return None
+            self._listener = None
 
 
 class Projector:

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 
+from infra.threads import BackgroundLoop
 from projections import tracking
 from projections.events import TRACKING_CHANNEL
 
@@ -30,7 +31,7 @@ def wait_for_position(
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"LISTEN {TRACKING_CHANNEL}")
         while True:
-            if all(_position(conn, name) >= position for name in names):
+            if all(tracking.position(conn, name) >= position for name in names):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -39,32 +40,19 @@ def wait_for_position(
                 pass
 
 
-def _position(conn: psycopg.Connection[Any], name: str) -> int:
-    return tracking.position(conn, name)
-
-
-class PositionWatcher:
+class PositionWatcher(BackgroundLoop):
     """Read-your-writes for a process without runners (``vto api``), with one connection for
     the whole process instead of one per request: a thread LISTENs on the runners' NOTIFY
     (and polls every ``poll_interval`` as a fallback), keeps the committed positions, and
     ``wait_for`` waits on a condition."""
 
     def __init__(self, url: str, names: Iterable[str], poll_interval: float = 0.25) -> None:
+        super().__init__("position-watcher", stop_timeout=5.0)
         self.url = url
         self.names = list(names)
         self.poll_interval = poll_interval
         self._positions = dict.fromkeys(self.names, 0)
         self._changed = threading.Condition()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="position-watcher", daemon=True)
-
-    def start(self) -> PositionWatcher:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        self._thread.join(timeout)
 
     def position(self) -> int:
         with self._changed:
@@ -77,20 +65,20 @@ class PositionWatcher:
             return self._changed.wait_for(lambda: min(self._positions.values()) >= position, timeout)
 
     def _read(self, conn: psycopg.Connection[Any]) -> None:
-        positions = {name: _position(conn, name) for name in self.names}
+        positions = {name: tracking.position(conn, name) for name in self.names}
         with self._changed:
             self._positions = positions
             self._changed.notify_all()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def run(self) -> None:
+        while not self.stopping:
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {TRACKING_CHANNEL}")
-                    while not self._stopping.is_set():
+                    while not self.stopping:
                         self._read(conn)
                         for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
                             pass
             except psycopg.OperationalError:
                 log.warning("position watcher lost its connection; reconnecting", exc_info=True)
-                self._stopping.wait(self.poll_interval)
+                self.stop_event.wait(self.poll_interval)

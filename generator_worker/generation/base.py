@@ -7,28 +7,28 @@ in; PNG, JPEG or MP4 out), so the worker can hand storage blobs straight through
 from __future__ import annotations
 
 import abc
-import enum
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
-class JobKind(str, enum.Enum):
+class JobKind(StrEnum):
     IMAGE = "image"
     VIDEO = "video"
 
 
-class GarmentCategory(str, enum.Enum):
+class GarmentCategory(StrEnum):
     TOP = "top"
     BOTTOM = "bottom"
     DRESS = "dress"
     OUTER = "outer"
 
 
-class GarmentSide(str, enum.Enum):
+class GarmentSide(StrEnum):
     FRONT = "front"
     BACK = "back"
 
 
-class PoseHint(str, enum.Enum):
+class PoseHint(StrEnum):
     """Which way the person in the model photo faces; AUTO reads it from the landmarks."""
 
     AUTO = "auto"
@@ -36,7 +36,7 @@ class PoseHint(str, enum.Enum):
     BACK = "back"
 
 
-class ImageFormat(str, enum.Enum):
+class ImageFormat(StrEnum):
     PNG = "png"
     JPEG = "jpeg"
 

@@ -9,22 +9,25 @@ send them to the dead-letter topic and return."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Self
 
-from generator_worker.pipeline import messages
+from tenacity import retry_if_result
+
+from generator_worker.pipeline.messages import DeadLetter
 from infra.queue.base import Consumer, Message, MessageQueue, PipelineOptions, Publisher
+from infra.threads import BackgroundLoop, Stopping
+
+__all__ = ["ConsumerLoop", "Stopping", "TopicConsumer", "send_to_dead_letter"]
 
 log = logging.getLogger(__name__)
 
 
-class Stopping(Exception):
-    """Raised inside a handler when the process is stopping: leave the message uncommitted."""
+class ConsumerLoop(BackgroundLoop):
+    """Polls in a loop; a handler raises ``Stopping`` when the process stops while it works:
+    the message is left uncommitted."""
 
-
-class ConsumerLoop:
     def __init__(
         self,
         name: str,
@@ -35,6 +38,7 @@ class ConsumerLoop:
         backoff: float = 0.1,
         backoff_max: float = 5.0,
     ) -> None:
+        super().__init__(name, stop_timeout=30.0)
         self.name = name
         self._consumer_factory = consumer_factory
         self._handle = handle
@@ -43,24 +47,7 @@ class ConsumerLoop:
         self.backoff_max = backoff_max
         self.outcomes: Counter[str] = Counter()  # what ``handle`` returned, counted
         self.errors = 0
-        self.stop_event = threading.Event()
         self.consumer: Consumer | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-
-    def start(self) -> ConsumerLoop:
-        if self._thread is not None:
-            raise RuntimeError(f"{self.name} already started")
-        self.stop_event.clear()
-        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.stop_event.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     def assignment(self) -> set[tuple[str, int]]:
         consumer = self.consumer
@@ -70,17 +57,19 @@ class ConsumerLoop:
         """Consume until ``stop_event`` is set (in the calling thread)."""
         consumer = self._consumer_factory()
         self.consumer = consumer
-        backoff = self.backoff
+        # A batch with a failed message is polled again after a back-off.
+        retrying = self.retrying(self.backoff, self.backoff_max, retry=retry_if_result(lambda ok: not ok))
         try:
-            while not self.stop_event.is_set():
-                if self._run_batch(consumer, consumer.poll(self.poll_timeout)):
-                    backoff = self.backoff
-                else:
-                    self.stop_event.wait(backoff)
-                    backoff = min(backoff * 2, self.backoff_max)
+            while not self.stopping:
+                retrying(self._poll_batch, consumer)
+        except Stopping:
+            pass
         finally:
             self.consumer = None
             consumer.close()
+
+    def _poll_batch(self, consumer: Consumer) -> bool:
+        return self._run_batch(consumer, consumer.poll(self.poll_timeout))
 
     def _run_batch(self, consumer: Consumer, batch: list[Message]) -> bool:
         """Handle a polled batch; False when a message failed and was rewound."""
@@ -89,7 +78,7 @@ class ConsumerLoop:
             partition = (message.topic, message.partition)
             if partition in blocked:
                 continue
-            if self.stop_event.is_set():
+            if self.stopping:
                 return True  # uncommitted: delivered again to whoever reads the partition next
             try:
                 outcome = self._handle(message)
@@ -125,7 +114,7 @@ def send_to_dead_letter(
         error,
         topic,
     )
-    publisher.publish(topic, message.key, messages.dead_letter(message, error, consumer))
+    publisher.publish(topic, message.key, DeadLetter.of(message, error, consumer).to_dict())
     publisher.flush(30)
     return "dead_letter"
 

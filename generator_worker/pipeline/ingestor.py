@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 
 from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
-from generator_worker.pipeline.messages import SUCCEEDED, InvalidMessage, JobResult
+from generator_worker.pipeline.messages import InvalidMessage, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from ledger.application import LedgerApplication
 from ledger.errors import AccountNotFound, JobNotFound
+from ledger.status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Ingestor(TopicConsumer):
         except (ValueError, InvalidMessage) as exc:
             return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
         try:
-            if result.status == SUCCEEDED:
+            if result.status is JobStatus.SUCCEEDED:
                 changed = self.ledger.complete_job(result.user_id, result.job_id, result.outputs)
             else:
                 assert result.error is not None

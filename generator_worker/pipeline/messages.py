@@ -14,185 +14,201 @@ retryable}``, ``finished_at``.
 ``vto.jobs.progress``: ``job_id, user_id, status "running", progress 0..1, at``.
 
 Dead-letter topic: the undecodable message as text (and base64), where it came from and why.
+
+Each is a pydantic model (``JobRequest``, ``JobResult``, ``JobProgress``, ``DeadLetter``):
+``to_dict()`` is the JSON value (with ``version``), ``from_dict()`` reads one and raises
+``InvalidMessage`` when it is not valid (the consumers send it to the dead-letter topic).
+Statuses are ``ledger.status.JobStatus`` values.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
 from infra.queue.base import Message
+from ledger.status import JobStatus
 
 VERSION = 1
-SUCCEEDED, FAILED, RUNNING = "succeeded", "failed", "running"
 
 
 class InvalidMessage(ValueError):
     """A message that is JSON but not a valid pipeline message."""
 
 
-def _uuid(data: dict[str, Any], name: str) -> UUID:
-    try:
-        return UUID(str(data[name]))
-    except (KeyError, ValueError) as exc:
-        raise InvalidMessage(f"{name}: a UUID is required") from exc
-
-
-def _obj(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidMessage(f"{what} must be a JSON object")
-    return value
-
-
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-@dataclass(frozen=True)
-class JobRequest:
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _has_storage_keys(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not all(isinstance(o.get("storage_key"), str) for o in outputs):
+        raise ValueError("a list of {storage_key, media_type, ...} is required")
+    return outputs
+
+
+def _clamp(fraction: float) -> float:
+    return max(0.0, min(1.0, fraction))
+
+
+# An optional field taken as text (``str(value)``) whatever JSON value it was sent as.
+OptionalText = Annotated[str | None, BeforeValidator(_text_or_none)]
+# A JSON object; absent, null or empty means {}.
+JsonObject = Annotated[dict[str, Any], BeforeValidator(lambda value: value or {})]
+Fraction = Annotated[float, AfterValidator(_clamp)]
+
+
+class PipelineMessage(BaseModel):
+    """A message's JSON value: ``to_dict()`` (with ``version``) and ``from_dict()``, which
+    raises ``InvalidMessage`` for a value that is not a valid message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": VERSION, **self.model_dump(mode="json")}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Self:
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            raise InvalidMessage(_describe(cls, exc)) from exc
+
+
+def _describe(model: type[BaseModel], error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or f"a {model.__name__}"
+    return f"{where}: {first['msg']}"
+
+
+class JobRequest(PipelineMessage):
     job_id: UUID
     user_id: UUID
-    kind: str
-    project_id: str | None = None
-    inputs: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    pose: str | None = None
-    requested_at: str | None = None
+    kind: Annotated[str, Field(strict=True, min_length=1)]
+    project_id: OptionalText = None
+    inputs: JsonObject = Field(default_factory=dict)
+    options: JsonObject = Field(default_factory=dict)
+    pose: OptionalText = None
+    requested_at: OptionalText = None
 
     @classmethod
     def from_event(
         cls, user_id: UUID, job_id: UUID, kind: str, request: dict[str, Any], at: datetime
     ) -> JobRequest:
         """From an ``Account.JobRequested`` event (its originator id and fields)."""
-        project = request.get("project_id")
         return cls(
             job_id=job_id,
             user_id=user_id,
             kind=kind,
-            project_id=None if project is None else str(project),
+            project_id=request.get("project_id"),
             inputs=dict(request.get("inputs") or {}),
             options=dict(request.get("options") or {}),
             pose=request.get("pose"),
             requested_at=at.isoformat(),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": VERSION,
-            "job_id": str(self.job_id),
-            "user_id": str(self.user_id),
-            "project_id": self.project_id,
-            "kind": self.kind,
-            "inputs": self.inputs,
-            "options": self.options,
-            "pose": self.pose,
-            "requested_at": self.requested_at,
-        }
 
-    @classmethod
-    def from_dict(cls, value: Any) -> JobRequest:
-        data = _obj(value, "a job request")
-        kind = data.get("kind")
-        if not isinstance(kind, str) or not kind:
-            raise InvalidMessage("kind: a string is required")
-        return cls(
-            job_id=_uuid(data, "job_id"),
-            user_id=_uuid(data, "user_id"),
-            kind=kind,
-            project_id=None if data.get("project_id") is None else str(data["project_id"]),
-            inputs=_obj(data.get("inputs") or {}, "inputs"),
-            options=_obj(data.get("options") or {}, "options"),
-            pose=data.get("pose"),
-            requested_at=data.get("requested_at"),
-        )
+class JobError(BaseModel):
+    """A failed job's error: ``code`` (a string), ``message`` and ``retryable`` (taken as
+    text and as a truth value, whatever they were sent as)."""
+
+    code: Annotated[str, Field(strict=True)]
+    message: Annotated[str, BeforeValidator(str)] = ""
+    retryable: Annotated[bool, BeforeValidator(bool)] = False
 
 
-@dataclass(frozen=True)
-class JobResult:
+class _Succeeded(BaseModel):
+    status: Literal[JobStatus.SUCCEEDED]
+    outputs: Annotated[list[dict[str, Any]], AfterValidator(_has_storage_keys)]
+
+
+class _Failed(BaseModel):
+    status: Literal[JobStatus.FAILED]
+    error: JobError
+
+
+class JobResult(PipelineMessage):
+    """``succeeded`` with ``outputs`` (each with a ``storage_key``) or ``failed`` with an
+    ``error`` (``JobError``, kept as its dict); the other field is dropped on decoding."""
+
     job_id: UUID
     user_id: UUID
-    status: str
-    outputs: list[dict[str, Any]] = field(default_factory=list)
+    status: Literal[JobStatus.SUCCEEDED, JobStatus.FAILED]
+    outputs: list[dict[str, Any]] = Field(default_factory=list)
     error: dict[str, Any] | None = None
-    finished_at: str | None = None
+    finished_at: OptionalText = None
 
     @classmethod
     def succeeded(cls, job_id: UUID, user_id: UUID, outputs: list[dict[str, Any]]) -> JobResult:
-        return cls(job_id, user_id, SUCCEEDED, outputs, None, now_iso())
+        return cls(
+            job_id=job_id, user_id=user_id, status=JobStatus.SUCCEEDED, outputs=outputs, finished_at=now_iso()
+        )
 
     @classmethod
     def failed(cls, job_id: UUID, user_id: UUID, code: str, message: str, retryable: bool) -> JobResult:
-        error = {"code": code, "message": message, "retryable": retryable}
-        return cls(job_id, user_id, FAILED, [], error, now_iso())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": VERSION,
-            "job_id": str(self.job_id),
-            "user_id": str(self.user_id),
-            "status": self.status,
-            "outputs": self.outputs,
-            "error": self.error,
-            "finished_at": self.finished_at,
-        }
+        error = JobError(code=code, message=message, retryable=retryable).model_dump()
+        return cls(
+            job_id=job_id, user_id=user_id, status=JobStatus.FAILED, error=error, finished_at=now_iso()
+        )
 
     @classmethod
-    def from_dict(cls, value: Any) -> JobResult:
-        data = _obj(value, "a job result")
-        status = data.get("status")
-        if status == SUCCEEDED:
-            outputs = data.get("outputs")
-            if not isinstance(outputs, list) or not all(
-                isinstance(o, dict) and isinstance(o.get("storage_key"), str) for o in outputs
-            ):
-                raise InvalidMessage("outputs: a list of {storage_key, media_type, ...} is required")
-            return cls(
-                _uuid(data, "job_id"),
-                _uuid(data, "user_id"),
-                SUCCEEDED,
-                outputs,
-                None,
-                data.get("finished_at"),
-            )
-        if status == FAILED:
-            error = _obj(data.get("error"), "error")
-            if not isinstance(error.get("code"), str):
-                raise InvalidMessage("error.code: a string is required")
-            error = {
-                "code": error["code"],
-                "message": str(error.get("message", "")),
-                "retryable": bool(error.get("retryable", False)),
-            }
-            return cls(
-                _uuid(data, "job_id"), _uuid(data, "user_id"), FAILED, [], error, data.get("finished_at")
-            )
-        raise InvalidMessage(f"status must be {SUCCEEDED!r} or {FAILED!r}, got {status!r}")
+    def from_dict(cls, value: Any) -> Self:
+        """Validates the part of the status (``_Succeeded`` or ``_Failed``) first."""
+        status = value.get("status") if isinstance(value, dict) else None
+        try:
+            if status == JobStatus.SUCCEEDED:
+                value = {**value, **_Succeeded.model_validate(value).model_dump(), "error": None}
+            elif status == JobStatus.FAILED:
+                value = {**value, "outputs": [], "error": _Failed.model_validate(value).error.model_dump()}
+        except ValidationError as exc:
+            raise InvalidMessage(_describe(cls, exc)) from exc
+        return super().from_dict(value)
 
 
-def progress(job_id: UUID, user_id: UUID, fraction: float) -> dict[str, Any]:
-    return {
-        "version": VERSION,
-        "job_id": str(job_id),
-        "user_id": str(user_id),
-        "status": RUNNING,
-        "progress": max(0.0, min(1.0, fraction)),
-        "at": now_iso(),
-    }
+class JobProgress(PipelineMessage):
+    """A worker's progress on a job (``status`` is always ``running``)."""
+
+    job_id: UUID
+    user_id: UUID | None = None
+    status: Literal[JobStatus.RUNNING] = JobStatus.RUNNING
+    progress: Fraction = 0.0
+    at: OptionalText = None
+
+    @classmethod
+    def of(cls, job_id: UUID, user_id: UUID, fraction: float) -> JobProgress:
+        return cls(job_id=job_id, user_id=user_id, progress=fraction, at=now_iso())
 
 
-def dead_letter(message: Message, error: BaseException, consumer: str) -> dict[str, Any]:
-    return {
-        "version": VERSION,
-        "source_topic": message.topic,
-        "partition": message.partition,
-        "offset": message.offset,
-        "key": message.key,
-        "value": message.value.decode("utf-8", errors="replace"),
-        "value_base64": base64.b64encode(message.value).decode("ascii"),
-        "error": f"{type(error).__name__}: {error}",
-        "consumer": consumer,
-        "at": now_iso(),
-    }
+class DeadLetter(PipelineMessage):
+    """An undecodable message (as text and base64), where it came from and why."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str
+    value_base64: str
+    error: str
+    consumer: str
+    at: str
+
+    @classmethod
+    def of(cls, message: Message, error: BaseException, consumer: str) -> DeadLetter:
+        return cls(
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value.decode("utf-8", errors="replace"),
+            value_base64=base64.b64encode(message.value).decode("ascii"),
+            error=f"{type(error).__name__}: {error}",
+            consumer=consumer,
+            at=now_iso(),
+        )

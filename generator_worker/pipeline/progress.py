@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import psycopg
 
 from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
+from generator_worker.pipeline.messages import JobProgress
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 
 UPSERT = (
@@ -35,14 +35,12 @@ class ProgressRecorder(TopicConsumer):
 
     def handle(self, message: Message) -> str:
         try:
-            value = message.json_value()
-            job_id = UUID(str(value["job_id"]))
-            fraction = max(0.0, min(1.0, float(value.get("progress", 0.0))))
-            at = datetime.fromisoformat(str(value["at"])) if value.get("at") else datetime.now(UTC)
-        except (ValueError, KeyError, TypeError) as exc:
+            progress = JobProgress.from_dict(message.json_value())
+            at = datetime.fromisoformat(progress.at) if progress.at else datetime.now(UTC)
+        except ValueError as exc:  # InvalidMessage included
             return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
         try:
-            self._connection().execute(UPSERT, (job_id, at, fraction, datetime.now(UTC)))
+            self._connection().execute(UPSERT, (progress.job_id, at, progress.progress, datetime.now(UTC)))
         except psycopg.OperationalError:
             self._close()  # reconnect on the next message; this one is redelivered
             raise

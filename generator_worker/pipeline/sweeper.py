@@ -7,19 +7,19 @@ processes at once: the ledger's commands are idempotent and race on the stream v
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 from uuid import UUID
 
 import psycopg
 
+from infra.threads import BackgroundLoop
 from ledger.application import Clock, LedgerApplication, utc_now
 from projections.jobs import users_with_open_jobs_before
 
 log = logging.getLogger(__name__)
 
 
-class Sweeper:
+class Sweeper(BackgroundLoop):
     def __init__(
         self,
         url: str,
@@ -28,6 +28,7 @@ class Sweeper:
         interval: float,
         clock: Clock = utc_now,
     ) -> None:
+        super().__init__("sweeper")
         self.url = url
         self.ledger = ledger
         self.timeout = timeout
@@ -35,8 +36,6 @@ class Sweeper:
         self.clock = clock
         self.expired = 0
         self.errors = 0
-        self.stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def sweep(self) -> dict[UUID, list[UUID]]:
         """One pass: the job ids expired now, per user."""
@@ -52,24 +51,10 @@ class Sweeper:
 
     def run(self) -> None:
         """Sweep every ``interval`` seconds until stopped (in the calling thread)."""
-        while not self.stop_event.is_set():
+        while not self.stopping:
             try:
                 self.sweep()
             except Exception:
                 self.errors += 1
                 log.exception("sweeper: pass failed; retrying")
             self.stop_event.wait(self.interval)
-
-    def start(self) -> Sweeper:
-        if self._thread is not None:
-            raise RuntimeError("sweeper already started")
-        self.stop_event.clear()
-        self._thread = threading.Thread(target=self.run, name="sweeper", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stop_event.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+from tenacity import RetryCallState, retry_if_exception
+
 from generator_worker.generation import (
     GarmentCategory,
     GarmentImage,
@@ -30,11 +32,11 @@ from generator_worker.generation import (
     JobKind,
     PoseHint,
 )
-from generator_worker.pipeline import messages
-from generator_worker.pipeline.consume import Stopping, TopicConsumer, send_to_dead_letter
-from generator_worker.pipeline.messages import InvalidMessage, JobRequest, JobResult
+from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
+from generator_worker.pipeline.messages import InvalidMessage, JobProgress, JobRequest, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from infra.storage import ObjectNotFound, Storage
+from infra.threads import backoff
 from ledger.status import ReservationStatus
 
 log = logging.getLogger(__name__)
@@ -130,38 +132,35 @@ class Worker(TopicConsumer):
         if status is None or not status.open:
             log.info("%s: job %s is %s; skipped", self.name, job.job_id, status or "unknown")
             return "skipped"
-        self.publisher.publish(
-            self.topics.progress, str(job.job_id), messages.progress(job.job_id, job.user_id, 0.0)
-        )
+        self._progress(job, 0.0)
         result = self.generate(job)
         self.publisher.publish(self.topics.results, str(job.job_id), result.to_dict())
         self.publisher.flush(60)
         with self._lock:
             self.jobs.append(job.job_id)
-        return result.status
+        return result.status.value
+
+    def _progress(self, job: JobRequest, fraction: float) -> None:
+        message = JobProgress.of(job.job_id, job.user_id, fraction)
+        self.publisher.publish(self.topics.progress, str(job.job_id), message.to_dict())
 
     def generate(self, job: JobRequest) -> JobResult:
         """Run the generator with retries; store the outputs. Raises ``Stopping`` when the
         process stops during a back-off (the request stays uncommitted)."""
-        backoff = self.options.retry_backoff_s
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                generated = self._generate_once(job)
-                break
-            except GenerationError as error:
-                if not error.retryable or attempt >= self.options.max_attempts:
-                    log.warning(
-                        "%s: job %s failed (%s, attempt %d)", self.name, job.job_id, error.code, attempt
-                    )
-                    return JobResult.failed(
-                        job.job_id, job.user_id, error.code, error.message, error.retryable
-                    )
-                log.info("%s: job %s: %s; retrying (attempt %d)", self.name, job.job_id, error.code, attempt)
-            if self.stop_event.wait(backoff):
-                raise Stopping
-            backoff = min(backoff * 2, self.options.retry_backoff_max_s)
+        retrying = backoff(
+            self.stop_event,
+            self.options.retry_backoff_s,
+            self.options.retry_backoff_max_s,
+            retry=retry_if_exception(lambda error: isinstance(error, GenerationError) and error.retryable),
+            attempts=self.options.max_attempts,
+            before_sleep=lambda state: self._log_retry(job, state),
+        )
+        try:
+            generated = retrying(self._generate_once, job)
+        except GenerationError as error:
+            attempt = retrying.statistics.get("attempt_number", 1)
+            log.warning("%s: job %s failed (%s, attempt %d)", self.name, job.job_id, error.code, attempt)
+            return JobResult.failed(job.job_id, job.user_id, error.code, error.message, error.retryable)
         outputs = []
         for index, output in enumerate(generated.outputs):
             key = output_key(job, index, output.media_type)
@@ -179,10 +178,13 @@ class Worker(TopicConsumer):
                     "size": output.size_bytes,
                 }
             )
-        self.publisher.publish(
-            self.topics.progress, str(job.job_id), messages.progress(job.job_id, job.user_id, 1.0)
-        )
+        self._progress(job, 1.0)
         return JobResult.succeeded(job.job_id, job.user_id, outputs)
+
+    def _log_retry(self, job: JobRequest, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        code = error.code if isinstance(error, GenerationError) else error
+        log.info("%s: job %s: %s; retrying (attempt %d)", self.name, job.job_id, code, state.attempt_number)
 
     def _generate_once(self, job: JobRequest) -> GenerationResult:
         request = build_request(job, self.storage)

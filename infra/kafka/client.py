@@ -59,13 +59,14 @@ class KafkaQueue:
             config["api_version"] = self.api_version
         return config
 
-    def publisher(self) -> KafkaPublisher:
+    def _producer(self, **config: Any) -> Any:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(
-            **self._common(),
+        return KafkaProducer(**self._common(), enable_idempotence=False, **config)
+
+    def publisher(self) -> KafkaPublisher:
+        producer = self._producer(
             acks="all",
-            enable_idempotence=False,
             linger_ms=0,
             max_block_ms=15_000,
             request_timeout_ms=15_000,
@@ -73,9 +74,28 @@ class KafkaQueue:
         )
         return KafkaPublisher(producer)
 
+    def ensure_topics(self, topics: Sequence[str], timeout: float = 15.0) -> None:
+        """Wait until the cluster knows the partitions of every topic, asking for each by name
+        (which makes a broker with ``auto.create.topics.enable`` create it). A group member
+        that subscribes before its topic exists is assigned nothing, and kafka-python only
+        notices the new partitions at its next metadata refresh; so consumers call this first.
+        A topic still unknown after ``timeout`` is logged and left to that refresh."""
+        from kafka.errors import KafkaTimeoutError
+
+        producer = self._producer(max_block_ms=int(timeout * 1000))
+        try:
+            for topic in topics:
+                try:
+                    producer.partitions_for(topic)
+                except KafkaTimeoutError:
+                    log.warning("Kafka has no partitions for topic %s yet; subscribing anyway", topic)
+        finally:
+            producer.close(timeout=5)
+
     def consumer(self, topics: Sequence[str], group_id: str) -> KafkaConsumerAdapter:
         from kafka import KafkaConsumer
 
+        self.ensure_topics(topics)
         consumer = KafkaConsumer(
             *topics,
             **self._common(),

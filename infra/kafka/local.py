@@ -166,6 +166,19 @@ def _wait(condition: object, what: str, deadline: float, processes: list[subproc
     raise KafkaStartError(f"{what}: not ready in time")
 
 
+def _spawn(script: Path, properties: Path, output: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start one of Kafka's server scripts in a session of its own, its output in ``output``."""
+    with open(output, "wb") as out:
+        return subprocess.Popen(  # noqa: S603
+            [str(script), str(properties)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def start(
     run_dir: Path = DEFAULT_RUN_DIR,
     cache_dir: Path = DEFAULT_CACHE,
@@ -220,27 +233,16 @@ def start(
     processes: list[subprocess.Popen[bytes]] = []
     deadline = time.monotonic() + timeout
     try:
-        with open(run_dir / "zookeeper.out", "wb") as zk_out:
-            zk = subprocess.Popen(  # noqa: S603
-                [str(home / "bin" / "zookeeper-server-start.sh"), str(run_dir / "zookeeper.properties")],
-                env=env,
-                stdout=zk_out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        bin_dir, broker_log = home / "bin", run_dir / "kafka.out"
+        zk = _spawn(
+            bin_dir / "zookeeper-server-start.sh",
+            run_dir / "zookeeper.properties",
+            run_dir / "zookeeper.out",
+            env,
+        )
         processes.append(zk)
         _wait(lambda: _ruok(zk_port), "ZooKeeper", deadline, processes)
-        broker_log = run_dir / "kafka.out"
-        with open(broker_log, "wb") as broker_out:
-            broker = subprocess.Popen(  # noqa: S603
-                [str(home / "bin" / "kafka-server-start.sh"), str(run_dir / "server.properties")],
-                env=env,
-                stdout=broker_out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        broker = _spawn(bin_dir / "kafka-server-start.sh", run_dir / "server.properties", broker_log, env)
         processes.append(broker)
         _wait(
             lambda: STARTED_LINE in broker_log.read_text(errors="replace"),

@@ -4,6 +4,7 @@ compared with Kafka on one end-to-end job."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -51,14 +52,35 @@ def test_relay_publishes_each_request_once_across_a_restart(
     records = drain(kafka_queue.bootstrap_servers[0], options.topics.requested)
     assert sorted(r.key.decode() for r in records) == sorted(str(j) for j in jobs)
     message = next(r for r in records if r.key.decode() == str(jobs[0]))
-    import json
-
     value = json.loads(message.value)
     assert value["user_id"] == str(user)
     assert value["kind"] == "image"
     assert value["inputs"] == inputs
     assert value["options"]["width"] == 192
     assert value["project_id"] and value["requested_at"]
+
+
+def _pipeline(
+    url: str,
+    ledger: LedgerApplication,
+    queue: Any,
+    options: PipelineOptions,
+    storage: LocalStorage,
+    generator: Any,
+    **parts: Any,
+) -> Pipeline:
+    """Relay, worker(s), ingestor and progress recorder on ``queue``; no sweeper."""
+    return Pipeline.build(
+        Settings(_env_file=None),  # type: ignore[call-arg]
+        url,
+        ledger,
+        queue=queue,
+        options=options,
+        storage=storage,
+        generator=generator,
+        sweeper=False,
+        **parts,
+    )
 
 
 def _run_one_job(
@@ -72,17 +94,7 @@ def _run_one_job(
 ) -> tuple[uuid.UUID, uuid.UUID, list[dict[str, Any]]]:
     user = new_user(ledger, credits=3)
     job_id = uuid.uuid4()
-    pipeline = Pipeline.build(
-        Settings(_env_file=None),  # type: ignore[call-arg]
-        url,
-        ledger,
-        queue=queue,
-        options=options,
-        storage=storage,
-        generator=generator,
-        sweeper=False,
-    )
-    with pipeline:
+    with _pipeline(url, ledger, queue, options, storage, generator):
         ledger.request_job(user, job_id, "image", job_request(inputs))
         wait_until(lambda: job_status(ledger, user, job_id) == "succeeded", 60, "the job to succeed")
     completed = [e for e in ledger_events(ledger, user) if isinstance(e, Account.JobCompleted)]
@@ -139,17 +151,7 @@ def test_with_failure_rate_one_every_job_fails_and_is_refunded_once(
     user = new_user(pg_ledger, credits=4)
     jobs = [uuid.uuid4() for _ in range(3)]
     generator = build_generator("offline", failure_rate=1.0)
-    pipeline = Pipeline.build(
-        Settings(_env_file=None),  # type: ignore[call-arg]
-        pg_url,
-        pg_ledger,
-        queue=kafka_queue,
-        options=replace(options, max_attempts=3),
-        storage=storage,
-        generator=generator,
-        sweeper=False,
-    )
-    with pipeline:
+    with _pipeline(pg_url, pg_ledger, kafka_queue, replace(options, max_attempts=3), storage, generator):
         for job_id in jobs:
             pg_ledger.request_job(user, job_id, "image", job_request(inputs))
         wait_until(
@@ -215,8 +217,6 @@ def test_undecodable_messages_go_to_the_dead_letter_topic(
     finally:
         worker.stop()
         ingestor.stop()
-    import json
-
     letters = {
         r.key.decode(): json.loads(r.value)
         for r in drain(kafka_queue.bootstrap_servers[0], options.topics.dead_letter)
@@ -247,22 +247,9 @@ def test_two_workers_in_one_group_split_the_jobs(
 ) -> None:
     user = new_user(pg_ledger, credits=20)
     generator = TinyGenerator()
-    pipeline = Pipeline.build(
-        Settings(_env_file=None),  # type: ignore[call-arg]
-        pg_url,
-        pg_ledger,
-        queue=kafka_queue,
-        options=options,
-        storage=storage,
-        generator=generator,
-        workers=2,
-        sweeper=False,
-    )
-    # The topic exists (4 partitions, auto-created) before the workers join.
-    publisher = kafka_queue.publisher()
-    publisher.publish(options.topics.requested, "warm-up", {"not": "a job"})
-    publisher.flush(10)
-    publisher.close()
+    # Every consumer makes its topics exist (4 partitions, auto-created) before it joins its
+    # group (``KafkaQueue.ensure_topics``), so each group's first assignment covers them all.
+    pipeline = _pipeline(pg_url, pg_ledger, kafka_queue, options, storage, generator, workers=2)
     with pipeline:
         wait_until(
             lambda: all(len(w.loop.assignment()) == 2 for w in pipeline.workers), 30, "both workers assigned"
