@@ -5,7 +5,7 @@ the exponential back-off they retry failures with (tenacity), interruptible by t
 A ``BackgroundLoop`` subclass writes ``run()`` (which returns once ``stopping`` is true);
 ``start()`` runs it in a daemon thread (once: a second start while it runs is refused),
 ``stop(timeout)`` sets the stop event and joins the thread. ``run()`` may also be called in
-the caller's thread.
+the caller's thread. ``backoff(loop.stop_event, ...)`` retries within the loop.
 """
 
 from __future__ import annotations
@@ -65,20 +65,6 @@ class BackgroundLoop:
         if self._thread is not None:
             self._thread.join(self.stop_timeout if timeout is None else timeout)
             self._thread = None
-
-    def retrying(
-        self,
-        first: float,
-        maximum: float,
-        *,
-        retry: retry_base | None = None,
-        attempts: int | None = None,
-        before_sleep: Callable[[RetryCallState], None] | None = None,
-    ) -> Retrying:
-        """``backoff`` with this loop's stop event."""
-        return backoff(
-            self.stop_event, first, maximum, retry=retry, attempts=attempts, before_sleep=before_sleep
-        )
 
 
 def backoff(

@@ -23,7 +23,7 @@ import psycopg
 from eventsourcing.persistence import Mapper
 from tenacity import RetryCallState
 
-from infra.threads import BackgroundLoop, Stopping
+from infra.threads import BackgroundLoop, Stopping, backoff
 from projections import tracking
 from projections.base import Projection, identity
 from projections.events import CHANNEL, Notified, decode, ledger_mapper, select_after
@@ -148,7 +148,7 @@ class ProjectionRunner(BackgroundLoop):
         """Follow the log until stopped: a batch, then (unless it was full) wait for a
         notification. A failed batch is retried, backing off from 0.05 s up to
         ``poll_interval``."""
-        retrying = self.retrying(0.05, self.poll_interval, before_sleep=self._failed)
+        retrying = backoff(self.stop_event, 0.05, self.poll_interval, before_sleep=self._failed)
         try:
             while not self.stopping:
                 if retrying(self._batch) < self.batch_size:

@@ -17,7 +17,7 @@ from tenacity import retry_if_result
 
 from generator_worker.pipeline.messages import DeadLetter
 from infra.queue.base import Consumer, Message, MessageQueue, PipelineOptions, Publisher
-from infra.threads import BackgroundLoop, Stopping
+from infra.threads import BackgroundLoop, Stopping, backoff
 
 __all__ = ["ConsumerLoop", "Stopping", "TopicConsumer", "send_to_dead_letter"]
 
@@ -58,7 +58,9 @@ class ConsumerLoop(BackgroundLoop):
         consumer = self._consumer_factory()
         self.consumer = consumer
         # A batch with a failed message is polled again after a back-off.
-        retrying = self.retrying(self.backoff, self.backoff_max, retry=retry_if_result(lambda ok: not ok))
+        retrying = backoff(
+            self.stop_event, self.backoff, self.backoff_max, retry=retry_if_result(lambda ok: not ok)
+        )
         try:
             while not self.stopping:
                 retrying(self._poll_batch, consumer)
