@@ -47,7 +47,7 @@ def audit_figures(server: str, settings: Settings, events: int) -> None:
     generated = time.monotonic() - started
     app.close()
     started = time.monotonic()
-    projected = Projector(url, batch_size=2000).catch_up()
+    projected = Projector(url, batch_size=2000, poll_interval=1.0).catch_up()
     projecting = time.monotonic() - started
     report = audit(url)
     print(
@@ -66,7 +66,7 @@ def lag_figures(server: str, settings: Settings, rate: int, seconds: float) -> N
     lock = threading.Lock()
     pending: list[int] = []
 
-    with Projector(url) as projector:
+    with Projector(url, poll_interval=1.0) as projector:
         runner = projector.runner("points")
 
         def seen(position: int) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
+from typing import Annotated
+from uuid import UUID
 
 import typer
 
@@ -37,16 +39,18 @@ app.add_typer(ledger_app, name="ledger")
 
 @ledger_app.command("audit")
 def ledger_audit(
-    user: str | None = typer.Option(None, "--user", help="Audit one user's account only."),
-    wait: float = typer.Option(10.0, "--wait", help="Seconds to wait for the read models to catch up."),
+    user: Annotated[UUID | None, typer.Option("--user", help="Audit one user's account only.")] = None,
+    wait: Annotated[
+        float | None,
+        typer.Option("--wait", min=0, help="Seconds to wait for the read models to catch up (default 10)."),
+    ] = None,
 ) -> None:
     """Replay the event store, check the ledger invariants and compare with the read models.
     Exit status 0 only when everything matches."""
-    from uuid import UUID
-
     from projections.audit import audit
 
-    report = audit(database_url(get_settings()), UUID(user) if user else None, wait_s=wait)
+    url = database_url(get_settings())
+    report = audit(url, user) if wait is None else audit(url, user, wait_s=wait)
     for line in report.lines():
         typer.echo(line)
     raise typer.Exit(0 if report.ok else 1)

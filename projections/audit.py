@@ -36,6 +36,7 @@ from projections.points import BALANCE_COLUMNS, Balance, Reserved, UsageLine, us
 
 POINTS = "points"
 MAX_LISTED = 50
+AUDIT_WAIT_S = 10.0  # how long the audit waits for the read models to reach the head it saw
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ def audit(
     user: UUID | None = None,
     *,
     mapper: Mapper[Any] | None = None,
-    wait_s: float = 10.0,
+    wait_s: float = AUDIT_WAIT_S,
 ) -> AuditReport:
     mapper = mapper or ledger_mapper()
     report = AuditReport()

@@ -40,9 +40,9 @@ class ProjectionRunner(BackgroundLoop):
         url: str,
         projection: Projection,
         *,
+        poll_interval: float,
         mapper: Mapper[Any] | None = None,
         batch_size: int = 500,
-        poll_interval: float = 1.0,
         listen: bool = True,
     ) -> None:
         super().__init__(f"projection-{projection.name}")
@@ -199,11 +199,23 @@ class Projector:
     """Several runners in one process (``vto serve`` / ``vto projector``), for the API:
     ``start()``, ``wait_for(position, timeout)``, ``stop()``."""
 
-    def __init__(self, url: str, projections: Sequence[Projection] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        projections: Sequence[Projection] | None = None,
+        *,
+        poll_interval: float,
+        **options: Any,
+    ) -> None:
+        """``poll_interval``: the setting ``projection_poll_interval_s``; ``options`` go to
+        each ``ProjectionRunner``."""
         from projections.registry import all_projections
 
         self.url = url
-        self.runners = [ProjectionRunner(url, p, **options) for p in (projections or all_projections())]
+        self.runners = [
+            ProjectionRunner(url, p, poll_interval=poll_interval, **options)
+            for p in (projections or all_projections())
+        ]
 
     def start(self) -> Projector:
         for runner in self.runners:
@@ -217,7 +229,7 @@ class Projector:
     def catch_up(self) -> int:
         return sum(runner.catch_up() for runner in self.runners)
 
-    def wait_for(self, position: int | None, timeout: float = 5.0) -> bool:
+    def wait_for(self, position: int | None, timeout: float) -> bool:
         """Wait until every runner has committed ``position`` (a command's
         ``CommandResult.position``; None = nothing written = nothing to wait for)."""
         if position is None:

@@ -18,9 +18,17 @@ from projections.events import TRACKING_CHANNEL
 
 log = logging.getLogger(__name__)
 
+# How often a waiter looks at the tracking positions when no NOTIFY woke it (a fallback for a
+# notification that was missed or a LISTEN connection that silently died).
+FALLBACK_POLL_S = 0.25
+
 
 def wait_for_position(
-    url: str, names: Iterable[str], position: int | None, timeout: float, poll_interval: float = 0.25
+    url: str,
+    names: Iterable[str],
+    position: int | None,
+    timeout: float,
+    poll_interval: float = FALLBACK_POLL_S,
 ) -> bool:
     """True once every projection in ``names`` has committed ``position``; False when the
     deadline passed first. Woken by the runners' NOTIFY, polling as a fallback."""
@@ -46,7 +54,7 @@ class PositionWatcher(BackgroundLoop):
     (and polls every ``poll_interval`` as a fallback), keeps the committed positions, and
     ``wait_for`` waits on a condition."""
 
-    def __init__(self, url: str, names: Iterable[str], poll_interval: float = 0.25) -> None:
+    def __init__(self, url: str, names: Iterable[str], poll_interval: float = FALLBACK_POLL_S) -> None:
         super().__init__("position-watcher", stop_timeout=5.0)
         self.url = url
         self.names = list(names)

@@ -152,7 +152,9 @@ def test_the_sweeper_expires_stale_reservations_once(pg_url: str, settings: Sett
         user = new_user(ledger, credits=2)
         job_id = uuid.uuid4()
         ledger.request_job(user, job_id, "image", job_request(inputs))
-        Projector(pg_url).catch_up()  # the sweeper finds its candidates in the jobs read model
+        Projector(
+            pg_url, poll_interval=1.0
+        ).catch_up()  # the sweeper finds its candidates in the jobs read model
         sweeper = Sweeper(pg_url, ledger, timedelta(seconds=60), interval=0.01, clock=clock)
         assert sweeper.sweep() == {}
         clock.advance(seconds=61)

@@ -21,7 +21,7 @@ from tests.projections.history import random_history
 
 def _history(pg_url: str, ledger: LedgerApplication) -> None:
     random_history(ledger, users=10, events=800, seed=5)
-    Projector(pg_url).catch_up()
+    Projector(pg_url, poll_interval=1.0).catch_up()
 
 
 def _run_cli(pg_url: str, *args: str) -> tuple[int, str]:
@@ -48,7 +48,7 @@ def test_audit_passes_on_a_clean_history(pg_url: str, pg_ledger: LedgerApplicati
 def test_audit_fails_naming_the_user_of_an_altered_balance(pg_url: str, pg_ledger: LedgerApplication) -> None:
     _history(pg_url, pg_ledger)
     victim = new_user(pg_ledger, credits=7)
-    Projector(pg_url).catch_up()
+    Projector(pg_url, poll_interval=1.0).catch_up()
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE point_balance SET credits = credits + 1 WHERE user_id = %s", (victim,))
     report = audit(pg_url)
@@ -77,7 +77,7 @@ def test_audit_fails_naming_the_user_of_an_altered_usage_line(
     _history(pg_url, pg_ledger)
     victim = new_user(pg_ledger, credits=7)
     pg_ledger.request_job(victim, uuid4(), "image", job_request())
-    Projector(pg_url).catch_up()
+    Projector(pg_url, poll_interval=1.0).catch_up()
     with psycopg.connect(pg_url) as conn:
         conn.execute(tamper, {"u": victim})
     report = audit(pg_url)
@@ -95,7 +95,7 @@ def test_audit_fails_when_the_read_model_is_behind(pg_url: str, pg_ledger: Ledge
 @pytest.mark.slow
 def test_audit_streams_100k_events_and_reports_its_rate(pg_url: str, pg_ledger: LedgerApplication) -> None:
     random_history(pg_ledger, users=2000, events=100_000, seed=11)
-    Projector(pg_url, batch_size=2000).catch_up()
+    Projector(pg_url, batch_size=2000, poll_interval=1.0).catch_up()
     started = time.monotonic()
     report = audit(pg_url)
     elapsed = time.monotonic() - started

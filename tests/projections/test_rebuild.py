@@ -20,7 +20,7 @@ from tests.projections.history import random_history
 def test_incremental_equals_rebuild_after_a_random_history(
     pg_url: str, pg_ledger: LedgerApplication, seed: int
 ) -> None:
-    projector = Projector(pg_url, batch_size=37)  # odd batches: cut histories anywhere
+    projector = Projector(pg_url, batch_size=37, poll_interval=1.0)  # odd batches: cut histories anywhere
     for part in range(3):
         random_history(pg_ledger, users=8, events=600, seed=seed * 10 + part)
         projector.catch_up()

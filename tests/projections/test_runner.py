@@ -46,7 +46,7 @@ def test_read_models_follow_every_kind_of_event(pg_url: str, pg_ledger: LedgerAp
     pg_ledger.cancel_job(user, canceled)
     pg_ledger.admin_refund(user, by_credit, "bad video", by="admin@example.com")
     pg_ledger.adjust(user, "credit", -1, "correction")
-    projector = Projector(pg_url)
+    projector = Projector(pg_url, poll_interval=1.0)
     projector.catch_up()
 
     credits, tickets, pending = one(
@@ -95,7 +95,7 @@ def test_subscription_quota_and_late_success_after_expiry(pg_url: str, pg_ledger
     job = uuid4()
     pg_ledger.request_job(user, job, "image", job_request())
     pg_ledger.request_job(user, uuid4(), "image", job_request())
-    projector = Projector(pg_url)
+    projector = Projector(pg_url, poll_interval=1.0)
     projector.catch_up()
     assert one(
         pg_url,
@@ -125,7 +125,7 @@ def test_crash_before_commit_then_restart_leaves_the_read_model_exact(
     user = new_user(pg_ledger, credits=5)
     job = uuid4()
     pg_ledger.request_job(user, job, "image", job_request())
-    runner = ProjectionRunner(pg_url, projection)
+    runner = ProjectionRunner(pg_url, projection, poll_interval=1.0)
     runner.catch_up()
     before, position = dump(pg_url), tracking(pg_url)[projection.name]
     pg_ledger.complete_job(user, job, _outputs())
@@ -141,7 +141,9 @@ def test_crash_before_commit_then_restart_leaves_the_read_model_exact(
     assert tracking(pg_url)[projection.name] == position
     runner.close()
 
-    restarted = ProjectionRunner(pg_url, projection)  # a new process: resumes from tracking
+    restarted = ProjectionRunner(
+        pg_url, projection, poll_interval=1.0
+    )  # a new process: resumes from tracking
     assert restarted.catch_up() == 2
     incremental = dump(pg_url)
     rebuild(pg_url, projection)
@@ -153,7 +155,7 @@ def test_duplicate_delivery_is_applied_once(pg_url: str, pg_ledger: LedgerApplic
     pg_ledger.request_job(user, uuid4(), "image", job_request())
     with psycopg.connect(pg_url) as conn, conn.cursor() as cur:
         batch = decode(select_after(cur, 0, 100), ledger_mapper())
-    runners = [ProjectionRunner(pg_url, p) for p in (PointsProjection(), JobsProjection())]
+    runners = [ProjectionRunner(pg_url, p, poll_interval=1.0) for p in (PointsProjection(), JobsProjection())]
     for runner in runners:
         assert runner.deliver(batch) == len(batch)
     once = dump(pg_url)
@@ -206,7 +208,7 @@ def test_lag_in_events_and_seconds(pg_url: str, pg_ledger: LedgerApplication) ->
         lags = {lg.name: lg for lg in lag(conn)}
     assert lags["points"].events == 3 and lags["points"].position == 0
     assert lags["points"].seconds >= 0
-    ProjectionRunner(pg_url, PointsProjection()).catch_up()
+    ProjectionRunner(pg_url, PointsProjection(), poll_interval=1.0).catch_up()
     with psycopg.connect(pg_url) as conn:
         lags = {lg.name: lg for lg in lag(conn)}
     assert (lags["points"].events, lags["points"].seconds) == (0, 0.0)

@@ -15,7 +15,7 @@ def test_watcher_sees_the_runners_commits(pg_url: str, pg_ledger: LedgerApplicat
         position = pg_ledger.grant_credits(user, 1, "more").position
         assert position is not None
         assert watcher.wait_for(position, timeout=0.3) is False  # no runner yet: not applied
-        with Projector(pg_url):
+        with Projector(pg_url, poll_interval=1.0):
             # Woken by the runners' NOTIFY, well before the 5 s poll fallback.
             assert watcher.wait_for(position, timeout=4.0) is True
         assert watcher.position() >= position
