@@ -10,9 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from command_api.auth import tokens
+from command_api.auth.errors import Unauthorized
 from command_api.auth.oauth import OAuthProviders
 from command_api.catalog.media import UrlSigner
-from command_api.problems import Forbidden, ProblemError
+from command_api.problems import Forbidden
 from command_api.services import Services
 from command_api.users.models import User
 from infra.settings import Settings
@@ -70,24 +71,20 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh")
 
 
-def unauthorized(detail: str) -> ProblemError:
-    return ProblemError(401, "unauthorized", detail)
-
-
 def current_user(
     services: ServicesDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise unauthorized("an access token is required")
+        raise Unauthorized("an access token is required")
     try:
         claims = tokens.decode(services.secret, credentials.credentials, "access")
     except tokens.InvalidToken as exc:
-        raise unauthorized("the access token is invalid or expired") from exc
+        raise Unauthorized("the access token is invalid or expired") from exc
     user = session.get(User, claims.user_id)
     if user is None or user.is_deleted or user.token_version != claims.token_version:
-        raise unauthorized("the access token is no longer valid")
+        raise Unauthorized("the access token is no longer valid")
     return user
 
 

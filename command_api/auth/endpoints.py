@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 
 from command_api import problems
 from command_api.auth import service
+from command_api.auth.errors import RefreshTokenReused
 from command_api.auth.oauth import STATE_MAX_AGE_S
 from command_api.auth.schemas import (
     URL_MAX,
@@ -62,7 +63,7 @@ def login(body: LoginIn, session: SessionDep, services: ServicesDep) -> TokenPai
 def refresh(body: RefreshIn, session: SessionDep, services: ServicesDep) -> Any:
     try:
         return service.refresh(session, services.secret, body.refresh_token)
-    except service.RefreshTokenReused as exc:
+    except RefreshTokenReused as exc:
         # Answered (not raised) so that the request's transaction commits the revocation of
         # the token family; a raised error would roll it back.
         return problems.problem(exc.status, exc.code, exc.detail)

@@ -19,7 +19,13 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from command_api.problems import ProblemError
+from command_api.auth.errors import (
+    InvalidState,
+    OAuthCodeRejected,
+    OAuthNotConfigured,
+    OAuthProviderError,
+    UnknownProvider,
+)
 from infra.settings import Settings
 
 with warnings.catch_warnings():
@@ -124,14 +130,9 @@ class OAuthProviders:
         known but this deployment has no client id for it."""
         provider = self.providers.get(name)
         if provider is None:
-            raise ProblemError(404, "unknown_provider", f"no OAuth provider named {name!r}")
+            raise UnknownProvider(name)
         if self._credentials(name)[0] is None:
-            raise ProblemError(
-                503,
-                "oauth_not_configured",
-                f"sign-in with {name} is not configured on this server "
-                f"(VTO_{name.upper()}_CLIENT_ID is not set)",
-            )
+            raise OAuthNotConfigured(name)
         return provider
 
     def _credentials(self, name: str) -> tuple[str | None, str | None]:
@@ -174,13 +175,11 @@ class OAuthProviders:
         try:
             data = self._serializer().loads(state, max_age=STATE_MAX_AGE_S)
         except BadData as exc:
-            raise ProblemError(400, "invalid_state", "the state is invalid or expired") from exc
+            raise InvalidState("the state is invalid or expired") from exc
         if not isinstance(data, dict) or data.get("p") != name or data.get("r") != redirect_uri:
-            raise ProblemError(
-                400, "invalid_state", "the state was issued for another provider or redirect_uri"
-            )
+            raise InvalidState("the state was issued for another provider or redirect_uri")
         if code_verifier is None or create_s256_code_challenge(code_verifier) != data.get("c"):
-            raise ProblemError(400, "invalid_state", "the code_verifier does not match the state")
+            raise InvalidState("the code_verifier does not match the state")
 
     def _serializer(self) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(self.secret, salt=_STATE_SALT)
@@ -206,32 +205,24 @@ class OAuthProviders:
                     **extra,
                 )
                 if not token.get("access_token"):
-                    raise _bad_gateway(name, "the token answer has no access_token")
+                    raise OAuthProviderError(name, "the token answer has no access_token")
                 response = client.get(provider.userinfo_url)
                 response.raise_for_status()
                 info = response.json()
         except AuthlibBaseError as exc:
-            raise ProblemError(
-                400, "oauth_code_rejected", f"{name} refused the authorization code: {exc.error}"
-            ) from exc
+            raise OAuthCodeRejected(f"{name} refused the authorization code: {exc.error}") from exc
         except httpx.HTTPStatusError as exc:
             if 400 <= exc.response.status_code < 500 and exc.request.url == httpx.URL(provider.token_url):
-                raise ProblemError(
-                    400, "oauth_code_rejected", f"{name} refused the authorization code"
-                ) from exc
-            raise _bad_gateway(name, f"HTTP {exc.response.status_code}") from exc
+                raise OAuthCodeRejected(f"{name} refused the authorization code") from exc
+            raise OAuthProviderError(name, f"HTTP {exc.response.status_code}") from exc
         except (httpx.HTTPError, ValueError) as exc:
-            raise _bad_gateway(name, type(exc).__name__) from exc
+            raise OAuthProviderError(name, type(exc).__name__) from exc
         try:
             if not isinstance(info, dict):
                 raise TypeError("not an object")
             identity = provider.identity(info)
         except (KeyError, TypeError, AttributeError) as exc:
-            raise _bad_gateway(name, "the user info has no subject") from exc
+            raise OAuthProviderError(name, "the user info has no subject") from exc
         if not identity.subject or len(identity.subject) > 255:
-            raise _bad_gateway(name, "the user info subject is unusable")
+            raise OAuthProviderError(name, "the user info subject is unusable")
         return identity
-
-
-def _bad_gateway(name: str, why: str) -> ProblemError:
-    return ProblemError(502, "oauth_provider_error", f"{name} sign-in failed: {why}")

@@ -1,7 +1,8 @@
 """Accounts and tokens: register, password login, refresh-token rotation, social login.
 
 Functions here work on the request's session and never commit (the infrastructure does, when
-the endpoint returns). They raise ``ProblemError`` for the caller's mistakes."""
+the endpoint returns). They raise the domain errors of ``command_api.auth.errors`` for the
+caller's mistakes."""
 
 from __future__ import annotations
 
@@ -13,34 +14,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from command_api.auth import passwords, tokens
+from command_api.auth.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    OAuthEmailRequired,
+    RefreshTokenReused,
+    SignInConflict,
+)
 from command_api.auth.oauth import ProviderIdentity
 from command_api.auth.schemas import EMAIL_MAX, RegisterIn, TokenPair
-from command_api.problems import ProblemError
 from command_api.users.models import OAuthIdentity, RefreshToken, User
 from command_api.users.repository import live_user_by_email
 from command_api.users.schemas import NAME_MAX
 from ledger.application import LedgerApplication
 
-INVALID_CREDENTIALS = "the email or password is not correct"
-
-
-class RefreshTokenReused(ProblemError):
-    """A used refresh token came back: its family was revoked (in the session, to be kept)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            401,
-            "refresh_token_reused",
-            "this refresh token was already used; every token of its sign-in was revoked",
-        )
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _email_taken() -> ProblemError:
-    return ProblemError(409, "email_taken", "an account with this email already exists")
 
 
 def _add_user(session: Session, ledger: LedgerApplication, user: User) -> User:
@@ -53,7 +44,7 @@ def _add_user(session: Session, ledger: LedgerApplication, user: User) -> User:
             session.add(user)
             session.flush()
     except IntegrityError as exc:
-        raise _email_taken() from exc
+        raise EmailTaken() from exc
     ledger.open_account(user.id)
     return user
 
@@ -61,7 +52,7 @@ def _add_user(session: Session, ledger: LedgerApplication, user: User) -> User:
 # --- register and login -----------------------------------------------------------------------
 def register(session: Session, ledger: LedgerApplication, body: RegisterIn) -> User:
     if live_user_by_email(session, body.email) is not None:
-        raise _email_taken()
+        raise EmailTaken()
     user = User(
         email=body.email.lower(),
         password_hash=passwords.hash_password(body.password),
@@ -76,7 +67,7 @@ def login(session: Session, secret: str, email: str, password: str) -> TokenPair
     """Tokens for a live user with this password; the same 401 for every failure."""
     user = live_user_by_email(session, email)
     if not passwords.verify_password(user.password_hash if user else None, password) or user is None:
-        raise ProblemError(401, "invalid_credentials", INVALID_CREDENTIALS)
+        raise InvalidCredentials()
     assert user.password_hash is not None
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
@@ -102,10 +93,6 @@ def issue_tokens(session: Session, secret: str, user: User, family: uuid.UUID | 
     )
 
 
-def _invalid_refresh(detail: str = "the refresh token is invalid or expired") -> ProblemError:
-    return ProblemError(401, "invalid_token", detail)
-
-
 def refresh(session: Session, secret: str, token: str) -> TokenPair:
     """Rotate: the presented refresh token becomes used and the next one of its family is
     issued. A used token presented again revokes the whole family (``RefreshTokenReused``,
@@ -113,9 +100,9 @@ def refresh(session: Session, secret: str, token: str) -> TokenPair:
     try:
         claims = tokens.decode(secret, token, "refresh")
     except tokens.InvalidToken as exc:
-        raise _invalid_refresh() from exc
+        raise InvalidRefreshToken() from exc
     if claims.family is None:
-        raise _invalid_refresh()
+        raise InvalidRefreshToken()
     now = _now()
     # Claim the token atomically: of two concurrent uses, exactly one gets the row.
     claimed = session.execute(
@@ -134,16 +121,16 @@ def refresh(session: Session, secret: str, token: str) -> TokenPair:
     if claimed is None:
         row = session.get(RefreshToken, claims.jti)
         if row is None or row.user_id != claims.user_id or row.family != claims.family:
-            raise _invalid_refresh()
+            raise InvalidRefreshToken()
         if row.revoked_at is not None:
-            raise _invalid_refresh("the refresh token was revoked")
+            raise InvalidRefreshToken("the refresh token was revoked")
         if row.used_at is not None:
             revoke_family(session, row.family, now)
             raise RefreshTokenReused()
-        raise _invalid_refresh()
+        raise InvalidRefreshToken()
     user = session.get(User, claims.user_id)
     if user is None or user.is_deleted or user.token_version != claims.token_version:
-        raise _invalid_refresh("the refresh token is no longer valid")
+        raise InvalidRefreshToken("the refresh token is no longer valid")
     return issue_tokens(session, secret, user, family=claims.family)
 
 
@@ -187,9 +174,7 @@ def oauth_user(session: Session, ledger: LedgerApplication, identity: ProviderId
             return linked
     email = _usable_email(identity)
     if email is None:
-        raise ProblemError(
-            400,
-            "oauth_email_required",
+        raise OAuthEmailRequired(
             f"{identity.provider} did not share a verified email address; allow access to "
             "your email at the provider and try again",
         )
@@ -213,5 +198,5 @@ def oauth_user(session: Session, ledger: LedgerApplication, identity: ProviderId
                 )
                 session.flush()
         except IntegrityError as exc:  # the same identity signing in twice at once
-            raise ProblemError(409, "conflict", "a concurrent sign-in is in progress; retry") from exc
+            raise SignInConflict() from exc
     return user

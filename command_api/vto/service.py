@@ -12,7 +12,7 @@ from command_api.catalog.access import readable_project
 from command_api.catalog.job_inputs import load_job_inputs
 from command_api.catalog.media import UrlSigner
 from command_api.pagination import Page, cut, decode
-from command_api.problems import DomainError, NotFound, ProblemError
+from command_api.problems import DomainError, NotFound
 from command_api.vto import repository
 from command_api.vto.schemas import Charge, GalleryItem, JobIn, JobOut
 from ledger.account import Reservation
@@ -64,7 +64,7 @@ def may_read_job(session: Session, user_id: uuid.UUID, row: Any) -> bool:
         return True
     try:
         readable_project(session, user_id, uuid.UUID(str(row["project_id"])))
-    except (ValueError, ProblemError):
+    except (ValueError, NotFound):
         return False
     return True
 

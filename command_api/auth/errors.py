@@ -1,0 +1,86 @@
+"""The sign-in rules that a request can break, one class each (status and ``code`` fixed by
+the class); ``command_api.problems`` answers them as problem responses."""
+
+from __future__ import annotations
+
+from command_api.problems import DomainError
+
+
+class Unauthorized(DomainError):
+    """No access token, or one that is invalid, expired or revoked."""
+
+    status, code = 401, "unauthorized"
+
+
+class EmailTaken(DomainError):
+    status, code = 409, "email_taken"
+
+    def __init__(self) -> None:
+        super().__init__("an account with this email already exists")
+
+
+class InvalidCredentials(DomainError):
+    status, code = 401, "invalid_credentials"
+
+    def __init__(self) -> None:
+        super().__init__("the email or password is not correct")
+
+
+class InvalidRefreshToken(DomainError):
+    status, code = 401, "invalid_token"
+
+    def __init__(self, detail: str = "the refresh token is invalid or expired") -> None:
+        super().__init__(detail)
+
+
+class RefreshTokenReused(DomainError):
+    """A used refresh token came back: its family was revoked (in the session, to be kept)."""
+
+    status, code = 401, "refresh_token_reused"
+
+    def __init__(self) -> None:
+        super().__init__("this refresh token was already used; every token of its sign-in was revoked")
+
+
+class SignInConflict(DomainError):
+    status, code = 409, "conflict"
+
+    def __init__(self) -> None:
+        super().__init__("a concurrent sign-in is in progress; retry")
+
+
+class UnknownProvider(DomainError):
+    status, code = 404, "unknown_provider"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no OAuth provider named {name!r}")
+
+
+class OAuthNotConfigured(DomainError):
+    status, code = 503, "oauth_not_configured"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"sign-in with {name} is not configured on this server (VTO_{name.upper()}_CLIENT_ID is not set)"
+        )
+
+
+class InvalidState(DomainError):
+    """The OAuth ``state`` (with its PKCE challenge) does not fit the request."""
+
+    status, code = 400, "invalid_state"
+
+
+class OAuthCodeRejected(DomainError):
+    status, code = 400, "oauth_code_rejected"
+
+
+class OAuthEmailRequired(DomainError):
+    status, code = 400, "oauth_email_required"
+
+
+class OAuthProviderError(DomainError):
+    status, code = 502, "oauth_provider_error"
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"{name} sign-in failed: {why}")
