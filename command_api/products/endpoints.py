@@ -13,7 +13,8 @@ from command_api.catalog.uploads import LimitedRoute
 from command_api.deps import CurrentUser, SessionDep, SettingsDep, SignerDep, StorageDep
 from command_api.pagination import Cursor, Limit, Page
 from command_api.products import service
-from command_api.products.schemas import Category, ProductOut, Side
+from command_api.products.schemas import ProductOut
+from generator_worker.generation import GarmentCategory, GarmentSide
 
 router = APIRouter(prefix="/projects/{project_id}/products", tags=["products"], route_class=LimitedRoute)
 
@@ -33,8 +34,8 @@ router = APIRouter(prefix="/projects/{project_id}/products", tags=["products"], 
 def upload_product(
     project_id: uuid.UUID,
     file: Annotated[UploadFile, File(description="The garment image: PNG, JPEG or WebP, 64..8192 px a side")],
-    category: Annotated[Category, Form(description="top, bottom, dress or outer")],
-    side: Annotated[Side, Form(description="front or back")],
+    category: Annotated[GarmentCategory, Form(description="top, bottom, dress or outer")],
+    side: Annotated[GarmentSide, Form(description="front or back")],
     user: CurrentUser,
     session: SessionDep,
     storage: StorageDep,

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import ConfigDict
 from pydantic.config import JsonDict
 
 from command_api.catalog.media import StoredImageOut, UrlSigner
 from command_api.catalog.models import Product
-
-
-class Category(StrEnum):
-    top = "top"
-    bottom = "bottom"
-    dress = "dress"
-    outer = "outer"
-
-
-class Side(StrEnum):
-    front = "front"
-    back = "back"
-
+from generator_worker.generation import GarmentCategory, GarmentSide
 
 EXAMPLE: JsonDict = {
     "id": "5d0e7a4c-2b1f-4b8e-8f3c-6a9d2e1c4b77",
@@ -47,8 +34,8 @@ class ProductOut(StoredImageOut):
     model_config = ConfigDict(json_schema_extra={"example": EXAMPLE})
     id: uuid.UUID
     project_id: uuid.UUID
-    category: Category
-    side: Side
+    category: GarmentCategory
+    side: GarmentSide
     name: str | None
     created_at: datetime
 
@@ -59,8 +46,8 @@ class ProductOut(StoredImageOut):
             sign,
             id=product.id,
             project_id=product.project_id,
-            category=Category(product.category),
-            side=Side(product.side),
+            category=GarmentCategory(product.category),
+            side=GarmentSide(product.side),
             name=product.name,
             created_at=product.created_at,
         )

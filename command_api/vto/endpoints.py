@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
 
@@ -11,6 +11,7 @@ from command_api.deps import CurrentUser, LedgerDep, ServicesDep, SessionDep, Si
 from command_api.pagination import Cursor, Limit, Page
 from command_api.vto import service
 from command_api.vto.schemas import GalleryItem, JobIn, JobOut
+from ledger.status import JobStatus
 
 router = APIRouter(prefix="/vto", tags=["vto"])
 
@@ -24,7 +25,6 @@ IdempotencyKey = Annotated[
         description="Repeat a request with the same key to get the same job, charged once.",
     ),
 ]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
 
 @router.post(
@@ -47,7 +47,7 @@ def create_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     request = service.job_request(session, user.id, body)
-    result = ledger.request_job(user.id, uuid.uuid4(), body.kind, request, idempotency_key)
+    result = ledger.request_job(user.id, uuid.uuid4(), body.kind.value, request, idempotency_key)
     services.wait_for(result.position)
     job = service.job(session, result.value.job_id, sign)
     if job is None:  # the read model did not catch up within the deadline: answer from the ledger

@@ -9,10 +9,14 @@ from sqlalchemy import RowMapping, text
 from sqlalchemy.orm import Session
 
 from command_api.pagination import Key
+from ledger.status import JobStatus
 
 # A queued job with progress reported by a worker is running (job_progress is kept by the
 # pipeline's progress recorder; the ledger's events decide every other status).
-SHOWN_STATUS = "CASE WHEN j.status = 'queued' AND p.job_id IS NOT NULL THEN 'running' ELSE j.status END"
+SHOWN_STATUS = (
+    f"CASE WHEN j.status = '{JobStatus.QUEUED}' AND p.job_id IS NOT NULL THEN '{JobStatus.RUNNING}' "
+    "ELSE j.status END"
+)
 JOB_COLUMNS = (
     f"j.*, {SHOWN_STATUS} AS shown_status, coalesce(j.started_at, p.started_at) AS shown_started_at, "
     "p.progress"

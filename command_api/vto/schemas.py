@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from command_api.catalog.media import UrlSigner
+from generator_worker.generation import JobKind, PoseHint
+from ledger.status import JobStatus
 
 
 class JobOptions(BaseModel):
@@ -36,11 +38,11 @@ class JobIn(BaseModel):
         },
     )
     project_id: uuid.UUID
-    kind: Literal["image", "video"]
+    kind: JobKind
     product_ids: list[uuid.UUID] = Field(min_length=1, max_length=4)
     model_asset_id: uuid.UUID
     background_asset_id: uuid.UUID | None = None
-    pose: Literal["auto", "front", "back"] = "auto"
+    pose: PoseHint = PoseHint.AUTO
     options: JobOptions = Field(default_factory=JobOptions)
 
 
@@ -90,7 +92,7 @@ class JobOut(BaseModel):
         }
     )
     id: uuid.UUID
-    status: str
+    status: JobStatus
     kind: str
     project_id: str | None
     charge: Charge | None

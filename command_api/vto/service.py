@@ -16,6 +16,7 @@ from command_api.problems import DomainError, NotFound
 from command_api.vto import repository
 from command_api.vto.schemas import Charge, GalleryItem, JobIn, JobOut
 from ledger.account import Reservation
+from ledger.status import JobStatus
 
 
 class JobFinished(DomainError):
@@ -41,7 +42,7 @@ def job_request(session: Session, user_id: uuid.UUID, body: JobIn) -> dict[str, 
         "product_ids": [str(p) for p in body.product_ids],
         "model_asset_id": str(body.model_asset_id),
         "background_asset_id": str(body.background_asset_id) if body.background_asset_id else None,
-        "pose": body.pose,
+        "pose": body.pose.value,
         "options": body.options.model_dump(),
         "inputs": inputs,
     }
@@ -50,7 +51,7 @@ def job_request(session: Session, user_id: uuid.UUID, body: JobIn) -> dict[str, 
 def job_from_reservation(reservation: Reservation, body: JobIn) -> JobOut:
     return JobOut(
         id=reservation.job_id,
-        status="queued",
+        status=JobStatus.QUEUED,
         kind=reservation.kind,
         project_id=str(body.project_id),
         charge=Charge(source=reservation.source, amount=reservation.amount),
