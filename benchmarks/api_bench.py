@@ -44,6 +44,7 @@ from infra.ledger_store import postgres_ledger
 from infra.migrate import upgrade
 from infra.settings import Settings
 from infra.storage import LocalStorage
+from ledger.status import JobStatus
 
 SECRET = "bench-" + "s" * 40
 LOGS = Path(tempfile.gettempdir()) / "vto-bench-logs"  # the processes' output, kept for reading
@@ -223,8 +224,8 @@ async def pipeline_figures(base: str, seeded: list[Seeded], jobs: int, options: 
             job_id = created.json()["id"]
             while True:
                 job = (await client.get(f"{base}/api/v1/vto/jobs/{job_id}", headers=headers)).json()
-                if job["status"] in ("succeeded", "failed", "canceled"):
-                    assert job["status"] == "succeeded", job
+                if JobStatus(job["status"]).finished:
+                    assert job["status"] == JobStatus.SUCCEEDED, job
                     done = time.perf_counter()
                     return accepted, done, done - accepted
                 await asyncio.sleep(0.02)  # polling interval of the measurement

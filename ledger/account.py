@@ -39,7 +39,7 @@ from ledger.errors import (
     UnknownSource,
 )
 from ledger.policy import CREDIT, SUBSCRIPTION, PricingPolicy, ticket_source
-from ledger.status import ReservationStatus
+from ledger.status import RefundCause, ReservationStatus
 
 MAX_IDEMPOTENCY_KEYS = 10_000
 CLOSED_JOB_RETENTION = timedelta(days=90)
@@ -224,7 +224,7 @@ class Account(Aggregate):
 
     class Refunded(Event):
         """The reservation of a job given back to the source it was paid from.
-        ``cause``: failed, canceled, expired or admin."""
+        ``cause``: a ``RefundCause`` (failed, canceled, expired or admin)."""
 
         job_id: UUID
         source: str
@@ -342,7 +342,9 @@ class Account(Aggregate):
         if job["status"] != RESERVED:
             return False
         self.trigger_event(self.JobFailed, job_id=job_id, error=error, expired=False, timestamp=at)
-        self._refund(job_id, job, cause="failed", reason=str(error.get("code", "failed")), by=None, at=at)
+        self._refund(
+            job_id, job, cause=RefundCause.FAILED, reason=str(error.get("code", "failed")), by=None, at=at
+        )
         return True
 
     def cancel_job(self, job_id: UUID, reason: str, at: datetime) -> bool:
@@ -351,7 +353,7 @@ class Account(Aggregate):
         if job["status"] != RESERVED:
             return False
         self.trigger_event(self.JobCanceled, job_id=job_id, reason=reason, timestamp=at)
-        self._refund(job_id, job, cause="canceled", reason=reason, by=None, at=at)
+        self._refund(job_id, job, cause=RefundCause.CANCELED, reason=reason, by=None, at=at)
         return True
 
     def admin_refund(self, job_id: UUID, reason: str, by: str | None, at: datetime) -> None:
@@ -359,7 +361,7 @@ class Account(Aggregate):
         job = self._job(job_id)
         if job["refunded"]:
             raise JobAlreadyRefunded(job_id)
-        self._refund(job_id, job, cause="admin", reason=reason, by=by, at=at)
+        self._refund(job_id, job, cause=RefundCause.ADMIN, reason=reason, by=by, at=at)
 
     def expire_reservations(self, cutoff: datetime, at: datetime) -> list[UUID]:
         """Fail and refund every reservation made at or before ``cutoff`` still waiting."""
@@ -372,7 +374,7 @@ class Account(Aggregate):
             job = self.jobs[str(job_id)]
             error = {"code": "timeout", "message": "no result within the job timeout", "retryable": False}
             self.trigger_event(self.JobFailed, job_id=job_id, error=error, expired=True, timestamp=at)
-            self._refund(job_id, job, cause="expired", reason="timeout", by=None, at=at)
+            self._refund(job_id, job, cause=RefundCause.EXPIRED, reason="timeout", by=None, at=at)
         return expired
 
     def adjust(self, source: str, delta: int, reason: str, by: str | None, at: datetime) -> None:
@@ -435,7 +437,7 @@ class Account(Aggregate):
         return job
 
     def _refund(
-        self, job_id: UUID, job: JobRecord, cause: str, reason: str, by: str | None, at: datetime
+        self, job_id: UUID, job: JobRecord, cause: RefundCause, reason: str, by: str | None, at: datetime
     ) -> None:
         if job["refunded"]:
             return

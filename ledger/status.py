@@ -52,3 +52,12 @@ _SHOWN_AS = {
     ReservationStatus.CANCELED: JobStatus.CANCELED,
     ReservationStatus.EXPIRED: JobStatus.FAILED,
 }
+
+
+class RefundCause(StrEnum):
+    """Why a reservation was given back (``Account.Refunded.cause``)."""
+
+    FAILED = "failed"  # the job failed
+    CANCELED = "canceled"  # the user canceled it
+    EXPIRED = "expired"  # the sweeper failed it: no result within the job timeout
+    ADMIN = "admin"  # an administrator's refund

@@ -93,7 +93,7 @@ def check_cancellable(session: Session, user_id: uuid.UUID, job_id: uuid.UUID) -
 
 def check_canceled(job: JobOut, canceled_now: bool) -> None:
     """``JobFinished`` (409) unless the cancel took effect (now or by an earlier request)."""
-    if not canceled_now and job.status != "canceled":
+    if not canceled_now and job.status != JobStatus.CANCELED:
         raise JobFinished(f"the job already finished ({job.status})")
 
 
