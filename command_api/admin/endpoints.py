@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, status
 
 from command_api.deps import AdminUser, LedgerDep, ServicesDep, SessionDep
-from command_api.points import repository
+from command_api.points import service
 from command_api.points.schemas import GrantIn, GrantOut
-from command_api.problems import NotFound
-from command_api.users import repository as users
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -19,21 +17,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 def grant(
     body: GrantIn, admin: AdminUser, session: SessionDep, ledger: LedgerDep, services: ServicesDep
 ) -> GrantOut:
-    if body.email is not None:
-        user = users.live_user_by_email(session, body.email)
-    else:
-        assert body.user_id is not None  # GrantIn takes exactly one of the two
-        user = users.live_user(session, body.user_id)
-    if user is None:
-        raise NotFound("user")
-    subscription = None
-    if body.subscription is not None:
-        end = datetime.now(UTC) + timedelta(days=body.subscription.days)
-        subscription = (body.subscription.plan, end, body.subscription.daily_quota)
-    result = ledger.grant(
-        user.id, f"{body.reason} (by {admin.email})", body.credits, body.tickets, subscription
-    )
-    services.wait_for(result.position)
-    return GrantOut(
-        user_id=user.id, points=repository.points(session, user.id, list(services.settings.ticket_kinds))
-    )
+    user_id, position = service.grant(session, ledger, admin, body)
+    services.wait_for(position)
+    points = service.points(session, user_id, list(services.settings.ticket_kinds), datetime.now(UTC))
+    return GrantOut(user_id=user_id, points=points)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
@@ -105,7 +105,3 @@ class GrantIn(BaseModel):
 class GrantOut(BaseModel):
     user_id: uuid.UUID
     points: PointsOut
-
-
-def used_today(quota_day: date | None, used: int, today: date) -> int:
-    return used if quota_day == today else 0

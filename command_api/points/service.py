@@ -1,0 +1,86 @@
+"""The rules of /points and /admin/grants: what a balance shows, who a grant or refund is
+for, and the ledger commands they become. The caller waits for the returned position
+(read-your-writes) before it reads the read models again."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from command_api.pagination import Page, cut, decode
+from command_api.points import repository
+from command_api.points.schemas import GrantIn, PointsOut, RefundOut, SubscriptionOut, UsageLine
+from command_api.problems import NotFound
+from command_api.users import repository as users
+from command_api.users.models import User
+from ledger.application import LedgerApplication
+
+
+def points(session: Session, user_id: uuid.UUID, ticket_types: list[str], now: datetime) -> PointsOut:
+    """The user's balances as of ``now``: every configured ticket type (0 when none), and
+    the subscription only while its period lasts, with the jobs it paid today (UTC)."""
+    tickets = dict.fromkeys(ticket_types, 0)
+    row = repository.balance_row(session, user_id)
+    if row is None:
+        return PointsOut(credit=0, tickets=tickets, subscription=None, pending_reservations=0)
+    tickets.update({k: int(v) for k, v in (row["tickets"] or {}).items()})
+    subscription = None
+    end = row["subscription_period_end"]
+    if row["subscription_plan"] and end is not None and end > now:
+        today = now.astimezone(UTC).date()
+        subscription = SubscriptionOut(
+            plan=row["subscription_plan"],
+            period_end=end,
+            daily_quota=row["daily_quota"],
+            used_today=row["used_today"] if row["quota_day"] == today else 0,
+        )
+    return PointsOut(
+        credit=int(row["credits"]),
+        tickets=tickets,
+        subscription=subscription,
+        pending_reservations=int(row["pending_reservations"]),
+    )
+
+
+def usage_page(session: Session, user_id: uuid.UUID, limit: int, cursor: str | None) -> Page[UsageLine]:
+    rows = repository.usage(session, user_id, limit + 1, decode(cursor, int))
+    items, next_cursor = cut(rows, limit, lambda row: (row["position"],))
+    return Page[UsageLine](items=[UsageLine.model_validate(dict(r)) for r in items], next_cursor=next_cursor)
+
+
+def grant(
+    session: Session, ledger: LedgerApplication, admin: User, body: GrantIn
+) -> tuple[uuid.UUID, int | None]:
+    """Grant what ``body`` says to its live user, in one save; the user and the position."""
+    if body.email is not None:
+        user = users.live_user_by_email(session, body.email)
+    else:
+        assert body.user_id is not None  # GrantIn takes exactly one of the two
+        user = users.live_user(session, body.user_id)
+    if user is None:
+        raise NotFound("user")
+    subscription = None
+    if body.subscription is not None:
+        end = datetime.now(UTC) + timedelta(days=body.subscription.days)
+        subscription = (body.subscription.plan, end, body.subscription.daily_quota)
+    result = ledger.grant(
+        user.id, f"{body.reason} (by {admin.email})", body.credits, body.tickets, subscription
+    )
+    return user.id, result.position
+
+
+def refund(
+    session: Session, ledger: LedgerApplication, admin: User, job_id: uuid.UUID, reason: str
+) -> tuple[RefundOut, int | None]:
+    """Give a job's charge back once (``JobAlreadyRefunded`` the second time)."""
+    owner = repository.job_owner(session, job_id)
+    if owner is None:
+        raise NotFound("job")
+    result = ledger.admin_refund(owner, job_id, reason, by=admin.email)
+    job = ledger.account(owner).job(job_id)
+    assert job is not None  # it was just refunded
+    return RefundOut(
+        job_id=job_id, user_id=owner, source=job["source"], amount=job["amount"]
+    ), result.position
