@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from pydantic import ValidationError
 
+from infra.ledger_store import ledger_options
+from infra.queue.base import PipelineOptions
 from infra.settings import Settings
 
 
@@ -45,5 +49,28 @@ def test_admin_emails_and_pricing_from_the_environment(monkeypatch: pytest.Monke
 def test_inconsistent_pricing_is_refused(monkeypatch: pytest.MonkeyPatch, kinds: str, costs: str) -> None:
     monkeypatch.setenv("VTO_TICKET_KINDS", kinds)
     monkeypatch.setenv("VTO_CREDIT_COSTS", costs)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_pipeline_and_ledger_options_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VTO_KAFKA_TOPIC_PREFIX", "shop1")
+    monkeypatch.setenv("VTO_WORKER_GROUP", "gpu-workers")
+    monkeypatch.setenv("VTO_WORKER_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("VTO_SWEEPER_INTERVAL_S", "2.5")
+    monkeypatch.setenv("VTO_IDEMPOTENCY_KEY_TTL_S", "3600")
+    monkeypatch.setenv("VTO_SNAPSHOT_INTERVAL", "50")
+    settings = Settings()
+    options = PipelineOptions.from_settings(settings)
+    assert options.topics.requested == "shop1.jobs.requested"
+    assert options.topics.dead_letter == "shop1.jobs.dead-letter"
+    assert (options.worker_group, options.max_attempts, options.sweeper_interval_s) == ("gpu-workers", 5, 2.5)
+    ledger = ledger_options(settings)
+    assert (ledger.key_ttl, ledger.snapshot_interval) == (timedelta(hours=1), 50)
+
+
+@pytest.mark.parametrize("prefix", ["", "has space", "a/b", "x" * 101])
+def test_a_topic_prefix_kafka_cannot_name_is_refused(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    monkeypatch.setenv("VTO_KAFKA_TOPIC_PREFIX", prefix)
     with pytest.raises(ValidationError):
         Settings()
