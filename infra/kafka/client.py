@@ -13,6 +13,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from infra.queue.base import Message, encode_value
 
 log = logging.getLogger(__name__)
@@ -79,16 +81,29 @@ class KafkaQueue:
         (which makes a broker with ``auto.create.topics.enable`` create it). A group member
         that subscribes before its topic exists is assigned nothing, and kafka-python only
         notices the new partitions at its next metadata refresh; so consumers call this first.
-        A topic still unknown after ``timeout`` is logged and left to that refresh."""
-        from kafka.errors import KafkaTimeoutError
 
+        Two clients that make a broker create the same topic at once race: Kafka 0.9 answers the
+        loser ``InvalidTopicError`` (the new topic "collides" with itself), so that answer is
+        asked again, with back-off. A topic still unknown after ``timeout`` is logged and left
+        to that refresh; this never raises for a topic the cluster is slow to create."""
+        from kafka.errors import InvalidTopicError, KafkaTimeoutError
+
+        unsettled = (InvalidTopicError, KafkaTimeoutError)
         producer = self._producer(max_block_ms=int(timeout * 1000))
         try:
             for topic in topics:
+                retrying = Retrying(
+                    stop=stop_after_delay(timeout),
+                    wait=wait_exponential(multiplier=0.05, max=1.0),
+                    retry=retry_if_exception_type(unsettled),
+                    reraise=True,
+                )
                 try:
-                    producer.partitions_for(topic)
-                except KafkaTimeoutError:
-                    log.warning("Kafka has no partitions for topic %s yet; subscribing anyway", topic)
+                    retrying(producer.partitions_for, topic)
+                except unsettled as exc:
+                    log.warning(
+                        "Kafka has no partitions for topic %s yet (%s); subscribing anyway", topic, exc
+                    )
         finally:
             producer.close(timeout=5)
 

@@ -1,6 +1,11 @@
-"""The Kafka client factory's settings (no broker needed)."""
+"""The Kafka client factory: its settings (no broker needed), and topics made to exist before a
+consumer joins (the local broker)."""
 
 from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -31,3 +36,20 @@ def test_queue_from_settings_is_in_process_without_kafka() -> None:
     assert isinstance(kafka, KafkaQueue)
     assert kafka.bootstrap_servers == ["h1:9092", "h2:9092"]
     assert kafka.api_version == (0, 9)
+
+
+def test_clients_racing_to_create_a_topic_all_get_its_partitions(kafka_bootstrap: str) -> None:
+    """Consumers of one group start together and each makes the broker create their topic:
+    the losers of that race (Kafka 0.9 answers them InvalidTopicError) ask again."""
+    from kafka import KafkaProducer
+
+    queue = KafkaQueue(kafka_bootstrap, os.environ.get("VTO_TEST_KAFKA_API_VERSION", "0.9"))
+    for _ in range(3):
+        topic = f"t{uuid.uuid4().hex[:10]}.jobs.requested"
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: queue.ensure_topics([topic], timeout=20), range(4)))
+        producer = KafkaProducer(**queue._common())
+        try:
+            assert producer.partitions_for(topic)  # the topic exists, with its partitions
+        finally:
+            producer.close(timeout=5)
