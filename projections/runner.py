@@ -9,6 +9,12 @@ runner, two runners of one projection) are skipped because they are not after th
 Waking up: LISTEN on the ``ledger_events`` channel (eventsourcing NOTIFYs it on every insert),
 and a poll every ``poll_interval`` seconds whatever happens, so a LISTEN connection that died
 silently (eventsourcing issue #305) delays a runner by at most that interval, never stalls it.
+
+A batch that fails is retried one event at a time, so that an event the projection cannot
+apply is named: its position, type, stream and the cause are logged and written beside the
+projection's position in ``projection_tracking`` (``failing_position``, ``error``), where
+``/readyz`` of every process reads them, and ``wait_for`` stops waiting on this runner. The
+next commit clears them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -29,6 +36,19 @@ from projections.base import Projection, identity
 from projections.events import CHANNEL, Notified, decode, ledger_mapper, select_after
 
 log = logging.getLogger(__name__)
+
+ERROR_TEXT_MAX = 1000  # characters of a cause kept in projection_tracking.error
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a runner is not moving: the batch failed ``failures`` times in a row; ``position``
+    is the event it failed on once that was isolated (None: not known, e.g. no connection)."""
+
+    failures: int
+    position: int | None
+    event: str | None  # the event's type and stream, for people
+    cause: str
 
 
 class ProjectionRunner(BackgroundLoop):
@@ -60,6 +80,9 @@ class ProjectionRunner(BackgroundLoop):
         # Called (in the runner's thread) with each committed position.
         self.on_commit: list[Callable[[int], None]] = []
         self.errors = 0
+        self.failing: Failure | None = None  # set while batches fail, cleared by a commit
+        self.full = False  # whether the last batch was as long as allowed (more may follow)
+        self._careful_until = 0  # apply one event at a time up to here (after a failed batch)
         self._position = 0
         self._changed = threading.Condition()
         self._conn: psycopg.Connection[Any] | None = None
@@ -77,6 +100,8 @@ class ProjectionRunner(BackgroundLoop):
         deadline = time.monotonic() + timeout
         with self._changed:
             while self._position < position:
+                if self.failing is not None and self.failing.position is not None:
+                    return False  # stuck on an event: waiting would not help
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -100,15 +125,20 @@ class ProjectionRunner(BackgroundLoop):
         """One transaction: apply the events after the tracked position (fetched from the log
         when ``notifications`` is None) and move the position. Events at or before the
         position are skipped: a duplicate delivery changes nothing. Returns how many were
-        applied."""
+        applied. After a failed batch, events up to that batch's end are fetched one at a
+        time, so that a second failure names the event."""
         conn = self._connection()
+        limit = 1 if self._position < self._careful_until else self.batch_size
+        rows: list[tuple[Any, ...]] = []
         try:
             with conn.transaction(), conn.cursor() as cur:
                 position = tracking.lock(cur, self.name)
                 if notifications is None:
-                    batch = decode(select_after(cur, position, self.batch_size), self.mapper)
+                    rows = select_after(cur, position, limit)
+                    batch = decode(rows, self.mapper)
                 else:
                     batch = [n for n in notifications if n.position > position]
+                    rows = [(n.position,) for n in batch]
                 if not batch:
                     applied, newest = 0, position
                 else:
@@ -118,20 +148,58 @@ class ProjectionRunner(BackgroundLoop):
                     newest = batch[-1].position
                     tracking.advance(cur, self.name, newest)
                     applied = len(batch)
-        except BaseException:
+                if self.failing is not None:
+                    tracking.clear_failure(cur, self.name)
+        except BaseException as exc:
             if conn.broken:
                 self._conn = None
+            if isinstance(exc, Exception):
+                self._note_failure(rows, exc)
             raise
+        if self.failing is not None:
+            log.info("projection %s: applying again from %d", self.name, newest)
+            self.failing = None
+        self.full = applied >= limit
         self._seen(newest)
         return applied
+
+    def _note_failure(self, rows: Sequence[tuple[Any, ...]], exc: Exception) -> None:
+        """Remember (and publish) why the batch ``rows`` failed. A batch of several events is
+        retried one at a time; a failed batch of one names its event."""
+        failures = (self.failing.failures if self.failing is not None else 0) + 1
+        cause = f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_MAX]
+        position: int | None = None
+        event: str | None = None
+        if len(rows) > 1:
+            self._careful_until = max(self._careful_until, int(rows[-1][0]))
+        elif len(rows) == 1:
+            row = rows[0]
+            position = int(row[0])
+            event = f"{row[3]} of stream {row[1]} v{row[2]}" if len(row) >= 4 else None
+            if self.failing is None or self.failing.position != position:
+                log.error(
+                    "projection %s: cannot apply event %d (%s): %s",
+                    self.name,
+                    position,
+                    event or "?",
+                    cause,
+                )
+        with self._changed:
+            self.failing = Failure(failures, position, event, cause)
+            self._changed.notify_all()
+        if position is not None:
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                    tracking.record_failure(conn, self.name, failures, position, event, cause)
+            except psycopg.Error as error:
+                log.warning("projection %s: cannot record the failure: %s", self.name, error)
 
     def catch_up(self) -> int:
         """Apply batches until the log is exhausted; returns how many events were applied."""
         total = 0
         while True:
-            applied = self.deliver()
-            total += applied
-            if applied < self.batch_size:
+            total += self.deliver()
+            if not self.full:
                 return total
 
     # ------------------------------------------------------------------------ thread
@@ -151,7 +219,8 @@ class ProjectionRunner(BackgroundLoop):
         retrying = backoff(self.stop_event, 0.05, self.poll_interval, before_sleep=self._failed)
         try:
             while not self.stopping:
-                if retrying(self._batch) < self.batch_size:
+                retrying(self._batch)
+                if not self.full:
                     self._idle()
         except Stopping:
             pass

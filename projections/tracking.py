@@ -38,6 +38,34 @@ def advance(cur: psycopg.Cursor[Any], name: str, position: int) -> None:
     cur.execute("SELECT pg_notify(%s, %s)", (TRACKING_CHANNEL, name))
 
 
+def record_failure(
+    conn: psycopg.Connection[Any], name: str, failures: int, position: int, event: str | None, cause: str
+) -> None:
+    """Publish that the projection cannot apply the event at ``position`` (read by /readyz)."""
+    conn.execute(
+        "UPDATE projection_tracking SET failures = %s, failing_position = %s, error = %s, "
+        "failing_since = coalesce(failing_since, now()) WHERE name = %s",
+        (failures, position, f"{event}: {cause}" if event else cause, name),
+    )
+
+
+def clear_failure(cur: psycopg.Cursor[Any], name: str) -> None:
+    cur.execute(
+        "UPDATE projection_tracking SET failures = 0, failing_position = NULL, error = NULL, "
+        "failing_since = NULL WHERE name = %s",
+        (name,),
+    )
+
+
+def failing(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int, str]]:
+    """Every projection stuck on an event: (name, failures, position, error)."""
+    rows = conn.execute(
+        "SELECT name, failures, failing_position, error FROM projection_tracking "
+        "WHERE failing_position IS NOT NULL ORDER BY name"
+    )
+    return [(name, int(n), int(pos), str(error)) for name, n, pos, error in rows]
+
+
 def position(conn: psycopg.Connection[Any], name: str) -> int:
     row = conn.execute("SELECT position FROM projection_tracking WHERE name = %s", (name,)).fetchone()
     return int(row[0]) if row else 0

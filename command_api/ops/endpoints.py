@@ -10,6 +10,7 @@ from sqlalchemy import text
 from command_api.deps import ServicesDep
 from command_api.ops import metrics
 from command_api.problems import problem
+from projections import tracking
 from projections.lag import lag
 
 router = APIRouter(tags=["operations"])
@@ -20,7 +21,17 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database, projections and queue reachable")
+@router.get(
+    "/readyz",
+    summary="Readiness: database reachable, projections running and not stuck on an event",
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "ready"}}}},
+        503: {
+            "description": "not_ready, with ``checks`` naming what is not",
+            "content": {"application/problem+json": {}},
+        },
+    },
+)
 def readyz(services: ServicesDep) -> Response:
     checks: dict[str, object] = {}
     try:
@@ -29,15 +40,28 @@ def readyz(services: ServicesDep) -> Response:
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported in the response, not hidden
         checks["database"] = f"error: {exc.__class__.__name__}"
+    problems: list[str] = []
     if services.projector is not None:
-        stopped = [r.name for r in services.projector.runners if not r.running]
-        checks["projections"] = "ok" if not stopped else f"stopped: {', '.join(stopped)}"
+        problems += [f"{r.name}: stopped" for r in services.projector.runners if not r.running]
+    if checks["database"] == "ok":
+        # Stuck runners of any process (projections, the outbox relay) publish their event.
+        with psycopg.connect(services.url, autocommit=True) as conn:
+            problems += [
+                f"{name}: cannot apply event {position} ({failures} tries): {error}"
+                for name, failures, position, error in tracking.failing(conn)
+            ]
+    checks["projections"] = "ok" if not problems else "; ".join(problems)
     if all(v == "ok" for v in checks.values()):
         return Response(content='{"status": "ready"}', media_type="application/json")
     return problem(503, "not_ready", "a dependency is not ready", checks=checks)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 def prometheus(services: ServicesDep) -> Response:
     metrics.LEDGER_CONFLICTS.set(services.ledger.stats.conflicts)
     metrics.LEDGER_GAVE_UP.set(services.ledger.stats.exhausted)
@@ -45,4 +69,7 @@ def prometheus(services: ServicesDep) -> Response:
         for item in lag(conn):
             metrics.PROJECTION_LAG_EVENTS.labels(item.name).set(item.events)
             metrics.PROJECTION_LAG_SECONDS.labels(item.name).set(item.seconds)
+        stuck = {name: failures for name, failures, _, _ in tracking.failing(conn)}
+        for name in tracking.positions(conn):
+            metrics.PROJECTION_STUCK.labels(name).set(stuck.get(name, 0))
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -31,3 +31,9 @@ PROJECTION_LAG_SECONDS = Gauge(
     ["projection"],
     registry=REGISTRY,
 )
+PROJECTION_STUCK = Gauge(
+    "vto_projection_stuck_failures",
+    "Failed tries of the event a projection (or the outbox relay) cannot apply; 0 when moving",
+    ["projection"],
+    registry=REGISTRY,
+)

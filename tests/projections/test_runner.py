@@ -3,6 +3,7 @@ duplicate delivery, restart, LISTEN and the poll fallback, read-your-writes, lag
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from uuid import uuid4
 
@@ -16,6 +17,7 @@ from projections.lag import lag
 from projections.points import PointsProjection
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner, Projector
+from projections.tracking import failing as tracking_failing
 from projections.wait import wait_for_position
 from tests.factories import job_request, new_user
 from tests.projections.helpers import dump, one, tracking
@@ -213,3 +215,65 @@ def test_lag_in_events_and_seconds(pg_url: str, pg_ledger: LedgerApplication) ->
         lags = {lg.name: lg for lg in lag(conn)}
     assert (lags["points"].events, lags["points"].seconds) == (0, 0.0)
     assert lags["jobs"].events == 3
+
+
+def test_an_event_the_projection_cannot_apply_is_named_and_stops_waiters(
+    pg_url: str, pg_ledger: LedgerApplication, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A grant reason with NUL is in the event store (written before the API refused it):
+    PostgreSQL cannot store it in point_usage. The runner applies what comes before it, names
+    the event (log, projection_tracking), and read-your-writes waiters stop waiting."""
+    user = new_user(pg_ledger, credits=3)
+    bad = pg_ledger.adjust(user, "credit", 1, "bad\x00reason").position
+    after = pg_ledger.adjust(user, "credit", 1, "fine").position
+    assert bad is not None and after is not None
+    runner = ProjectionRunner(pg_url, PointsProjection(), poll_interval=0.2)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while runner.failing is None or runner.failing.position is None:
+            assert time.monotonic() < deadline, "the runner never named the failing event"
+            time.sleep(0.02)
+        assert runner.failing.position == bad
+        assert runner.position == bad - 1  # everything before it was applied
+        started = time.monotonic()
+        assert runner.wait_for(after, timeout=10) is False
+        assert time.monotonic() - started < 1.0
+        with psycopg.connect(pg_url) as conn:
+            assert tracking_failing(conn) == [("points", runner.failing.failures, bad, runner_error(conn))]
+            assert "NUL" in runner_error(conn) and "Adjusted" in runner_error(conn)
+        assert any(f"cannot apply event {bad}" in r.getMessage() for r in caplog.records)
+    finally:
+        runner.stop()
+
+
+def test_a_commit_clears_the_failure(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    user = new_user(pg_ledger, credits=3)
+    position = pg_ledger.adjust(user, "credit", 1, "fine").position
+    assert position is not None
+    runner = ProjectionRunner(pg_url, PointsProjection(), poll_interval=0.2)
+    calls = {"n": 0}
+
+    def fail_once(batch: object) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise Crash("the database said no")
+
+    runner.before_commit = fail_once
+    for _ in range(2):
+        with pytest.raises(Crash):
+            runner.deliver()
+    assert runner.failing is not None and runner.failing.failures == 2
+    with psycopg.connect(pg_url) as conn:
+        assert [row[0] for row in tracking_failing(conn)] == ["points"]
+    runner.catch_up()
+    assert runner.failing is None and runner.position == position
+    with psycopg.connect(pg_url) as conn:
+        assert tracking_failing(conn) == []
+    runner.close()
+
+
+def runner_error(conn: psycopg.Connection[object]) -> str:
+    row = conn.execute("SELECT error FROM projection_tracking WHERE name = 'points'").fetchone()
+    assert row is not None
+    return str(row[0])
