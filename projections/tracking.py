@@ -47,6 +47,7 @@ def record_failure(
         "failing_since = coalesce(failing_since, now()) WHERE name = %s",
         (failures, position, f"{event}: {cause}" if event else cause, name),
     )
+    conn.execute("SELECT pg_notify(%s, %s)", (TRACKING_CHANNEL, name))
 
 
 def clear_failure(cur: psycopg.Cursor[Any], name: str) -> None:

@@ -60,6 +60,7 @@ class PositionWatcher(BackgroundLoop):
         self.names = list(names)
         self.poll_interval = poll_interval
         self._positions = dict.fromkeys(self.names, 0)
+        self._stuck_at: dict[str, int] = {}  # projection -> the event it cannot apply
         self._changed = threading.Condition()
 
     def position(self) -> int:
@@ -69,13 +70,23 @@ class PositionWatcher(BackgroundLoop):
     def wait_for(self, position: int | None, timeout: float) -> bool:
         if position is None:
             return True
+
+        def reached() -> bool:
+            return min(self._positions.values()) >= position
+
+        def hopeless() -> bool:
+            return any(at <= position for at in self._stuck_at.values())
+
         with self._changed:
-            return self._changed.wait_for(lambda: min(self._positions.values()) >= position, timeout)
+            self._changed.wait_for(lambda: reached() or hopeless(), timeout)
+            return reached()
 
     def _read(self, conn: psycopg.Connection[Any]) -> None:
         positions = {name: tracking.position(conn, name) for name in self.names}
+        stuck = {name: at for name, _, at, _ in tracking.failing(conn) if name in positions}
         with self._changed:
             self._positions = positions
+            self._stuck_at = stuck
             self._changed.notify_all()
 
     def run(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ledger.application import LedgerApplication
 from projections.runner import Projector
 from projections.wait import PositionWatcher
@@ -20,5 +22,28 @@ def test_watcher_sees_the_runners_commits(pg_url: str, pg_ledger: LedgerApplicat
             assert watcher.wait_for(position, timeout=4.0) is True
         assert watcher.position() >= position
         assert watcher.wait_for(None, timeout=0) is True
+    finally:
+        watcher.stop()
+
+
+def test_a_projection_stuck_in_another_process_ends_the_wait_at_once(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    """The runner (here: this process, as the projector process would) names the event it
+    cannot apply; an API process waiting for a later position stops waiting right away."""
+    watcher = PositionWatcher(pg_url, ["points", "jobs"], poll_interval=5.0).start()
+    try:
+        user = new_user(pg_ledger, credits=3)
+        bad = pg_ledger.adjust(user, "credit", 1, "bad\x00reason").position
+        later = pg_ledger.adjust(user, "credit", 1, "fine").position
+        assert bad is not None and later is not None
+        with Projector(pg_url, poll_interval=0.2) as projector:
+            runner = projector.runner("points")
+            assert runner.wait_for(later, timeout=20) is False  # returns once the event is named
+            assert runner.failing is not None and runner.failing.position == bad
+            started = time.monotonic()
+            assert watcher.wait_for(later, timeout=20) is False
+            assert time.monotonic() - started < 5.0  # woken by the NOTIFY, not the deadline
+            assert watcher.wait_for(bad - 1, timeout=5) is True  # what came before is there
     finally:
         watcher.stop()
