@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from command_api import problems
+from command_api.body_limit import BodyLimit
 from command_api.ops import endpoints as ops
 from command_api.ops.middleware import observe
 from command_api.services import Services, build_services
@@ -59,6 +60,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
+    app.add_middleware(BodyLimit)  # inside ``observe``: refused bodies are logged and measured too
     app.middleware("http")(observe)
     app.include_router(ops.router)
     app.include_router(api_router())

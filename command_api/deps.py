@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -15,7 +16,9 @@ from command_api.auth.oauth import OAuthProviders
 from command_api.catalog.media import UrlSigner
 from command_api.problems import Forbidden
 from command_api.services import Services
+from command_api.users import roles
 from command_api.users.models import User
+from infra.mail import Mailer
 from infra.settings import Settings
 from infra.storage import Storage
 from ledger.application import LedgerApplication
@@ -49,6 +52,10 @@ def get_oauth(services: ServicesDep) -> OAuthProviders:
     return services.oauth
 
 
+def get_mailer(services: ServicesDep) -> Mailer:
+    return services.mailer
+
+
 def get_session(services: ServicesDep) -> Iterator[Session]:
     """One session per request. Infrastructure owns the transaction: it commits when the
     endpoint returned normally (before the response is sent), and rolls back otherwise."""
@@ -65,6 +72,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 LedgerDep = Annotated[LedgerApplication, Depends(get_ledger)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 OAuthDep = Annotated[OAuthProviders, Depends(get_oauth)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
 SignerDep = Annotated[UrlSigner, Depends(get_signer)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
@@ -91,8 +99,23 @@ def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def admin_user(services: ServicesDep, user: CurrentUser) -> User:
-    if not services.is_admin(user.email):
+def current_sign_in(
+    services: ServicesDep,
+    user: CurrentUser,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> uuid.UUID | None:
+    """The sign-in (refresh-token family) of the caller's access token, already checked by
+    ``current_user``; None for a token that names none."""
+    assert credentials is not None  # current_user refused the request otherwise
+    return tokens.decode(services.secret, credentials.credentials, "access").family
+
+
+CurrentSignIn = Annotated[uuid.UUID | None, Depends(current_sign_in)]
+
+
+def admin_user(session: SessionDep, user: CurrentUser) -> User:
+    """The caller, if they hold the stored admin role (``vto admin add``); 403 otherwise."""
+    if not roles.is_admin(session, user):
         raise Forbidden("this endpoint is for administrators")
     return user
 

@@ -10,9 +10,9 @@ reach the database (or the event store, where a projection would fail on them).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, model_validator
+from pydantic import AfterValidator, BaseModel, model_validator
 
 # C0 controls but \t \n \r, DEL, C1 controls, and the surrogate range.
 _REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -28,6 +28,14 @@ def check_text(text: str) -> str:
     if found is not None:
         raise ValueError(f"control character U+{ord(found.group()):04X} is not allowed")
     return text
+
+
+NoControls = AfterValidator(check_text)
+"""Refuses control characters (422); put it after a ``StringConstraints`` it goes with."""
+
+Text = Annotated[str, NoControls]
+"""A ``str`` that refuses control characters (422): the type of every text query parameter and
+form field (``Annotated[Text | None, Query(...)]``)."""
 
 
 def _refuse_controls(value: Any, path: str) -> None:

@@ -8,6 +8,7 @@ with an empty page)."""
 
 from __future__ import annotations
 
+import re
 import typing
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,10 +21,11 @@ from pydantic.config import JsonDict
 from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import Session
 
+from command_api.inputs import Text
 from command_api.problems import DomainError
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page")]
-Cursor = Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page")]
+Cursor = Annotated[Text | None, Query(max_length=64, description="next_cursor of the previous page")]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,7 +34,9 @@ Key = tuple[KeyPart, ...]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
-MAX_DIGITS = 19  # a signed 64-bit integer
+MAX_INT = 2**63 - 1  # integer parts are PostgreSQL bigints
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 
 
 class InvalidCursor(DomainError):
@@ -67,11 +71,12 @@ def _encode_part(part: KeyPart) -> str:
 
 
 def _decode_part(text: str, kind: type[KeyPart]) -> KeyPart:
+    # ASCII only: str.isdigit and int() also take other scripts' digits ("\u0663" is 3).
     if kind is uuid.UUID:
-        if len(text) != 32:
+        if _HEX32.fullmatch(text) is None:
             raise ValueError(text)
         return uuid.UUID(hex=text)
-    if not text.isdigit() or len(text) > MAX_DIGITS:
+    if _DIGITS.fullmatch(text) is None or int(text) > MAX_INT:
         raise ValueError(text)
     return EPOCH + int(text) * ONE_MICROSECOND if kind is datetime else int(text)
 

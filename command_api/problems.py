@@ -52,9 +52,12 @@ class ProblemError(Exception):
     status: int
     code: str
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail, self.extra = status, code, detail, extra
+        self.headers = headers or {}  # e.g. Retry-After
 
 
 class DomainError(ProblemError):
@@ -114,7 +117,9 @@ _HTTP_CODES = {
 
 async def _problem_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem(exc.status, exc.code, exc.detail, **exc.extra)
+    response = problem(exc.status, exc.code, exc.detail, **exc.extra)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _ledger_error(_: Request, exc: Exception) -> JSONResponse:

@@ -11,9 +11,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from command_api.auth.oauth import OAuthProviders
+from command_api.ops.metrics import MAIL_FAILURES
 from infra.database import database_url
 from infra.db import make_engine, make_sessionmaker
 from infra.ledger_store import postgres_ledger
+from infra.mail import Mailer, mailer_from_settings
 from infra.migrate import upgrade
 from infra.settings import Settings, jwt_secret
 from infra.storage import Storage, storage_from_settings
@@ -34,6 +36,7 @@ class Services:
     storage: Storage
     secret: str
     oauth: OAuthProviders  # the social-login providers; tests set its ``transport``
+    mailer: Mailer  # SMTP (VTO_SMTP_URL) or .eml files under data_dir/mail
     projector: Projector | None = None  # projections run in this process ...
     watcher: PositionWatcher | None = None  # ... or another runs them and this one follows
 
@@ -47,9 +50,6 @@ class Services:
             return self.projector.wait_for(position, timeout=timeout)
         assert self.watcher is not None  # build_services starts one or the other
         return self.watcher.wait_for(position, timeout)
-
-    def is_admin(self, email: str) -> bool:
-        return email.lower() in {e.lower() for e in self.settings.admin_emails}
 
     def close(self) -> None:
         if self.projector is not None:
@@ -77,6 +77,7 @@ def build_services(
         storage=storage_from_settings(settings),
         secret=secret,
         oauth=OAuthProviders(settings, secret),
+        mailer=mailer_from_settings(settings, on_failure=MAIL_FAILURES.inc),
     )
     if run_projections:
         services.projector = Projector(url, poll_interval=settings.projection_poll_interval_s).start()

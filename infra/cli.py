@@ -11,15 +11,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
-from typing import Annotated
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import typer
 
 from infra.database import database_url
+from infra.db import make_engine, make_sessionmaker
 from infra.migrate import upgrade
 from infra.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+log = logging.getLogger("vto")
+
+# Variables that used to mean something and now do nothing: ``vto serve`` and ``vto api`` say
+# so when one is still set, so that an operator does not believe it still works.
+RETIRED_VARIABLES = {
+    "VTO_ADMIN_EMAILS": "an email address no longer makes an admin; admins are the accounts "
+    "holding the stored admin role: grant it with `vto admin add EMAIL` (see `vto admin list`)",
+}
 
 app = typer.Typer(
     help="VTO backend: try-on generation with an event-sourced point ledger.", no_args_is_help=True
@@ -69,6 +84,75 @@ def ledger_rebuild(
         typer.echo(f"{p.name}: rebuilt up to position {rebuild(url, p)}")
 
 
+admin_app = typer.Typer(
+    help="Administrators: the accounts holding the stored admin role (the only way to become one).",
+    no_args_is_help=True,
+)
+app.add_typer(admin_app, name="admin")
+
+ADMIN_GRANTED_BY = "vto admin add"  # recorded as ``user_roles.granted_by``
+
+
+@contextlib.contextmanager
+def _database_session() -> Iterator[Session]:
+    """One transaction on the server's database (the same settings as ``vto serve``):
+    committed when the block ends normally, rolled back otherwise."""
+    engine = make_engine(database_url(get_settings()), pool_size=1)
+    try:
+        with make_sessionmaker(engine)() as session, session.begin():
+            yield session
+    finally:
+        engine.dispose()
+
+
+@admin_app.command("add")
+def admin_add(email: Annotated[str, typer.Argument(help="The email of a registered account.")]) -> None:
+    """Make the registered account of EMAIL an admin (effective at its next request).
+    Exit status 1 when no live account has that email."""
+    from command_api.users import roles
+    from command_api.users.errors import NoLiveUser
+
+    try:
+        with _database_session() as session:
+            user, added = roles.add_admin(session, email, granted_by=ADMIN_GRANTED_BY)
+    except NoLiveUser as exc:
+        typer.echo(f"error: {exc.detail}; the account must register first", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{user.email} ({user.id}) {'is now' if added else 'was already'} an admin")
+
+
+@admin_app.command("remove")
+def admin_remove(email: Annotated[str, typer.Argument(help="The email of an admin's account.")]) -> None:
+    """Take the admin role from the account of EMAIL (effective at its next request).
+    Exit status 1 when no live account has that email."""
+    from command_api.users import roles
+    from command_api.users.errors import NoLiveUser
+
+    try:
+        with _database_session() as session:
+            user, removed = roles.remove_admin(session, email)
+    except NoLiveUser as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{user.email} ({user.id}) {'is no longer' if removed else 'was not'} an admin")
+
+
+@admin_app.command("list")
+def admin_list() -> None:
+    """The admins: email, user id, when and by what the role was granted."""
+    from command_api.users import roles
+
+    with _database_session() as session:
+        admins = roles.admins(session)
+        lines = [
+            f"{a.user.email}\t{a.user.id}\t{a.granted_at.isoformat()}\t{a.granted_by or ''}" for a in admins
+        ]
+    for line in lines:
+        typer.echo(line)
+    if not lines:
+        typer.echo("no admins (grant the role with: vto admin add EMAIL)", err=True)
+
+
 @app.command()
 def projector() -> None:
     """Run every projection runner until interrupted."""
@@ -97,6 +181,7 @@ def serve(
     from generator_worker.pipeline.embedded import start_pipeline
 
     _log_to_stderr()
+    warn_retired_variables()
     settings = get_settings()
     services = build_services(settings, run_projections=True)
     try:
@@ -123,6 +208,7 @@ def api(
     from command_api.services import build_services
 
     _log_to_stderr()
+    warn_retired_variables()
     settings = get_settings()
     if workers > 1:
         upgrade(database_url(settings))  # once, before the worker processes start
@@ -139,6 +225,14 @@ def api(
 
 def _log_to_stderr() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def warn_retired_variables() -> list[str]:
+    """Log a warning for each retired variable still set; returns their names."""
+    found = [name for name in RETIRED_VARIABLES if os.environ.get(name)]
+    for name in found:
+        log.warning("%s is set and ignored: %s", name, RETIRED_VARIABLES[name])
+    return found
 
 
 @app.command()

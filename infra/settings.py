@@ -10,20 +10,13 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.policy import DEFAULT_CREDIT_COSTS, DEFAULT_TICKET_KINDS, PricingPolicy
 
 INSECURE_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "test"})
-
-
-def _split_csv(value: object) -> object:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -100,7 +93,15 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     signed_url_ttl_s: int = Field(default=3600, ge=10)
-    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest accepted upload (multipart routes)."
+    )
+    max_json_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Largest request body of every other route (413 above): room for the longest "
+        "text field (marketing copy, 20,000 characters) even with every character \\u-escaped.",
+    )
 
     # --- auth ------------------------------------------------------------------------------
     jwt_secret: SecretStr | None = None
@@ -109,17 +110,44 @@ class Settings(BaseSettings):
     google_client_secret: SecretStr | None = None
     kakao_client_id: str | None = None
     kakao_client_secret: SecretStr | None = None
-    admin_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- failed-login throttling (command_api/auth/throttle.py; shared through PostgreSQL) ---
+    login_window_s: int = Field(
+        default=15 * 60, ge=1, description="Window in which failed logins are counted (fixed, per key)."
+    )
+    login_max_failures_per_account: int = Field(
+        default=5, ge=1, description="Failed logins per email in a window; further attempts get 429."
+    )
+    login_max_failures_per_address: int = Field(
+        default=30, ge=1, description="Failed logins per client address in a window; then 429."
+    )
+
+    # --- mail (verification and password-reset links; infra/mail.py) -----------------------
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://[user:pass@]host[:port] (STARTTLS when offered; ?starttls=required "
+        "or ?starttls=off), smtps://... (implicit TLS). Unset: each message is written as an "
+        ".eml file under data_dir/mail and its link logged.",
+    )
+    mail_from: str = Field(default="VTO <no-reply@localhost>", min_length=3, description="From header.")
+    smtp_timeout_s: float = Field(default=10.0, gt=0, description="SMTP connect and command timeout.")
+    app_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The web app that links in mail open: <app_url>/verify-email?token=..., "
+        "<app_url>/reset-password?token=...; the page posts the token to the API.",
+    )
+    email_verification_ttl_s: int = Field(
+        default=24 * 3600, ge=60, description="How long a verification (or email change) link works."
+    )
+    password_reset_ttl_s: int = Field(default=3600, ge=60, description="How long a reset link works.")
+    mail_min_interval_s: int = Field(
+        default=60, ge=0, description="At most one mail of a kind per account in this many seconds."
+    )
 
     # --- generation ------------------------------------------------------------------------
     generator: str = Field(default="offline")
     generator_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     diffusion_weights_dir: Path | None = None
-
-    @field_validator("admin_emails", mode="before")
-    @classmethod
-    def _split_admins(cls, value: object) -> object:
-        return _split_csv(value)
 
     @property
     def embedded(self) -> bool:

@@ -149,19 +149,39 @@ class Account(Aggregate):
             pass
 
     class CreditsGranted(Event):
+        """``by``: the acting admin's user id (v2; None for grants made before, or by code)."""
+
+        class_version = 2
         amount: int
         reason: str
+        by: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["by"] = None
 
     class TicketsGranted(Event):
+        class_version = 2
         ticket_type: str
         count: int
         reason: str
+        by: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["by"] = None
 
     class SubscriptionActivated(Event):
+        class_version = 2
         plan: str
         period_end: datetime
         daily_quota: int | None
         reason: str
+        by: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["by"] = None
 
     class SubscriptionCancelled(Event):
         reason: str
@@ -246,18 +266,26 @@ class Account(Aggregate):
     def open(cls, user_id: UUID, at: datetime) -> Account:
         return cls._create(cls.Opened, id=user_id, timestamp=at)
 
-    def grant_credits(self, amount: int, reason: str, at: datetime) -> None:
+    def grant_credits(self, amount: int, reason: str, at: datetime, by: str | None = None) -> None:
         _positive(amount, "credits")
-        self.trigger_event(self.CreditsGranted, amount=amount, reason=reason, timestamp=at)
+        self.trigger_event(self.CreditsGranted, amount=amount, reason=reason, by=by, timestamp=at)
 
-    def grant_tickets(self, ticket_type: str, count: int, reason: str, at: datetime) -> None:
+    def grant_tickets(
+        self, ticket_type: str, count: int, reason: str, at: datetime, by: str | None = None
+    ) -> None:
         _positive(count, "ticket count")
         self.trigger_event(
-            self.TicketsGranted, ticket_type=ticket_type, count=count, reason=reason, timestamp=at
+            self.TicketsGranted, ticket_type=ticket_type, count=count, reason=reason, by=by, timestamp=at
         )
 
     def activate_subscription(
-        self, plan: str, period_end: datetime, daily_quota: int | None, reason: str, at: datetime
+        self,
+        plan: str,
+        period_end: datetime,
+        daily_quota: int | None,
+        reason: str,
+        at: datetime,
+        by: str | None = None,
     ) -> None:
         if daily_quota is not None:
             _positive(daily_quota, "daily quota")
@@ -269,6 +297,7 @@ class Account(Aggregate):
             period_end=period_end,
             daily_quota=daily_quota,
             reason=reason,
+            by=by,
             timestamp=at,
         )
 

@@ -229,21 +229,22 @@ class LedgerApplication(Application[UUID]):
         credits: int = 0,
         tickets: Mapping[str, int] | None = None,
         subscription: tuple[str, datetime, int | None] | None = None,
+        by: str | None = None,
     ) -> CommandResult[None]:
         """Credits, tickets and/or a subscription (plan, period end, daily quota) granted
-        together, in one save."""
+        together, in one save; ``by`` names who granted them (the acting admin's id)."""
         tickets = dict(tickets or {})
         for ticket_type in tickets:
             self.policy.check_ticket_type(ticket_type)
 
         def decide(account: Account, now: datetime) -> None:
             if credits:
-                account.grant_credits(credits, reason, now)
+                account.grant_credits(credits, reason, now, by)
             for ticket_type, count in tickets.items():
-                account.grant_tickets(ticket_type, count, reason, now)
+                account.grant_tickets(ticket_type, count, reason, now, by)
             if subscription is not None:
                 plan, period_end, quota = subscription
-                account.activate_subscription(plan, period_end, quota, reason, now)
+                account.activate_subscription(plan, period_end, quota, reason, now, by)
 
         return self._execute(user_id, decide, create=True)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from command_api.auth import tokens
-from command_api.users.models import User
-from tests.conftest import ADMIN_EMAIL
+from command_api.users import repository
+from command_api.users.models import ADMIN, User
 
 
 @dataclass
@@ -28,11 +28,15 @@ class Caller:
 def make_user(
     services: Any, email: str | None = None, *, admin: bool = False, name: str = "Test User"
 ) -> Caller:
-    """A live user row (and its ledger account) plus a valid access token."""
-    email = ADMIN_EMAIL if admin else (email or f"user-{uuid.uuid4().hex[:12]}@example.com")
+    """A live user row (and its ledger account) plus a valid access token; ``admin``: the user
+    holds the stored admin role (as ``vto admin add`` gives it)."""
+    email = email or f"{'admin' if admin else 'user'}-{uuid.uuid4().hex[:12]}@example.com"
     with services.sessions() as session:
         user = User(email=email.lower(), name=name, language="en", password_hash=None, token_version=0)
         session.add(user)
+        session.flush()
+        if admin:
+            repository.add_role(session, user.id, ADMIN, granted_by="tests")
         session.commit()
     services.ledger.open_account(user.id)
     token, _ = tokens.issue(services.secret, user.id, 0, "access", tokens.ACCESS_TTL)

@@ -67,10 +67,10 @@ def upload_asset(client: Any, caller: Caller, type_: str = "model", **image: Any
     return response.json()
 
 
-def share(client: Any, owner: Caller, project_id: str, reader: Caller) -> None:
-    response = client.post(
-        f"{API}/projects/{project_id}/shares", json={"email": reader.user.email}, headers=owner.headers
-    )
+def share(client: Any, owner: Caller, project_id: str, reader: Caller, role: str | None = None) -> None:
+    """Share the project with ``reader``: as the default role (viewer), or as ``role``."""
+    body = {"email": reader.user.email} if role is None else {"email": reader.user.email, "role": role}
+    response = client.post(f"{API}/projects/{project_id}/shares", json=body, headers=owner.headers)
     assert response.status_code in (200, 201), response.text
 
 

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,24 @@ def pg_server_url() -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def pg_url(pg_server_url: str) -> Iterator[str]:
-    """A fresh database, migrated, for one test; dropped afterwards."""
+@contextmanager
+def fresh_database(pg_server_url: str) -> Iterator[str]:
+    """A fresh database, migrated (a copy of the template), dropped at the end."""
     name = f"vto_test_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    yield with_dbname(pg_server_url, name)
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield with_dbname(pg_server_url, name)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh database, migrated, for one test; dropped afterwards."""
+    with fresh_database(pg_server_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -102,14 +112,9 @@ def pg_ledger(settings: Settings, pg_url: str) -> Iterator[LedgerApplication]:
     app.close()
 
 
-ADMIN_EMAIL = "admin@example.com"
-
-
 @pytest.fixture
 def api_settings(tmp_path: Path) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None, data_dir=tmp_path / "data", admin_emails=[ADMIN_EMAIL]
-    )
+    return Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
 
 
 @pytest.fixture

@@ -3,11 +3,16 @@ load_job_inputs, the catalog check the /vto routes make before a job is charged.
 
 from __future__ import annotations
 
+import io
+import random
 from typing import Any
 from uuid import uuid4
 
 import pytest
+from PIL import ExifTags, Image, ImageCms, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
+from command_api.catalog.images import check_image
 from command_api.catalog.job_inputs import load_job_inputs
 from command_api.problems import ProblemError
 from tests.api_factories import make_user
@@ -45,7 +50,8 @@ def test_upload_read_and_list_assets(client: Any, services: Any) -> None:
 
     read = client.get(f"{API}/assets/{model['id']}", headers=owner.headers)
     assert read.status_code == 200 and read.json()["id"] == model["id"]
-    assert client.get(read.json()["url"]).content == image_bytes("JPEG", (96, 128))
+    stored = Image.open(io.BytesIO(client.get(read.json()["url"]).content))
+    assert (stored.format, stored.size) == ("JPEG", (96, 128))
     assert_problem(client.get(f"{API}/assets/{model['id']}", headers=other.headers), 404, "not_found")
     assert_problem(client.get(f"{API}/assets/{uuid4()}", headers=owner.headers), 404, "not_found")
 
@@ -77,18 +83,20 @@ def test_asset_bad_input_changes_nothing(client: Any, services: Any) -> None:
     assert_problem(client.post(f"{API}/assets", json={"type": "model"}, headers=owner.headers), 422)
     assert_problem(client.get(f"{API}/assets/42", headers=owner.headers), 422)
     assert_problem(client.get(f"{API}/assets?type=person", headers=owner.headers), 422)
-    assert_problem(client.get(f"{API}/assets?cursor=%00", headers=owner.headers), 400)
+    assert_problem(client.get(f"{API}/assets?cursor=%00", headers=owner.headers), 422)  # a control character
     assert snapshot(services) == before
 
 
 def test_load_job_inputs_checks_access_and_returns_keys(client: Any, services: Any) -> None:
     owner, reader, stranger = make_user(services), make_user(services), make_user(services)
+    viewer = make_user(services)
     project = create_project(client, owner)
     other_project = create_project(client, owner, project["collection_id"], "other")
     top = upload_product(client, owner, project["id"], "top", "front")
     back = upload_product(client, owner, project["id"], "top", "back")
     foreign = upload_product(client, owner, other_project["id"])
-    share(client, owner, project["id"], reader)
+    share(client, owner, project["id"], reader, role="editor")  # editors order jobs in it
+    share(client, owner, project["id"], viewer)  # viewers do not
     assets = {
         (who, kind): upload_asset(client, caller, kind)
         for who, caller in (("owner", owner), ("reader", reader))
@@ -122,6 +130,7 @@ def test_load_job_inputs_checks_access_and_returns_keys(client: Any, services: A
 
         refused: list[tuple[tuple[Any, ...], int, str]] = [
             ((stranger.id, project["id"], [top["id"]], assets["owner", "model"]["id"]), 404, "not_found"),
+            ((viewer.id, project["id"], [top["id"]], assets["owner", "model"]["id"]), 403, "forbidden"),
             ((owner.id, str(uuid4()), [top["id"]], assets["owner", "model"]["id"]), 404, "not_found"),
             ((owner.id, "not-a-uuid", [top["id"]], assets["owner", "model"]["id"]), 404, "not_found"),
             ((owner.id, project["id"], [foreign["id"]], assets["owner", "model"]["id"]), 404, "not_found"),
@@ -160,3 +169,77 @@ def test_load_job_inputs_checks_access_and_returns_keys(client: Any, services: A
             with pytest.raises(ProblemError) as caught:
                 load_job_inputs(session, *args)
             assert (caught.value.status, caught.value.code) == (status, code), args
+
+
+def photo_with_metadata(fmt: str) -> bytes:
+    """A 96x160 photo, red in its top-left corner, stored sideways (EXIF orientation 6: turn it
+    a quarter clockwise to view it), with GPS position, camera, description, XMP, a comment,
+    an ICC profile and bytes appended after the image."""
+    image = Image.new("RGB", (96, 160), "white")
+    ImageDraw.Draw(image).rectangle((0, 0, 31, 31), fill="red")
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.Model] = "SecretCam", "X100"
+    exif[ExifTags.Base.ImageDescription] = "at home, Seoul"
+    exif.get_ifd(ExifTags.IFD.GPSInfo).update(
+        {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLatitude: (37.0, 33.0, 59.0)}
+    )
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description>SecretXMP</rdf:Description></x:xmpmeta>'
+    out = io.BytesIO()
+    extra: dict[str, Any] = {"comment": b"SecretComment"} if fmt == "JPEG" else {}
+    if fmt == "PNG":  # PNG keeps XMP and comments in text chunks
+        extra["pnginfo"] = PngInfo()
+        extra["pnginfo"].add_itxt("XML:com.adobe.xmp", xmp.decode())
+        extra["pnginfo"].add_text("Comment", "SecretComment")
+    image.save(out, format=fmt, exif=exif, icc_profile=icc, xmp=xmp, **extra)
+    return out.getvalue() + b"<html>SecretTrailer</html>"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_uploads_are_stored_without_metadata_and_upright(client: Any, services: Any, fmt: str) -> None:
+    owner = make_user(services)
+    upload = photo_with_metadata(fmt)
+    assert b"SecretCam" in upload and b"SecretXMP" in upload
+    response = client.post(
+        f"{API}/assets", data={"type": "model"}, files={"file": ("m", upload)}, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    asset = response.json()
+    assert (asset["width"], asset["height"]) == (160, 96)  # turned upright
+    data = client.get(asset["url"]).content
+    assert asset["size_bytes"] == len(data)
+    for secret in (
+        b"Exif",
+        b"SecretCam",
+        b"Seoul",
+        b"SecretXMP",
+        b"SecretComment",
+        b"SecretTrailer",
+        b"sRGB",
+    ):
+        assert secret not in data, secret
+    stored = Image.open(io.BytesIO(data))
+    assert stored.format == fmt and stored.size == (160, 96)
+    assert not stored.getexif() and not {"exif", "xmp", "icc_profile", "comment"} & set(stored.info)
+    rgb = stored.convert("RGB")
+    red, white = rgb.getpixel((160 - 8, 8)), rgb.getpixel((8, 8))  # top-left went top-right
+    assert isinstance(red, tuple) and red[0] > 200 and red[1] < 60, red
+    assert white == (255, 255, 255) or (isinstance(white, tuple) and min(white) > 230), white
+
+
+@pytest.mark.filterwarnings("ignore:.*(EXIF|Tag data|Truncated|Metadata Warning).*:UserWarning")
+def test_a_corrupt_exif_block_is_a_problem_or_ignored_never_a_500() -> None:
+    photo = photo_with_metadata("JPEG")
+    start = photo.index(b"Exif")
+    rng = random.Random(11)
+    for _ in range(300):
+        data = bytearray(photo)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randint(start, start + 200)] = rng.randint(0, 255)
+        outcome: Any
+        try:
+            outcome = check_image(bytes(data)).data
+        except ProblemError as exc:
+            outcome = exc.status
+        assert outcome in (415, 422) or b"Exif" not in outcome

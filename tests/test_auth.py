@@ -7,7 +7,8 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +21,7 @@ from sqlalchemy import select
 
 from command_api.auth import tokens
 from command_api.auth.oauth import OAuthProviders
-from command_api.users.models import OAuthIdentity, RefreshToken, User
+from command_api.users.models import MailToken, OAuthIdentity, RefreshToken, User
 from infra.settings import Settings
 from tests.auth_helpers import (
     API,
@@ -34,7 +35,6 @@ from tests.auth_helpers import (
     stored_user,
     user_id_of,
 )
-from tests.conftest import ADMIN_EMAIL
 
 REDIRECT = "https://app.example.com/oauth/callback"
 VERIFIER = "v" * 43
@@ -46,7 +46,6 @@ def api_settings(tmp_path: Path) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         data_dir=tmp_path / "data",
-        admin_emails=[ADMIN_EMAIL],
         google_client_id="google-client",
         google_client_secret="google-secret",
         kakao_client_id="kakao-client",
@@ -57,7 +56,8 @@ def api_settings(tmp_path: Path) -> Settings:
 # --- register ---------------------------------------------------------------------------------
 def test_register_creates_a_user_with_a_ledger_account(client: Any, services: Any) -> None:
     body = register(client, "Seller@Example.COM", name="  Kim  ", language="ko")
-    assert set(body) == {"id", "email", "name", "language", "roles", "created_at"}
+    assert set(body) == {"id", "email", "email_verified", "name", "language", "roles", "created_at"}
+    assert body["email_verified"] is False
     assert (body["email"], body["name"], body["language"], body["roles"]) == (
         "seller@example.com",
         "Kim",
@@ -71,8 +71,8 @@ def test_register_creates_a_user_with_a_ledger_account(client: Any, services: An
 
     defaults = register(client, "plain@example.com")
     assert (defaults["name"], defaults["language"]) == (None, "en")
-    admin = register(client, ADMIN_EMAIL.upper())
-    assert admin["roles"] == ["admin"]
+    # Registering grants no role (admins are made with `vto admin add`: tests/test_admin.py).
+    assert register(client, "ADMIN@example.com")["roles"] == ["user"]
 
     before = counts(services)
     taken = client.post(f"{API}/auth/register", json={"email": "SELLER@example.com", "password": "x" * 8})
@@ -260,7 +260,17 @@ class FakeProviders:
 
 
 def oauth(client: Any, provider: str, **body: Any) -> Any:
-    payload = {"code": "the-code", "redirect_uri": REDIRECT, "code_verifier": VERIFIER, **body}
+    """Finish a sign-in with a fresh state and verifier from the authorize call (a made-up
+    pair where that call fails), unless the test gives its own."""
+    started = client.get(f"{API}/auth/oauth/{provider}/authorize", params={"redirect_uri": REDIRECT})
+    flow = started.json() if started.status_code == 200 else {"state": "none", "code_verifier": VERIFIER}
+    payload = {
+        "code": "the-code",
+        "redirect_uri": REDIRECT,
+        "state": flow["state"],
+        "code_verifier": flow["code_verifier"],
+        **body,
+    }
     return client.post(f"{API}/auth/oauth/{provider}", json=payload)
 
 
@@ -282,7 +292,8 @@ def test_google_creates_then_links_by_subject(client: Any, services: Any) -> Non
     assert first.status_code == 200, first.text
     form = fake.token_form(0)
     assert form["grant_type"] == "authorization_code"
-    assert (form["code"], form["redirect_uri"], form["code_verifier"]) == ("the-code", REDIRECT, VERIFIER)
+    assert (form["code"], form["redirect_uri"]) == ("the-code", REDIRECT)
+    assert len(form["code_verifier"]) >= 43  # the verifier of the state (PKCE)
     assert (form["client_id"], form["client_secret"]) == ("google-client", "google-secret")
     assert str(fake.requests[1].url) == "https://openidconnect.googleapis.com/v1/userinfo"
 
@@ -310,12 +321,13 @@ def test_google_creates_then_links_by_subject(client: Any, services: Any) -> Non
 
 def test_kakao_links_by_verified_email_to_an_existing_user(client: Any, services: Any) -> None:
     existing = register(client, "member@kakao.com")
+    mark_verified(services, existing["id"])
     fake = FakeProviders(userinfo={"kakao": kakao_user(777, "Member@Kakao.com")})
     fake.install(services)
-    response = oauth(client, "kakao", code_verifier=None)
+    response = oauth(client, "kakao")
     assert response.status_code == 200, response.text
     assert user_id_of(response.json()["access_token"]) == existing["id"]
-    assert "code_verifier" not in fake.token_form(0)
+    assert len(fake.token_form(0)["code_verifier"]) >= 43
     assert fake.token_form(0)["client_id"] == "kakao-client"
     assert str(fake.requests[1].url) == "https://kapi.kakao.com/v2/user/me"
     with services.sessions() as session:
@@ -398,7 +410,6 @@ def test_authorize_gives_a_pkce_url_and_a_state_checked_on_return(client: Any, s
         (state[:-2] + "xx", verifier, REDIRECT),  # tampered
         (state, "w" * 43, REDIRECT),  # another verifier
         (state, verifier, "https://evil.example.com/cb"),  # another redirect_uri
-        (state, None, REDIRECT),  # verifier missing
     ]:
         bad = oauth(client, "google", state=bad_state, code_verifier=bad_verifier, redirect_uri=bad_redirect)
         is_problem(bad, 400, "invalid_state")
@@ -410,3 +421,101 @@ def test_authorize_gives_a_pkce_url_and_a_state_checked_on_return(client: Any, s
     assert done.status_code == 200, done.text
     assert fake.token_form(0)["code_verifier"] == verifier
     is_problem(client.get(f"{API}/auth/oauth/google/authorize"), 422, "validation_error")
+
+
+# --- sign-in linking: the provider's verified email against our accounts ----------------------
+def mark_verified(services: Any, user_id: str) -> None:
+    with services.sessions() as session:
+        user = session.get(User, uuid.UUID(user_id))
+        assert user is not None
+        user.email_verified_at = datetime.now(UTC)
+        session.commit()
+
+
+def test_oauth_requires_state_and_pkce(client: Any, services: Any) -> None:
+    fake = FakeProviders(userinfo={"google": google_user("g-4", "pkce-required@gmail.com")})
+    fake.install(services)
+    started = client.get(f"{API}/auth/oauth/google/authorize", params={"redirect_uri": REDIRECT}).json()
+    base = {"code": "the-code", "redirect_uri": REDIRECT}
+    for body in [
+        base,
+        {**base, "code_verifier": started["code_verifier"]},  # no state
+        {**base, "state": started["state"]},  # no verifier
+        {**base, "state": started["state"], "code_verifier": None},
+        {**base, "state": None, "code_verifier": started["code_verifier"]},
+    ]:
+        is_problem(client.post(f"{API}/auth/oauth/google", json=body), 422, "validation_error")
+    wrong = {**base, "state": started["state"], "code_verifier": VERIFIER}
+    is_problem(client.post(f"{API}/auth/oauth/google", json=wrong), 400, "invalid_state")
+    assert fake.requests == [] and counts(services) == (0, 0, 0)
+
+
+def test_a_provider_sign_in_takes_over_an_unverified_account_from_whoever_registered_it(
+    client: Any, services: Any
+) -> None:
+    # The attacker registers the victim's address (nobody verifies it), signs in and asks for
+    # an email change to an address of theirs.
+    squatted = register(client, "victim@gmail.com")
+    attacker = login(client, "victim@gmail.com").json()
+    change = client.post(
+        f"{API}/users/me/email",
+        json={"email": "attacker@evil.example", "password": PASSWORD},
+        headers=bearer(attacker["access_token"]),
+    )
+    assert change.status_code == 202, change.text
+    with services.sessions() as session:
+        pending = session.scalars(select(MailToken).where(MailToken.used_at.is_(None))).all()
+        assert {t.purpose for t in pending} == {"verify_email", "change_email"}
+
+    # The victim signs in with Google, which verified victim@gmail.com.
+    fake = FakeProviders(userinfo={"google": google_user("g-victim", "victim@gmail.com")})
+    fake.install(services)
+    victim = oauth(client, "google")
+    assert victim.status_code == 200, victim.text
+    assert user_id_of(victim.json()["access_token"]) == squatted["id"]
+
+    # Nothing the attacker set up keeps access: password, access and refresh tokens, links.
+    is_problem(login(client, "victim@gmail.com"), 401, "invalid_credentials")
+    is_problem(client.get(f"{API}/users/me", headers=bearer(attacker["access_token"])), 401)
+    is_problem(refresh(client, attacker["refresh_token"]), 401)
+    with services.sessions() as session:
+        assert session.scalars(select(MailToken).where(MailToken.used_at.is_(None))).all() == []
+        user = session.get(User, uuid.UUID(squatted["id"]))
+        assert user is not None and user.password_hash is None and user.email_verified_at is not None
+    me = client.get(f"{API}/users/me", headers=bearer(victim.json()["access_token"])).json()
+    assert (me["email"], me["email_verified"]) == ("victim@gmail.com", True)
+    assert refresh(client, victim.json()["refresh_token"]).status_code == 200
+
+
+def test_a_provider_sign_in_links_to_a_verified_account_and_keeps_its_sessions(
+    client: Any, services: Any
+) -> None:
+    owner = register(client, "owner@gmail.com")
+    mark_verified(services, owner["id"])
+    session_before = login(client, "owner@gmail.com").json()
+    fake = FakeProviders(userinfo={"google": google_user("g-owner", "Owner@gmail.com")})
+    fake.install(services)
+    linked = oauth(client, "google")
+    assert linked.status_code == 200, linked.text
+    assert user_id_of(linked.json()["access_token"]) == owner["id"]
+    assert login(client, "owner@gmail.com").status_code == 200
+    assert client.get(f"{API}/users/me", headers=bearer(session_before["access_token"])).status_code == 200
+    assert refresh(client, session_before["refresh_token"]).status_code == 200
+    # a new account made by a provider sign-in starts verified
+    fake.userinfo["google"] = google_user("g-new", "fresh@gmail.com")
+    fresh = oauth(client, "google")
+    me = client.get(f"{API}/users/me", headers=bearer(fresh.json()["access_token"])).json()
+    assert (me["email"], me["email_verified"]) == ("fresh@gmail.com", True)
+
+
+def test_without_smtp_the_mail_is_written_under_the_data_dir(client: Any, services: Any) -> None:
+    outbox = services.settings.data_dir / "mail"
+    register(client, "offline@example.com")
+    [path] = outbox.glob("*.eml")
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert (message["To"], message["Subject"]) == ("offline@example.com", "Confirm your email address")
+    assert "/verify-email?token=" in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    is_problem(
+        client.post(f"{API}/auth/register", json={"email": "offline@example.com", "password": PASSWORD}), 409
+    )
+    assert len(list(outbox.glob("*.eml"))) == 1

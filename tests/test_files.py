@@ -54,3 +54,31 @@ def test_signed_links(client: Any, services: Any) -> None:
         assert_problem(client.get(product["url"]), 404)
     finally:
         services.storage = local
+
+
+def test_malformed_signed_links_are_403_never_500(client: Any, services: Any) -> None:
+    """Without a token: non-ASCII digits in ``expires``, non-ASCII or non-hex signatures, huge
+    expiries and control characters in the key are links this API did not sign."""
+    owner = make_user(services)
+    product = upload_product(client, owner, create_project(client, owner)["id"])
+    key = f"products/{product['id']}.png"
+    query = parse_qs(urlsplit(product["url"]).query)
+    expires, signature = query["expires"][0], query["signature"][0]
+    for raw_query in (
+        "expires=%C2%B2&signature=a",  # superscript two: str.isdigit() says yes, int() says no
+        f"expires=%D9%A3&signature={signature}",  # an Arabic-Indic digit
+        "signature=%C3%A9",
+        f"expires={expires}&signature=%C3%A9",
+        f"expires={expires}&signature={'%C3%A9' * 32}",
+        f"expires={expires}&signature={signature.upper()}",
+        f"expires={'9' * 20}&signature={signature}",
+        f"expires=-1&signature={signature}",
+        f"expires={expires}&signature={signature}%00",
+    ):
+        assert_problem(client.get(f"{API}/files/{key}?{raw_query}"), 403, "invalid_signature")
+    too_long = client.get(f"{API}/files/{key}?expires={10**30}&signature={signature}")
+    assert_problem(too_long, 422, "validation_error")
+    later = int(time.time()) + 60
+    nul_signature = services.storage.signature(key + chr(0), later)
+    assert_problem(client.get(f"{API}/files/{key}%00?expires={later}&signature={nul_signature}"), 404)
+    assert client.get(f"{API}/files/{key}?expires={expires}&signature={signature}").status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import create_engine
@@ -63,3 +64,32 @@ def test_a_busy_database_is_a_503_problem_not_a_500(client: Any, services: Any, 
     assert response.json()["code"] == "database_unavailable"
     assert response.headers["Retry-After"] == "1"
     assert client.get("/api/v1/points", headers=caller.headers).status_code == 200
+
+
+def test_a_client_request_id_is_kept_only_when_it_is_a_short_safe_token(client: Any) -> None:
+    for unsafe in ("a" * 65, "abc def", "abc\u00e9", "x;drop", '{"forged": "log line"}', ""):
+        given = client.get("/healthz", headers={"X-Request-ID": unsafe.encode()})
+        made = given.headers["X-Request-ID"]
+        assert made != unsafe and len(made) == 32 and made.isalnum()
+    kept = "Order-7.retry_2"
+    assert client.get("/healthz", headers={"X-Request-ID": kept}).headers["X-Request-ID"] == kept
+
+
+def test_unknown_paths_and_methods_add_no_metric_series(client: Any) -> None:
+    """Labels come from route templates: fifty random paths (and invented methods) add none."""
+    client.get("/no/such/path")
+    client.request("BREW", "/healthz")
+    client.request("BREW", "/no/such/path")
+    client.get("/metrics")  # its own series, before the first count
+
+    def series() -> set[str]:
+        text = client.get("/metrics").text
+        return {
+            line.split(" ")[0] for line in text.splitlines() if line.startswith("vto_http_request_duration")
+        }
+
+    before = series()
+    for _ in range(50):
+        client.get(f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}")
+        client.request(f"X{uuid.uuid4().hex[:8].upper()}", f"/api/v1/{uuid.uuid4().hex}")
+    assert series() == before

@@ -14,6 +14,7 @@ from tests.catalog_factories import (
     assert_problem,
     create_collection,
     create_project,
+    png_upload,
     share,
     snapshot,
     upload_product,
@@ -169,6 +170,87 @@ def test_sharing_gives_read_access_only(client: Any, services: Any) -> None:
     ]
 
 
+def test_share_roles_viewer_by_default_editor_on_request_and_only_the_owner_manages_them(
+    client: Any, services: Any
+) -> None:
+    owner, viewer, editor, third = (make_user(services) for _ in range(4))
+    project = create_project(client, owner)
+    pid = project["id"]
+    shares = f"{API}/projects/{pid}/shares"
+
+    first = client.post(shares, json={"email": viewer.user.email}, headers=owner.headers)
+    assert first.status_code == 201 and first.json()["shares"] == [
+        {"user_id": str(viewer.id), "role": "viewer"}
+    ]
+    made = client.post(shares, json={"email": editor.user.email, "role": "editor"}, headers=owner.headers)
+    assert made.status_code == 201
+    assert made.json()["shares"] == [
+        {"user_id": str(viewer.id), "role": "viewer"},
+        {"user_id": str(editor.id), "role": "editor"},
+    ]
+    assert made.json()["shared_user_ids"] == [str(viewer.id), str(editor.id)]
+
+    # A viewer adds nothing; an editor adds products, seen by everyone on the project.
+    before = snapshot(services)
+    assert_problem(
+        client.post(
+            f"{API}/projects/{pid}/products",
+            data={"category": "top", "side": "front"},
+            files=png_upload(),
+            headers=viewer.headers,
+        ),
+        403,
+        "forbidden",
+    )
+    assert snapshot(services) == before
+    added = upload_product(client, editor, pid)
+    listed = client.get(f"{API}/projects/{pid}/products", headers=viewer.headers).json()["items"]
+    assert [p["id"] for p in listed] == [added["id"]]
+
+    # Only the owner changes the project and its shares: an editor gets 403, and nothing changes.
+    before = snapshot(services)
+    for role_body in ({"email": third.user.email}, {"email": third.user.email, "role": "editor"}):
+        refused = client.post(shares, json=role_body, headers=editor.headers)
+        assert_problem(refused, 403, "forbidden")
+        assert refused.json()["detail"] == "only the project's owner may change the project or its shares"
+    assert_problem(
+        client.post(shares, json={"email": viewer.user.email, "role": "editor"}, headers=viewer.headers), 403
+    )
+    assert_problem(
+        client.post(shares, json={"email": editor.user.email, "role": "viewer"}, headers=editor.headers), 403
+    )
+    assert_problem(client.delete(f"{shares}/{viewer.id}", headers=editor.headers), 403, "forbidden")
+    assert_problem(client.delete(f"{shares}/{editor.id}", headers=viewer.headers), 403, "forbidden")
+    assert_problem(client.patch(f"{API}/projects/{pid}", json={"name": "x"}, headers=editor.headers), 403)
+    assert snapshot(services) == before
+
+    # Sharing again changes the role (200), and takes effect at once.
+    demoted = client.post(shares, json={"email": editor.user.email, "role": "viewer"}, headers=owner.headers)
+    assert demoted.status_code == 200
+    assert demoted.json()["shares"][1] == {"user_id": str(editor.id), "role": "viewer"}
+    assert_problem(
+        client.post(
+            f"{API}/projects/{pid}/products",
+            data={"category": "top", "side": "back"},
+            files=png_upload(),
+            headers=editor.headers,
+        ),
+        403,
+    )
+    promoted = client.post(shares, json={"email": viewer.user.email, "role": "editor"}, headers=owner.headers)
+    assert promoted.status_code == 200
+    assert promoted.json()["shares"][0] == {"user_id": str(viewer.id), "role": "editor"}
+    same = client.post(shares, json={"email": viewer.user.email, "role": "editor"}, headers=owner.headers)
+    assert same.status_code == 200 and same.json()["shares"] == promoted.json()["shares"]
+    upload_product(client, viewer, pid, side="back")
+
+    # Any shared user may leave.
+    assert client.delete(f"{shares}/{viewer.id}", headers=viewer.headers).status_code == 204
+    assert client.get(f"{API}/projects/{pid}", headers=owner.headers).json()["shares"] == [
+        {"user_id": str(editor.id), "role": "viewer"}
+    ]
+
+
 def test_project_bad_input_changes_nothing(client: Any, services: Any) -> None:
     owner = make_user(services)
     project = create_project(client, owner)
@@ -191,7 +273,7 @@ def test_project_bad_input_changes_nothing(client: Any, services: Any) -> None:
         (
             "POST",
             "/projects",
-            {"json": {"collection_id": cid, "name": "x", "marketing_copy": "m" * 70_000}},
+            {"json": {"collection_id": cid, "name": "x", "marketing_copy": "m" * 300_000}},
             413,
         ),
         ("GET", "/projects/123", {}, 422),
@@ -203,6 +285,8 @@ def test_project_bad_input_changes_nothing(client: Any, services: Any) -> None:
         ("POST", f"/projects/{pid}/shares", {"json": {}}, 422),
         ("POST", f"/projects/{pid}/shares", {"json": {"email": "not-an-email"}}, 422),
         ("POST", f"/projects/{pid}/shares", {"json": {"email": ["a@example.com"]}}, 422),
+        ("POST", f"/projects/{pid}/shares", {"json": {"email": "a@example.com", "role": "owner"}}, 422),
+        ("POST", f"/projects/{pid}/shares", {"json": {"email": "a@example.com", "role": None}}, 422),
         ("DELETE", f"/projects/{pid}/shares/not-a-uuid", {}, 422),
     ]
     for method, path, kwargs, status in cases:

@@ -366,3 +366,53 @@ def test_a_worker_killed_mid_job_still_ends_succeeded_or_refunded(
             (job_id,),
         ).fetchone()
     assert settled is not None and settled[0] == 1
+
+
+def test_an_editors_job_is_charged_to_the_editor_and_lands_in_the_owners_project(
+    client: Any, services: Any
+) -> None:
+    """Share roles: an editor orders a job in the owner's project (charged to the editor; its
+    result in the project's gallery and counts); a viewer may not (403, nothing charged)."""
+    owner, editor, viewer = make_user(services), make_user(services), make_user(services)
+    items = catalog(client, owner)
+    shares = f"/api/v1/projects/{items['project_id']}/shares"
+    for caller, role in ((editor, "editor"), (viewer, "viewer")):
+        response = client.post(shares, json={"email": caller.user.email, "role": role}, headers=owner.headers)
+        assert response.status_code == 201, response.text
+        services.ledger.grant(caller.id, "test", tickets={"lookbook": 1})
+
+    def own_model(caller: Caller) -> dict[str, str]:
+        asset = client.post(
+            "/api/v1/assets",
+            files={"file": ("model.png", model_photo(), "image/png")},
+            data={"type": "model"},
+            headers=caller.headers,
+        )
+        assert asset.status_code == 201, asset.text
+        return {**items, "model_asset_id": asset.json()["id"]}
+
+    position = services.ledger.position()
+    refused = client.post("/api/v1/vto/jobs", json=job_body(own_model(viewer)), headers=viewer.headers)
+    assert refused.status_code == 403, refused.text
+    assert services.ledger.position() == position
+    created = client.post("/api/v1/vto/jobs", json=job_body(own_model(editor)), headers=editor.headers)
+    assert created.status_code == 202, created.text
+    assert created.json()["charge"] == {"source": "ticket:lookbook", "amount": 1}
+
+    pipeline = Pipeline.build(
+        services.settings, services.url, services.ledger, storage=services.storage
+    ).start()
+    try:
+        done = wait_terminal(client, editor, created.json()["id"])
+    finally:
+        pipeline.stop()
+    assert done["status"] == "succeeded", done
+    gallery = client.get(f"/api/v1/vto/projects/{items['project_id']}/results", headers=owner.headers).json()
+    assert [item["job_id"] for item in gallery["items"]] == [done["id"]]
+    project = client.get(f"/api/v1/projects/{items['project_id']}", headers=owner.headers).json()
+    assert (project["image_count"], project["video_count"]) == (1, 0)
+    tickets = {
+        name: client.get("/api/v1/points", headers=caller.headers).json()["tickets"]["lookbook"]
+        for name, caller in (("owner", owner), ("editor", editor), ("viewer", viewer))
+    }
+    assert tickets == {"owner": 0, "editor": 0, "viewer": 1}

@@ -12,11 +12,10 @@ from command_api.assets.schemas import AssetOut, AssetType
 from command_api.catalog.access import owned_asset
 from command_api.catalog.fields import Name
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, UPLOAD, problems
-from command_api.catalog.uploads import LimitedRoute
 from command_api.deps import CurrentUser, SessionDep, SettingsDep, SignerDep, StorageDep
 from command_api.pagination import Cursor, Limit, Page
 
-router = APIRouter(prefix="/assets", tags=["assets"], route_class=LimitedRoute)
+router = APIRouter(prefix="/assets", tags=["assets"])
 
 
 @router.post(

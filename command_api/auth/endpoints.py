@@ -1,26 +1,32 @@
-"""/auth: register, login, refresh, social login (Google, Kakao)."""
+"""/auth: register, login, refresh, social login (Google, Kakao), email verification and
+password reset (mail is delivered by a background task, after the request committed)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 
 from command_api import problems
-from command_api.auth import service
+from command_api.auth import service, verification
 from command_api.auth.errors import RefreshTokenReused
 from command_api.auth.oauth import STATE_MAX_AGE_S
 from command_api.auth.schemas import (
     URL_MAX,
     AuthorizeOut,
+    ForgotPasswordIn,
     LoginIn,
+    MailTokenIn,
     OAuthCodeIn,
     RefreshIn,
     RegisterIn,
+    ResetPasswordIn,
     TokenPair,
     problem_responses,
 )
-from command_api.deps import LedgerDep, OAuthDep, ServicesDep, SessionDep
+from command_api.auth.throttle import LoginThrottle, client_address
+from command_api.deps import CurrentUser, LedgerDep, MailerDep, OAuthDep, ServicesDep, SessionDep
+from command_api.inputs import Text
 from command_api.users.schemas import UserOut
 from command_api.users.service import user_out
 
@@ -33,20 +39,39 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     summary="Create an account with email and password",
     responses=problem_responses({409: "email_taken: a live account has this email", 422: "validation_error"}),
 )
-def register(body: RegisterIn, session: SessionDep, ledger: LedgerDep, services: ServicesDep) -> UserOut:
+def register(
+    body: RegisterIn,
+    session: SessionDep,
+    ledger: LedgerDep,
+    services: ServicesDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
+) -> UserOut:
     user = service.register(session, ledger, body)
-    return user_out(services, user)
+    mail = verification.verification_mail(session, services.settings, user)
+    if mail is not None:
+        background.add_task(mailer.deliver, mail)
+    return user_out(session, user)
 
 
 @router.post(
     "/login",
     summary="Exchange email and password for tokens",
     responses=problem_responses(
-        {401: "invalid_credentials (unknown email, wrong password, deleted account)"}
+        {
+            401: "invalid_credentials (unknown email, wrong password, deleted account)",
+            429: "too_many_login_attempts: too many failed logins for this email or from this "
+            "address; Retry-After says when to try again",
+        }
     ),
 )
-def login(body: LoginIn, session: SessionDep, services: ServicesDep) -> TokenPair:
-    return service.login(session, services.secret, body.email, body.password)
+def login(body: LoginIn, request: Request, session: SessionDep, services: ServicesDep) -> TokenPair:
+    throttle = LoginThrottle.of(services.engine, services.settings)
+    address = client_address(request)
+    throttle.admit(body.email, address)  # counted and committed before the password is checked
+    tokens = service.login(session, services.secret, body.email, body.password)
+    throttle.succeeded(body.email, address)
+    return tokens
 
 
 @router.post(
@@ -79,7 +104,7 @@ def refresh(body: RefreshIn, session: SessionDep, services: ServicesDep) -> Any:
 def authorize(
     provider: str,
     oauth: OAuthDep,
-    redirect_uri: Annotated[str, Query(min_length=1, max_length=URL_MAX)],
+    redirect_uri: Annotated[Text, Query(min_length=1, max_length=URL_MAX)],
 ) -> AuthorizeOut:
     started = oauth.authorize(provider, redirect_uri)
     return AuthorizeOut(
@@ -111,8 +136,76 @@ def oauth_login(
     oauth: OAuthDep,
 ) -> TokenPair:
     oauth.provider(provider)  # 404 / 503 before anything else
-    if body.state is not None:
-        oauth.check_state(body.state, provider, body.redirect_uri, body.code_verifier)
+    oauth.check_state(body.state, provider, body.redirect_uri, body.code_verifier)
     identity = oauth.exchange(provider, body.code, body.redirect_uri, body.code_verifier)
     user = service.oauth_user(session, ledger, identity)
     return service.issue_tokens(session, services.secret, user)
+
+
+# --- mailed links -----------------------------------------------------------------------------
+@router.post(
+    "/verify-email",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Follow a verification (or email change) link, signed in as its account",
+    responses=problem_responses(
+        {
+            400: "invalid_mail_token: unknown, used, expired, or another account's",
+            401: "unauthorized",
+            409: "email_taken: the new address of an email change was taken meanwhile",
+        }
+    ),
+)
+def verify_email(body: MailTokenIn, user: CurrentUser, session: SessionDep) -> Response:
+    verification.verify(session, user, body.token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/verify-email/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,
+    summary="Send the caller a new verification link (nothing when verified, or sent just now)",
+    responses=problem_responses({401: "unauthorized"}),
+)
+def resend_verification(
+    user: CurrentUser,
+    session: SessionDep,
+    services: ServicesDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
+) -> Response:
+    mail = verification.verification_mail(session, services.settings, user, resend=True)
+    if mail is not None:
+        background.add_task(mailer.deliver, mail)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post(
+    "/password/forgot",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_class=Response,
+    summary="Mail a password-reset link (the same answer whether or not the account exists)",
+    responses=problem_responses({422: "validation_error"}),
+)
+def forgot_password(
+    body: ForgotPasswordIn,
+    session: SessionDep,
+    services: ServicesDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
+) -> Response:
+    mail = verification.password_reset_mail(session, services.settings, body.email)
+    if mail is not None:
+        background.add_task(mailer.deliver, mail)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post(
+    "/password/reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Set a new password with a reset link's token; every session of the account ends",
+    responses=problem_responses({400: "invalid_mail_token", 422: "validation_error"}),
+)
+def reset_password(body: ResetPasswordIn, session: SessionDep) -> Response:
+    verification.reset_password(session, body.token, body.password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -84,3 +84,47 @@ class OAuthProviderError(DomainError):
 
     def __init__(self, name: str, why: str) -> None:
         super().__init__(f"{name} sign-in failed: {why}")
+
+
+class InvalidMailToken(DomainError):
+    """A link's token that is unknown, already used (or revoked), expired, or for something
+    else than this request."""
+
+    status, code = 400, "invalid_mail_token"
+
+
+class WrongPassword(DomainError):
+    status, code = 403, "wrong_password"
+
+    def __init__(self) -> None:
+        super().__init__("the current password is not correct")
+
+
+class PasswordNotSet(DomainError):
+    status, code = 409, "password_not_set"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this account signs in with Google or Kakao and has no password; set one with "
+            "POST /auth/password/forgot"
+        )
+
+
+class EmailUnchanged(DomainError):
+    status, code = 409, "email_unchanged"
+
+    def __init__(self) -> None:
+        super().__init__("the account already has this email")
+
+
+class TooManyLoginAttempts(DomainError):
+    """Too many failed logins for this email or from this address (``auth/throttle.py``)."""
+
+    status, code = 429, "too_many_login_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many failed sign-ins; try again in {retry_after} s",
+            retry_after=retry_after,
+            headers={"Retry-After": str(retry_after)},
+        )

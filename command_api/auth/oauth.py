@@ -169,7 +169,7 @@ class OAuthProviders:
             )
         return Authorization(url=url, state=state, code_verifier=verifier)
 
-    def check_state(self, state: str, name: str, redirect_uri: str, code_verifier: str | None) -> None:
+    def check_state(self, state: str, name: str, redirect_uri: str, code_verifier: str) -> None:
         """Raise 400 ``invalid_state`` unless ``state`` is ours, fresh, for this provider and
         redirect_uri, and ``code_verifier`` matches the challenge it was issued with."""
         try:
@@ -178,17 +178,16 @@ class OAuthProviders:
             raise InvalidState("the state is invalid or expired") from exc
         if not isinstance(data, dict) or data.get("p") != name or data.get("r") != redirect_uri:
             raise InvalidState("the state was issued for another provider or redirect_uri")
-        if code_verifier is None or create_s256_code_challenge(code_verifier) != data.get("c"):
+        if create_s256_code_challenge(code_verifier) != data.get("c"):
             raise InvalidState("the code_verifier does not match the state")
 
     def _serializer(self) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(self.secret, salt=_STATE_SALT)
 
     # --- end of the flow -------------------------------------------------------------------
-    def exchange(
-        self, name: str, code: str, redirect_uri: str, code_verifier: str | None
-    ) -> ProviderIdentity:
-        """Trade the authorization code for a provider token, then read the user's info.
+    def exchange(self, name: str, code: str, redirect_uri: str, code_verifier: str) -> ProviderIdentity:
+        """Trade the authorization code (with its PKCE verifier, after ``check_state``) for a
+        provider token, then read the user's info.
 
         400 ``oauth_code_rejected`` when the provider refuses the code (an OAuth error answer,
         e.g. ``invalid_grant``); 502 ``oauth_provider_error`` when the provider cannot be
@@ -196,13 +195,12 @@ class OAuthProviders:
         provider = self.provider(name)
         try:
             with self._client(provider, redirect_uri=redirect_uri) as client:
-                extra = {"code_verifier": code_verifier} if code_verifier else {}
                 token = client.fetch_token(
                     provider.token_url,
                     grant_type="authorization_code",
                     code=code,
                     redirect_uri=redirect_uri,
-                    **extra,
+                    code_verifier=code_verifier,
                 )
                 if not token.get("access_token"):
                     raise OAuthProviderError(name, "the token answer has no access_token")

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from command_api.auth.passwords import MAX_LENGTH, MIN_LENGTH
+from command_api.inputs import InputModel
 from command_api.users.schemas import NAME_MAX, Language, clean_name
 
 EMAIL_MAX = 320
@@ -26,7 +27,7 @@ def _lower(value: str) -> str:
     return value.strip().lower()
 
 
-class RegisterIn(BaseModel):
+class RegisterIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -56,7 +57,7 @@ class RegisterIn(BaseModel):
         return clean_name(value)
 
 
-class LoginIn(BaseModel):
+class LoginIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -73,7 +74,7 @@ class LoginIn(BaseModel):
         return _lower(value)
 
 
-class RefreshIn(BaseModel):
+class RefreshIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."}]},
@@ -100,7 +101,7 @@ class TokenPair(BaseModel):
     expires_in: int = Field(description="seconds the access token is valid")
 
 
-class OAuthCodeIn(BaseModel):
+class OAuthCodeIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -118,14 +119,14 @@ class OAuthCodeIn(BaseModel):
     redirect_uri: str = Field(
         min_length=1, max_length=URL_MAX, description="the redirect_uri the code was issued for"
     )
-    code_verifier: str | None = Field(
-        default=None, min_length=43, max_length=128, description="PKCE verifier (RFC 7636)"
+    code_verifier: str = Field(
+        min_length=43, max_length=128, description="PKCE verifier (RFC 7636) from the authorize call"
     )
-    state: str | None = Field(
-        default=None,
+    state: str = Field(
+        min_length=1,
         max_length=TOKEN_MAX,
-        description="the state from GET /auth/oauth/{provider}/authorize; when given it is "
-        "verified (signature, age, provider, redirect_uri, PKCE challenge)",
+        description="the state from GET /auth/oauth/{provider}/authorize, verified (signature, "
+        "age, provider, redirect_uri, PKCE challenge)",
     )
 
 
@@ -146,3 +147,63 @@ class AuthorizeOut(BaseModel):
     state: str = Field(description="signed, expires; compare with the callback's state, then send it back")
     code_verifier: str = Field(description="PKCE verifier: keep it client-side, send it with the code")
     expires_in: int = Field(description="seconds the state is accepted")
+
+
+# --- mailed links: verification, password reset; signed-in credential changes ----------------
+class MailTokenIn(InputModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"token": "q3v8YV0m9Jm0yXWkq1bqgB0p6f7C2rYd0cQ0s9n4Z1E"}]},
+    )
+    token: str = Field(min_length=1, max_length=TOKEN_MAX, description="the token of the mailed link")
+
+
+class ForgotPasswordIn(InputModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"email": "seller@example.com"}]}
+    )
+    # Not validated as an email address: a malformed one simply matches no account (202).
+    email: str = Field(min_length=1, max_length=EMAIL_MAX)
+
+    @field_validator("email")
+    @classmethod
+    def _normalize_email(cls, value: str) -> str:
+        return _lower(value)
+
+
+class ResetPasswordIn(InputModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"token": "q3v8YV0m9Jm0yXWkq1bqgB0p6f7C2rYd0cQ0s9n4Z1E", "password": "new horse battery"}
+            ]
+        },
+    )
+    token: str = Field(min_length=1, max_length=TOKEN_MAX, description="the token of the mailed link")
+    password: str = Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH, description="the new password")
+
+
+class PasswordChangeIn(InputModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"current_password": "correct horse battery", "new_password": "new horse battery"}]
+        },
+    )
+    current_password: str = Field(min_length=1, max_length=MAX_LENGTH)
+    new_password: str = Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH)
+
+
+class EmailChangeIn(InputModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"email": "new@example.com", "password": "correct horse battery"}]},
+    )
+    email: EmailStr = Field(max_length=EMAIL_MAX, description="the new address; a link is sent there")
+    password: str = Field(min_length=1, max_length=MAX_LENGTH, description="the current password")
+
+    @field_validator("email")
+    @classmethod
+    def _normalize_email(cls, value: str) -> str:
+        return _lower(value)

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from command_api.auth import passwords, tokens
+from command_api.auth import mail_tokens, passwords, tokens
 from command_api.auth.errors import (
     EmailTaken,
     InvalidCredentials,
@@ -77,9 +77,10 @@ def login(session: Session, secret: str, email: str, password: str) -> TokenPair
 # --- tokens -----------------------------------------------------------------------------------
 def issue_tokens(session: Session, secret: str, user: User, family: uuid.UUID | None = None) -> TokenPair:
     """An access token and a refresh token (recorded by its jti, in ``family``: a new one for
-    a new sign-in, the old one on rotation)."""
+    a new sign-in, the old one on rotation). The access token names its family too, so that a
+    password change can tell the caller's sign-in from the others."""
     family = family or uuid.uuid4()
-    access, _ = tokens.issue(secret, user.id, user.token_version, "access", tokens.ACCESS_TTL)
+    access, _ = tokens.issue(secret, user.id, user.token_version, "access", tokens.ACCESS_TTL, family=family)
     refresh, claims = tokens.issue(
         secret, user.id, user.token_version, "refresh", tokens.REFRESH_TTL, family=family
     )
@@ -116,7 +117,7 @@ def refresh(session: Session, secret: str, token: str) -> TokenPair:
             RefreshToken.expires_at > now,
         )
         .values(used_at=now)
-        .returning(RefreshToken.jti)
+        .returning(RefreshToken.token_version)
     ).first()
     if claimed is None:
         row = session.get(RefreshToken, claims.jti)
@@ -128,8 +129,11 @@ def refresh(session: Session, secret: str, token: str) -> TokenPair:
             revoke_family(session, row.family, now)
             raise RefreshTokenReused()
         raise InvalidRefreshToken()
+    # A password change may have carried this sign-in over to the new token version.
+    carried = claimed.token_version
     user = session.get(User, claims.user_id)
-    if user is None or user.is_deleted or user.token_version != claims.token_version:
+    needed = claims.token_version if carried is None else carried
+    if user is None or user.is_deleted or user.token_version != needed:
         raise InvalidRefreshToken("the refresh token is no longer valid")
     return issue_tokens(session, secret, user, family=claims.family)
 
@@ -151,6 +155,13 @@ def revoke_all(session: Session, user_id: uuid.UUID, now: datetime | None = None
     )
 
 
+def end_every_session(session: Session, user: User, now: datetime | None = None) -> None:
+    """Every access and refresh token of the user stops working."""
+    user.token_version += 1
+    revoke_all(session, user.id, now)
+    session.flush()
+
+
 # --- social login -----------------------------------------------------------------------------
 def _usable_email(identity: ProviderIdentity) -> str | None:
     email = (identity.email or "").strip().lower()
@@ -159,33 +170,60 @@ def _usable_email(identity: ProviderIdentity) -> str | None:
     return email
 
 
+def take_over_for_provider(session: Session, user: User) -> None:
+    """A provider has just proven that its user owns ``user.email``, which nobody had proven
+    before: whatever was set up on the account until then may be someone else's. The password
+    goes (the owner sets one with a password reset), every session and every outstanding mailed
+    link ends, and the email counts as proven."""
+    now = _now()
+    user.password_hash = None
+    user.email_verified_at = now
+    end_every_session(session, user, now)
+    mail_tokens.revoke(session, user.id, now=now)
+
+
 def oauth_user(session: Session, ledger: LedgerApplication, identity: ProviderIdentity) -> User:
     """The live user for a provider identity: linked by (provider, subject) first, then by
     verified email to a live user, else a new user (and its ledger account). An identity still
-    linked to a deleted user is moved to the live (or new) account."""
+    linked to a deleted user is moved to the live (or new) account.
+
+    The provider's verified email proves the address. An account whose email nobody had proven
+    yet is taken over first (``take_over_for_provider``): no password or session that someone
+    set up before keeps access to the account the provider's user ends up with."""
     link = session.scalars(
         select(OAuthIdentity)
         .where(OAuthIdentity.provider == identity.provider, OAuthIdentity.subject == identity.subject)
         .with_for_update()
     ).first()
-    if link is not None:
-        linked = session.get(User, link.user_id)
-        if linked is not None and not linked.is_deleted:
-            return linked
     email = _usable_email(identity)
+    if link is not None:
+        linked = session.get(User, link.user_id, with_for_update=True)
+        if linked is not None and not linked.is_deleted:
+            if linked.email_verified_at is None and email == linked.email:
+                take_over_for_provider(session, linked)
+            return linked
     if email is None:
         raise OAuthEmailRequired(
             f"{identity.provider} did not share a verified email address; allow access to "
             "your email at the provider and try again",
         )
-    user = live_user_by_email(session, email)
+    user = live_user_by_email(session, email, for_update=True)
     if user is None:
         name = (identity.name or "").strip()[:NAME_MAX] or None
         user = _add_user(
             session,
             ledger,
-            User(email=email, password_hash=None, name=name, language="en", token_version=0),
+            User(
+                email=email,
+                password_hash=None,
+                name=name,
+                language="en",
+                token_version=0,
+                email_verified_at=_now(),
+            ),
         )
+    elif user.email_verified_at is None:
+        take_over_for_provider(session, user)
     if link is not None:
         link.user_id, link.email = user.id, email
     else:

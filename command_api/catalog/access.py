@@ -1,11 +1,22 @@
 """Who may see and change what in the catalog.
 
 - A collection is private to its owner.
-- A project can be read by its owner and the users it is shared with; only the owner may
-  change it (its name, copy, products, shares). A shared reader who tries gets 403.
+- A project is shared with a user as a ``viewer`` (the default) or an ``editor``
+  (``ShareRole``):
+
+  | caller | read project, products, results | add products, order jobs | change project, shares |
+  |--------|---------------------------------|--------------------------|------------------------|
+  | owner  | yes                             | yes                      | yes                    |
+  | editor | yes                             | yes (1)                  | 403                    |
+  | viewer | yes                             | 403 ``ReadOnlyProject``  | 403                    |
+
+  (1) an editor's jobs are charged to the editor and their results land in the project's
+  gallery (and counts), as the owner's do. A shared user may still remove their own share
+  (leave the project).
 - Anyone else gets 404 for everything, as if the object did not exist, so that ids do not
   reveal what exists. Administrators have no special catalog rights.
-- An asset is private to its owner.
+- An asset is private to its owner (a job uses the caller's own assets, even in another's
+  project).
 """
 
 from __future__ import annotations
@@ -15,9 +26,18 @@ import uuid
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from command_api.catalog.errors import ReadOnlyProject
-from command_api.catalog.models import Asset, Collection, Project, ProjectShare
+from command_api.catalog.errors import NotProjectOwner, ReadOnlyProject
+from command_api.catalog.models import Asset, Collection, Project, ProjectShare, ShareRole
 from command_api.problems import NotFound
+
+
+def share_role(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -> ShareRole | None:
+    """The role the project is shared with ``user_id`` as; None when it is not shared."""
+    query = select(ProjectShare.role).where(
+        ProjectShare.project_id == project_id, ProjectShare.user_id == user_id
+    )
+    role = session.scalar(query)
+    return None if role is None else ShareRole(role)
 
 
 def is_shared(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -> bool:
@@ -26,25 +46,52 @@ def is_shared(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -> bo
 
 
 def readable_project(session: Session, user_id: uuid.UUID, project_id: uuid.UUID) -> Project:
-    """The project if ``user_id`` owns it or it is shared with them; 404 otherwise."""
+    """The project if ``user_id`` owns it or it is shared with them (any role); 404 otherwise."""
     project = session.get(Project, project_id)
     if project is None or (project.owner_id != user_id and not is_shared(session, project_id, user_id)):
         raise NotFound("project")
     return project
 
 
-def owned_project(
-    session: Session, user_id: uuid.UUID, project_id: uuid.UUID, *, lock: bool = False
-) -> Project:
-    """The project if ``user_id`` owns it; 403 for a shared reader; 404 for anyone else.
-    ``lock`` takes a row lock (serialises changes to one project, e.g. its product count)."""
+def _project(
+    session: Session, user_id: uuid.UUID, project_id: uuid.UUID, lock: bool
+) -> tuple[Project, ShareRole | None]:
+    """The project and the caller's share role (None for the owner); 404 when the caller is
+    neither its owner nor shared on it."""
     project = session.get(Project, project_id, with_for_update=lock)
     if project is None:
         raise NotFound("project")
-    if project.owner_id != user_id:
-        if is_shared(session, project_id, user_id):
-            raise ReadOnlyProject()
+    if project.owner_id == user_id:
+        return project, None
+    role = share_role(session, project_id, user_id)
+    if role is None:
         raise NotFound("project")
+    return project, role
+
+
+def contributable_project(
+    session: Session, user_id: uuid.UUID, project_id: uuid.UUID, *, lock: bool = False
+) -> Project:
+    """The project if ``user_id`` owns it or is one of its editors: who may add products and
+    order jobs in it. ``ReadOnlyProject`` (403) for a viewer; 404 for anyone else. ``lock``
+    takes a row lock (serialises changes to one project, e.g. its product count)."""
+    project, role = _project(session, user_id, project_id, lock)
+    if role == ShareRole.VIEWER:
+        raise ReadOnlyProject()
+    return project
+
+
+def owned_project(
+    session: Session, user_id: uuid.UUID, project_id: uuid.UUID, *, lock: bool = False
+) -> Project:
+    """The project if ``user_id`` owns it: who may change it and its shares. 403 for a shared
+    user (``ReadOnlyProject`` for a viewer, ``NotProjectOwner`` for an editor); 404 for anyone
+    else. ``lock`` takes a row lock."""
+    project, role = _project(session, user_id, project_id, lock)
+    if role == ShareRole.VIEWER:
+        raise ReadOnlyProject()
+    if role == ShareRole.EDITOR:
+        raise NotProjectOwner()
     return project
 
 

@@ -11,6 +11,13 @@ class ReadOnlyProject(Forbidden):
         super().__init__("the project is shared with you for reading only")
 
 
+class NotProjectOwner(Forbidden):
+    """An editor tried what only the owner may: change the project itself or its shares."""
+
+    def __init__(self) -> None:
+        super().__init__("only the project's owner may change the project or its shares")
+
+
 class UnsupportedImage(DomainError):
     status, code = 415, "unsupported_media_type"
 

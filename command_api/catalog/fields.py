@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
-from pydantic import BaseModel, StringConstraints, model_validator
+from pydantic import StringConstraints, model_validator
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=2000)]
-MarketingCopy = Annotated[str, StringConstraints(max_length=20_000)]
+from command_api.inputs import InputModel, NoControls
+
+# No control characters (checked after the constraints), also where these are form fields.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoControls]
+Description = Annotated[str, StringConstraints(max_length=2000), NoControls]
+MarketingCopy = Annotated[str, StringConstraints(max_length=20_000), NoControls]
 
 
-class PatchBody(BaseModel):
+class PatchBody(InputModel):
     """A PATCH body: only the fields given change (``null`` clears an optional one); at least
     one field, and never ``name: null``."""
 

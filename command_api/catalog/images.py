@@ -1,15 +1,18 @@
 """Checks of uploaded images: size, format (sniffed, never the client's content type), full
-decode with Pillow, dimensions. Only PNG, JPEG and WebP are accepted; the bytes are stored as
-uploaded."""
+decode with Pillow, dimensions. Only PNG, JPEG and WebP are accepted. What is stored is not the
+uploaded bytes but the image re-encoded from its pixels: EXIF orientation applied, every
+metadata block (EXIF with GPS position and camera, XMP, IPTC, comments, text chunks), the ICC
+profile (its colours converted to sRGB first) and anything appended after the image are gone."""
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from PIL import Image
+from PIL import ExifTags, Image, ImageCms
 
 from command_api.catalog.errors import InvalidImage, UnsupportedImage
 from command_api.problems import PayloadTooLarge
@@ -18,6 +21,15 @@ MIN_SIDE = 64
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000  # below Pillow's own decompression-bomb threshold
 FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
+# How each format is written back: JPEG and WebP at a high quality (the photo is re-encoded
+# once), PNG losslessly.
+SAVE_OPTIONS: dict[str, dict[str, object]] = {
+    "PNG": {"optimize": False},
+    "JPEG": {"quality": 95},
+    "WEBP": {"quality": 95, "method": 4},
+}
+KEPT_INFO = ("transparency",)  # pixel data Pillow keeps in ``info``; nothing else is copied
+_SRGB = ImageCms.createProfile("sRGB")
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ def check_image(data: bytes) -> CheckedImage:
                 probe.verify()  # structure and checksums (PNG chunk CRCs)
             with Image.open(io.BytesIO(data), formats=[fmt]) as image:
                 image.load()  # the full decode: truncated or corrupt data fails here
+                clean, (width, height) = without_metadata(image, fmt)  # a quarter turn swaps them
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -78,4 +91,49 @@ def check_image(data: bytes) -> CheckedImage:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise InvalidImage(f"the file is not a decodable {fmt} image") from exc
     media_type, extension = FORMATS[fmt]
-    return CheckedImage(data, media_type, extension, width, height)
+    return CheckedImage(clean, media_type, extension, width, height)
+
+
+def _in_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """The pixels in sRGB when the image came with an ICC profile (which is not stored)."""
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        converted = ImageCms.profileToProfile(
+            image, source, _SRGB, outputMode="RGBA" if image.mode == "RGBA" else "RGB"
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image  # an unusable profile: the pixels as they are
+    return converted if converted is not None else image
+
+
+# EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except (struct.error, OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError):
+        return 1  # unreadable EXIF: the image as it is stored (the EXIF is dropped anyway)
+
+
+def without_metadata(image: Image.Image, fmt: str) -> tuple[bytes, tuple[int, int]]:
+    """``image`` upright (its EXIF orientation applied) and re-encoded from its pixels alone,
+    and its size."""
+    kept: dict[str | tuple[int, int], Any] = {key: image.info[key] for key in KEPT_INFO if key in image.info}
+    method = _UPRIGHT.get(_orientation(image))
+    pixels = _in_srgb(image.transpose(method) if method is not None else image, image.info.get("icc_profile"))
+    pixels.info = kept  # the decoded image is discarded after this: no copy of it is needed
+    out = io.BytesIO()
+    pixels.save(out, format=fmt, **SAVE_OPTIONS[fmt])
+    return out.getvalue(), pixels.size

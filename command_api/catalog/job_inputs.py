@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from command_api.catalog.access import owned_asset, parse_id, readable_project
+from command_api.catalog.access import contributable_project, owned_asset, parse_id
 from command_api.catalog.errors import NoProducts, WrongAssetType
 from command_api.catalog.models import Asset, Product
 from command_api.problems import NotFound
@@ -50,11 +50,12 @@ def load_job_inputs(
          "background": {...same...} or None}
 
     Products come in the order given (duplicates dropped). Rules: the caller owns the project
-    or it is shared with them; every product belongs to that project; the assets are the
-    caller's own, of the right type (how many products a job takes is the request schema's
-    rule). Raises ``NotFound`` (404) for a project, product or asset the caller may not use (or
-    a malformed id), ``NoProducts`` or ``WrongAssetType`` (422). Reads only; never commits."""
-    project = readable_project(session, user_id, parse_id(project_id, "project"))
+    or is one of its editors (a viewer may not order jobs into it: ``ReadOnlyProject``, 403);
+    every product belongs to that project; the assets are the caller's own, of the right type
+    (how many products a job takes is the request schema's rule). Raises ``NotFound`` (404)
+    for a project, product or asset the caller may not use (or a malformed id), ``NoProducts``
+    or ``WrongAssetType`` (422). Reads only; never commits."""
+    project = contributable_project(session, user_id, parse_id(project_id, "project"))
     wanted = list(dict.fromkeys(parse_id(pid, "product") for pid in product_ids))
     if not wanted:
         raise NoProducts()

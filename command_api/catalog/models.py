@@ -1,10 +1,12 @@
-"""The catalog tables (created by migration 0004_catalog): collections, projects, project
-shares, products and assets. Image bytes live in the object storage under ``storage_key``."""
+"""The catalog tables (created by migration 0004_catalog; share roles by 0007): collections,
+projects, project shares, products and assets. Image bytes live in the object storage under
+``storage_key``."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -36,13 +38,22 @@ class Project(IdMixin, CreatedMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
+class ShareRole(StrEnum):
+    """What a project's share lets its user do (``command_api.catalog.access``)."""
+
+    VIEWER = "viewer"  # reads the project, its products and results
+    EDITOR = "editor"  # also adds products and orders jobs in it (charged to the editor)
+
+
 class ProjectShare(CreatedMixin, Base):
-    """Read access to a project for another user (the PRD's ``shared_user_list``)."""
+    """Access to a project for another user (the PRD's ``shared_user_list``), as a viewer or
+    an editor."""
 
     __tablename__ = "project_shares"
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), default=ShareRole.VIEWER.value)
 
 
 class StoredImage:

@@ -7,13 +7,12 @@ import uuid
 from fastapi import APIRouter
 
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, TOO_LARGE, problems
-from command_api.catalog.uploads import LimitedRoute
 from command_api.collections import service
 from command_api.collections.schemas import CollectionIn, CollectionOut, CollectionPatch
 from command_api.deps import CurrentUser, SessionDep
 from command_api.pagination import Cursor, Limit, Page
 
-router = APIRouter(prefix="/collections", tags=["collections"], route_class=LimitedRoute)
+router = APIRouter(prefix="/collections", tags=["collections"])
 
 
 @router.post("", status_code=201, summary="Create a collection", responses=problems(INVALID, TOO_LARGE))

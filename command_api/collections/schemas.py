@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.config import JsonDict
 
 from command_api.catalog.fields import Description, Name, PatchBody
+from command_api.inputs import InputModel
 
 EXAMPLE: JsonDict = {
     "id": "0b6f3c52-8d5c-4f7e-9a54-2f1f0c8e7d11",
@@ -19,7 +20,7 @@ EXAMPLE: JsonDict = {
 }
 
 
-class CollectionIn(BaseModel):
+class CollectionIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"example": {"name": "Spring 2027", "description": "Lookbook for the spring drop"}},

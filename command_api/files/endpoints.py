@@ -4,6 +4,7 @@ expiry. Only the local storage has this route; S3 links go to S3 itself."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated
 
@@ -12,10 +13,14 @@ from fastapi.responses import FileResponse
 
 from command_api.catalog.responses import NOT_FOUND, problem_response
 from command_api.deps import StorageDep
+from command_api.inputs import check_text
 from command_api.problems import Forbidden, NotFound
 from infra.storage import LocalStorage, check_key
 
 router = APIRouter(prefix="/files", tags=["files"])
+
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 class InvalidSignature(Forbidden):
@@ -46,10 +51,16 @@ def get_file(
     if not isinstance(storage, LocalStorage):
         raise NotFound("file")
     try:
-        key = check_key(key)
+        key = check_key(check_text(key))
     except ValueError:
         raise NotFound("file") from None
-    if not expires or not expires.isdigit() or not signature:
+    # Only the shapes the API hands out reach the HMAC check (ASCII digits, 64 hex digits): any
+    # other text is simply a link this API did not sign.
+    if (
+        expires is None
+        or signature is None
+        or not (_EXPIRES.fullmatch(expires) and _SIGNATURE.fullmatch(signature))
+    ):
         raise InvalidSignature()
     expiry = int(expires)
     if not storage.verify(key, expiry, signature):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -36,4 +36,7 @@ PROJECTION_STUCK = Gauge(
     "Failed tries of the event a projection (or the outbox relay) cannot apply; 0 when moving",
     ["projection"],
     registry=REGISTRY,
+)
+MAIL_FAILURES = Counter(
+    "vto_mail_failures", "Mails (verification, password reset) that could not be delivered", registry=REGISTRY
 )

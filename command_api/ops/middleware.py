@@ -18,7 +18,21 @@ log = logging.getLogger("vto.access")
 
 
 UNMATCHED = "unmatched"
+OTHER_METHOD = "OTHER"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _ID_PARAMETER = re.compile(r"\{\w*_id\}")
+# A client's X-Request-ID is kept only when it is a short token of these characters (it goes
+# into every log line and back into a header); anything else is replaced by a generated id.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id(given: str | None) -> str:
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def method_label(method: str) -> str:
+    """The method, or ``OTHER`` for the tokens a client may invent (labels stay bounded)."""
+    return method if method in METHODS else OTHER_METHOD
 
 
 def route_label(request: Request) -> str:
@@ -36,18 +50,17 @@ def route_label(request: Request) -> str:
 
 
 async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    request.state.request_id = request_id
+    request.state.request_id = rid = request_id(request.headers.get("x-request-id"))
     start = time.perf_counter()
     response = await call_next(request)
     elapsed = time.perf_counter() - start
     template = route_label(request)
-    REQUEST_LATENCY.labels(request.method, template, str(response.status_code)).observe(elapsed)
-    response.headers["X-Request-ID"] = request_id
+    REQUEST_LATENCY.labels(method_label(request.method), template, str(response.status_code)).observe(elapsed)
+    response.headers["X-Request-ID"] = rid
     log.info(
         json.dumps(
             {
-                "request_id": request_id,
+                "request_id": rid,
                 "method": request.method,
                 "path": request.url.path,
                 "route": template,

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
+from command_api.inputs import InputModel
+
 
 class SubscriptionOut(BaseModel):
     plan: str
@@ -48,7 +50,7 @@ class UsageLine(BaseModel):
     position: int
 
 
-class RefundIn(BaseModel):
+class RefundIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"example": {"job_id": "6f1c1c9e-3c8e-4a57-9e0b-5f0b8f0f3a11", "reason": "blurry"}},
@@ -64,14 +66,14 @@ class RefundOut(BaseModel):
     amount: int
 
 
-class SubscriptionGrant(BaseModel):
+class SubscriptionGrant(InputModel):
     model_config = ConfigDict(extra="forbid")
     plan: str = Field(min_length=1, max_length=64)
     days: int = Field(ge=1, le=3660)
     daily_quota: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
-class GrantIn(BaseModel):
+class GrantIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={

@@ -53,7 +53,8 @@ def usage_page(session: Session, user_id: uuid.UUID, limit: int, cursor: str | N
 def grant(
     session: Session, ledger: LedgerApplication, admin: User, body: GrantIn
 ) -> tuple[uuid.UUID, int | None]:
-    """Grant what ``body`` says to its live user, in one save; the user and the position."""
+    """Grant what ``body`` says to its live user, in one save; the user and the position.
+    The events record the acting admin's user id (``by``) and the reason as the admin gave it."""
     if body.email is not None:
         user = users.live_user_by_email(session, body.email)
     else:
@@ -65,20 +66,19 @@ def grant(
     if body.subscription is not None:
         end = datetime.now(UTC) + timedelta(days=body.subscription.days)
         subscription = (body.subscription.plan, end, body.subscription.daily_quota)
-    result = ledger.grant(
-        user.id, f"{body.reason} (by {admin.email})", body.credits, body.tickets, subscription
-    )
+    result = ledger.grant(user.id, body.reason, body.credits, body.tickets, subscription, by=str(admin.id))
     return user.id, result.position
 
 
 def refund(
     session: Session, ledger: LedgerApplication, admin: User, job_id: uuid.UUID, reason: str
 ) -> tuple[RefundOut, int | None]:
-    """Give a job's charge back once (``JobAlreadyRefunded`` the second time)."""
+    """Give a job's charge back once (``JobAlreadyRefunded`` the second time); the refund
+    event records the acting admin's user id (``by``)."""
     owner = repository.job_owner(session, job_id)
     if owner is None:
         raise NotFound("job")
-    result = ledger.admin_refund(owner, job_id, reason, by=admin.email)
+    result = ledger.admin_refund(owner, job_id, reason, by=str(admin.id))
     job = ledger.account(owner).job(job_id)
     assert job is not None  # it was just refunded
     return RefundOut(

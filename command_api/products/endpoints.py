@@ -1,4 +1,4 @@
-"""POST /projects/{id}/products (multipart upload, owner only), GET /projects/{id}/products."""
+"""POST /projects/{id}/products (multipart upload, owner or editor), GET /projects/{id}/products."""
 
 from __future__ import annotations
 
@@ -9,20 +9,19 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from command_api.catalog.fields import Name
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, READ_ONLY, UPLOAD, problems
-from command_api.catalog.uploads import LimitedRoute
 from command_api.deps import CurrentUser, SessionDep, SettingsDep, SignerDep, StorageDep
 from command_api.pagination import Cursor, Limit, Page
 from command_api.products import service
 from command_api.products.schemas import ProductOut
 from generator_worker.generation import GarmentCategory, GarmentSide
 
-router = APIRouter(prefix="/projects/{project_id}/products", tags=["products"], route_class=LimitedRoute)
+router = APIRouter(prefix="/projects/{project_id}/products", tags=["products"])
 
 
 @router.post(
     "",
     status_code=201,
-    summary="Upload a product image (PNG, JPEG or WebP; owner only)",
+    summary="Upload a product image (PNG, JPEG or WebP; the owner or an editor)",
     responses=problems(
         READ_ONLY,
         NOT_FOUND,

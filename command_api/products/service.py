@@ -1,4 +1,4 @@
-"""Products: upload (owner only) and list (owner and shared readers). Never commits."""
+"""Products: upload (owner and editors) and list (owner and every shared user). Never commits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import BinaryIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from command_api.catalog.access import owned_project, readable_project
+from command_api.catalog.access import contributable_project, readable_project
 from command_api.catalog.errors import TooManyProducts
 from command_api.catalog.images import check_image, read_limited
 from command_api.catalog.media import store
@@ -32,8 +32,9 @@ def add(
     name: str | None,
 ) -> Product:
     """Checks access first (so strangers learn nothing from upload errors), then the image;
-    stores the bytes and adds the row. The project row is locked for the count check."""
-    owned_project(session, user_id, project_id, lock=True)
+    stores the bytes and adds the row. The project row is locked for the count check.
+    The owner and editors add products; a viewer gets ``ReadOnlyProject`` (403)."""
+    contributable_project(session, user_id, project_id, lock=True)
     image = check_image(read_limited(upload, max_bytes))
     count = session.scalar(select(func.count()).select_from(Product).where(Product.project_id == project_id))
     if (count or 0) >= MAX_PRODUCTS_PER_PROJECT:

@@ -16,13 +16,12 @@ from command_api.catalog.responses import (
     TOO_LARGE,
     problems,
 )
-from command_api.catalog.uploads import LimitedRoute
 from command_api.deps import CurrentUser, SessionDep, SignerDep
 from command_api.pagination import Cursor, Limit, Page
 from command_api.projects import service
 from command_api.projects.schemas import ProjectIn, ProjectOut, ProjectPatch, ShareIn
 
-router = APIRouter(prefix="/projects", tags=["projects"], route_class=LimitedRoute)
+router = APIRouter(prefix="/projects", tags=["projects"])
 
 
 @router.post(
@@ -80,9 +79,13 @@ def update_project(
 @router.post(
     "/{project_id}/shares",
     status_code=201,
-    summary="Share a project with a user, by email (owner only; 200 when already shared)",
+    summary="Share a project with a user, by email, as viewer or editor (owner only; 200 when "
+    "already shared: the share takes the role given)",
     responses={
-        200: {"description": "already shared with that user; nothing changed", "model": ProjectOut},
+        200: {
+            "description": "already shared with that user; its role is now the one given",
+            "model": ProjectOut,
+        },
         **problems(READ_ONLY, NOT_FOUND, INVALID, TOO_LARGE),
     },
 )
@@ -94,7 +97,7 @@ def share_project(
     session: SessionDep,
     sign: SignerDep,
 ) -> ProjectOut:
-    project, created = service.share(session, user.id, project_id, str(body.email))
+    project, created = service.share(session, user.id, project_id, str(body.email), body.role)
     if not created:
         response.status_code = 200
     return service.render(session, sign, [project])[0]
@@ -103,7 +106,7 @@ def share_project(
 @router.delete(
     "/{project_id}/shares/{user_id}",
     status_code=204,
-    summary="Stop sharing a project with a user (owner; or a shared user leaving)",
+    summary="Stop sharing a project with a user (owner only; or a shared user leaving)",
     responses=problems(READ_ONLY, NOT_FOUND, INVALID),
 )
 def unshare_project(

@@ -1,11 +1,13 @@
-"""Reads that project bodies are assembled from: live shared users and the ``project_stats``
-read model (maintained by the ``jobs`` projection; ``project_id`` is text there)."""
+"""Queries of project shares (live shared users with their roles; adding a share) and the
+``project_stats`` read model that project bodies are assembled from (maintained by the
+``jobs`` projection; ``project_id`` is text there)."""
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import BigInteger, Text, column, select, table
+from sqlalchemy import BigInteger, Text, column, select, table, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from command_api.catalog.models import ProjectShare
@@ -33,17 +35,37 @@ def stats(session: Session, project_ids: list[uuid.UUID]) -> dict[uuid.UUID, tup
     return found
 
 
-def shared_user_ids(session: Session, project_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """The live users each project is shared with, in the order they were added."""
-    found: dict[uuid.UUID, list[uuid.UUID]] = {pid: [] for pid in project_ids}
+def shares(session: Session, project_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[tuple[uuid.UUID, str]]]:
+    """The live users each project is shared with and their roles, in the order they were
+    added."""
+    found: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = {pid: [] for pid in project_ids}
     if not project_ids:
         return found
     query = (
-        select(ProjectShare.project_id, ProjectShare.user_id)
+        select(ProjectShare.project_id, ProjectShare.user_id, ProjectShare.role)
         .join(User, User.id == ProjectShare.user_id)
         .where(ProjectShare.project_id.in_(project_ids), User.deleted_at.is_(None))
         .order_by(ProjectShare.created_at, ProjectShare.user_id)
     )
-    for project_id, user_id in session.execute(query):
-        found[project_id].append(user_id)
+    for project_id, user_id, role in session.execute(query):
+        found[project_id].append((user_id, role))
     return found
+
+
+def add_share(session: Session, project_id: uuid.UUID, user_id: uuid.UUID, role: str) -> bool:
+    """Share the project with the user as ``role``: True when newly shared; otherwise the
+    existing share takes ``role`` (False)."""
+    inserted = session.execute(
+        insert(ProjectShare)
+        .values(project_id=project_id, user_id=user_id, role=role)
+        .on_conflict_do_nothing()
+        .returning(ProjectShare.user_id)
+    ).first()
+    if inserted is not None:
+        return True
+    session.execute(
+        update(ProjectShare)
+        .where(ProjectShare.project_id == project_id, ProjectShare.user_id == user_id)
+        .values(role=role)
+    )
+    return False

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from pydantic.config import JsonDict
 
 from command_api.catalog.fields import MarketingCopy, Name, PatchBody
+from command_api.catalog.models import ShareRole
+from command_api.inputs import InputModel
 from command_api.products.schemas import EXAMPLE as PRODUCT_EXAMPLE
 from command_api.products.schemas import ProductOut
 
@@ -19,6 +21,7 @@ EXAMPLE: JsonDict = {
     "name": "Linen shirt lookbook",
     "marketing_copy": "Breathable linen for warm days.",
     "shared_user_ids": ["7e1d2c3b-4a5f-4e6d-8c9b-0a1f2e3d4c5b"],
+    "shares": [{"user_id": "7e1d2c3b-4a5f-4e6d-8c9b-0a1f2e3d4c5b", "role": "viewer"}],
     "image_count": 12,
     "video_count": 1,
     "products": [PRODUCT_EXAMPLE],
@@ -27,7 +30,7 @@ EXAMPLE: JsonDict = {
 }
 
 
-class ProjectIn(BaseModel):
+class ProjectIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -53,6 +56,11 @@ class ProjectPatch(PatchBody):
     marketing_copy: MarketingCopy | None = None
 
 
+class ShareOut(BaseModel):
+    user_id: uuid.UUID
+    role: ShareRole = Field(description="viewer: reads; editor: also adds products and orders jobs")
+
+
 class ProjectOut(BaseModel):
     """A project. ``image_count`` and ``video_count`` count its generated results (the
     ``project_stats`` read model); ``products`` are all its product images, in upload order."""
@@ -64,6 +72,7 @@ class ProjectOut(BaseModel):
     name: str
     marketing_copy: str | None
     shared_user_ids: list[uuid.UUID]
+    shares: list[ShareOut] = Field(description="the users it is shared with and their roles")
     image_count: int
     video_count: int
     products: list[ProductOut]
@@ -71,8 +80,14 @@ class ProjectOut(BaseModel):
     updated_at: datetime
 
 
-class ShareIn(BaseModel):
+class ShareIn(InputModel):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"example": {"email": "colleague@example.com"}}
+        extra="forbid",
+        json_schema_extra={"example": {"email": "colleague@example.com", "role": "editor"}},
     )
     email: EmailStr
+    role: ShareRole = Field(
+        default=ShareRole.VIEWER,
+        description="viewer (default): reads the project, its products and results; editor: also "
+        "adds products and orders jobs in it (charged to the editor). Sharing again changes the role.",
+    )

@@ -1,24 +1,23 @@
-"""Projects and their sharing. Owners change, shared users read (see catalog.access).
-Never commits."""
+"""Projects and their sharing. Owners change a project and its shares, editors add to it,
+every shared user reads it (see catalog.access). Never commits."""
 
 from __future__ import annotations
 
 import uuid
 
 from sqlalchemy import delete, exists, or_, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from command_api.catalog.access import owned_collection, owned_project, readable_project
-from command_api.catalog.errors import CannotShareWithOwner, ReadOnlyProject, ShareNotFound, UserNotFound
+from command_api.catalog.errors import CannotShareWithOwner, ShareNotFound, UserNotFound
 from command_api.catalog.media import UrlSigner
-from command_api.catalog.models import Collection, Project, ProjectShare
+from command_api.catalog.models import Collection, Project, ProjectShare, ShareRole
 from command_api.pagination import keyset_page
 from command_api.problems import NotFound
 from command_api.products import service as products
 from command_api.products.schemas import ProductOut
 from command_api.projects import repository
-from command_api.projects.schemas import ProjectIn, ProjectOut, ProjectPatch
+from command_api.projects.schemas import ProjectIn, ProjectOut, ProjectPatch, ShareOut
 from command_api.users.repository import live_user_by_email
 
 
@@ -62,29 +61,31 @@ def list_visible(
     return keyset_page(session, query, Project, limit, cursor, descending=True)
 
 
-def share(session: Session, user_id: uuid.UUID, project_id: uuid.UUID, email: str) -> tuple[Project, bool]:
-    """Shares the project with the live user of ``email``; returns (project, newly shared).
-    Sharing again is a no-op."""
+def share(
+    session: Session,
+    user_id: uuid.UUID,
+    project_id: uuid.UUID,
+    email: str,
+    role: ShareRole = ShareRole.VIEWER,
+) -> tuple[Project, bool]:
+    """Shares the project (owner only) with the live user of ``email`` as ``role``; returns
+    (project, newly shared). Sharing again sets the role given (the same role: no change)."""
     project = owned_project(session, user_id, project_id)
     target = live_user_by_email(session, email)
     if target is None:
         raise UserNotFound()
     if target.id == project.owner_id:
         raise CannotShareWithOwner()
-    inserted = session.execute(
-        insert(ProjectShare)
-        .values(project_id=project_id, user_id=target.id)
-        .on_conflict_do_nothing()
-        .returning(ProjectShare.user_id)
-    ).first()
-    return project, inserted is not None
+    return project, repository.add_share(session, project_id, target.id, role.value)
 
 
 def unshare(session: Session, user_id: uuid.UUID, project_id: uuid.UUID, target_id: uuid.UUID) -> None:
-    """The owner removes anyone's share; a shared user may remove their own (leave)."""
-    project = readable_project(session, user_id, project_id)
-    if project.owner_id != user_id and target_id != user_id:
-        raise ReadOnlyProject()
+    """The owner removes anyone's share; a shared user may remove their own (leave), and gets
+    403 for anyone else's."""
+    if target_id == user_id:
+        readable_project(session, user_id, project_id)
+    else:
+        owned_project(session, user_id, project_id)
     removed = session.execute(
         delete(ProjectShare)
         .where(ProjectShare.project_id == project_id, ProjectShare.user_id == target_id)
@@ -98,7 +99,7 @@ def render(session: Session, sign: UrlSigner, projects: list[Project]) -> list[P
     """Project bodies, with a few batched queries for the whole list."""
     ids = [p.id for p in projects]
     stats = repository.stats(session, ids)
-    shares = repository.shared_user_ids(session, ids)
+    shares = repository.shares(session, ids)
     product_rows = products.of_projects(session, ids)
     return [
         ProjectOut(
@@ -107,7 +108,8 @@ def render(session: Session, sign: UrlSigner, projects: list[Project]) -> list[P
             owner_id=p.owner_id,
             name=p.name,
             marketing_copy=p.marketing_copy,
-            shared_user_ids=shares[p.id],
+            shared_user_ids=[share_user for share_user, _ in shares[p.id]],
+            shares=[ShareOut(user_id=share_user, role=ShareRole(role)) for share_user, role in shares[p.id]],
             image_count=stats[p.id][0],
             video_count=stats[p.id][1],
             products=[ProductOut.of(product, sign) for product in product_rows[p.id]],

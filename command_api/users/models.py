@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, CreatedMixin, IdMixin
+from infra.db import Base, CreatedMixin, IdMixin, utcnow
 
 
 class User(IdMixin, CreatedMixin, Base):
@@ -21,6 +21,9 @@ class User(IdMixin, CreatedMixin, Base):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Bumped to revoke every token issued before (soft delete, password change).
     token_version: Mapped[int] = mapped_column(Integer, default=0)
+    # When the owner of ``email`` proved it (a mailed link, a password reset, or a provider's
+    # verified email); null: unverified.
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def is_deleted(self) -> bool:
@@ -52,3 +55,39 @@ class RefreshToken(CreatedMixin, Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when a password change carried this sign-in over to the new ``token_version``: the
+    # version this token now needs (instead of the one its JWT carries).
+    token_version: Mapped[int | None] = mapped_column(Integer)
+
+
+VERIFY_EMAIL, RESET_PASSWORD, CHANGE_EMAIL = "verify_email", "reset_password", "change_email"
+
+
+class MailToken(CreatedMixin, Base):
+    """A single-use, expiring token sent by mail (only its SHA-256 is stored): verify the
+    account's email, reset its password, or move it to the new ``email``."""
+
+    __tablename__ = "mail_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    purpose: Mapped[str] = mapped_column(String(16))
+    email: Mapped[str] = mapped_column(String(320))  # where it was sent
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # used or revoked
+
+
+ADMIN = "admin"  # the one stored role (the table's check constraint lists the roles)
+
+
+class UserRole(Base):
+    """A role the operator granted to a user (``vto admin add EMAIL``); an email address alone
+    grants nothing. ``granted_by`` says who granted it (e.g. ``cli``)."""
+
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(Text, primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    granted_by: Mapped[str | None] = mapped_column(Text)

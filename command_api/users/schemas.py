@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from command_api.inputs import InputModel
+
 Language = Literal["ko", "en", "ja", "zh"]
 NAME_MAX = 200
 
@@ -30,6 +32,7 @@ class UserOut(BaseModel):
                 {
                     "id": "0b6f0c2e-5d1a-4a4e-9a53-2f1d7e3c9b10",
                     "email": "seller@example.com",
+                    "email_verified": True,
                     "name": "Kim Seller",
                     "language": "ko",
                     "roles": ["user"],
@@ -40,13 +43,19 @@ class UserOut(BaseModel):
     )
     id: uuid.UUID
     email: str
+    email_verified: bool = Field(
+        description="the owner proved the address (mailed link, password reset, or a provider sign-in)"
+    )
     name: str | None
     language: str
-    roles: list[str] = Field(description='["admin"] for emails in VTO_ADMIN_EMAILS, else ["user"]')
+    roles: list[str] = Field(
+        description='the stored roles (["admin"] for an administrator, granted with `vto admin add`), '
+        'else ["user"]'
+    )
     created_at: datetime
 
 
-class UserPatch(BaseModel):
+class UserPatch(InputModel):
     """Only the fields present change. ``name: null`` clears the name."""
 
     model_config = ConfigDict(

@@ -7,22 +7,19 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from command_api.auth.service import revoke_all
-from command_api.services import Services
 from command_api.users.models import User
+from command_api.users.roles import roles
 from command_api.users.schemas import UserOut, UserPatch
 
 
-def roles(services: Services, user: User) -> list[str]:
-    return ["admin"] if services.is_admin(user.email) else ["user"]
-
-
-def user_out(services: Services, user: User) -> UserOut:
+def user_out(session: Session, user: User) -> UserOut:
     return UserOut(
         id=user.id,
         email=user.email,
+        email_verified=user.email_verified_at is not None,
         name=user.name,
         language=user.language,
-        roles=roles(services, user),
+        roles=roles(session, user),
         created_at=user.created_at,
     )
 

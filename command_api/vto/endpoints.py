@@ -33,6 +33,9 @@ IdempotencyKey = Annotated[
     summary="Order a try-on image or video (reserves its charge)",
     responses={
         402: {"description": "insufficient_entitlement: no subscription, ticket or credits pay for it"},
+        403: {
+            "description": "the project is shared with the caller as a viewer (owners and editors order jobs)"
+        },
         404: {"description": "project, product or asset not found"},
         409: {"description": "idempotency_key_reused: the key was used for another request"},
     },

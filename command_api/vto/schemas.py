@@ -10,11 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from command_api.catalog.media import UrlSigner
+from command_api.inputs import InputModel
 from generator_worker.generation import JobKind, PoseHint
 from ledger.status import JobStatus
 
 
-class JobOptions(BaseModel):
+class JobOptions(InputModel):
     model_config = ConfigDict(extra="forbid")
     width: int = Field(default=768, ge=128, le=2048)
     height: int = Field(default=1024, ge=128, le=2048)
@@ -22,7 +23,7 @@ class JobOptions(BaseModel):
     num_outputs: int = Field(default=1, ge=1, le=4)
 
 
-class JobIn(BaseModel):
+class JobIn(InputModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={

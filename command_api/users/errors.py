@@ -1,0 +1,15 @@
+"""The account rules that a request or an operator command can break, one class each (status
+and ``code`` fixed by the class); ``command_api.problems`` answers them as problem responses."""
+
+from __future__ import annotations
+
+from command_api.problems import DomainError
+
+
+class NoLiveUser(DomainError):
+    """No live (registered, not deleted) account has that email."""
+
+    status, code = 404, "user_not_found"
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"no registered account has the email {email!r}")
