@@ -16,7 +16,8 @@ What it does: registers users (and an admin) through the API, gives each a proje
 garment and a model photo, grants them points, then sends randomized requests from a thread
 pool (httpx): job creations with and without ``Idempotency-Key``, identical retries of keyed
 creations, a key reused with another body, cancels, reads, admin refunds and grants, and now
-and then a poison job (a garment whose silhouette makes the offline fitting raise). Meanwhile
+and then a poison job (its garment's stored image made unreadable, or unreadable storage, behind
+the API's back: it can never succeed, and must end failed and refunded). Meanwhile
 it publishes copies of result messages to the results topic (duplicate deliveries) and, at
 random points of the load, SIGKILLs a worker, the ingestor, the relay, the projector and an
 API process (each restarted), restarts the broker and restarts PostgreSQL.
@@ -92,6 +93,7 @@ class Config:
     kills: int = 1  # SIGKILLs of each kind of process
     broker_restarts: int = 1
     postgres_restarts: int = 1
+    postgres_stop_mode: str = "fast"  # pg_ctl's: fast (clients cut off) or immediate (a crash)
     duplicate_rate: float = 0.3  # share of result messages published a second time
     poison_rate: float = 0.01  # share of job creations that order a poison job
     max_open_jobs: int = 24  # load shaping: creations wait while this many jobs are open
@@ -204,6 +206,7 @@ class Deployment:
         self.unexpected_exits: list[str] = []
         self.lock = threading.Lock()
         self.down: set[str] = set()  # APIs being restarted: the load avoids them
+        self.outages: list[tuple[str, float, float]] = []  # (API, from, to) of each restart
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -236,22 +239,18 @@ class Deployment:
 
     def kill(self, name: str) -> None:
         """SIGKILL, then start it again."""
-        process = self.processes[name]
-        if name in self.ports:
-            self.down.add(name)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        self.start(name)
-        if name in self.ports:
-            self.wait_api(name)
-            self.down.discard(name)
+        self._restart(name, signal.SIGKILL)
 
     def restart(self, name: str) -> None:
         """SIGTERM (a clean stop), then start it again."""
+        self._restart(name, signal.SIGTERM)
+
+    def _restart(self, name: str, signum: int) -> None:
         process = self.processes[name]
+        began = time.monotonic()
         if name in self.ports:
             self.down.add(name)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -260,7 +259,12 @@ class Deployment:
         self.start(name)
         if name in self.ports:
             self.wait_api(name)
+            self.outages.append((name, began, time.monotonic()))
             self.down.discard(name)
+
+    def was_down(self, name: str, start: float, end: float) -> bool:
+        """Whether the API ``name`` was stopped at some time between ``start`` and ``end``."""
+        return name in self.down or any(n == name and a <= end and b >= start for n, a, b in self.outages)
 
     def wait_api(self, name: str, timeout: float = 180.0) -> None:
         url = f"http://127.0.0.1:{self.ports[name]}/healthz"
@@ -332,14 +336,21 @@ def garment_photo() -> bytes:
     return png(image)
 
 
-def poison_garment() -> bytes:
-    """A garment whose alpha mask's top band is only a narrow strip at the right edge: the
-    offline fitting's anchor search then reads past the mask (issue 12)."""
-    rgba = np.zeros((800, 1000, 4), np.uint8)
-    rgba[..., :3] = (200, 30, 40)
-    rgba[0:400, 986:1000, 3] = 255
-    rgba[400:800, 100:1000, 3] = 255
-    return png(Image.fromarray(rgba, "RGBA"))
+def spoil(files: Path, product_id: str, how: str) -> str:
+    """Turn an uploaded product into a poison input, behind the API's back: its stored image
+    becomes bytes no decoder reads (``unreadable``: an input error, failed at once) or a
+    directory (``storage``: reading it fails every time, a retryable storage error whose
+    attempts must stay bounded). Either way the job can never succeed and must end failed and
+    refunded. (A garment whose mask's top band is only at the right edge, issue 12's example,
+    no longer fails once the fitting clamps its columns.)"""
+    stored = [f for f in (files / "products").glob(f"{product_id}.*") if f.suffix != ".type"]
+    assert len(stored) == 1, stored
+    stored[0].unlink()
+    if how == "unreadable":
+        stored[0].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    else:
+        stored[0].mkdir()
+    return how
 
 
 # --- the load ----------------------------------------------------------------------------------
@@ -392,10 +403,15 @@ class Client:
             names = [n for n in self.deployment.api_names if n not in self.deployment.down]
             name = rng.choice(names or self.deployment.api_names)
             url = f"http://127.0.0.1:{self.deployment.ports[name]}/api/v1{path}"
+            sent = time.monotonic()
             try:
                 response = self.http.request(method, url, **kwargs)
             except httpx.TransportError as exc:
-                self.stats[f"connection error ({type(exc).__name__}), retried"] += 1
+                error = type(exc).__name__
+                if self.deployment.was_down(name, sent, time.monotonic()):
+                    self.stats[f"connection error ({error}) from an API being restarted, retried"] += 1
+                else:
+                    self.violations.add(f"{error} from {name} while it ran, on {method} {path}")
                 time.sleep(rng.uniform(0.05, 0.3))  # back-off before another process
                 continue
             if response.status_code == 503:
@@ -451,7 +467,8 @@ class Load:
         return {"Authorization": f"Bearer {login.json()['access_token']}", "_id": created.json()["id"]}
 
     def set_up(self, rng: random.Random) -> None:
-        model, garment, poison = model_photo(), garment_photo(), poison_garment()
+        model, garment = model_photo(), garment_photo()
+        files = self.deployment.root / "data" / "files"
         for i in range(self.config.users):
             seller = Seller(f"seller{i}@chaos.example.com")
             headers = self.register(rng, seller.email)
@@ -469,17 +486,18 @@ class Load:
             )
             assert project is not None and project.status_code == 201, project and project.text
             seller.project_id = project.json()["id"]
-            for attr, data, category in (("product_id", garment, "top"), ("poison_id", poison, "bottom")):
+            for attr in ("product_id", "poison_id"):
                 product = call(
                     rng,
                     "POST",
                     f"/projects/{seller.project_id}/products",
-                    files={"file": ("g.png", data, "image/png")},
-                    data={"category": category, "side": "front"},
+                    files={"file": ("g.png", garment, "image/png")},
+                    data={"category": "top", "side": "front"},
                     headers=headers,
                 )
                 assert product is not None and product.status_code == 201, product and product.text
                 setattr(seller, attr, product.json()["id"])
+            spoil(files, seller.poison_id, "unreadable" if i % 2 else "storage")
             asset = call(
                 rng,
                 "POST",
@@ -770,6 +788,7 @@ class Chaos:
         self.deployment, self.postgres, self.kafka, self.load = deployment, postgres, kafka, load
         self.rng = random.Random(config.seed + 7)
         self.actions = schedule(config, self.rng)
+        self.mode = config.postgres_stop_mode
         self.log: list[str] = []
         self.error: BaseException | None = None
         self.started = time.monotonic()
@@ -802,10 +821,11 @@ class Chaos:
             restart_broker(self.kafka, number)
             self.note(f"Kafka broker restarted ({time.monotonic() - started:.1f} s)")
         elif action.kind == "postgres restart":
-            self.postgres.stop("fast")
+            self.postgres.stop(self.mode)
             time.sleep(self.rng.uniform(1.0, 3.0))  # load shaping: an outage of a few seconds
             self.postgres.start()
-            self.note(f"PostgreSQL stopped (fast) and started again ({time.monotonic() - started:.1f} s)")
+            elapsed = time.monotonic() - started
+            self.note(f"PostgreSQL stopped ({self.mode}) and started again ({elapsed:.1f} s)")
 
 
 # --- quiescence and checks (reading the database) ---------------------------------------------
@@ -861,6 +881,19 @@ def kafka_lag(bootstrap: str) -> dict[str, int]:
         finally:
             consumer.close()
     return lags
+
+
+def messages_in(bootstrap: str, topic: str) -> int:
+    """How many messages a topic holds (the sum of its partitions' end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=(0, 9), group_id=None)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        return sum(consumer.end_offsets(tps).values()) if tps else 0
+    finally:
+        consumer.close()
 
 
 def quiesce(url: str, bootstrap: str, timeout: float) -> tuple[bool, dict[str, int], float]:
@@ -1080,6 +1113,7 @@ def run(config: Config) -> int:
         quiet, work, quiesce_seconds = quiesce(postgres.url, kafka.bootstrap, config.quiesce_timeout_s)
         deployment.check_alive()
         audited = deployment.cli("ledger", "audit", "--wait", "60")
+        dead_letters = messages_in(kafka.bootstrap, Topics.with_prefix(TOPIC_PREFIX).dead_letter)
         statuses = deployment.stop_all()
 
         problems: dict[str, list[str]] = {}
@@ -1098,6 +1132,10 @@ def run(config: Config) -> int:
             [] if audited.returncode == 0 else [f"vto ledger audit exited {audited.returncode}"]
         )
         problems["rebuild"] = check_rebuild(postgres.url)
+        poison = _poison_outcomes(postgres.url, load.poison_jobs)
+        problems["poison jobs"] = [
+            f"{n} poison jobs {what}" for what, n in poison.items() if "succeeded" in what
+        ]
 
         print()
         print("== what it did ==")
@@ -1124,8 +1162,7 @@ def run(config: Config) -> int:
         print("== what it found ==")
         print(f"quiet after {quiesce_seconds:.0f} s: {quiet} {work}")
         print(f"ledger: jobs by final reservation status {dict(outcomes)}")
-        poison = _poison_outcomes(postgres.url, load.poison_jobs)
-        print(f"poison jobs: {poison}")
+        print(f"poison jobs: {poison}; messages in the dead-letter topic: {dead_letters}")
         print("vto ledger audit:")
         for line in audited.stdout.strip().splitlines()[-12:]:
             print(f"  {line}")
@@ -1181,6 +1218,9 @@ def parse(argv: list[str] | None) -> Config:
     parser.add_argument("--kills", type=int, default=defaults.kills, help="SIGKILLs of each kind of process")
     parser.add_argument("--broker-restarts", type=int, default=defaults.broker_restarts)
     parser.add_argument("--postgres-restarts", type=int, default=defaults.postgres_restarts)
+    parser.add_argument(
+        "--postgres-stop-mode", choices=["fast", "immediate"], default=defaults.postgres_stop_mode
+    )
     parser.add_argument("--duplicate-rate", type=float, default=defaults.duplicate_rate)
     parser.add_argument("--poison-rate", type=float, default=defaults.poison_rate)
     parser.add_argument("--max-open-jobs", type=int, default=defaults.max_open_jobs)
@@ -1199,6 +1239,7 @@ def parse(argv: list[str] | None) -> Config:
         kills=args.kills,
         broker_restarts=args.broker_restarts,
         postgres_restarts=args.postgres_restarts,
+        postgres_stop_mode=args.postgres_stop_mode,
         duplicate_rate=args.duplicate_rate,
         poison_rate=args.poison_rate,
         max_open_jobs=args.max_open_jobs,
