@@ -234,6 +234,15 @@ class TopicConsumer:
     def stop(self) -> None:
         self.loop.stop()
         self.publisher.close()
+        loop = self.loop
+        log.info(
+            "%s: stopped; outcomes %s, handling errors %d, failed commits %d, consumer failures %d",
+            self.name,
+            dict(loop.outcomes),
+            loop.errors,
+            loop.commit_failures,
+            loop.consumer_failures,
+        )
 
     def run(self) -> None:
         self.loop.run()
