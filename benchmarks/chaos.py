@@ -157,28 +157,6 @@ class Postgres:
             self.server.cleanup()
 
 
-def restart_broker(kafka: local.LocalKafka, number: int, timeout: float = 90.0) -> None:
-    """Stop the broker (SIGTERM: a controlled shutdown) and start it again on the same port,
-    configuration and data (ZooKeeper keeps running)."""
-    local._terminate(kafka.broker_pid, 30)
-    run_dir = Path(kafka.run_dir)
-    env = {
-        **os.environ,
-        "KAFKA_GC_LOG_OPTS": "-Xlog:gc*=off",
-        "KAFKA_HEAP_OPTS": os.environ.get("VTO_TEST_KAFKA_HEAP", "-Xmx256M -Xms64M"),
-        "LOG_DIR": str(run_dir / "logs"),
-    }
-    out = run_dir / f"kafka-restart-{number}.out"
-    script = local.install() / "bin" / "kafka-server-start.sh"
-    process = local._spawn(script, run_dir / "server.properties", out, env)
-    deadline = time.monotonic() + timeout
-    local._wait(
-        lambda: local.STARTED_LINE in out.read_text(errors="replace"), "Kafka broker", deadline, [process]
-    )
-    kafka.broker_pid = process.pid
-    kafka.save()
-
-
 # --- the deployment's processes ----------------------------------------------------------------
 
 
@@ -801,15 +779,15 @@ class Chaos:
 
     def _run(self) -> None:
         try:
-            for number, action in enumerate(self.actions, 1):
+            for action in self.actions:
                 self.load.wait_done(action.at)
                 self.deployment.check_alive()
-                self.perform(action, number)
+                self.perform(action)
         except Exception as exc:  # noqa: BLE001 - reported by the run
             self.error = exc
             self.note(f"chaos action failed: {exc!r}")
 
-    def perform(self, action: Action, number: int) -> None:
+    def perform(self, action: Action) -> None:
         started = time.monotonic()
         if action.kind.startswith("kill "):
             role = action.kind.removeprefix("kill ")
@@ -818,7 +796,7 @@ class Chaos:
             self.deployment.kill(name)
             self.note(f"SIGKILL {name}, restarted ({time.monotonic() - started:.1f} s)")
         elif action.kind == "broker restart":
-            restart_broker(self.kafka, number)
+            self.kafka.restart_broker()  # SIGTERM (a controlled shutdown), same port and data
             self.note(f"Kafka broker restarted ({time.monotonic() - started:.1f} s)")
         elif action.kind == "postgres restart":
             self.postgres.stop(self.mode)
