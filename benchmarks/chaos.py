@@ -1044,10 +1044,14 @@ def run(config: Config) -> int:
     print(f"chaos run in {root} (process logs in {root / 'logs'})", flush=True)
     violations = Violations()
     postgres = Postgres(root)
-    postgres.configure(max_connections="400")
-    kafka = local.start(root / "kafka")
+    try:
+        postgres.configure(max_connections="400")
+        kafka = local.start(root / "kafka")
+    except BaseException:
+        postgres.close()
+        raise
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("VTO_")},  # only the run's own
         "VTO_DATABASE_URL": postgres.url,
         "VTO_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
         "VTO_KAFKA_API_VERSION": "0.9",
@@ -1061,7 +1065,6 @@ def run(config: Config) -> int:
         "VTO_SWEEPER_INTERVAL_S": "2",
         "VTO_DB_POOL_SIZE": "5",
     }
-    env.pop("VTO_ADMIN_EMAILS", None)
     deployment = Deployment(root, env)
     duplicator: Duplicator | None = None
     ok = False
