@@ -375,6 +375,11 @@ class Client:
         self.stats = stats
         self.violations = violations
         self.http = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=64))
+        self.lock = threading.Lock()
+
+    def note(self, what: str) -> None:
+        with self.lock:
+            self.stats[what] += 1
 
     def call(self, rng: random.Random, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
         for _attempt in range(40):
@@ -387,7 +392,7 @@ class Client:
             except httpx.TransportError as exc:
                 error = type(exc).__name__
                 if self.deployment.was_down(name, sent, time.monotonic()):
-                    self.stats[f"connection error ({error}) from an API being restarted, retried"] += 1
+                    self.note(f"connection error ({error}) from an API being restarted, retried")
                 else:
                     self.violations.add(f"{error} from {name} while it ran, on {method} {path}")
                 time.sleep(rng.uniform(0.05, 0.3))  # back-off before another process
@@ -395,7 +400,7 @@ class Client:
             if response.status_code == 503:
                 retry_after = response.headers.get("Retry-After")
                 code = _code(response)
-                self.stats[f"503 {code}, retried"] += 1
+                self.note(f"503 {code}, retried")
                 if retry_after is None:
                     self.violations.add(f"503 without Retry-After on {method} {path}: {response.text[:200]}")
                 time.sleep(min(2.0, float(retry_after or 1)))  # what Retry-After asks for
@@ -403,7 +408,7 @@ class Client:
             if response.status_code >= 500:
                 self.violations.add(f"{response.status_code} on {method} {path}: {response.text[:300]}")
             return response
-        self.stats["gave up after 40 attempts"] += 1
+        self.note("gave up after 40 attempts")
         return None
 
     def close(self) -> None:
@@ -516,10 +521,14 @@ class Load:
                 pause = started + i / self.config.rate - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)  # load shaping: requests at the configured rate
-                self.one(rng)
-                with self.progress:
-                    self.done += 1
-                    self.progress.notify_all()
+                try:
+                    self.one(rng)
+                except Exception as exc:  # noqa: BLE001 - a finding, and the load goes on
+                    self.violations.add(f"the load generator failed: {exc!r}")
+                finally:
+                    with self.progress:
+                        self.done += 1
+                        self.progress.notify_all()
 
         threads = [threading.Thread(target=loop, args=(t,), daemon=True) for t in range(self.config.threads)]
         for thread in threads:
