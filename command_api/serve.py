@@ -1,5 +1,10 @@
 """Serving the API over HTTP with uvicorn (httptools, uvloop). What runs beside it is wired
-by the composition root (``infra.cli``)."""
+by the composition root (``infra.cli``).
+
+On SIGTERM or SIGINT uvicorn stops accepting connections, closes idle kept-alive ones, lets the
+requests in progress finish (at most ``GRACEFUL_SHUTDOWN_S``), then raises the signal again,
+which ``infra.cli.stop_on_signals`` turns into a clean exit (status 0) that stops the rest of
+the process (``vto serve``: the pipeline, the projections, the embedded PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,12 +14,21 @@ from fastapi import FastAPI
 # uvicorn's default (5 s) closes kept-alive connections that clients and load balancers still
 # hold; 30 s stays under the usual 60 s idle timeout of load balancers.
 KEEP_ALIVE_S = 30
+# A request waits at most the read-your-writes deadline (5 s) after its command; 20 s bounds a
+# graceful stop well inside the usual 30 s an orchestrator gives before SIGKILL.
+GRACEFUL_SHUTDOWN_S = 20
 
 
 def run_http(app: FastAPI, host: str, port: int) -> None:
     """Serve ``app`` in this process until interrupted."""
     uvicorn.run(
-        app, host=host, port=port, log_level="info", access_log=False, timeout_keep_alive=KEEP_ALIVE_S
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 
@@ -29,4 +43,5 @@ def run_http_workers(host: str, port: int, workers: int) -> None:
         workers=workers,
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

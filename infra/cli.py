@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
@@ -267,7 +268,32 @@ def sweeper() -> None:
     run_sweeper(get_settings())
 
 
+def stop_on_signals() -> None:
+    """SIGTERM (what systemd, Docker and Kubernetes send) and SIGINT (Ctrl+C) end the process
+    cleanly, exit status 0: the first one raises ``SystemExit`` in the main thread, so every
+    ``finally`` and ``atexit`` handler runs (``vto serve`` stops its pipeline and services,
+    then pgserver stops the embedded PostgreSQL when this was its last user). Later signals
+    are ignored while that runs. uvicorn takes both signals over while it serves and raises
+    the one it got again once it has shut down gracefully, which lands here. The pipeline
+    processes (``vto relay``, ``worker``, ...) install their own handlers that set their stop
+    event (``generator_worker.pipeline.runtime``)."""
+
+    def stop(signum: int, _frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _already_stopping)
+        logging.getLogger("vto").info("%s: stopping", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+
+
+def _already_stopping(signum: int, _frame: object) -> None:
+    logging.getLogger("vto").info("%s: already stopping", signal.Signals(signum).name)
+
+
 def main() -> None:
     # pgserver's platformdirs complains when XDG_RUNTIME_DIR is unset (containers, CI): noise.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    stop_on_signals()
     app()

@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ledger.policy import DEFAULT_CREDIT_COSTS, DEFAULT_TICKET_KINDS, PricingPolicy
 
 INSECURE_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "test"})
+# Beyond the job timeout, what a worker may spend on one job request: checking the job, storing
+# its outputs and waiting for the broker to take its result (part of its max poll interval).
+WORKER_JOB_MARGIN_S = 30.0
 
 
 class Settings(BaseSettings):
@@ -77,6 +80,34 @@ class Settings(BaseSettings):
     )
     worker_retry_backoff_max_s: float = Field(default=30.0, ge=0, description="Longest back-off.")
     queue_poll_timeout_s: float = Field(default=0.5, gt=0, description="How long a consumer poll waits.")
+    # Kafka consumers (kafka-python). A member must poll again within its max poll interval or
+    # its group evicts it and gives its partitions to another member. The worker takes few
+    # records per poll and its interval follows the job timeout (``worker_poll_interval_ms``);
+    # the ingestor and the progress recorder handle a message in milliseconds.
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="A member whose heartbeats stop this long leaves its group (a crashed process). "
+        "On a broker older than 0.10.1 also how long a rebalance waits for a member busy with a job.",
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        default=3_000, ge=100, description="Heartbeats (a background thread), below the session timeout."
+    )
+    kafka_max_poll_records: int = Field(
+        default=100, ge=1, description="Records per poll of the ingestor and the progress recorder."
+    )
+    kafka_max_poll_interval_ms: int = Field(
+        default=60_000,
+        ge=1_000,
+        description="Longest gap between the ingestor's (or recorder's) polls (a batch of ledger commands).",
+    )
+    worker_max_poll_records: int = Field(default=1, ge=1, description="Job requests a worker takes per poll.")
+    worker_max_poll_interval_ms: int | None = Field(
+        default=None,
+        ge=1_000,
+        description="Longest gap between a worker's polls. Unset: worker_max_poll_records x "
+        "(job_timeout_s + WORKER_JOB_MARGIN_S); at least worker_max_poll_records x job_timeout_s.",
+    )
     sweeper_interval_s: float = Field(default=5.0, gt=0, description="Seconds between sweeper passes.")
     relay_poll_interval_s: float = Field(
         default=1.0, gt=0, description="Outbox relay's poll fallback beside LISTEN."
@@ -165,6 +196,25 @@ class Settings(BaseSettings):
                 )
         self.pricing()  # validates ticket kinds and costs
         return self
+
+    @model_validator(mode="after")
+    def _consumers_fit_long_jobs(self) -> Settings:
+        if self.kafka_heartbeat_interval_ms >= self.kafka_session_timeout_ms:
+            raise ValueError("VTO_KAFKA_HEARTBEAT_INTERVAL_MS must be below VTO_KAFKA_SESSION_TIMEOUT_MS")
+        least = self.worker_max_poll_records * self.job_timeout_s * 1000
+        if self.worker_max_poll_interval_ms is not None and self.worker_max_poll_interval_ms < least:
+            raise ValueError(
+                "VTO_WORKER_MAX_POLL_INTERVAL_MS must be at least VTO_WORKER_MAX_POLL_RECORDS x "
+                f"VTO_JOB_TIMEOUT_S ({least:.0f} ms): a worker abandons a job only at the job timeout"
+            )
+        return self
+
+    def worker_poll_interval_ms(self) -> int:
+        """The worker's max poll interval: set, or derived from the job timeout (each record
+        may take the whole timeout, plus the margin to load, store and publish)."""
+        if self.worker_max_poll_interval_ms is not None:
+            return self.worker_max_poll_interval_ms
+        return round(self.worker_max_poll_records * (self.job_timeout_s + WORKER_JOB_MARGIN_S) * 1000)
 
     def pricing(self) -> PricingPolicy:
         return PricingPolicy(ticket_kinds=self.ticket_kinds, credit_costs=self.credit_costs)

@@ -1,6 +1,7 @@
 """Try-on generators: the interface, the offline backend, the diffusion backend, video."""
 
 from generator_worker.generation.base import (
+    AttemptsExhaustedError,
     BackendInfo,
     BackendUnavailableError,
     GarmentCategory,
@@ -12,14 +13,17 @@ from generator_worker.generation.base import (
     GenerationOptions,
     GenerationRequest,
     GenerationResult,
+    GenerationTimeoutError,
     Generator,
     ImageFormat,
     InjectedFailureError,
+    InternalError,
     InvalidInputError,
     JobKind,
     NoPersonFoundError,
     PoseHint,
     ResourceError,
+    StorageFailedError,
     UnsupportedRequestError,
 )
 from generator_worker.generation.registry import (
@@ -29,6 +33,7 @@ from generator_worker.generation.registry import (
 )
 
 __all__ = [
+    "AttemptsExhaustedError",
     "BackendInfo",
     "BackendUnavailableError",
     "GarmentCategory",
@@ -40,14 +45,17 @@ __all__ = [
     "GenerationOptions",
     "GenerationRequest",
     "GenerationResult",
+    "GenerationTimeoutError",
     "Generator",
     "ImageFormat",
     "InjectedFailureError",
+    "InternalError",
     "InvalidInputError",
     "JobKind",
     "NoPersonFoundError",
     "PoseHint",
     "ResourceError",
+    "StorageFailedError",
     "UnsupportedRequestError",
     "backend_info",
     "build_generator",

@@ -167,6 +167,46 @@ class BackendUnavailableError(GenerationError):
     code = "backend_unavailable"
 
 
+class StorageFailedError(ResourceError):
+    """The worker could not read a job's inputs or write its outputs (storage unreachable,
+    disk full...). Retryable, within the job's attempts."""
+
+    code = "storage_error"
+
+
+class InternalError(GenerationError):
+    """An exception no backend declares (a bug: ``IndexError``, ``ValueError``, ``cv2.error``...).
+    Not retryable: the same input would fail the same way. The message names the exception's
+    type only; the worker logs the traceback."""
+
+    retryable = False
+    code = "internal_error"
+
+    def __init__(self, cause: BaseException) -> None:
+        kind = type(cause)
+        name = (
+            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        super().__init__(f"the generator failed unexpectedly ({name})")
+        self.cause = cause
+
+
+class GenerationTimeoutError(GenerationError):
+    """The job ran past the job timeout (``VTO_JOB_TIMEOUT_S``): the worker stopped waiting for
+    it. Not retryable. The same code as a reservation the sweeper expires."""
+
+    retryable = False
+    code = "timeout"
+
+
+class AttemptsExhaustedError(GenerationError):
+    """Earlier deliveries of the job used up its attempts (``VTO_WORKER_MAX_ATTEMPTS``) without
+    an outcome (the worker crashed or was killed mid-job). Not retryable."""
+
+    retryable = False
+    code = "attempts_exhausted"
+
+
 # --- interface ------------------------------------------------------------------------------
 
 

@@ -143,7 +143,10 @@ def _row_extent(mask: NDArray[np.uint8], y0: int, y1: int) -> tuple[float, float
 
 
 def _top_edge(mask: NDArray[np.uint8], x: float) -> float:
-    rows = np.flatnonzero(mask[:, round(x)])
+    """The first garment row in column ``x``, clamped into the mask (an anchor's column is
+    offset inwards from an extreme that may sit at the mask's edge)."""
+    column = min(max(round(x), 0), mask.shape[1] - 1)
+    rows = np.flatnonzero(mask[:, column])
     return float(rows.min()) if rows.size else 0.0
 
 

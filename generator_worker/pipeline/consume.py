@@ -1,22 +1,39 @@
-"""The consume loop shared by the worker and the ingestor: poll, handle each message, commit
-its offset only after ``handle`` returned (its effect is durable), at-least-once.
+"""The consume loop shared by the worker, the ingestor and the progress recorder: poll, handle
+each message, commit its offset only after ``handle`` returned (its effect is durable),
+at-least-once.
 
-When ``handle`` raises (database or broker unavailable...), the message is rewound, the rest
-of its partition's batch is left for later (so no later offset is committed past it), and the
-loop backs off before polling again. Undecodable messages are not errors here: the handlers
-send them to the dead-letter topic and return."""
+Faults, and what the loop does:
+- ``handle`` raises (database or broker unavailable...): the message is rewound, the rest of
+  its partition's batch is left for later (so no later offset is committed past it), and the
+  loop backs off before polling again. Handlers turn what is the message's own fault into an
+  outcome (the dead-letter topic, a failed job), so what raises here is worth retrying.
+- the commit fails (``CommitFailed``: a rebalance, the coordinator gone): logged, counted in
+  ``commit_failures``; the message will be delivered again and its consumer deduplicates.
+- the consumer cannot be created (no broker reachable: at start, during a broker restart) or
+  its poll raises: logged, counted in ``consumer_failures``; the consumer is closed and a new
+  one is created after a back-off (tenacity, doubling up to ``backoff_max``), until it works
+  or the loop stops. The thread never dies of it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Self
 
-from tenacity import retry_if_result
+from tenacity import RetryCallState, retry_if_exception, retry_if_result
 
 from generator_worker.pipeline.messages import DeadLetter
-from infra.queue.base import Consumer, Message, MessageQueue, PipelineOptions, Publisher
+from infra.queue.base import (
+    CommitFailed,
+    Consumer,
+    ConsumerConfig,
+    Message,
+    MessageQueue,
+    PipelineOptions,
+    Publisher,
+)
 from infra.threads import BackgroundLoop, Stopping, backoff
 
 __all__ = ["ConsumerLoop", "Stopping", "TopicConsumer", "send_to_dead_letter"]
@@ -35,6 +52,7 @@ class ConsumerLoop(BackgroundLoop):
         handle: Callable[[Message], str],
         *,
         poll_timeout: float = 0.5,
+        max_records: int = 100,
         backoff: float = 0.1,
         backoff_max: float = 5.0,
     ) -> None:
@@ -43,10 +61,14 @@ class ConsumerLoop(BackgroundLoop):
         self._consumer_factory = consumer_factory
         self._handle = handle
         self.poll_timeout = poll_timeout
+        self.max_records = max_records
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.outcomes: Counter[str] = Counter()  # what ``handle`` returned, counted
-        self.errors = 0
+        self.errors = 0  # messages whose handling raised (rewound, handled again)
+        self.commit_failures = 0  # offsets the broker did not take (delivered again)
+        self.consumer_failures = 0  # consumers that could not start or whose poll raised
+        self.consumers_started = 0
         self.consumer: Consumer | None = None
 
     def assignment(self) -> set[tuple[str, int]]:
@@ -54,24 +76,64 @@ class ConsumerLoop(BackgroundLoop):
         return set() if consumer is None else consumer.assignment()
 
     def run(self) -> None:
-        """Consume until ``stop_event`` is set (in the calling thread)."""
-        consumer = self._consumer_factory()
-        self.consumer = consumer
-        # A batch with a failed message is polled again after a back-off.
+        """Consume until ``stop_event`` is set (in the calling thread), with a new consumer
+        after a back-off whenever one fails."""
         retrying = backoff(
+            self.stop_event,
+            self.backoff,
+            self.backoff_max,
+            retry=retry_if_exception(
+                lambda error: isinstance(error, Exception) and not isinstance(error, Stopping)
+            ),
+            before_sleep=self._log_consumer_failure,
+        )
+        with contextlib.suppress(Stopping):
+            retrying(self._consume)
+
+    def _consume(self) -> None:
+        """One consumer's life: create it, poll until stopping, close it. Raises what its
+        creation or its poll raised (``run`` counts, logs, and starts another)."""
+        try:
+            consumer = self._consumer_factory()
+        except Exception:
+            self.consumer_failures += 1
+            raise
+        self.consumer = consumer
+        self.consumers_started += 1
+        # A batch with a failed message is polled again after a back-off.
+        batches = backoff(
             self.stop_event, self.backoff, self.backoff_max, retry=retry_if_result(lambda ok: not ok)
         )
         try:
             while not self.stopping:
-                retrying(self._poll_batch, consumer)
+                batches(self._poll_batch, consumer)
         except Stopping:
             pass
+        except Exception:
+            self.consumer_failures += 1
+            raise
         finally:
             self.consumer = None
-            consumer.close()
+            try:
+                consumer.close()
+            except Exception:  # a broken consumer may fail to close: it is replaced anyway
+                log.warning("%s: closing the consumer failed", self.name, exc_info=True)
+
+    def _log_consumer_failure(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            "%s: consumer failed (%s: %s); a new one in %.1f s (failure %d)",
+            self.name,
+            type(error).__name__,
+            error,
+            wait,
+            state.attempt_number,
+            exc_info=error if state.attempt_number == 1 else None,
+        )
 
     def _poll_batch(self, consumer: Consumer) -> bool:
-        return self._run_batch(consumer, consumer.poll(self.poll_timeout))
+        return self._run_batch(consumer, consumer.poll(self.poll_timeout, self.max_records))
 
     def _run_batch(self, consumer: Consumer, batch: list[Message]) -> bool:
         """Handle a polled batch; False when a message failed and was rewound."""
@@ -98,7 +160,21 @@ class ConsumerLoop(BackgroundLoop):
                 consumer.rewind(message)
                 blocked.add(partition)
                 continue
-            consumer.commit(message)
+            try:
+                consumer.commit(message)
+            except CommitFailed as exc:
+                self.commit_failures += 1
+                log.error(
+                    "%s: %s:%s@%s was handled (%s) but its offset was not committed (%s); "
+                    "it will be delivered again (failed commits: %d)",
+                    self.name,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    outcome,
+                    exc,
+                    self.commit_failures,
+                )
             self.outcomes[outcome] += 1
         return not blocked
 
@@ -106,7 +182,7 @@ class ConsumerLoop(BackgroundLoop):
 def send_to_dead_letter(
     publisher: Publisher, topic: str, message: Message, error: BaseException, consumer: str
 ) -> str:
-    """Publish an undecodable message to the dead-letter topic (flushed), log it."""
+    """Publish a message that is not valid to the dead-letter topic (flushed), log it."""
     log.error(
         "%s: %s:%s@%s is not a valid message (%s); sent to %s",
         consumer,
@@ -127,14 +203,25 @@ class TopicConsumer:
     define ``handle``; ``start()`` runs the loop in a thread, ``run()`` in the caller's."""
 
     def __init__(
-        self, queue: MessageQueue, topic: str, group: str, options: PipelineOptions, name: str
+        self,
+        queue: MessageQueue,
+        topic: str,
+        group: str,
+        options: PipelineOptions,
+        name: str,
+        config: ConsumerConfig | None = None,
     ) -> None:
         self.options = options
         self.topics = options.topics
         self.name = name
         self.publisher = queue.publisher()
+        config = config or options.consumer
         self.loop = ConsumerLoop(
-            name, lambda: queue.consumer([topic], group), self.handle, poll_timeout=options.poll_timeout_s
+            name,
+            lambda: queue.consumer([topic], group, config),
+            self.handle,
+            poll_timeout=options.poll_timeout_s,
+            max_records=config.max_poll_records,
         )
 
     def handle(self, message: Message) -> str:
@@ -147,6 +234,15 @@ class TopicConsumer:
     def stop(self) -> None:
         self.loop.stop()
         self.publisher.close()
+        loop = self.loop
+        log.info(
+            "%s: stopped; outcomes %s, handling errors %d, failed commits %d, consumer failures %d",
+            self.name,
+            dict(loop.outcomes),
+            loop.errors,
+            loop.commit_failures,
+            loop.consumer_failures,
+        )
 
     def run(self) -> None:
         self.loop.run()

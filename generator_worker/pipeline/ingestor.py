@@ -4,7 +4,9 @@ the ledger (``complete_job`` or ``fail_job`` + refund), then commits the offset.
 Both ledger commands are idempotent on the job id, so a result delivered twice (a redelivery,
 two workers that ran the same job) has one effect; a late success after the sweeper expired
 the job is delivered free (the ledger decides). A result that is not valid JSON, or names a
-job the ledger does not know, goes to the dead-letter topic."""
+job the ledger does not know (or that the ledger refuses: any ``LedgerError``, which would be
+refused again), goes to the dead-letter topic. A failure of the database is retried (the
+consume loop rewinds the result and backs off)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
 from generator_worker.pipeline.messages import InvalidMessage, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from ledger.application import LedgerApplication
-from ledger.errors import AccountNotFound, JobNotFound
+from ledger.errors import LedgerError
 from ledger.status import JobStatus
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,6 @@ class Ingestor(TopicConsumer):
             else:
                 assert result.error is not None
                 changed = self.ledger.fail_job(result.user_id, result.job_id, result.error)
-        except (AccountNotFound, JobNotFound) as exc:
+        except LedgerError as exc:  # AccountNotFound, JobNotFound...: the message's own fault
             return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
         return "applied" if changed.value else "duplicate"

@@ -13,7 +13,9 @@ retryable}``, ``finished_at``.
 
 ``vto.jobs.progress``: ``job_id, user_id, status "running", progress 0..1, at``.
 
-Dead-letter topic: the undecodable message as text (and base64), where it came from and why.
+Dead-letter topic: a message no consumer could use, as text (and base64), where it came from,
+``reason`` (``invalid_message``: undecodable or invalid; or the code of a job the worker gave
+up on for a reason other than its inputs, see ``Worker``), ``error`` and ``attempts``.
 
 Each is a pydantic model (``JobRequest``, ``JobResult``, ``JobProgress``, ``DeadLetter``):
 ``to_dict()`` is the JSON value (with ``version``), ``from_dict()`` reads one and raises
@@ -186,8 +188,11 @@ class JobProgress(PipelineMessage):
         return cls(job_id=job_id, user_id=user_id, progress=fraction, at=now_iso())
 
 
+INVALID_MESSAGE = "invalid_message"
+
+
 class DeadLetter(PipelineMessage):
-    """An undecodable message (as text and base64), where it came from and why."""
+    """A message no consumer could use (as text and base64), where it came from and why."""
 
     source_topic: str
     partition: int
@@ -195,12 +200,22 @@ class DeadLetter(PipelineMessage):
     key: str | None
     value: str
     value_base64: str
+    reason: str = INVALID_MESSAGE
     error: str
+    attempts: int | None = None
     consumer: str
     at: str
 
     @classmethod
-    def of(cls, message: Message, error: BaseException, consumer: str) -> DeadLetter:
+    def of(
+        cls,
+        message: Message,
+        error: BaseException | str,
+        consumer: str,
+        *,
+        reason: str = INVALID_MESSAGE,
+        attempts: int | None = None,
+    ) -> DeadLetter:
         return cls(
             source_topic=message.topic,
             partition=message.partition,
@@ -208,7 +223,9 @@ class DeadLetter(PipelineMessage):
             key=message.key,
             value=message.value.decode("utf-8", errors="replace"),
             value_base64=base64.b64encode(message.value).decode("ascii"),
-            error=f"{type(error).__name__}: {error}",
+            reason=reason,
+            error=error if isinstance(error, str) else f"{type(error).__name__}: {error}",
+            attempts=attempts,
             consumer=consumer,
             at=now_iso(),
         )

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from generator_worker.generation import Generator, generator_from_settings
+from generator_worker.pipeline.attempts import JobAttempts
 from generator_worker.pipeline.ingestor import Ingestor
 from generator_worker.pipeline.progress import ProgressRecorder
 from generator_worker.pipeline.relay import OutboxRelay
@@ -72,7 +73,15 @@ class Pipeline:
         if workers:
             generator = generator or generator_from_settings(settings)
             pipeline.workers = [
-                Worker(queue, generator, storage, ledger.reservation_status, options, name=f"worker-{i}")
+                Worker(
+                    queue,
+                    generator,
+                    storage,
+                    ledger.reservation_status,
+                    JobAttempts(url),
+                    options,
+                    name=f"worker-{i}",
+                )
                 for i in range(workers)
             ]
         if ingestor:

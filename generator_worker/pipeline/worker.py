@@ -1,25 +1,51 @@
 """The generator worker: a consumer group on ``vto.jobs.requested``.
 
 For each request: skip a job that is no longer open (canceled, failed, expired or already
-completed, read from the ledger account); load its inputs from storage; run the generator,
-retrying retryable errors with exponential back-off up to ``max_attempts``; store the
-outputs; publish the result (``succeeded`` with outputs, or ``failed`` with an error) and
-progress messages; flush; then commit the request's offset. A crash anywhere before the
-commit means the request is delivered again: outputs are stored under deterministic keys (a
-rerun overwrites them) and the ingestor applies a job's result at most once. An undecodable
-request goes to the dead-letter topic."""
+completed, read from the ledger account); republish the outcome an earlier delivery already
+reached (``job_attempts``); else run the job's attempts, store the outputs, record the
+outcome, publish the result (``succeeded`` with outputs, or ``failed`` with an error) and
+progress messages, flush, then commit the request's offset. A crash anywhere before the commit
+means the request is delivered again: outputs are stored under deterministic keys (a rerun
+overwrites them) and the ingestor applies a job's result at most once.
+
+Every job ends, whatever its generation does:
+- an attempt is counted in PostgreSQL before it starts (``attempts.JobAttempts``), so a job
+  gets at most ``VTO_WORKER_MAX_ATTEMPTS`` attempts in all, across redeliveries, rebalances
+  and crashes; a delivery that finds them used up fails the job (``attempts_exhausted``);
+- a retryable error (``ResourceError``, ``storage_error``) is tried again after a back-off
+  (tenacity; doubling from ``VTO_WORKER_RETRY_BACKOFF_S``) while attempts remain, then the job
+  fails with that error;
+- an input error (``InvalidInputError`` and its kinds) fails the job at once;
+- an exception no backend declares (``IndexError``, ``ValueError``, ``cv2.error``...) fails the
+  job at once as ``internal_error`` (its message names the type; the traceback is logged and
+  the failure counted in ``failures``);
+- generation runs in a thread of its own; a job still running after ``VTO_JOB_TIMEOUT_S``
+  (measured from the start of the delivery, back-offs included) is abandoned: the job fails
+  with ``timeout``. The abandoned computation may still finish in the background; its result
+  is dropped (nothing reads it, and outputs are stored by this thread only).
+A failed job is refunded by the ingestor. A job the worker gives up on for a reason other than
+its inputs (attempts used up, ``internal_error``, ``timeout``, ``backend_unavailable``) also
+sends its request to the dead-letter topic with the reason. Errors of the worker's own
+infrastructure (PostgreSQL, Kafka) are not the job's fault: they propagate, the request is
+rewound and handled again after a back-off, and they use no attempt. Undecodable requests go
+to the dead-letter topic."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from typing import Any
 from uuid import UUID
 
 from tenacity import RetryCallState, retry_if_exception
 
 from generator_worker.generation import (
+    AttemptsExhaustedError,
     GarmentCategory,
     GarmentImage,
     GarmentSide,
@@ -27,16 +53,20 @@ from generator_worker.generation import (
     GenerationOptions,
     GenerationRequest,
     GenerationResult,
+    GenerationTimeoutError,
     Generator,
+    InternalError,
     InvalidInputError,
     JobKind,
     PoseHint,
+    StorageFailedError,
 )
+from generator_worker.pipeline.attempts import JobAttempts
 from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
-from generator_worker.pipeline.messages import InvalidMessage, JobProgress, JobRequest, JobResult
+from generator_worker.pipeline.messages import DeadLetter, InvalidMessage, JobProgress, JobRequest, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from infra.storage import ObjectNotFound, Storage
-from infra.threads import backoff
+from infra.threads import Stopping, backoff
 from ledger.status import ReservationStatus
 
 log = logging.getLogger(__name__)
@@ -60,6 +90,18 @@ def output_key(job: JobRequest, index: int, media_type: str) -> str:
     return f"outputs/{job.user_id}/{job.job_id}/{index}.{EXTENSIONS.get(media_type, 'bin')}"
 
 
+def read_input(storage: Storage, key: str) -> bytes:
+    """An input's bytes; ``ObjectNotFound`` and an invalid key (``ValueError``) are the job's
+    fault, anything else the storage's (``StorageFailedError``, retryable)."""
+    try:
+        return storage.get(key)
+    except (ObjectNotFound, ValueError):
+        raise
+    except Exception as exc:
+        log.warning("reading input %s failed", key, exc_info=True)
+        raise StorageFailedError(f"could not read input {key} ({type(exc).__name__})") from exc
+
+
 def build_request(job: JobRequest, storage: Storage) -> GenerationRequest:
     """The generator's request from the message's storage keys; ``InvalidInputError`` when
     the inputs are missing or malformed (not retryable)."""
@@ -68,7 +110,7 @@ def build_request(job: JobRequest, storage: Storage) -> GenerationRequest:
         inputs = job.inputs
         garments = tuple(
             GarmentImage(
-                storage.get(str(g["key"])),
+                read_input(storage, str(g["key"])),
                 GarmentCategory(g.get("category", "top")),
                 GarmentSide(g.get("side", "front")),
             )
@@ -85,8 +127,8 @@ def build_request(job: JobRequest, storage: Storage) -> GenerationRequest:
         return GenerationRequest(
             kind=kind,
             garments=garments,
-            model_photo=storage.get(str(model_key)),
-            background=storage.get(str(background_key)) if background_key else None,
+            model_photo=read_input(storage, str(model_key)),
+            background=read_input(storage, str(background_key)) if background_key else None,
             pose_hint=PoseHint(job.pose) if job.pose else PoseHint.AUTO,
             options=GenerationOptions(**option_values),
         )
@@ -107,6 +149,7 @@ class Worker(TopicConsumer):
         generator: Generator,
         storage: Storage,
         job_status: ReservationLookup,
+        attempts: JobAttempts,
         options: PipelineOptions,
         *,
         name: str = "worker",
@@ -114,13 +157,27 @@ class Worker(TopicConsumer):
         self.generator = generator
         self.storage = storage
         self.job_status = job_status
+        self.attempts = attempts
         self.jobs: list[UUID] = []  # jobs this worker generated (tests, metrics)
+        self.failures: Counter[str] = Counter()  # failed jobs, by error code
+        self.abandoned = 0  # generations abandoned at the job timeout (maybe still running)
         self._lock = threading.Lock()
-        super().__init__(queue, options.topics.requested, options.worker_group, options, name)
+        super().__init__(
+            queue,
+            options.topics.requested,
+            options.worker_group,
+            options,
+            name,
+            config=options.worker_consumer,
+        )
 
     @property
     def stop_event(self) -> threading.Event:
         return self.loop.stop_event
+
+    def stop(self) -> None:
+        super().stop()
+        self.attempts.close()
 
     # ------------------------------------------------------------------ one message
     def handle(self, message: Message) -> str:
@@ -132,39 +189,180 @@ class Worker(TopicConsumer):
         if status is None or not status.open:
             log.info("%s: job %s is %s; skipped", self.name, job.job_id, status or "unknown")
             return "skipped"
+        earlier = self.attempts.outcome(job.job_id)
+        if earlier is not None:
+            # An earlier delivery reached this outcome but its publish or commit did not
+            # happen: publish it again (the ingestor applies it once).
+            self._publish(job, earlier.result, earlier.dead_letter)
+            return "republished"
         self._progress(job, 0.0)
-        result = self.generate(job)
-        self.publisher.publish(self.topics.results, str(job.job_id), result.to_dict())
-        self.publisher.flush(60)
+        result, letter = self.run_job(job, message)
+        dead_letter = None if letter is None else letter.to_dict()
+        self.attempts.finish(job.job_id, result.to_dict(), dead_letter)
+        self._publish(job, result.to_dict(), dead_letter)
         with self._lock:
             self.jobs.append(job.job_id)
         return result.status.value
+
+    def _publish(self, job: JobRequest, result: dict[str, Any], dead_letter: dict[str, Any] | None) -> None:
+        if dead_letter is not None:
+            self.publisher.publish(self.topics.dead_letter, str(job.job_id), dead_letter)
+        self.publisher.publish(self.topics.results, str(job.job_id), result)
+        self.publisher.flush(60)
 
     def _progress(self, job: JobRequest, fraction: float) -> None:
         message = JobProgress.of(job.job_id, job.user_id, fraction)
         self.publisher.publish(self.topics.progress, str(job.job_id), message.to_dict())
 
-    def generate(self, job: JobRequest) -> JobResult:
-        """Run the generator with retries; store the outputs. Raises ``Stopping`` when the
-        process stops during a back-off (the request stays uncommitted)."""
+    # ------------------------------------------------------------------ the job's attempts
+    def run_job(self, job: JobRequest, message: Message) -> tuple[JobResult, DeadLetter | None]:
+        """The job's outcome: its result and, when the worker gave up for a reason other than
+        the job's inputs, the dead letter of its request. Raises ``Stopping`` when the process
+        stops meanwhile, and what the worker's own infrastructure raises."""
+        deadline = time.monotonic() + self.options.job_timeout_s
+        limit = self.options.max_attempts
+        made = 0  # the job's attempts so far, earlier deliveries' included
+
+        def attempt() -> list[dict[str, Any]]:
+            """One attempt, counted durably before it starts: generate within the deadline,
+            store the outputs. Raises ``_Failed`` (``final`` when no retry may follow)."""
+            nonlocal made
+            if time.monotonic() >= deadline:
+                raise _Failed(GenerationTimeoutError(self._timeout_text()), final=True)
+            counted = self.attempts.begin(job.job_id)
+            if counted.number > limit:
+                made = counted.number - 1
+                raise _Failed(self._exhausted(made, counted.last_error), final=True, exhausted=True)
+            made = counted.number
+            try:
+                try:
+                    return self._store(job, self._generate_within(job, deadline))
+                except (GenerationError, Stopping):
+                    raise
+                except Exception as exc:  # a backend's output the worker cannot use: its bug
+                    raise self._internal(job, exc) from exc
+            except Stopping:
+                self._give_back(job)
+                raise
+            except GenerationError as error:
+                self.attempts.record_error(job.job_id, _error_dict(error))
+                exhausted = error.retryable and made >= limit
+                raise _Failed(error, final=exhausted or not error.retryable, exhausted=exhausted) from error
+
         retrying = backoff(
             self.stop_event,
             self.options.retry_backoff_s,
             self.options.retry_backoff_max_s,
-            retry=retry_if_exception(lambda error: isinstance(error, GenerationError) and error.retryable),
-            attempts=self.options.max_attempts,
+            retry=retry_if_exception(lambda error: isinstance(error, _Failed) and not error.final),
             before_sleep=lambda state: self._log_retry(job, state),
         )
         try:
-            generated = retrying(self._generate_once, job)
-        except GenerationError as error:
-            attempt = retrying.statistics.get("attempt_number", 1)
-            log.warning("%s: job %s failed (%s, attempt %d)", self.name, job.job_id, error.code, attempt)
-            return JobResult.failed(job.job_id, job.user_id, error.code, error.message, error.retryable)
+            outputs = retrying(attempt)
+        except _Failed as failed:
+            return self._failed(job, message, failed, made)
+        self._progress(job, 1.0)
+        return JobResult.succeeded(job.job_id, job.user_id, outputs), None
+
+    @staticmethod
+    def _exhausted(made: int, last_error: dict[str, Any] | None) -> AttemptsExhaustedError:
+        last = f"; the last one failed with {last_error.get('code')}" if last_error else ""
+        return AttemptsExhaustedError(f"{made} attempts were made without an outcome{last}")
+
+    def _failed(
+        self, job: JobRequest, message: Message, failed: _Failed, attempts: int
+    ) -> tuple[JobResult, DeadLetter | None]:
+        error = failed.error
+        self.failures[error.code] += 1
+        text = error.message
+        if failed.exhausted and not isinstance(error, AttemptsExhaustedError):
+            text = f"{text} (gave up after {attempts} attempts)"
+        log.warning("%s: job %s failed: %s: %s", self.name, job.job_id, error.code, text)
+        result = JobResult.failed(job.job_id, job.user_id, error.code, text, error.retryable)
+        if isinstance(error, InvalidInputError):
+            return result, None  # the job's own inputs: nothing for an operator to look at
+        reason = AttemptsExhaustedError.code if failed.exhausted else error.code
+        detail = f"{error.code}: {text}"
+        if isinstance(error, InternalError):
+            detail += f" [{type(error.cause).__name__}: {error.cause}]"
+        log.error(
+            "%s: job %s: request sent to %s (%s)", self.name, job.job_id, self.topics.dead_letter, reason
+        )
+        return result, DeadLetter.of(message, detail, self.name, reason=reason, attempts=attempts)
+
+    def _give_back(self, job: JobRequest) -> None:
+        """A clean stop is not the job's fault: its attempt is not counted."""
+        try:
+            self.attempts.release(job.job_id)
+        except Exception:  # the attempt stays counted; the process is stopping
+            log.warning("%s: job %s: could not give its attempt back", self.name, job.job_id, exc_info=True)
+
+    def _timeout_text(self) -> str:
+        return f"the job did not finish within the job timeout ({self.options.job_timeout_s:g} s)"
+
+    def _generate_within(self, job: JobRequest, deadline: float) -> GenerationResult:
+        """Load the inputs and generate in a thread of its own; wait for it until the deadline
+        (``GenerationTimeoutError``: the thread is abandoned and its result dropped) or the
+        process stops (``Stopping``). An exception no backend declares -> ``InternalError``."""
+        future: Future[GenerationResult] = Future()
+
+        def generate() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(self._generate_once(job))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                future.set_exception(exc)
+
+        thread = threading.Thread(target=generate, name=f"{self.name}-job-{job.job_id}", daemon=True)
+        thread.start()
+        while not futures_wait([future], timeout=max(0.0, min(deadline - time.monotonic(), _WAIT_SLICE_S)))[
+            0
+        ]:
+            if self.stop_event.is_set():
+                raise Stopping
+            if time.monotonic() >= deadline:
+                self.abandoned += 1
+                log.error(
+                    "%s: job %s still generating at the job timeout; abandoned (its result will be dropped)",
+                    self.name,
+                    job.job_id,
+                )
+                raise GenerationTimeoutError(self._timeout_text())
+        error = future.exception()
+        if error is None:
+            return future.result()
+        if isinstance(error, GenerationError) or not isinstance(error, Exception):
+            raise error
+        raise self._internal(job, error) from error
+
+    def _internal(self, job: JobRequest, error: Exception) -> InternalError:
+        """An exception no backend declares: logged with its traceback (and counted in
+        ``failures`` once the job fails), the job's error names its type only."""
+        log.error(
+            "%s: job %s: unexpected %s in the generator; the job fails (%s)",
+            self.name,
+            job.job_id,
+            type(error).__name__,
+            InternalError.code,
+            exc_info=error,
+        )
+        return InternalError(error)
+
+    def _generate_once(self, job: JobRequest) -> GenerationResult:
+        request = build_request(job, self.storage)
+        return self.generator.generate(request)
+
+    def _store(self, job: JobRequest, generated: GenerationResult) -> list[dict[str, Any]]:
         outputs = []
         for index, output in enumerate(generated.outputs):
+            if not isinstance(output.data, bytes) or output.media_type not in EXTENSIONS:
+                raise ValueError(f"output {index} is not the bytes of a known media type")
             key = output_key(job, index, output.media_type)
-            self.storage.put(key, output.data, output.media_type)
+            try:
+                self.storage.put(key, output.data, output.media_type)
+            except Exception as exc:
+                log.warning("%s: job %s: storing %s failed", self.name, job.job_id, key, exc_info=True)
+                raise StorageFailedError(f"could not store output {index} ({type(exc).__name__})") from exc
             duration = None
             if output.media_type.startswith("video/"):
                 duration = round(output.frames / max(1, int(job.options.get("fps") or 24)), 3)
@@ -178,14 +376,29 @@ class Worker(TopicConsumer):
                     "size": output.size_bytes,
                 }
             )
-        self._progress(job, 1.0)
-        return JobResult.succeeded(job.job_id, job.user_id, outputs)
+        return outputs
 
     def _log_retry(self, job: JobRequest, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        code = error.code if isinstance(error, GenerationError) else error
-        log.info("%s: job %s: %s; retrying (attempt %d)", self.name, job.job_id, code, state.attempt_number)
+        failed = state.outcome.exception() if state.outcome is not None else None
+        code = failed.error.code if isinstance(failed, _Failed) else failed
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.info("%s: job %s: %s; trying again in %.1f s", self.name, job.job_id, code, wait)
 
-    def _generate_once(self, job: JobRequest) -> GenerationResult:
-        request = build_request(job, self.storage)
-        return self.generator.generate(request)
+
+# How often a worker waiting for its generation thread looks at its stop event.
+_WAIT_SLICE_S = 0.25
+
+
+def _error_dict(error: GenerationError) -> dict[str, Any]:
+    return {"code": error.code, "message": error.message, "retryable": error.retryable}
+
+
+class _Failed(Exception):
+    """An attempt failed with ``error``; ``final``: no retry may follow (not retryable, the
+    deadline passed, or no attempt remains: ``exhausted``)."""
+
+    def __init__(self, error: GenerationError, *, final: bool, exhausted: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.final = final
+        self.exhausted = exhausted

@@ -108,6 +108,35 @@ class LocalKafka:
         except (OSError, ValueError, TypeError):
             return None
 
+    def stop_broker(self, timeout: float = 30.0) -> None:
+        """Stop the broker only (SIGTERM: a controlled shutdown; KILL after ``timeout``);
+        ZooKeeper, the configuration and the data stay for ``start_broker``."""
+        _terminate(self.broker_pid, timeout)
+
+    def start_broker(self, timeout: float = 90.0) -> None:
+        """Start the broker again on its port, configuration and data; return when it is
+        ready. With ``stop_broker`` it is a broker restart (tests, chaos runs)."""
+        run_dir = Path(self.run_dir)
+        output = run_dir / f"kafka-{time.time_ns()}.out"
+        script = install() / "bin" / "kafka-server-start.sh"
+        broker = _spawn(script, run_dir / "server.properties", output, _env(run_dir))
+        try:
+            _wait(
+                lambda: STARTED_LINE in output.read_text(errors="replace"),
+                "Kafka broker",
+                time.monotonic() + timeout,
+                [broker],
+            )
+        except BaseException:
+            _terminate(broker.pid, 10)
+            raise
+        self.broker_pid = broker.pid
+        self.save()
+
+    def restart_broker(self, timeout: float = 90.0) -> None:
+        self.stop_broker()
+        self.start_broker(timeout)
+
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the broker, then ZooKeeper, by the process ids started (TERM, then KILL)."""
         for pid in (self.broker_pid, self.zookeeper_pid):
@@ -179,15 +208,26 @@ def _spawn(script: Path, properties: Path, output: Path, env: dict[str, str]) ->
         )
 
 
+def _env(run_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_GC_LOG_OPTS": "-Xlog:gc*=off",  # any value: the default is a Java 8 flag
+        "KAFKA_HEAP_OPTS": os.environ.get("VTO_TEST_KAFKA_HEAP", "-Xmx256M -Xms64M"),
+        "LOG_DIR": str(run_dir / "logs"),
+    }
+
+
 def start(
     run_dir: Path = DEFAULT_RUN_DIR,
     cache_dir: Path = DEFAULT_CACHE,
     *,
     partitions: int = 4,
     timeout: float = 60.0,
+    broker_port: int | None = None,
 ) -> LocalKafka:
-    """Install (once) and start ZooKeeper and one broker on free 127.0.0.1 ports; return when
-    both are ready. Everything (configs, data, logs, ``state.json``) lives in ``run_dir``."""
+    """Install (once) and start ZooKeeper and one broker on free 127.0.0.1 ports (the broker
+    on ``broker_port`` when given); return when both are ready. Everything (configs, data,
+    logs, ``state.json``) lives in ``run_dir``."""
     home = install(cache_dir)
     java = shutil.which("java")
     if java is None:
@@ -199,7 +239,7 @@ def start(
             previous.stop()
         shutil.rmtree(run_dir)
     (run_dir / "logs").mkdir(parents=True)
-    zk_port, broker_port = free_port(), free_port()
+    zk_port, broker_port = free_port(), broker_port or free_port()
     (run_dir / "zookeeper.properties").write_text(
         f"dataDir={run_dir / 'zookeeper'}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\n"
         "maxClientCnxns=0\n"
@@ -224,12 +264,7 @@ def start(
             ]
         )
     )
-    env = {
-        **os.environ,
-        "KAFKA_GC_LOG_OPTS": "-Xlog:gc*=off",  # any value: the default is a Java 8 flag
-        "KAFKA_HEAP_OPTS": os.environ.get("VTO_TEST_KAFKA_HEAP", "-Xmx256M -Xms64M"),
-        "LOG_DIR": str(run_dir / "logs"),
-    }
+    env = _env(run_dir)
     processes: list[subprocess.Popen[bytes]] = []
     deadline = time.monotonic() + timeout
     try:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from infra.queue.base import (
+    CommitFailed,
     Consumer,
+    ConsumerConfig,
     Message,
     MessageQueue,
     PipelineOptions,
@@ -20,7 +22,9 @@ if TYPE_CHECKING:
     from infra.settings import Settings
 
 __all__ = [
+    "CommitFailed",
     "Consumer",
+    "ConsumerConfig",
     "InProcessQueue",
     "Message",
     "MessageQueue",

@@ -40,6 +40,23 @@ def encode_value(value: Mapping[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str).encode("utf-8")
 
 
+class CommitFailed(Exception):
+    """The broker did not take a consumer's offset (its group rebalanced, or the coordinator
+    is unreachable): the message will be delivered again (its effect is already durable and
+    every consumer deduplicates). The consume loop logs and counts it."""
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """How a consumer polls and stays in its group (from the settings, where the defaults and
+    meanings are: ``infra.settings.Settings``, ``VTO_KAFKA_*`` and ``VTO_WORKER_MAX_POLL_*``)."""
+
+    max_poll_records: int
+    max_poll_interval_ms: int
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+
+
 class Publisher(Protocol):
     def publish(self, topic: str, key: str | None, value: Mapping[str, Any]) -> None:
         """Send one JSON message (asynchronously; ``flush`` waits until it is acknowledged)."""
@@ -60,7 +77,8 @@ class Consumer(Protocol):
         ...
 
     def commit(self, message: Message) -> None:
-        """Record that ``message`` (and everything before it in its partition) is done."""
+        """Record that ``message`` (and everything before it in its partition) is done;
+        raise ``CommitFailed`` when the broker did not take it."""
         ...
 
     def rewind(self, message: Message) -> None:
@@ -77,7 +95,11 @@ class Consumer(Protocol):
 class MessageQueue(Protocol):
     def publisher(self) -> Publisher: ...
 
-    def consumer(self, topics: Sequence[str], group_id: str) -> Consumer: ...
+    def consumer(
+        self, topics: Sequence[str], group_id: str, config: ConsumerConfig | None = None
+    ) -> Consumer:
+        """A member of ``group_id``; ``config`` None: the client's own defaults."""
+        ...
 
     def close(self) -> None: ...
 
@@ -110,12 +132,15 @@ class PipelineOptions:
     topics: Topics
     worker_group: str
     ingestor_group: str
-    max_attempts: int  # a retryable generation error is tried again up to this many attempts in all
+    max_attempts: int  # attempts of a job in all, across deliveries and restarts
     retry_backoff_s: float  # doubled after each attempt
     retry_backoff_max_s: float
     poll_timeout_s: float
     sweeper_interval_s: float
     relay_poll_interval_s: float
+    job_timeout_s: float  # a worker abandons a job still generating after this long
+    worker_consumer: ConsumerConfig  # the workers' polls: few records, long interval
+    consumer: ConsumerConfig  # the ingestor's and the progress recorder's
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineOptions:
@@ -129,4 +154,17 @@ class PipelineOptions:
             poll_timeout_s=settings.queue_poll_timeout_s,
             sweeper_interval_s=settings.sweeper_interval_s,
             relay_poll_interval_s=settings.relay_poll_interval_s,
+            job_timeout_s=settings.job_timeout_s,
+            worker_consumer=ConsumerConfig(
+                max_poll_records=settings.worker_max_poll_records,
+                max_poll_interval_ms=settings.worker_poll_interval_ms(),
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            ),
+            consumer=ConsumerConfig(
+                max_poll_records=settings.kafka_max_poll_records,
+                max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            ),
         )

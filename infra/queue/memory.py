@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from infra.queue.base import Message, encode_value
+from infra.queue.base import ConsumerConfig, Message, encode_value
 
 
 def partition_for(key: str | None, partitions: int, counter: itertools.count[int]) -> int:
@@ -59,7 +59,11 @@ class InProcessQueue:
     def publisher(self) -> InProcessPublisher:
         return InProcessPublisher(self)
 
-    def consumer(self, topics: Sequence[str], group_id: str) -> InProcessConsumer:
+    def consumer(
+        self, topics: Sequence[str], group_id: str, config: ConsumerConfig | None = None
+    ) -> InProcessConsumer:
+        """A member of ``group_id`` (``config`` is Kafka's; here only ``poll``'s
+        ``max_records`` limits a batch)."""
         consumer = InProcessConsumer(self, tuple(topics), group_id)
         with self._lock:
             self._members.setdefault(group_id, []).append(consumer)

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator_worker.generation import GarmentCategory, NoPersonFoundError
+from generator_worker.generation import GarmentCategory, GarmentImage, GenerationError, NoPersonFoundError
 from generator_worker.generation.garment import cut_out
 from generator_worker.generation.imaging import cover_box
+from generator_worker.generation.offline import OfflineGenerator
 from generator_worker.generation.pose import MODEL_COMPLEXITY, PersonAnalyzer
-from tests.generator_worker.conftest import draw_trousers, draw_tshirt
+from tests.generator_worker.conftest import draw_trousers, draw_tshirt, encode_png, image_request
 
 
 def test_tshirt_cut_out_and_anchors() -> None:
@@ -29,6 +30,36 @@ def test_trousers_have_a_crotch_and_two_legs() -> None:
     a = cut_out(draw_trousers(), GarmentCategory.BOTTOM).anchors
     assert {"waist_l", "waist_r", "crotch", "hem_inner_l", "hem_inner_r"} <= set(a)
     assert a["hem_l"][0] < a["hem_inner_l"][0] < a["crotch"][0] < a["hem_inner_r"][0]
+
+
+def edge_strip_garment() -> np.ndarray:
+    """Issue 12's garment: its alpha mask's top band is only a strip at the right edge, so an
+    anchor's column, offset from that extreme, fell outside the mask (``IndexError``)."""
+    rgba = np.zeros((800, 1000, 4), np.uint8)
+    rgba[..., :3] = (200, 30, 40)
+    rgba[0:400, 986:1000, 3] = 255
+    rgba[400:800, 100:1000, 3] = 255
+    return rgba
+
+
+@pytest.mark.parametrize("category", list(GarmentCategory))
+def test_anchors_of_a_garment_whose_top_is_at_the_edge_stay_in_the_mask(category: GarmentCategory) -> None:
+    cutout = cut_out(edge_strip_garment(), category)
+    width, height = cutout.size
+    for name, (x, y) in cutout.anchors.items():
+        assert 0 <= x < width and 0 <= y < height, (name, x, y)
+
+
+def test_the_edge_strip_garment_ends_in_a_result_or_a_declared_error(
+    generator: OfflineGenerator, astronaut_png: bytes
+) -> None:
+    for category in (GarmentCategory.TOP, GarmentCategory.BOTTOM):
+        garment = GarmentImage(encode_png(edge_strip_garment()), category)
+        try:
+            result = generator.generate(image_request(astronaut_png, (garment,)))
+        except GenerationError:
+            continue  # declared: the worker fails the job with its code
+        assert result.outputs
 
 
 def test_cover_box_keeps_the_aspect_and_the_person() -> None:

@@ -4,6 +4,7 @@ consumer joins (the local broker)."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +12,8 @@ import pytest
 
 from infra.kafka.client import KafkaQueue, parse_api_version
 from infra.queue import InProcessQueue, queue_from_settings
-from infra.settings import Settings
+from infra.queue.base import PipelineOptions
+from infra.settings import WORKER_JOB_MARGIN_S, Settings
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,50 @@ def test_queue_from_settings_is_in_process_without_kafka() -> None:
     assert isinstance(kafka, KafkaQueue)
     assert kafka.bootstrap_servers == ["h1:9092", "h2:9092"]
     assert kafka.api_version == (0, 9)
+
+
+def test_consumer_settings_reach_kafka_python(kafka_bootstrap: str) -> None:
+    settings = Settings(_env_file=None, job_timeout_s=30, worker_max_poll_records=2)  # type: ignore[call-arg]
+    options = PipelineOptions.from_settings(settings)
+    interval = 2 * (30 + WORKER_JOB_MARGIN_S) * 1000
+    modern = KafkaQueue("h1:9092", "3.7.0").consumer_config("g", options.worker_consumer)
+    assert {k: modern[k] for k in KEYS} == {
+        "max_poll_records": 2,
+        "max_poll_interval_ms": interval,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 3_000,
+        "enable_auto_commit": False,
+    }
+    # Before 0.10.1 kafka-python takes one value; the long interval is set once it is created.
+    old = KafkaQueue("h1:9092", "0.9").consumer_config("g", options.worker_consumer)
+    assert (old["session_timeout_ms"], old["max_poll_interval_ms"]) == (10_000, 10_000)
+    ingestor = KafkaQueue("h1:9092", "3.7.0").consumer_config("g", options.consumer)
+    assert (ingestor["max_poll_records"], ingestor["max_poll_interval_ms"]) == (100, 60_000)
+
+    # ... and a real consumer on the local broker takes them (its session fits the broker).
+    queue = KafkaQueue(kafka_bootstrap, os.environ.get("VTO_TEST_KAFKA_API_VERSION", "0.9"))
+    topic = f"t{uuid.uuid4().hex[:10]}.jobs.requested"
+    adapter = queue.consumer([topic], f"g{uuid.uuid4().hex[:8]}", options.worker_consumer)
+    try:
+        config = adapter._consumer.config
+        assert config["max_poll_records"] == 2
+        assert (config["session_timeout_ms"], config["heartbeat_interval_ms"]) == (10_000, 3_000)
+        assert adapter._consumer._coordinator.heartbeat.config["max_poll_interval_ms"] == interval
+        deadline = time.monotonic() + 30
+        while not adapter.assignment():  # joined its group: the broker accepted the session
+            assert time.monotonic() < deadline, "the consumer never joined its group"
+            adapter.poll(0.2)
+    finally:
+        adapter.close()
+
+
+KEYS = (
+    "max_poll_records",
+    "max_poll_interval_ms",
+    "session_timeout_ms",
+    "heartbeat_interval_ms",
+    "enable_auto_commit",
+)
 
 
 def test_clients_racing_to_create_a_topic_all_get_its_partitions(kafka_bootstrap: str) -> None:

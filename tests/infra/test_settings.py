@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from infra.ledger_store import ledger_options
 from infra.queue.base import PipelineOptions
-from infra.settings import Settings
+from infra.settings import WORKER_JOB_MARGIN_S, Settings
 
 
 def test_embedded_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,5 +72,39 @@ def test_pipeline_and_ledger_options_come_from_the_environment(monkeypatch: pyte
 @pytest.mark.parametrize("prefix", ["", "has space", "a/b", "x" * 101])
 def test_a_topic_prefix_kafka_cannot_name_is_refused(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
     monkeypatch.setenv("VTO_KAFKA_TOPIC_PREFIX", prefix)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_the_workers_poll_interval_follows_the_job_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VTO_JOB_TIMEOUT_S", "60")
+    monkeypatch.setenv("VTO_WORKER_MAX_POLL_RECORDS", "2")
+    monkeypatch.setenv("VTO_KAFKA_SESSION_TIMEOUT_MS", "20000")
+    monkeypatch.setenv("VTO_KAFKA_HEARTBEAT_INTERVAL_MS", "5000")
+    monkeypatch.setenv("VTO_KAFKA_MAX_POLL_RECORDS", "50")
+    options = PipelineOptions.from_settings(Settings())
+    assert options.job_timeout_s == 60
+    worker = options.worker_consumer
+    assert worker.max_poll_records == 2
+    assert worker.max_poll_interval_ms == 2 * (60 + WORKER_JOB_MARGIN_S) * 1000
+    assert (worker.session_timeout_ms, worker.heartbeat_interval_ms) == (20_000, 5_000)
+    assert (options.consumer.max_poll_records, options.consumer.max_poll_interval_ms) == (50, 60_000)
+    monkeypatch.setenv("VTO_WORKER_MAX_POLL_INTERVAL_MS", "150000")
+    assert PipelineOptions.from_settings(Settings()).worker_consumer.max_poll_interval_ms == 150_000
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"VTO_KAFKA_HEARTBEAT_INTERVAL_MS": "10000", "VTO_KAFKA_SESSION_TIMEOUT_MS": "10000"},
+        # a worker would be evicted before it abandons a job at the job timeout
+        {"VTO_JOB_TIMEOUT_S": "600", "VTO_WORKER_MAX_POLL_INTERVAL_MS": "300000"},
+    ],
+)
+def test_consumer_settings_that_cannot_work_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()

@@ -5,6 +5,7 @@ compared with Kafka on one end-to-end job."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -13,13 +14,15 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from generator_worker.generation import build_generator
+from generator_worker.pipeline.attempts import JobAttempts
+from generator_worker.pipeline.consume import ConsumerLoop
 from generator_worker.pipeline.ingestor import Ingestor
-from generator_worker.pipeline.messages import JobResult
+from generator_worker.pipeline.messages import DeadLetter, JobRequest, JobResult
 from generator_worker.pipeline.relay import OutboxRelay
 from generator_worker.pipeline.runtime import Pipeline
 from generator_worker.pipeline.worker import Worker
 from infra.kafka.client import KafkaQueue
-from infra.queue.base import PipelineOptions
+from infra.queue.base import ConsumerConfig, Message, PipelineOptions
 from infra.queue.memory import InProcessQueue
 from infra.settings import Settings
 from infra.storage import LocalStorage
@@ -169,6 +172,69 @@ def test_with_failure_rate_one_every_job_fails_and_is_refunded_once(
         }
     assert pg_ledger.account(user).credits == 4
     assert not any(isinstance(e, Account.JobCompleted) for e in events)
+    # Past its attempts, each request went to the dead-letter topic with the reason.
+    letters = [
+        DeadLetter.from_dict(json.loads(r.value))
+        for r in drain(kafka_queue.bootstrap_servers[0], options.topics.dead_letter)
+    ]
+    assert sorted(letter.key or "" for letter in letters) == sorted(str(j) for j in jobs)
+    for letter in letters:
+        assert (letter.reason, letter.attempts, letter.source_topic) == (
+            "attempts_exhausted",
+            3,
+            options.topics.requested,
+        )
+        assert letter.error.startswith("injected_failure")
+        assert JobRequest.from_dict(json.loads(letter.value)).job_id == uuid.UUID(letter.key)
+
+
+def _same_partition(count: int, partitions: int = 4) -> list[uuid.UUID]:
+    """Job ids whose keys land in one partition (Kafka's default partitioner)."""
+    chosen: list[uuid.UUID] = []
+    while len(chosen) < count:
+        job_id = uuid.uuid4()
+        if (murmur2(str(job_id).encode()) & 0x7FFFFFFF) % partitions == 0:
+            chosen.append(job_id)
+    return chosen
+
+
+def test_a_poison_garment_fails_refunded_and_unblocks_its_partition(
+    pg_url: str,
+    pg_ledger: LedgerApplication,
+    kafka_queue: KafkaQueue,
+    options: PipelineOptions,
+    storage: LocalStorage,
+    inputs: Any,
+) -> None:
+    """A generator that raises what no backend declares (here ``IndexError``, as the garment
+    fitting did on issue 12's image) fails that job at once, refunded; the job behind it in the
+    same partition succeeds."""
+
+    class Poisoned(TinyGenerator):
+        def generate(self, request: Any) -> Any:
+            if request.options.seed == 666:
+                raise IndexError("index 904 is out of bounds for axis 1 with size 900")
+            return super().generate(request)
+
+    user = new_user(pg_ledger, credits=3)
+    poison, behind = _same_partition(2)
+    with _pipeline(pg_url, pg_ledger, kafka_queue, options, storage, Poisoned()) as pipeline:
+        pg_ledger.request_job(user, poison, "image", job_request(inputs, seed=666))
+        pg_ledger.request_job(user, behind, "image", job_request(inputs))
+        wait_until(
+            lambda: (
+                job_status(pg_ledger, user, poison) == "failed"
+                and job_status(pg_ledger, user, behind) == "succeeded"
+            ),
+            60,
+            "the poison job to fail and the job behind it to succeed",
+        )
+    (failed,) = [e for e in ledger_events(pg_ledger, user) if isinstance(e, Account.JobFailed)]
+    assert failed.error["code"] == "internal_error" and failed.error["retryable"] is False
+    assert pg_ledger.account(user).credits == 2
+    assert pipeline.workers[0].loop.errors == 0  # never rewound
+    (letter,) = drain(kafka_queue.bootstrap_servers[0], options.topics.dead_letter)
+    assert json.loads(letter.value)["reason"] == "internal_error"
 
 
 def test_a_result_delivered_twice_has_one_effect(
@@ -199,14 +265,20 @@ def test_a_result_delivered_twice_has_one_effect(
 
 
 def test_undecodable_messages_go_to_the_dead_letter_topic(
-    pg_ledger: LedgerApplication, kafka_queue: KafkaQueue, options: PipelineOptions, storage: LocalStorage
+    pg_url: str,
+    pg_ledger: LedgerApplication,
+    kafka_queue: KafkaQueue,
+    options: PipelineOptions,
+    storage: LocalStorage,
 ) -> None:
     publisher = kafka_queue.publisher()
     publisher.publish_raw(options.topics.requested, "bad-request", b"\xff{not json")
     publisher.publish(options.topics.results, "bad-result", {"job_id": "nope", "status": "succeeded"})
     publisher.flush(10)
     publisher.close()
-    worker = Worker(kafka_queue, TinyGenerator(), storage, pg_ledger.reservation_status, options).start()
+    worker = Worker(
+        kafka_queue, TinyGenerator(), storage, pg_ledger.reservation_status, JobAttempts(pg_url), options
+    ).start()
     ingestor = Ingestor(kafka_queue, pg_ledger, options).start()
     try:
         wait_until(
@@ -267,3 +339,41 @@ def test_two_workers_in_one_group_split_the_jobs(
     assert first | second == set(jobs)
     assert not first & second
     assert generator.calls == len(jobs)
+
+
+def test_a_job_longer_than_the_session_timeout_keeps_its_member(
+    kafka_queue: KafkaQueue, options: PipelineOptions
+) -> None:
+    """Heartbeats go on while a message is handled, and the member is not evicted before its
+    max poll interval (on this 0.9 broker too, whose protocol knows only the session)."""
+    config = ConsumerConfig(
+        max_poll_records=1, max_poll_interval_ms=60_000, session_timeout_ms=2_000, heartbeat_interval_ms=500
+    )
+    topic, group = options.topics.requested, options.worker_group
+    publisher = kafka_queue.publisher()
+    for i in range(2):
+        publisher.publish(topic, "same-key", {"i": i})
+    publisher.flush(10)
+    publisher.close()
+    handled: list[int] = []
+
+    def handle(message: Message) -> str:
+        handled.append(message.json_value()["i"])
+        if len(handled) == 1:
+            threading.Event().wait(5)  # the fault under test: a job of 2.5 session timeouts
+        return "ok"
+
+    loop = ConsumerLoop(
+        "long-jobs",
+        lambda: kafka_queue.consumer([topic], group, config),
+        handle,
+        poll_timeout=0.2,
+        max_records=1,
+    )
+    loop.start()
+    try:
+        wait_until(lambda: loop.outcomes["ok"] == 2, 60, "both messages handled")
+    finally:
+        loop.stop()
+    assert loop.commit_failures == 0
+    assert handled == [0, 1]  # nothing delivered twice: the member kept its partition

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from generator_worker.pipeline.attempts import JobAttempts
 from generator_worker.pipeline.consume import ConsumerLoop
 from generator_worker.pipeline.messages import JobRequest, JobResult
 from generator_worker.pipeline.relay import OutboxRelay
@@ -114,7 +115,7 @@ def test_the_relay_does_not_advance_past_an_unacknowledged_publish(
 
 
 def test_the_worker_skips_closed_jobs_and_fails_missing_inputs(
-    pg_ledger: Any, storage: LocalStorage, inputs: Any
+    pg_url: str, pg_ledger: Any, storage: LocalStorage, inputs: Any
 ) -> None:
     options = PipelineOptions.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
     queue = InProcessQueue()
@@ -124,7 +125,7 @@ def test_the_worker_skips_closed_jobs_and_fails_missing_inputs(
     pg_ledger.cancel_job(user, canceled)
     pg_ledger.request_job(user, missing, "image", job_request({**inputs, "model": "assets/nope.png"}))
     generator = TinyGenerator()
-    worker = Worker(queue, generator, storage, pg_ledger.reservation_status, options)
+    worker = Worker(queue, generator, storage, pg_ledger.reservation_status, JobAttempts(pg_url), options)
     publisher = queue.publisher()
     for job_id in (canceled, missing):
         message = JobRequest.from_event(user, job_id, "image", job_request(inputs), pg_ledger.clock())

@@ -1,0 +1,277 @@
+"""`vto serve` under faults, as a real process on the embedded defaults (embedded PostgreSQL,
+in-process queue): SIGTERM and SIGINT stop it and its PostgreSQL; a power loss (SIGKILL of
+the process and of PostgreSQL) recovers on the next start with every job ending and the audit
+green; PostgreSQL restarting under it answers 503 with Retry-After, then everything recovers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from infra.database import embedded_postgres_pid
+from infra.kafka.local import free_port
+from tests.test_vto import catalog, job_body
+
+pytestmark = pytest.mark.slow
+
+ADMIN = "admin@shutdown.example.com"
+PASSWORD = "correct horse battery"
+TERMINAL = {"succeeded", "failed", "canceled"}
+VTO = [sys.executable, "-c", "from infra.cli import main; main()"]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # polling a condition with a deadline
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Caller:
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Serve:
+    """`vto serve` on a data dir and a free port, as its own process."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    starts: int = 0
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VTO_")}
+        return {**env, "VTO_DATA_DIR": str(self.data_dir)}
+
+    def start(self) -> Serve:
+        self.starts += 1
+        self.log = self.data_dir.parent / f"serve-{self.starts}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [*VTO, "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self.healthy, 180, f"vto serve to answer /healthz (log {self.log})")
+        return self
+
+    def healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"vto serve exited with {self.process.returncode}: {self.output()}")
+        try:
+            return httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log else ""
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, timeout=60)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*VTO, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def postgres_pid(self) -> int | None:
+        return embedded_postgres_pid(self.data_dir)
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    # Not pytest's tmp_path: its parent is private (0700) and another pytest run may prune it.
+    root = Path(tempfile.mkdtemp(prefix="vto-test-serve-"))
+    root.chmod(0o755)  # as root, pgserver runs PostgreSQL as its own user
+    server = Serve(root / "data")
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.process.kill()
+        server.process.wait()
+    pid = server.postgres_pid()
+    if pid is not None:  # a failed test: leave no server behind
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def runs_postgres(pid: int, pgdata: Path) -> bool:
+    """Whether ``pid`` is a live PostgreSQL process of ``pgdata``."""
+    try:
+        process = psutil.Process(pid)
+        return (
+            process.status() != psutil.STATUS_ZOMBIE
+            and process.name() == "postgres"
+            and str(pgdata.resolve()) in process.cmdline()
+        )
+    except psutil.NoSuchProcess:
+        return False
+
+
+def sign_in(client: httpx.Client, email: str) -> Caller:
+    body = {"email": email, "password": PASSWORD, "name": "Seller", "language": "en"}
+    assert client.post("/api/v1/auth/register", json=body).status_code == 201
+    login = client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    return Caller({"Authorization": f"Bearer {login.json()['access_token']}"})
+
+
+def seller_with_credits(serve: Serve, client: httpx.Client, credits: int) -> tuple[Caller, dict[str, str]]:
+    admin = sign_in(client, ADMIN)
+    made = serve.cli("admin", "add", ADMIN)  # the operator's command, beside the running server
+    assert made.returncode == 0, made.stdout + made.stderr
+    seller = sign_in(client, "seller@shutdown.example.com")
+    me = client.get("/api/v1/users/me", headers=seller.headers).json()
+    grant = {"user_id": me["id"], "credits": credits, "reason": "test"}
+    assert client.post("/api/v1/admin/grants", json=grant, headers=admin.headers).status_code == 201
+    return seller, catalog(client, seller)
+
+
+def stop_with(serve: Serve, signum: int) -> None:
+    assert serve.process is not None
+    serve.process.send_signal(signum)
+    try:
+        returncode = serve.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"vto serve still running 60 s after {signum}: {serve.output()}") from None
+    assert returncode == 0, serve.output()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_serve_and_its_embedded_postgres(serve: Serve, signum: int) -> None:
+    serve.start()
+    postgres = serve.postgres_pid()
+    assert postgres is not None
+    stop_with(serve, signum)
+    assert serve.postgres_pid() is None
+    assert not runs_postgres(postgres, serve.data_dir / "pgdata")
+    assert not (serve.data_dir / "pgdata" / "postmaster.pid").exists()
+
+
+def test_a_power_loss_recovers_with_every_job_ending_and_the_audit_green(serve: Serve) -> None:
+    serve.start()
+    with serve.client() as client:
+        seller, items = seller_with_credits(serve, client, credits=8)
+        jobs = []
+        for i in range(6):
+            created = client.post("/api/v1/vto/jobs", json=job_body(items, seed=i), headers=seller.headers)
+            assert created.status_code == 202, created.text
+            jobs.append(created.json()["id"])
+    # Power loss: the process and PostgreSQL (every process of it) die at once.
+    postgres = serve.postgres_pid()
+    assert postgres is not None and serve.process is not None
+    victims = [psutil.Process(postgres), *psutil.Process(postgres).children(recursive=True)]
+    serve.process.send_signal(signal.SIGKILL)
+    for victim in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.kill()
+    serve.process.wait(timeout=30)
+    psutil.wait_procs(victims, timeout=30)
+
+    serve.start()
+    with serve.client() as client:
+
+        def all_finished() -> bool:
+            statuses = [
+                client.get(f"/api/v1/vto/jobs/{j}", headers=seller.headers).json()["status"] for j in jobs
+            ]
+            return all(s in TERMINAL for s in statuses)
+
+        wait_until(all_finished, 180, "every job accepted before the power loss to end")
+        points = client.get("/api/v1/points", headers=seller.headers).json()
+        assert points["pending_reservations"] == 0
+    audit = serve.cli("ledger", "audit")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    # The killed process's claim on the embedded server is forgotten: a clean stop stops it.
+    stop_with(serve, signal.SIGTERM)
+    assert serve.postgres_pid() is None
+
+
+def pg_ctl(pgdata: Path, *args: str) -> None:
+    from pgserver._commands import pg_ctl as run_pg_ctl  # type: ignore[attr-defined]
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    run_pg_ctl(list(args), pgdata=pgdata, user=user, timeout=60)
+
+
+def test_postgres_restarting_under_serve_answers_503_with_retry_after_then_recovers(serve: Serve) -> None:
+    from pgserver.utils import PostmasterInfo  # type: ignore[import-untyped]
+
+    serve.start()
+    pgdata = (serve.data_dir / "pgdata").resolve()
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    assert info is not None
+    with serve.client() as client:
+        seller, items = seller_with_credits(serve, client, credits=5)
+        before = client.post("/api/v1/vto/jobs", json=job_body(items, seed=1), headers=seller.headers)
+        assert before.status_code == 202, before.text
+
+        pg_ctl(pgdata, "-w", "-m", "fast", "stop")
+        try:
+            for method, path, body in [
+                ("GET", "/api/v1/points", None),
+                ("GET", f"/api/v1/vto/jobs/{before.json()['id']}", None),
+                ("POST", "/api/v1/vto/jobs", job_body(items, seed=2)),
+            ]:
+                response = client.request(method, path, json=body, headers=seller.headers)
+                assert response.status_code == 503, (path, response.status_code, response.text)
+                assert response.headers["content-type"].startswith("application/problem+json")
+                assert response.json()["code"] == "database_unavailable"
+                assert int(response.headers["Retry-After"]) >= 1
+            assert client.get("/readyz").status_code == 503
+        finally:
+            options = ["-o", '-h ""', "-o", f"-k {info.socket_dir}"]
+            pg_ctl(pgdata, "-w", *options, "-l", str(pgdata / "log"), "start")
+
+        wait_until(
+            lambda: client.get("/api/v1/points", headers=seller.headers).status_code == 200,
+            60,
+            "the API to reach the restarted database",
+        )
+        after = client.post("/api/v1/vto/jobs", json=job_body(items, seed=3), headers=seller.headers)
+        assert after.status_code == 202, after.text
+        for job in (before.json()["id"], after.json()["id"]):
+            wait_until(
+                lambda job=job: (
+                    client.get(f"/api/v1/vto/jobs/{job}", headers=seller.headers).json()["status"] in TERMINAL
+                ),
+                120,
+                f"job {job} to end",
+            )
+        wait_until(lambda: client.get("/readyz").status_code == 200, 60, "/readyz to turn green again")
+    audit = serve.cli("ledger", "audit")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    stop_with(serve, signal.SIGTERM)
+    assert serve.postgres_pid() is None  # the restarted server is stopped too
