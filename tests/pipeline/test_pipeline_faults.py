@@ -77,6 +77,19 @@ def quick(options: PipelineOptions) -> PipelineOptions:
     return replace(options, max_attempts=2, retry_backoff_s=0.01, retry_backoff_max_s=0.05)
 
 
+def _order_job(
+    ledger: LedgerApplication, queue: Any, options: PipelineOptions, request: dict[str, Any]
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """A user with one credit reserves an image job, and its request is on the queue (as the
+    relay would put it there): (user, job id)."""
+    user = new_user(ledger, credits=1)
+    job_id = uuid.uuid4()
+    ledger.request_job(user, job_id, "image", request)
+    message = JobRequest.from_event(user, job_id, "image", request, ledger.clock())
+    queue.publisher().publish(options.topics.requested, str(job_id), message.to_dict())
+    return user, job_id
+
+
 def _pipeline(
     url: str,
     ledger: LedgerApplication,
@@ -187,13 +200,7 @@ def test_an_unexpected_exception_type_is_not_retried(
 ) -> None:
     queue = InProcessQueue()
     generator = ScriptedGenerator(poison)
-    user = new_user(pg_ledger, credits=1)
-    job_id = uuid.uuid4()
-    pg_ledger.request_job(user, job_id, "image", job_request(inputs, seed=POISON_SEED))
-    message = JobRequest.from_event(
-        user, job_id, "image", job_request(inputs, seed=POISON_SEED), pg_ledger.clock()
-    )
-    queue.publisher().publish(quick.topics.requested, str(job_id), message.to_dict())
+    _user, _job_id = _order_job(pg_ledger, queue, quick, job_request(inputs, seed=POISON_SEED))
     worker = Worker(queue, generator, storage, pg_ledger.reservation_status, JobAttempts(pg_url), quick)
     worker.start()
     try:
@@ -223,11 +230,7 @@ def test_a_storage_failure_is_retried_within_the_attempts_then_fails_the_job(
     broken = BrokenStorage(storage.root, b"test-secret")
     queue = InProcessQueue()
     generator = TinyGenerator()
-    user = new_user(pg_ledger, credits=1)
-    job_id = uuid.uuid4()
-    pg_ledger.request_job(user, job_id, "image", job_request(inputs))
-    message = JobRequest.from_event(user, job_id, "image", job_request(inputs), pg_ledger.clock())
-    queue.publisher().publish(quick.topics.requested, str(job_id), message.to_dict())
+    _user, _job_id = _order_job(pg_ledger, queue, quick, job_request(inputs))
     worker = Worker(queue, generator, broken, pg_ledger.reservation_status, JobAttempts(pg_url), quick)
     worker.start()
     try:
@@ -257,12 +260,7 @@ def test_the_attempt_count_survives_worker_crashes(
     (by the ingestor) and dead-lettered, instead of crash-looping the group."""
     queue = InProcessQueue()
     generator = ScriptedGenerator(block=True)
-    user = new_user(pg_ledger, credits=1)
-    job_id = uuid.uuid4()
-    request = job_request(inputs, seed=POISON_SEED)
-    pg_ledger.request_job(user, job_id, "image", request)
-    message = JobRequest.from_event(user, job_id, "image", request, pg_ledger.clock())
-    queue.publisher().publish(quick.topics.requested, str(job_id), message.to_dict())
+    user, job_id = _order_job(pg_ledger, queue, quick, job_request(inputs, seed=POISON_SEED))
 
     def worker() -> Worker:
         return Worker(
@@ -305,12 +303,7 @@ def test_a_clean_stop_mid_job_gives_its_attempt_back(
 ) -> None:
     queue = InProcessQueue()
     generator = ScriptedGenerator(block=True)
-    user = new_user(pg_ledger, credits=1)
-    job_id = uuid.uuid4()
-    request = job_request(inputs, seed=POISON_SEED)
-    pg_ledger.request_job(user, job_id, "image", request)
-    message = JobRequest.from_event(user, job_id, "image", request, pg_ledger.clock())
-    queue.publisher().publish(quick.topics.requested, str(job_id), message.to_dict())
+    _user, job_id = _order_job(pg_ledger, queue, quick, job_request(inputs, seed=POISON_SEED))
     attempts = JobAttempts(pg_url)
     try:
         for n in range(1, 4):  # more stops than attempts: none of them counts
@@ -402,11 +395,7 @@ def test_an_outcome_already_reached_is_republished_not_generated_again(
 
     queue = FlushFailsOnce()
     generator = TinyGenerator()
-    user = new_user(pg_ledger, credits=1)
-    job_id = uuid.uuid4()
-    pg_ledger.request_job(user, job_id, "image", job_request(inputs))
-    message = JobRequest.from_event(user, job_id, "image", job_request(inputs), pg_ledger.clock())
-    queue.publisher().publish(quick.topics.requested, str(job_id), message.to_dict())
+    _user, job_id = _order_job(pg_ledger, queue, quick, job_request(inputs))
     worker = Worker(queue, generator, storage, pg_ledger.reservation_status, JobAttempts(pg_url), quick)
     worker.start()
     try:
@@ -424,12 +413,7 @@ def test_retryable_errors_use_the_attempts_then_fail(
 ) -> None:
     queue = InProcessQueue()
     generator = ScriptedGenerator(lambda: InjectedFailureError("injected"))
-    user = new_user(pg_ledger, credits=1)
-    job_id = uuid.uuid4()
-    request = job_request(inputs, seed=POISON_SEED)
-    pg_ledger.request_job(user, job_id, "image", request)
-    message = JobRequest.from_event(user, job_id, "image", request, pg_ledger.clock())
-    queue.publisher().publish(quick.topics.requested, str(job_id), message.to_dict())
+    _user, _job_id = _order_job(pg_ledger, queue, quick, job_request(inputs, seed=POISON_SEED))
     worker = Worker(queue, generator, storage, pg_ledger.reservation_status, JobAttempts(pg_url), quick)
     worker.start()
     try:
@@ -570,11 +554,7 @@ def test_an_output_the_worker_cannot_use_fails_the_job(
 
     queue = InProcessQueue()
     generator = Garbage()
-    user = new_user(pg_ledger, credits=1)
-    job_id = uuid.uuid4()
-    pg_ledger.request_job(user, job_id, "image", job_request(inputs))
-    message = JobRequest.from_event(user, job_id, "image", job_request(inputs), pg_ledger.clock())
-    queue.publisher().publish(quick.topics.requested, str(job_id), message.to_dict())
+    _user, _job_id = _order_job(pg_ledger, queue, quick, job_request(inputs))
     worker = Worker(queue, generator, storage, pg_ledger.reservation_status, JobAttempts(pg_url), quick)
     worker.start()
     try:
