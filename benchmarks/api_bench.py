@@ -17,134 +17,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psycopg
-from PIL import Image, ImageDraw
 
-from command_api.auth import tokens
-from command_api.catalog.models import Asset, Collection, Product, Project
-from command_api.users.models import User
+from benchmarks.harness import SECRET, Processes, Seeded, seed, wait_http
 from infra.database import embedded_postgres_url, stop_embedded_postgres
-from infra.db import make_engine, make_sessionmaker
-from infra.ledger_store import postgres_ledger
 from infra.migrate import upgrade
-from infra.settings import Settings
-from infra.storage import LocalStorage
 from ledger.status import JobStatus
-
-SECRET = "bench-" + "s" * 40
-LOGS = Path(tempfile.gettempdir()) / "vto-bench-logs"  # the processes' output, kept for reading
-
-
-@dataclass
-class Seeded:
-    token: str
-    body: dict[str, Any]
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def seed(url: str, data_dir: Path, users: int, credits: int, prefix: str = "bench") -> list[Seeded]:
-    from skimage import data
-
-    storage = LocalStorage(data_dir / "files", SECRET.encode())
-    model = png(Image.fromarray(np.asarray(data.astronaut())).resize((384, 384)))
-    garment = Image.new("RGB", (256, 256), (245, 245, 245))
-    ImageDraw.Draw(garment).rectangle((60, 40, 196, 230), fill=(200, 30, 40))
-    garment_bytes = png(garment)
-    engine = make_engine(url, 4)
-    sessions = make_sessionmaker(engine)
-    ledger = postgres_ledger(Settings(), url)
-    seeded = []
-    with sessions() as session:
-        for i in range(users):
-            user = User(email=f"{prefix}{i}@example.com", name="Bench", language="en", token_version=0)
-            session.add(user)
-            session.flush()
-            collection = Collection(owner_id=user.id, name="bench")
-            session.add(collection)
-            session.flush()
-            project = Project(collection_id=collection.id, owner_id=user.id, name="bench")
-            session.add(project)
-            session.flush()
-            model_key, garment_key = f"{prefix}/{i}/model.png", f"{prefix}/{i}/garment.png"
-            storage.put(model_key, model, "image/png")
-            storage.put(garment_key, garment_bytes, "image/png")
-            product = Product(
-                project_id=project.id,
-                category="top",
-                side="front",
-                storage_key=garment_key,
-                media_type="image/png",
-                width=256,
-                height=256,
-                size_bytes=1,
-            )
-            asset = Asset(
-                owner_id=user.id,
-                type="model",
-                storage_key=model_key,
-                media_type="image/png",
-                width=384,
-                height=384,
-                size_bytes=1,
-            )
-            session.add_all([product, asset])
-            session.flush()
-            token, _ = tokens.issue(SECRET, user.id, 0, "access", tokens.REFRESH_TTL)
-            body = {
-                "project_id": str(project.id),
-                "kind": "image",
-                "product_ids": [str(product.id)],
-                "model_asset_id": str(asset.id),
-            }
-            seeded.append(Seeded(token, body))
-            ledger.grant(user.id, "bench", credits=credits)
-        session.commit()
-    ledger.close()
-    engine.dispose()
-    return seeded
-
-
-class Processes:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.running: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-c", "from infra.cli import main; main()", *args]
-        LOGS.mkdir(exist_ok=True)
-        with (LOGS / f"{args[0]}-{len(self.running)}.log").open("wb") as log:
-            process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.running.append(process)
-        return process
-
-    def stop(self) -> None:
-        for process in reversed(self.running):
-            process.send_signal(signal.SIGTERM)
-        for process in self.running:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def skip_published_jobs(url: str) -> None:
@@ -155,18 +42,6 @@ def skip_published_jobs(url: str) -> None:
             "SELECT 'outbox', coalesce(max(notification_id), 0) FROM ledger_events "
             "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
         )
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
 def quantile(samples: list[float], q: int) -> float:

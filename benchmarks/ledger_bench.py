@@ -1,6 +1,6 @@
 """Ledger benchmark on PostgreSQL: reservations per second and account load times.
 
-    uv run python benchmarks/ledger_bench.py [--database-url URL] [--scale 1.0]
+    uv run python benchmarks/ledger_bench.py [--database-url URL] [--scale 1.0] [--events 1000000]
 
 Uses VTO_DATABASE_URL / --database-url, or starts an embedded PostgreSQL in a temporary
 directory. Every scenario runs in a fresh, migrated database. Prints one line per figure.
@@ -8,7 +8,9 @@ directory. Every scenario runs in a fresh, migrated database. Prints one line pe
 Scenarios: one user serially; 100 users from 8 threads; one hot user from 8 threads (with the
 number of optimistic-concurrency retries); the same two threaded runs with eventsourcing's
 table lock removed (to see whether the lock is the limit); loading an account of 10,000
-events with and without its snapshot.
+events with and without its snapshot. With ``--events N``: the replay figures of
+``projection_bench`` over a generated history of N events: ``vto ledger rebuild`` and
+``vto ledger audit`` in events/s, beside their targets (50,000 and 100,000 events/s).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from eventsourcing.application import Repository
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 
+from benchmarks.projection_bench import audit_figures
 from infra.database import embedded_postgres_url, stop_embedded_postgres, with_dbname
 from infra.ledger_store import ledger_options, postgres_env
 from infra.migrate import upgrade
@@ -164,6 +167,10 @@ def main() -> None:
     )
     parser.add_argument("--database-url", default=os.environ.get("VTO_DATABASE_URL"))
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the number of operations")
+    parser.add_argument(
+        "--events", type=int, nargs="*", default=[], help="also rebuild and audit histories of these sizes"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="the audit's and the rebuild's processes")
     args = parser.parse_args()
     data_dir: Path | None = None
     url = args.database_url
@@ -185,6 +192,8 @@ def main() -> None:
         scenario(bench, "100 users, 8 threads, no table lock", 100, per_user, 8, unlocked=True)
         scenario(bench, "one hot user, 8 threads over 2 instances, no table lock", 1, n, 8, True, 2)
         load_times(bench, 10_000)
+        for events in args.events:
+            audit_figures(url, Settings(_env_file=None, database_url=None), events, args.workers)  # type: ignore[call-arg]
     finally:
         if data_dir is not None:
             stop_embedded_postgres(data_dir)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from command_api import problems
 from command_api.body_limit import BodyLimit
 from command_api.ops import endpoints as ops
-from command_api.ops.middleware import observe
+from command_api.ops.middleware import Observe
 from command_api.services import Services, build_services
 from infra.settings import Settings, get_settings
 
@@ -60,8 +60,8 @@ def create_app(
         openapi_url="/openapi.json",
     )
     problems.install(app)
-    app.add_middleware(BodyLimit)  # inside ``observe``: refused bodies are logged and measured too
-    app.middleware("http")(observe)
+    app.add_middleware(BodyLimit)  # inside ``Observe``: refused bodies are logged and measured too
+    app.add_middleware(Observe)
     app.include_router(ops.router)
     app.include_router(api_router())
     return app

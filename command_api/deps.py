@@ -1,21 +1,35 @@
-"""Dependencies injected into endpoints through ``Annotated`` aliases."""
+"""Dependencies injected into endpoints through ``Annotated`` aliases.
+
+The ones that only read what the process holds are ``async``: FastAPI runs a plain ``def``
+dependency on a worker thread, a hop that costs more than the dependency itself."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
-from typing import Annotated
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
+import sqlalchemy.exc
+from anyio import CapacityLimiter
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from command_api.auth import tokens
 from command_api.auth.errors import Unauthorized
 from command_api.auth.oauth import OAuthProviders
 from command_api.catalog.media import UrlSigner
+from command_api.own_reads import check_token, revoked
 from command_api.problems import Forbidden
 from command_api.services import Services
+from command_api.users import repository as users
 from command_api.users import roles
 from command_api.users.models import User
 from infra.mail import Mailer
@@ -23,8 +37,10 @@ from infra.settings import Settings
 from infra.storage import Storage
 from ledger.application import LedgerApplication
 
+T = TypeVar("T")
 
-def get_services(request: Request) -> Services:
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -32,40 +48,101 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_ledger(services: ServicesDep) -> LedgerApplication:
+async def get_ledger(services: ServicesDep) -> LedgerApplication:
     return services.ledger
 
 
-def get_storage(services: ServicesDep) -> Storage:
+async def get_storage(services: ServicesDep) -> Storage:
     return services.storage
 
 
-def get_signer(services: ServicesDep) -> UrlSigner:
+async def get_signer(services: ServicesDep) -> UrlSigner:
     return UrlSigner(services.storage, services.settings.signed_url_ttl_s)
 
 
-def get_oauth(services: ServicesDep) -> OAuthProviders:
+async def get_oauth(services: ServicesDep) -> OAuthProviders:
     return services.oauth
 
 
-def get_mailer(services: ServicesDep) -> Mailer:
+async def get_mailer(services: ServicesDep) -> Mailer:
     return services.mailer
 
 
-def get_session(services: ServicesDep) -> Iterator[Session]:
+class SessionGate:
+    """At most as many requests hold a session as the catalog pool has connections; the
+    others wait on the event loop (holding no worker thread) at most ``timeout`` seconds,
+    then get ``sqlalchemy.exc.TimeoutError`` (503 + Retry-After, README "Connection budget").
+
+    Without it, worker threads would wait inside the pool for a connection, and a request
+    holding one could find no thread left to run its endpoint or to give its connection
+    back: every request then waits out the pool timeout. One semaphore per event loop (a
+    test client runs its own loop)."""
+
+    def __init__(self, slots: int, timeout: float) -> None:
+        self.slots = slots
+        self.timeout = timeout
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def acquire(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        semaphore = self._by_loop.get(loop)
+        if semaphore is None:
+            semaphore = self._by_loop.setdefault(loop, asyncio.Semaphore(self.slots))
+        if not semaphore.locked():
+            await semaphore.acquire()  # free: no wait
+            return semaphore
+        try:
+            await asyncio.wait_for(semaphore.acquire(), self.timeout)
+        except TimeoutError:
+            raise sqlalchemy.exc.TimeoutError(
+                f"all {self.slots} catalog connections stayed in use for {self.timeout} s"
+            ) from None
+        return semaphore
+
+
+def session_gate(request: Request, services: ServicesDep) -> SessionGate:
+    gate: SessionGate | None = getattr(request.app.state, "session_gate", None)
+    if gate is None:
+        settings = services.settings
+        gate = SessionGate(settings.db_pool_size + settings.db_max_overflow, settings.db_pool_timeout_s)
+        request.app.state.session_gate = gate
+    return gate
+
+
+async def get_session(request: Request, services: ServicesDep) -> AsyncIterator[Session]:
     """One session per request. Infrastructure owns the transaction: it commits when the
-    endpoint returned normally (before the response is sent), and rolls back otherwise."""
-    with services.sessions() as session:
+    endpoint returned normally (before the response is sent), and rolls back otherwise.
+    A request first takes one of the catalog pool's slots (``SessionGate``). Opening a session
+    does no I/O (it connects on its first query), so only the commit or rollback runs on a
+    worker thread, one outside the request threads' limit (as FastAPI does for the exit of
+    its own context-manager dependencies), so that giving a connection back never waits."""
+    semaphore = await session_gate(request, services).acquire()
+    try:
+        session = services.sessions()
         try:
             yield session
         except BaseException:
-            session.rollback()
+            await anyio.to_thread.run_sync(partial(_end, session, commit=False), limiter=CapacityLimiter(1))
             raise
-        session.commit()
+        await anyio.to_thread.run_sync(partial(_end, session, commit=True), limiter=CapacityLimiter(1))
+    finally:
+        semaphore.release()
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -79,24 +156,88 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh")
 
 
+def _claims(services: Services, credentials: HTTPAuthorizationCredentials | None) -> tokens.Claims:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("an access token is required")
+    try:
+        return tokens.decode(services.secret, credentials.credentials, "access")
+    except tokens.InvalidToken as exc:
+        raise Unauthorized("the access token is invalid or expired") from exc
+
+
 def current_user(
     services: ServicesDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("an access token is required")
-    try:
-        claims = tokens.decode(services.secret, credentials.credentials, "access")
-    except tokens.InvalidToken as exc:
-        raise Unauthorized("the access token is invalid or expired") from exc
+    claims = _claims(services, credentials)
     user = session.get(User, claims.user_id)
-    if user is None or user.is_deleted or user.token_version != claims.token_version:
-        raise Unauthorized("the access token is no longer valid")
+    if user is None:
+        raise revoked()
+    check_token(claims, user.token_version, user.is_deleted)
     return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The signed-in caller as the read routes need them: the id, from a token checked
+    against the stored user with one indexed read (no ORM load)."""
+
+    id: uuid.UUID
+
+
+def caught_up_caller(
+    services: ServicesDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """The caller, once the read models include every ledger event of theirs (read-your-
+    writes for the routes that read the caller's balances and jobs): the read that checks the
+    token against the stored user also gives the position of the caller's newest event, and the request
+    waits for the projections to reach it (no wait when they already have, which is the rule;
+    at most ``read_your_writes_timeout_s``). Commands therefore answer without waiting for
+    the projections: whichever process serves the caller's next read catches up first."""
+    claims = _claims(services, credentials)
+    state = users.token_state(session, claims.user_id)
+    if state is None:
+        raise revoked()
+    check_token(claims, state["token_version"], state["deleted"])
+    services.wait_for(state["position"])
+    return Caller(claims.user_id)
+
+
+async def access_claims(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> tokens.Claims:
+    """The access token's claims, verified (signature, expiry, kind) but not yet checked
+    against the stored user: for the routes that check it in their own single statement
+    (``own_reads``, the job order's catalog read), so that the request makes one round trip
+    and one worker-thread hop (``run_on_connection``) instead of several."""
+    return _claims(services, credentials)
+
+
+async def run_on_connection(request: Request, services: Services, work: Callable[[Connection], T]) -> T:
+    """``work`` on a worker thread with an autocommit connection of the catalog pool, taken
+    under the ``SessionGate`` like a session: for routes whose reads are single statements
+    (no BEGIN ... COMMIT round trips)."""
+    semaphore = await session_gate(request, services).acquire()
+    try:
+        return await anyio.to_thread.run_sync(partial(_on_connection, services, work))
+    finally:
+        semaphore.release()
+
+
+def _on_connection(services: Services, work: Callable[[Connection], T]) -> T:
+    with services.engine.connect() as conn:
+        return work(conn.execution_options(isolation_level="AUTOCOMMIT"))
+
+
+AccessClaims = Annotated[tokens.Claims, Depends(access_claims)]
+CaughtUpCaller = Annotated[Caller, Depends(caught_up_caller)]
 
 
 def current_sign_in(
@@ -106,8 +247,7 @@ def current_sign_in(
 ) -> uuid.UUID | None:
     """The sign-in (refresh-token family) of the caller's access token, already checked by
     ``current_user``; None for a token that names none."""
-    assert credentials is not None  # current_user refused the request otherwise
-    return tokens.decode(services.secret, credentials.credentials, "access").family
+    return _claims(services, credentials).family
 
 
 CurrentSignIn = Annotated[uuid.UUID | None, Depends(current_sign_in)]

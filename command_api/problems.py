@@ -17,16 +17,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infra.ledger_store import LedgerPoolTimeout
 from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
 
+# The database refused or dropped a connection, or a pool of the connection budget (README
+# "Connection budget") had none free within VTO_DB_POOL_TIMEOUT_S: 503 + Retry-After.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,  # connection refused, too many clients, dropped
-    sqlalchemy.exc.TimeoutError,  # no pooled connection free in time
-    psycopg.OperationalError,  # the same, through the ledger's own pool
-    eventsourcing.persistence.OperationalError,
+    sqlalchemy.exc.TimeoutError,  # the catalog pool had no connection free in time
+    psycopg.OperationalError,  # the same on a psycopg connection (psycopg_pool.PoolTimeout included)
+    eventsourcing.persistence.OperationalError,  # the ledger's connection refused or dropped
+    LedgerPoolTimeout,  # the ledger's pool had no connection free in time
 )
+DATABASE_UNAVAILABLE_CODE = "database_unavailable"
+RETRY_AFTER_S = 1
+# Operations that never touch the database (every other one may answer 503 database_unavailable).
+NO_DATABASE = frozenset({"/healthz"})
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -146,8 +154,8 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     """The database refused or dropped the connection, or the pool had none free in time: the
     request changed nothing (its transaction did not commit) and may be retried."""
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-    response = problem(503, "database_unavailable", "the database is busy or unreachable; retry shortly")
-    response.headers["Retry-After"] = "1"
+    response = problem(503, DATABASE_UNAVAILABLE_CODE, "the database is busy or unreachable; retry shortly")
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
 
@@ -174,14 +182,29 @@ def document(openapi: dict[str, Any]) -> dict[str, Any]:
     """Every error answer of every operation documented as what it is: a ``Problem`` in
     ``application/problem+json`` (FastAPI documents its 422 and declared errors as JSON)."""
     openapi.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
-    for path in openapi.get("paths", {}).values():
+    for route, path in openapi.get("paths", {}).items():
         for operation in path.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
+            if route not in NO_DATABASE:
+                _document_database_unavailable(operation["responses"])
             for status, response in operation["responses"].items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     return openapi
+
+
+def _document_database_unavailable(responses: dict[str, Any]) -> None:
+    """The 503 every operation on the database may answer when its pool is exhausted or the
+    database refuses (beside an operation's own 503, if it has one)."""
+    what = f"{DATABASE_UNAVAILABLE_CODE}: the database is busy or unreachable; retry after Retry-After"
+    response = responses.setdefault("503", {})
+    own = response.get("description")
+    response["description"] = f"{own}; or {what}" if own else what
+    response.setdefault("headers", {})["Retry-After"] = {
+        "description": "Seconds to wait before retrying (on database_unavailable)",
+        "schema": {"type": "integer"},
+    }
 
 
 def install(app: FastAPI) -> None:

@@ -15,4 +15,5 @@ from command_api.projects.endpoints import router as projects
 from command_api.users.endpoints import router as users
 from command_api.vto.endpoints import router as vto
 
-ALL: list[APIRouter] = [points, admin, auth, users, collections, projects, products, assets, files, vto]
+# Routes are matched in this order, one after the other: the areas that carry the load first.
+ALL: list[APIRouter] = [vto, points, files, auth, users, collections, projects, products, assets, admin]

@@ -12,8 +12,9 @@ from sqlalchemy.orm import sessionmaker
 
 from command_api.auth.oauth import OAuthProviders
 from command_api.ops.metrics import MAIL_FAILURES
+from command_api.own_reads import READ_MODELS
 from infra.database import database_url
-from infra.db import make_engine, make_sessionmaker
+from infra.db import engine_from_settings, make_sessionmaker
 from infra.ledger_store import postgres_ledger
 from infra.mail import Mailer, mailer_from_settings
 from infra.migrate import upgrade
@@ -22,8 +23,6 @@ from infra.storage import Storage, storage_from_settings
 from ledger.application import LedgerApplication
 from projections.runner import Projector
 from projections.wait import PositionWatcher
-
-READ_MODELS = ("points", "jobs")  # the projections the API reads
 
 
 @dataclass
@@ -66,7 +65,7 @@ def build_services(
     url = url or database_url(settings)
     if migrate:
         upgrade(url)
-    engine = make_engine(url, settings.db_pool_size)
+    engine = engine_from_settings(url, settings)
     secret = jwt_secret(settings)
     services = Services(
         settings=settings,

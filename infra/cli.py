@@ -81,8 +81,10 @@ def ledger_rebuild(
     from projections.registry import all_projections, projection
 
     url = database_url(get_settings())
-    for p in [projection(n) for n in name] if name else all_projections():
-        typer.echo(f"{p.name}: rebuilt up to position {rebuild(url, p)}")
+    projections = [projection(n) for n in name] if name else all_projections()
+    position = rebuild(url, projections)  # one read of the log for all of them
+    for p in projections:
+        typer.echo(f"{p.name}: rebuilt up to position {position}")
 
 
 admin_app = typer.Typer(

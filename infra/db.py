@@ -9,6 +9,7 @@ from sqlalchemy import DateTime, Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from infra.database import sqlalchemy_url
+from infra.settings import Settings
 
 
 class Base(DeclarativeBase):
@@ -27,20 +28,35 @@ class CreatedMixin:
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-# FastAPI runs sync endpoints on AnyIO's thread pool (40 threads): every one of them may hold
-# a session at once, so the engine must be able to open that many connections; otherwise
-# requests queue for a connection behind requests that wait for their read-your-writes.
-REQUEST_THREADS = 40
+def make_engine(url: str, pool_size: int, max_overflow: int = 0, pool_timeout: float = 5.0) -> Engine:
+    """An engine that opens at most ``pool_size + max_overflow`` connections (the settings
+    ``db_pool_size``, ``db_max_overflow``; README "Connection budget"). A checkout that finds
+    them all in use waits ``pool_timeout`` seconds, then raises ``sqlalchemy.exc.TimeoutError``,
+    which the API answers with 503 and ``Retry-After``. FastAPI's thread pool (40 threads) may
+    run more requests than that at once: the others wait for a connection, bounded.
 
-
-def make_engine(url: str, pool_size: int) -> Engine:
+    No ping before each checkout (a round trip per request): a connection that a database
+    restart broke fails its first use, SQLAlchemy then drops every pooled connection of that
+    generation, and that request is answered 503 + Retry-After."""
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=max(pool_size, REQUEST_THREADS - pool_size),
-        pool_timeout=10,
-        pool_pre_ping=True,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=False,
     )
+
+
+def engine_from_settings(url: str, settings: Settings) -> Engine:
+    """The catalog engine of an API process, sized by the settings."""
+    return make_engine(url, settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_s)
+
+
+def api_process_connections(settings: Settings) -> int:
+    """The most PostgreSQL connections one ``vto api`` process opens (README "Connection
+    budget"): its catalog pool, its ledger's pool and the position watcher's LISTEN."""
+    catalog = settings.db_pool_size + settings.db_max_overflow
+    return catalog + settings.ledger_pool_size + settings.ledger_max_overflow + 1
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
+from typing import Any, cast
+
+from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.postgres import ConnectionPool
+from psycopg_pool import PoolTimeout
 
 from infra.database import conninfo
+from infra.group_commit import GroupCommitRecorder
 from infra.settings import Settings
 from ledger.application import Clock, LedgerApplication, LedgerOptions, utc_now
 
@@ -19,9 +26,21 @@ def ledger_options(settings: Settings) -> LedgerOptions:
     )
 
 
-def postgres_env(url: str, pool_size: int, create_table: bool = False) -> dict[str, str]:
+def postgres_env(
+    url: str,
+    pool_size: int,
+    max_overflow: int = 0,
+    pool_timeout_s: float = 5.0,
+    create_table: bool = False,
+) -> dict[str, str]:
     """eventsourcing's PostgreSQL settings for a database URL. Tables come from the
-    Alembic migrations, so the library's own table creation is off unless asked for."""
+    Alembic migrations, so the library's own table creation is off unless asked for.
+
+    The recorder's pool (psycopg_pool) opens ``pool_size`` connections, keeps them, and opens
+    up to ``max_overflow`` more under load. Its ``POSTGRES_CONNECT_TIMEOUT`` is how long a
+    command waits for a connection (free or new); eventsourcing reads whole seconds only, so
+    ``postgres_ledger`` sets the exact timeout on the pool, and makes it final
+    (``LedgerPoolTimeout``, which the API answers with 503 and ``Retry-After``)."""
     params = conninfo(url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -30,12 +49,12 @@ def postgres_env(url: str, pool_size: int, create_table: bool = False) -> dict[s
         "POSTGRES_PORT": params.get("port", "5432"),
         "POSTGRES_USER": params.get("user", "postgres"),
         "POSTGRES_PASSWORD": params.get("password", ""),
-        # eventsourcing opens POSTGRES_POOL_SIZE connections at once and keeps them; every
-        # process has a ledger, so keep two open and grow on demand up to pool_size + 2.
-        "POSTGRES_POOL_SIZE": str(min(2, pool_size)),
-        "POSTGRES_MAX_OVERFLOW": str(pool_size),
-        "POSTGRES_CONNECT_TIMEOUT": "10",
-        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(max_overflow),
+        "POSTGRES_CONNECT_TIMEOUT": str(max(1, math.ceil(pool_timeout_s))),
+        # No ping per checkout (a round trip per command): eventsourcing retries a command
+        # whose connection a database restart broke, on another connection.
+        "POSTGRES_PRE_PING": "n",
         "CREATE_TABLE": "y" if create_table else "n",
     }
 
@@ -43,10 +62,49 @@ def postgres_env(url: str, pool_size: int, create_table: bool = False) -> dict[s
 MEMORY_ENV = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
 
+class LedgerPoolTimeout(TimeoutError):
+    """The ledger's pool had no connection within ``db_pool_timeout_s``: all in use, or
+    PostgreSQL refusing new ones (``too many clients``). The API answers 503 + Retry-After.
+
+    Raised instead of psycopg_pool's ``PoolTimeout``, an ``OperationalError`` that
+    eventsourcing would try ten times (0.2 s apart), making a request wait ten timeouts."""
+
+
+class _BudgetedPool(ConnectionPool[Any]):
+    """eventsourcing's pool, whose timeout is final (``LedgerPoolTimeout``)."""
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        try:
+            return super().getconn(timeout)
+        except PoolTimeout as exc:
+            raise LedgerPoolTimeout(str(exc)) from exc
+
+
+def ledger_pool(ledger: LedgerApplication) -> ConnectionPool[Any]:
+    """The connection pool of a ledger on PostgreSQL."""
+    pool = ledger.recorder.datastore.pool  # type: ignore[attr-defined]
+    assert isinstance(pool, ConnectionPool)
+    return pool
+
+
 def postgres_ledger(settings: Settings, url: str, clock: Clock = utc_now) -> LedgerApplication:
-    return LedgerApplication(
-        env=postgres_env(url, settings.db_pool_size), options=ledger_options(settings), clock=clock
+    """The ledger of a process, its pool sized by the settings ``ledger_pool_size``,
+    ``ledger_max_overflow`` and ``db_pool_timeout_s`` (README "Connection budget")."""
+    env = postgres_env(
+        url, settings.ledger_pool_size, settings.ledger_max_overflow, settings.db_pool_timeout_s
     )
+    ledger = LedgerApplication(
+        env=env,
+        options=ledger_options(settings),
+        clock=clock,
+        wrap_recorder=lambda recorder: cast(
+            ApplicationRecorder, GroupCommitRecorder(recorder, settings.ledger_append_batch_max)
+        ),
+    )
+    pool = ledger_pool(ledger)
+    pool.timeout = settings.db_pool_timeout_s
+    pool.__class__ = _BudgetedPool  # the pool eventsourcing built, its timeout now final
+    return ledger
 
 
 def memory_ledger(settings: Settings, clock: Clock = utc_now) -> LedgerApplication:

@@ -32,7 +32,26 @@ class Settings(BaseSettings):
         "PostgreSQL (pgserver) in data_dir.",
     )
     data_dir: Path = Field(default=Path(".vto"), description="Embedded database, files, secrets.")
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Connection budget (README "Connection budget"): every process's pools are bounded, and a
+    # request that finds its pool exhausted waits db_pool_timeout_s, then gets 503 + Retry-After.
+    db_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Catalog (SQLAlchemy) connections an API process keeps open."
+    )
+    db_max_overflow: int = Field(
+        default=5, ge=0, le=200, description="Catalog connections opened beyond db_pool_size under load."
+    )
+    db_pool_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How long a request waits for a pooled connection (catalog or ledger) before 503.",
+    )
+    ledger_pool_size: int = Field(
+        default=2, ge=1, le=200, description="Ledger (event store) connections a process keeps open."
+    )
+    ledger_max_overflow: int = Field(
+        default=3, ge=0, le=200, description="Ledger connections opened beyond ledger_pool_size under load."
+    )
 
     # --- ledger ----------------------------------------------------------------------------
     ticket_kinds: dict[str, str] = Field(
@@ -47,12 +66,23 @@ class Settings(BaseSettings):
     idempotency_key_ttl_s: int = Field(
         default=24 * 3600, ge=60, description="How long a client Idempotency-Key is remembered."
     )
-    snapshot_interval: int = Field(default=100, ge=1, description="Events between snapshots.")
+    snapshot_interval: int = Field(
+        default=500,
+        ge=1,
+        description="Events between snapshots (a snapshot holds the open reservations: taken "
+        "on the write path, its cost grows with them).",
+    )
     account_cache_size: int = Field(
         default=10_000, ge=1, description="Accounts kept in memory by each process."
     )
     command_max_attempts: int = Field(
         default=20, ge=1, description="Attempts of a ledger command on version conflicts."
+    )
+    ledger_append_batch_max: int = Field(
+        default=64,
+        ge=1,
+        description="Most commands whose ledger appends are committed in one transaction (group "
+        "commit of the appends that queue while one is written; 1: a transaction per command).",
     )
     job_timeout_s: float = Field(
         default=900.0, gt=0, description="Reservations older than this are failed and refunded."
@@ -178,7 +208,47 @@ class Settings(BaseSettings):
     # --- generation ------------------------------------------------------------------------
     generator: str = Field(default="offline")
     generator_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    diffusion_weights_dir: Path | None = None
+    gpu_model_dir: Path | None = Field(
+        default=None,
+        description="Local directory of the GPU image backend's weights in the published layout "
+        "(qwen-image-edit: Qwen/Qwen-Image-Edit-2509; catvton: SD 1.5 inpainting + zhengchong/CatVTON). "
+        "Read with local_files_only and HF_HUB_OFFLINE=1: nothing is downloaded.",
+    )
+    gpu_device: str = Field(
+        default="auto", min_length=1, description="auto (CUDA when present), cuda, cuda:N or cpu."
+    )
+    gpu_dtype: str = Field(
+        default="auto",
+        pattern=r"^(auto|bf16|bfloat16|fp16|float16|fp32|float32)$",
+        description="auto: bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU.",
+    )
+    gpu_steps: int | None = Field(
+        default=None, ge=1, le=200, description="Denoising steps; unset: the backend's published default."
+    )
+    gpu_guidance: float | None = Field(
+        default=None, ge=0.0, le=30.0, description="Guidance scale; unset: the backend's published default."
+    )
+    gpu_lora_path: Path | None = Field(
+        default=None, description="Optional LoRA safetensors file fused at start (e.g. a few-step LoRA)."
+    )
+    gpu_batch: int = Field(
+        default=1, ge=1, le=64, description="Outputs a GPU backend runs through one denoising batch."
+    )
+    video_model_dir: Path | None = Field(
+        default=None,
+        description="Local Wan 2.x image-to-video directory (Diffusers layout) for the wan backend.",
+    )
+    video_image_generator: str = Field(
+        default="qwen-image-edit",
+        description="The image backend whose try-on images the wan backend animates.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="vto worker serves its Prometheus metrics (GPU memory, images/s, batches) on this port; "
+        "unset: not served.",
+    )
 
     @property
     def embedded(self) -> bool:

@@ -74,13 +74,15 @@ class SubscriptionState(TypedDict):
 
 @dataclass(frozen=True)
 class Reservation:
-    """What ``request_job`` decided: the charge of the job, and whether it is new."""
+    """What ``request_job`` decided: the charge of the job, whether it is new, and when it
+    was reserved (the time its events record)."""
 
     job_id: UUID
     kind: str
     source: str
     amount: int
     created: bool
+    reserved_at: datetime
 
 
 def fingerprint(kind: str, request: dict[str, Any]) -> str:
@@ -353,7 +355,7 @@ class Account(Aggregate):
             timestamp=at,
         )
         self.trigger_event(self.JobRequested, job_id=job_id, kind=kind, request=request, timestamp=at)
-        return Reservation(job_id, kind, source, amount, created=True)
+        return Reservation(job_id, kind, source, amount, created=True, reserved_at=at)
 
     def complete_job(self, job_id: UUID, outputs: list[dict[str, Any]], at: datetime) -> bool:
         """Settle a reserved job with its outputs. A job the sweeper already failed and
@@ -457,7 +459,9 @@ class Account(Aggregate):
 
     def _existing(self, job_id: UUID) -> Reservation:
         job = self._job(job_id)
-        return Reservation(job_id, job["kind"], job["source"], job["amount"], created=False)
+        return Reservation(
+            job_id, job["kind"], job["source"], job["amount"], created=False, reserved_at=job["reserved_at"]
+        )
 
     def _job(self, job_id: UUID) -> JobRecord:
         job = self.jobs.get(str(job_id))

@@ -137,10 +137,23 @@ class Effect:
 NOTHING = Effect()
 
 
+_last: tuple[object, Effect] | None = None  # the event asked last, with its effect
+
+
 def effect(event: object) -> Effect:
-    """What an event of an ``Account`` does (``NOTHING`` for one that changes none of it)."""
+    """What an event of an ``Account`` does (``NOTHING`` for one that changes none of it).
+
+    Events are immutable, so the effect of the event asked last is kept and given again when
+    the same event is asked next: a replay that reads an event's effect and evolves the
+    account by it (which reads it too) computes it once."""
+    global _last
+    last = _last
+    if last is not None and last[0] is event:
+        return last[1]
     meaning = _meanings().get(type(event))
-    return NOTHING if meaning is None else meaning(event)
+    fx = NOTHING if meaning is None else meaning(event)
+    _last = (event, fx)
+    return fx
 
 
 def _moving(

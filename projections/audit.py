@@ -5,32 +5,50 @@ each ``Account`` and takes each event's flows and usage line from its effect
 (``ledger.effects``), then compares.
 
 It streams: the events are read in stream order (``ORDER BY originator_id,
-originator_version``, the primary key) through a server-side cursor and merge-joined with the
-balance rows and usage lines in the same order, so memory holds one account at a time, never
-the log. Everything is read in one REPEATABLE READ snapshot, up to the ``points``
-projection's position in that snapshot (the events after it are not in the read models yet;
-the audit first waits for the projection to reach the head it saw when it started).
+originator_version``, the primary key) through a server-side cursor, by a thread of its own a
+page ahead, and merge-joined with the balance rows and usage lines in the same order, so memory
+holds one account at a time, never the log. Everything is read in one REPEATABLE READ snapshot
+(exported, ``pg_export_snapshot``, so that several connections read the same state), up to
+the ``points`` projection's position in that snapshot (the events after it are not in the read
+models yet; the audit first waits for the projection to reach the head it saw when it
+started). A large log is audited by worker processes, each a range of the user ids, in that
+snapshot (``workers_for``); their reports are added up.
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import operator
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.persistence import Mapper
 
 from ledger.account import Account
 from ledger.effects import Flow, effect, held
 from ledger.policy import CREDIT, SUBSCRIPTION, ticket_source, ticket_type_of
 from ledger.status import ReservationStatus
 from projections import tracking
-from projections.events import EVENTS_TABLE, Notified, head, ledger_mapper
+from projections.events import (
+    EVENTS_TABLE,
+    Notified,
+    StreamRange,
+    decoder,
+    export_snapshot,
+    few_collections,
+    head,
+    ledger_mapper,
+    read_pages,
+    stream_ranges,
+    workers_for,
+)
 from projections.lag import Lag, lag
 from projections.points import BALANCE_COLUMNS, Balance, Reserved, UsageLine, usage_line
 
@@ -120,11 +138,11 @@ class _Replay:
         e = n.event
         totals = self.report.totals
         try:
+            fx = effect(e)  # computed once: the account's evolving by it below reads it again
             self.account = e.mutate(self.account)
         except Exception as exc:  # noqa: BLE001 - a broken stream is a finding, not a crash
             self.fail(f"event {n.position} cannot be applied", "a valid event", repr(exc))
             return
-        fx = effect(e)
         for movement in fx.movements:
             self.flows[movement.source] += movement.delta
             totals[movement.source][movement.flow] += movement.amount
@@ -207,14 +225,21 @@ def _line(u: UsageLine) -> tuple[Any, ...]:
     return (u.position, u.job_id, u.type, u.source, u.amount, u.balance_after, u.reason, u.created_at)
 
 
-class _Cursor:
-    """A server-side cursor with one row of look-ahead, for the merge join."""
+def _pages(
+    conn: psycopg.Connection[Any], name: str, sql: str, params: tuple[Any, ...], page: int = 5000
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``sql`` through a server-side cursor, page by page."""
+    with conn.cursor(name=name) as cur:
+        cur.execute(sql, params)
+        while rows := cur.fetchmany(page):
+            yield rows
 
-    def __init__(self, conn: psycopg.Connection[Any], name: str, sql: str, params: tuple[Any, ...]) -> None:
-        self.cur = conn.cursor(name=name)
-        self.cur.itersize = 5000
-        self.cur.execute(sql, params)
-        self.rows: Iterator[tuple[Any, ...]] = iter(self.cur)
+
+class _Rows:
+    """Rows in the merge join's order, with one row of look-ahead."""
+
+    def __init__(self, pages: Iterator[list[tuple[Any, ...]]]) -> None:
+        self.rows: Iterator[tuple[Any, ...]] = itertools.chain.from_iterable(pages)
         self.peek: tuple[Any, ...] | None = next(self.rows, None)
 
     def take_while(self, pred: Callable[[tuple[Any, ...]], bool]) -> Iterator[tuple[Any, ...]]:
@@ -230,8 +255,10 @@ def audit(
     *,
     mapper: Mapper[Any] | None = None,
     wait_s: float = AUDIT_WAIT_S,
+    workers: int | None = None,
 ) -> AuditReport:
-    mapper = mapper or ledger_mapper()
+    """Audit the ledger (or the one ``user``). ``workers``: how many processes replay the
+    users, each a range of them in the same snapshot (default: ``workers_for``)."""
     report = AuditReport()
     started = time.monotonic()
     with psycopg.connect(url) as conn:
@@ -243,65 +270,121 @@ def audit(
             conn.commit()
             time.sleep(0.05)  # waiting for another process's runner: poll with a deadline
         conn.commit()
-        report.lags = lag(conn, mapper)
+        report.lags = lag(conn, mapper or ledger_mapper())
         conn.commit()
+        snapshot = export_snapshot(conn)  # every reader below sees this one state
+        position = tracking.position(conn, POINTS)
+        with conn.cursor() as cur:
+            report.head = head(cur)
+        report.position = position
+        report.behind = position < start_head
+        if workers is None:
+            workers = 1 if user is not None or mapper is not None else workers_for(position)
+        if user is not None or workers <= 1:
+            parts = [
+                _audit_part(
+                    url, snapshot, position, StreamRange(user=user) if user else StreamRange(), mapper
+                )
+            ]
+        else:
+            context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                jobs = [
+                    pool.submit(_audit_part, url, snapshot, position, p, None) for p in stream_ranges(workers)
+                ]
+                parts = [job.result() for job in jobs]
+        conn.rollback()
+    for part in parts:
+        report.users += part.users
+        report.events += part.events
+        for source, counts in part.totals.items():
+            report.totals[source].update(counts)
+        report.mismatch_count += part.mismatch_count
+        report.mismatches.extend(part.mismatches[: MAX_LISTED - len(report.mismatches)])
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _audit_part(
+    url: str, snapshot: str, position: int, part: StreamRange, mapper: Mapper[Any] | None
+) -> AuditReport:
+    """Replay the users of ``part`` from the events up to ``position`` in the exported
+    ``snapshot`` and compare them with their read-model rows (merge-joined in user order)."""
+    event = decoder(mapper or ledger_mapper()).event
+    report = AuditReport()
+    where, params = part.where("originator_id")
+    events = read_pages(
+        url,
+        "SELECT originator_id, notification_id, originator_version, topic, state "
+        f"FROM {EVENTS_TABLE} WHERE notification_id <= %s AND {where} "
+        "ORDER BY originator_id, originator_version",
+        (position, *params),
+        snapshot=snapshot,
+    )
+    uwhere, uparams = part.where("user_id")
+    with psycopg.connect(url) as conn:  # the read models, on this thread, in the same snapshot
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():
-            position = tracking.position(conn, POINTS)
-            with conn.cursor() as cur:
-                report.head = head(cur)
-            report.position = position
-            report.behind = position < start_head
-            where, params = ("", ()) if user is None else (" AND originator_id = %s", (user,))
-            events = _Cursor(
-                conn,
-                "audit_events",
-                "SELECT originator_id, notification_id, originator_version, topic, state "
-                f"FROM {EVENTS_TABLE} WHERE notification_id <= %s{where} "
-                "ORDER BY originator_id, originator_version",
-                (position, *params),
+            conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            balances = _Rows(
+                _pages(
+                    conn,
+                    "audit_balances",
+                    f"SELECT {BALANCE_COLUMNS} FROM point_balance WHERE {uwhere} ORDER BY user_id",
+                    uparams,
+                )
             )
-            uwhere = "" if user is None else " WHERE user_id = %s"
-            balances = _Cursor(
-                conn,
-                "audit_balances",
-                f"SELECT {BALANCE_COLUMNS} FROM point_balance{uwhere} ORDER BY user_id",
-                params,
+            usage = _Rows(
+                _pages(
+                    conn,
+                    "audit_usage",
+                    "SELECT user_id, position, job_id, type, source, amount, balance_after, reason, "
+                    f"created_at FROM point_usage WHERE {uwhere} ORDER BY user_id, position",
+                    uparams,
+                )
             )
-            usage = _Cursor(
-                conn,
-                "audit_usage",
-                "SELECT user_id, position, job_id, type, source, amount, balance_after, reason, created_at "
-                f"FROM point_usage{uwhere} ORDER BY user_id, position",
-                params,
-            )
-            for user_id, rows in itertools.groupby(events.take_while(lambda r: True), key=lambda r: r[0]):
-                _extra_rows(report, balances, usage, _before(user_id))
-                replay = _Replay(user_id, report)
-                for row in rows:
-                    report.events += 1
-                    event = mapper.to_domain_event(StoredEvent(row[0], row[2], row[3], bytes(row[4])))
-                    replay.apply(Notified(row[1], event))
-                replay.finish()
-                report.users += 1
-                found = list(balances.take_while(_of(user_id)))
-                if replay.account is not None:
-                    expected = replay.expected_balance()
-                    if not found:
-                        replay.fail("point_balance row", expected, None)
-                    else:
-                        actual = _actual_balance(found[0])
-                        for key, value in expected.items():
-                            if actual[key] != value:
-                                replay.fail(f"point_balance.{key}", value, actual[key])
-                lines = [tuple(r[1:]) for r in usage.take_while(_of(user_id))]
-                expected_lines = [_line(u) for u in replay.lines]
-                if lines != expected_lines:
-                    _diff_lines(replay, expected_lines, lines)
-            _extra_rows(report, balances, usage, lambda r: True)
-    report.seconds = time.monotonic() - started
+            with few_collections():
+                _merge(report, event, events, balances, usage)
     return report
+
+
+def _merge(
+    report: AuditReport,
+    event: Callable[..., Any],
+    events: Iterator[list[tuple[Any, ...]]],
+    balances: _Rows,
+    usage: _Rows,
+) -> None:
+    rows = itertools.chain.from_iterable(events)
+    for user_id, stream in itertools.groupby(rows, key=_first):
+        _extra_rows(report, balances, usage, _before(user_id))
+        replay = _Replay(user_id, report)
+        count = 0
+        for row in stream:
+            count += 1
+            replay.apply(Notified(row[1], event(row[0], row[2], row[3], bytes(row[4]))))
+        report.events += count
+        replay.finish()
+        report.users += 1
+        found = list(balances.take_while(_of(user_id)))
+        if replay.account is not None:
+            expected = replay.expected_balance()
+            if not found:
+                replay.fail("point_balance row", expected, None)
+            else:
+                actual = _actual_balance(found[0])
+                for key, value in expected.items():
+                    if actual[key] != value:
+                        replay.fail(f"point_balance.{key}", value, actual[key])
+        lines = [tuple(r[1:]) for r in usage.take_while(_of(user_id))]
+        expected_lines = [_line(u) for u in replay.lines]
+        if lines != expected_lines:
+            _diff_lines(replay, expected_lines, lines)
+    _extra_rows(report, balances, usage, lambda r: True)
+
+
+_first = operator.itemgetter(0)
 
 
 def _before(user: UUID) -> Callable[[tuple[Any, ...]], bool]:
@@ -312,7 +395,7 @@ def _of(user: UUID) -> Callable[[tuple[Any, ...]], bool]:
     return lambda row: bool(row[0] == user)
 
 
-def _extra_rows(report: AuditReport, balances: _Cursor, usage: _Cursor, pred: Callable[[Any], bool]) -> None:
+def _extra_rows(report: AuditReport, balances: _Rows, usage: _Rows, pred: Callable[[Any], bool]) -> None:
     for row in balances.take_while(pred):
         report.mismatch(Mismatch(row[0], "point_balance row without events", None, "a row"))
     for row in usage.take_while(pred):

@@ -20,7 +20,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ledger.account import Account
-from ledger.effects import effect
 from ledger.status import JobStatus
 from projections.events import Notified
 
@@ -48,6 +47,10 @@ JOB_COLUMNS = (
     "position",
 )
 _JSON = {"request", "outputs", "error"}
+GALLERY_COLUMNS = (
+    "job_id, output_index, project_id, user_id, storage_key, media_type, width, height, duration, size, "
+    "created_at, position"
+)
 _JOB_EVENTS = (
     Account.EntitlementReserved,
     Account.JobRequested,
@@ -72,6 +75,10 @@ def _float(value: Any) -> float | None:
         return None
 
 
+def _job_row(job: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(Jsonb(job[c]) if c in _JSON and job[c] is not None else job[c] for c in JOB_COLUMNS)
+
+
 def media_class(media_type: str | None, kind: str) -> str:
     """``image`` or ``video``: from the output's media type, else from the job's kind."""
     if media_type:
@@ -84,12 +91,51 @@ def media_class(media_type: str | None, kind: str) -> str:
 class JobsProjection:
     name = "jobs"
     tables = ("vto_job", "gallery", "project_stats")
+    copied = ("vto_job", "gallery")  # the tables ``apply_new`` only copies rows into
 
     def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Notified], tables: Mapping[str, str]) -> None:
         relevant = [n for n in batch if isinstance(n.event, _JOB_EVENTS)]
         if not relevant:
             return
         jobs = self._load(cur, tables["vto_job"], {n.event.job_id for n in relevant})
+        changed, gallery, stats = self._fold(relevant, jobs)
+        columns = ", ".join(JOB_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:])
+        cur.executemany(
+            f"INSERT INTO {tables['vto_job']} ({columns}) VALUES ({', '.join(['%s'] * len(JOB_COLUMNS))}) "
+            f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
+            [_job_row(jobs[j]) for j in changed],
+        )
+        if gallery:
+            cur.executemany(
+                f"INSERT INTO {tables['gallery']} ({GALLERY_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                gallery,
+            )
+        self._add_stats(cur, tables, stats)
+
+    def apply_new(
+        self, cur: psycopg.Cursor[Any], batch: Sequence[Notified], tables: Mapping[str, str]
+    ) -> None:
+        """Like ``apply``, for a batch that holds every event of each stream it touches,
+        from the first, into tables that have no row of them yet (a rebuild): the rows are
+        computed in memory and copied in (``COPY``), each written once."""
+        jobs: dict[UUID, dict[str, Any]] = {}
+        _, gallery, stats = self._fold([n for n in batch if isinstance(n.event, _JOB_EVENTS)], jobs)
+        with cur.copy(f"COPY {tables['vto_job']} ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
+            for job in jobs.values():
+                copy.write_row(_job_row(job))
+        first = {(row[0], row[1]): row for row in reversed(gallery)}  # as ON CONFLICT DO NOTHING
+        with cur.copy(f"COPY {tables['gallery']} ({GALLERY_COLUMNS}) FROM STDIN") as copy:
+            for row in first.values():
+                copy.write_row(row)
+        self._add_stats(cur, tables, stats)
+
+    def _fold(
+        self, relevant: Sequence[Notified], jobs: dict[UUID, dict[str, Any]]
+    ) -> tuple[set[UUID], list[tuple[Any, ...]], dict[str, Counter[str]]]:
+        """Evolve the job rows by the job events ``relevant``, in memory; returns the jobs it
+        changed, the gallery rows and the image and video counts per project it adds."""
         gallery: list[tuple[Any, ...]] = []
         stats: dict[str, Counter[str]] = {}
         changed: set[UUID] = set()
@@ -148,33 +194,19 @@ class JobsProjection:
                     refund_cause=e.cause,
                     refunded_at=e.timestamp,
                 )
-            change = effect(e).job
+            change = n.effect.job
             if change is not None and change.status is not None:  # the job's status changed
                 job["status"] = change.status.job_status
                 if not change.status.open:
                     job.update(finished_at=e.timestamp, charged=change.settled)
             job["updated_at"], job["position"] = e.timestamp, n.position
             changed.add(e.job_id)
-        columns = ", ".join(JOB_COLUMNS)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:])
-        cur.executemany(
-            f"INSERT INTO {tables['vto_job']} ({columns}) VALUES ({', '.join(['%s'] * len(JOB_COLUMNS))}) "
-            f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
-            [
-                tuple(
-                    Jsonb(jobs[j][c]) if c in _JSON and jobs[j][c] is not None else jobs[j][c]
-                    for c in JOB_COLUMNS
-                )
-                for j in changed
-            ],
-        )
-        if gallery:
-            cur.executemany(
-                f"INSERT INTO {tables['gallery']} (job_id, output_index, project_id, user_id, storage_key, "
-                "media_type, width, height, duration, size, created_at, position) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                gallery,
-            )
+        return changed, gallery, stats
+
+    @staticmethod
+    def _add_stats(
+        cur: psycopg.Cursor[Any], tables: Mapping[str, str], stats: dict[str, Counter[str]]
+    ) -> None:
         if stats:
             cur.executemany(
                 f"INSERT INTO {tables['project_stats']} AS s (project_id, image_count, video_count) "

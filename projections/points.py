@@ -16,7 +16,7 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ledger.effects import Balances, Effect, effect, give_back_quota, held, move, use_quota
+from ledger.effects import Balances, Effect, give_back_quota, held, move, use_quota
 from projections.events import Notified
 
 BALANCE_COLUMNS = (
@@ -55,6 +55,9 @@ class Balance:
         )
 
 
+RESERVATION_COLUMNS = "job_id, user_id, source, amount, quota_day, open"
+
+
 @dataclass
 class Reserved:
     job_id: UUID
@@ -63,6 +66,10 @@ class Reserved:
     amount: int
     quota_day: date | None
     open: bool
+
+
+def _reservation_row(r: Reserved) -> tuple[Any, ...]:
+    return (r.job_id, r.user_id, r.source, r.amount, r.quota_day, r.open)
 
 
 @dataclass(frozen=True)
@@ -104,29 +111,19 @@ def usage_line(n: Notified, fx: Effect, balances: Balances, reservation: Reserve
 class PointsProjection:
     name = "points"
     tables = ("point_balance", "point_usage", "point_reservation")
+    copied = (
+        "point_balance",
+        "point_usage",
+        "point_reservation",
+    )  # the tables ``apply_new`` only copies rows into
 
     def apply(self, cur: psycopg.Cursor[Any], batch: Sequence[Notified], tables: Mapping[str, str]) -> None:
         balances = self._load_balances(cur, tables["point_balance"], {n.event.originator_id for n in batch})
-        effects = [effect(n.event) for n in batch]
-        jobs = [fx.job for fx in effects if fx.job is not None]
+        jobs = [fx.job for n in batch if (fx := n.effect).job is not None]
         reserved_here = {j.job_id for j in jobs if j.reserved is not None}
         wanted = {j.job_id for j in jobs} - reserved_here
         reservations = self._load_reservations(cur, tables["point_reservation"], wanted)
-        touched_reservations: set[UUID] = set()
-        lines: list[UsageLine] = []
-        for n, fx in zip(batch, effects, strict=True):
-            e = n.event
-            user = e.originator_id
-            b = balances.get(user)
-            if b is None:
-                b = balances[user] = Balance(user)
-            r = self._evolve(b, reservations, fx)
-            if r is not None:
-                touched_reservations.add(r.job_id)
-            b.position, b.updated_at = n.position, e.timestamp
-            usage = usage_line(n, fx, b, r)
-            if usage is not None:
-                lines.append(usage)
+        touched, lines = self._fold(batch, balances, reservations)
         cur.executemany(
             f"INSERT INTO {tables['point_balance']} ({BALANCE_COLUMNS}) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET "
@@ -138,36 +135,77 @@ class PointsProjection:
             "position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
             [b.row() for b in balances.values() if b.updated_at is not None],
         )
-        if touched_reservations:
+        if touched:
             cur.executemany(
-                f"INSERT INTO {tables['point_reservation']} "
-                "(job_id, user_id, source, amount, quota_day, open) VALUES (%s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (job_id) DO UPDATE SET open = EXCLUDED.open",
-                [
-                    (r.job_id, r.user_id, r.source, r.amount, r.quota_day, r.open)
-                    for j in touched_reservations
-                    if (r := reservations[j])
-                ],
+                f"INSERT INTO {tables['point_reservation']} ({RESERVATION_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET open = EXCLUDED.open",
+                [_reservation_row(reservations[j]) for j in touched],
             )
-        if lines:
-            with cur.copy(
-                f"COPY {tables['point_usage']} (position, user_id, job_id, type, source, amount, "
-                "balance_after, reason, created_at) FROM STDIN"
-            ) as copy:
-                for u in lines:
-                    copy.write_row(
-                        (
-                            u.position,
-                            u.user_id,
-                            u.job_id,
-                            u.type,
-                            u.source,
-                            u.amount,
-                            u.balance_after,
-                            u.reason,
-                            u.created_at,
-                        )
+        self._copy_lines(cur, tables, lines)
+
+    def apply_new(
+        self, cur: psycopg.Cursor[Any], batch: Sequence[Notified], tables: Mapping[str, str]
+    ) -> None:
+        """Like ``apply``, for a batch that holds every event of each stream it touches,
+        from the first, into tables that have no row of them yet (a rebuild): the rows are
+        computed in memory and copied in (``COPY``), each written once."""
+        balances: dict[UUID, Balance] = {}
+        reservations: dict[UUID, Reserved] = {}
+        _, lines = self._fold(batch, balances, reservations)
+        rows = [b.row() for b in balances.values() if b.updated_at is not None]
+        with cur.copy(f"COPY {tables['point_balance']} ({BALANCE_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        with cur.copy(f"COPY {tables['point_reservation']} ({RESERVATION_COLUMNS}) FROM STDIN") as copy:
+            for r in reservations.values():
+                copy.write_row(_reservation_row(r))
+        self._copy_lines(cur, tables, lines)
+
+    def _fold(
+        self, batch: Sequence[Notified], balances: dict[UUID, Balance], reservations: dict[UUID, Reserved]
+    ) -> tuple[set[UUID], list[UsageLine]]:
+        """Evolve the rows by the batch's effects, in memory; returns the reservations it
+        touched and the usage lines it writes."""
+        touched: set[UUID] = set()
+        lines: list[UsageLine] = []
+        for n in batch:
+            fx = n.effect
+            e = n.event
+            user = e.originator_id
+            b = balances.get(user)
+            if b is None:
+                b = balances[user] = Balance(user)
+            r = self._evolve(b, reservations, fx)
+            if r is not None:
+                touched.add(r.job_id)
+            b.position, b.updated_at = n.position, e.timestamp
+            usage = usage_line(n, fx, b, r)
+            if usage is not None:
+                lines.append(usage)
+        return touched, lines
+
+    @staticmethod
+    def _copy_lines(cur: psycopg.Cursor[Any], tables: Mapping[str, str], lines: list[UsageLine]) -> None:
+        if not lines:
+            return
+        with cur.copy(
+            f"COPY {tables['point_usage']} (position, user_id, job_id, type, source, amount, "
+            "balance_after, reason, created_at) FROM STDIN"
+        ) as copy:
+            for u in lines:
+                copy.write_row(
+                    (
+                        u.position,
+                        u.user_id,
+                        u.job_id,
+                        u.type,
+                        u.source,
+                        u.amount,
+                        u.balance_after,
+                        u.reason,
+                        u.created_at,
                     )
+                )
 
     @staticmethod
     def _evolve(b: Balance, reservations: dict[UUID, Reserved], fx: Effect) -> Reserved | None:
@@ -213,7 +251,7 @@ class PointsProjection:
         if not jobs:
             return {}
         cur.execute(
-            f"SELECT job_id, user_id, source, amount, quota_day, open FROM {table} WHERE job_id = ANY(%s)",
+            f"SELECT {RESERVATION_COLUMNS} FROM {table} WHERE job_id = ANY(%s)",
             (list(jobs),),
         )
         return {row[0]: Reserved(*row) for row in cur.fetchall()}

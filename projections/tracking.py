@@ -76,3 +76,18 @@ def positions(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, Any]]:
     """Every projection's (position, updated_at)."""
     rows = conn.execute("SELECT name, position, updated_at FROM projection_tracking ORDER BY name")
     return {name: (int(pos), at) for name, pos, at in rows}
+
+
+def watched(conn: psycopg.Connection[Any], names: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """In one query, for the projections ``names``: their committed positions (0 before their
+    first commit) and, for those stuck on an event, the position of that event."""
+    rows = conn.execute(
+        "SELECT name, position, failing_position FROM projection_tracking WHERE name = ANY(%s)", (names,)
+    ).fetchall()
+    positions = dict.fromkeys(names, 0)
+    stuck: dict[str, int] = {}
+    for name, at, failing_at in rows:
+        positions[name] = int(at)
+        if failing_at is not None:
+            stuck[name] = int(failing_at)
+    return positions, stuck

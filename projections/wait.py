@@ -50,9 +50,18 @@ def wait_for_position(
 
 class PositionWatcher(BackgroundLoop):
     """Read-your-writes for a process without runners (``vto api``), with one connection for
-    the whole process instead of one per request: a thread LISTENs on the runners' NOTIFY
-    (and polls every ``poll_interval`` as a fallback), keeps the committed positions, and
-    ``wait_for`` waits on a condition."""
+    the whole process instead of one per request: a thread LISTENs on the runners' NOTIFY,
+    keeps the committed positions, and ``wait_for`` waits on a condition.
+
+    The positions are read (one query) only when a waiter needs them: after a commit was
+    notified while some request waits, or when one starts waiting on positions that a commit
+    has made stale; otherwise at most every ``poll_interval`` (also the fallback for a
+    notification that was missed). A busy projector commits many times a second, and an API
+    process whose requests rarely wait should not read the tracking table each time."""
+
+    # How often the thread looks for new waiters while no commit is notified: the most a
+    # waiter waits for its first read of positions that a commit made stale.
+    WAKE_S = 0.01
 
     def __init__(self, url: str, names: Iterable[str], poll_interval: float = FALLBACK_POLL_S) -> None:
         super().__init__("position-watcher", stop_timeout=5.0)
@@ -62,6 +71,7 @@ class PositionWatcher(BackgroundLoop):
         self._positions = dict.fromkeys(self.names, 0)
         self._stuck_at: dict[str, int] = {}  # projection -> the event it cannot apply
         self._changed = threading.Condition()
+        self._waiters = 0
 
     def position(self) -> int:
         with self._changed:
@@ -77,13 +87,18 @@ class PositionWatcher(BackgroundLoop):
         def hopeless() -> bool:
             return any(at <= position for at in self._stuck_at.values())
 
-        with self._changed:
-            self._changed.wait_for(lambda: reached() or hopeless(), timeout)
-            return reached()
+        with self._changed:  # positions only grow: a reached position stays reached
+            if reached():
+                return True
+            self._waiters += 1
+            try:
+                self._changed.wait_for(lambda: reached() or hopeless(), timeout)
+                return reached()
+            finally:
+                self._waiters -= 1
 
     def _read(self, conn: psycopg.Connection[Any]) -> None:
-        positions = {name: tracking.position(conn, name) for name in self.names}
-        stuck = {name: at for name, _, at, _ in tracking.failing(conn) if name in positions}
+        positions, stuck = tracking.watched(conn, self.names)
         with self._changed:
             self._positions = positions
             self._stuck_at = stuck
@@ -94,10 +109,20 @@ class PositionWatcher(BackgroundLoop):
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {TRACKING_CHANNEL}")
-                    while not self.stopping:
-                        self._read(conn)
-                        for _ in conn.notifies(timeout=self.poll_interval, stop_after=1):
-                            pass
+                    self._follow(conn)
             except psycopg.OperationalError:
                 log.warning("position watcher lost its connection; reconnecting", exc_info=True)
                 self.stop_event.wait(self.poll_interval)
+
+    def _follow(self, conn: psycopg.Connection[Any]) -> None:
+        stale, last_read = True, 0.0
+        while not self.stopping:
+            now = time.monotonic()
+            if now - last_read >= self.poll_interval or (stale and self._waiters):
+                self._read(conn)
+                stale, last_read = False, now
+            waiting = self._waiters > 0
+            # With waiters, the next commit ends this wait at once; without, commits are only
+            # noted (their notifications taken in bulk) until a waiter comes or the poll is due.
+            for _ in conn.notifies(timeout=self.WAKE_S, stop_after=1 if waiting else None):
+                stale = True

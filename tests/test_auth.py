@@ -1,5 +1,5 @@
 """/auth: register, login, refresh-token rotation, social login (providers faked at their HTTP
-boundary with ``httpx.MockTransport``; no network)."""
+boundary with ``httpx2.MockTransport``; no network)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge as s256
@@ -238,22 +238,22 @@ class FakeProviders:
     token_body: dict[str, Any] = field(default_factory=lambda: {"access_token": "provider-token"})
     userinfo_status: int = 200
     fail_network: bool = False
-    requests: list[httpx.Request] = field(default_factory=list)
+    requests: list[httpx2.Request] = field(default_factory=list)
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         if self.fail_network:
-            raise httpx.ConnectError("unreachable", request=request)
+            raise httpx2.ConnectError("unreachable", request=request)
         host = request.url.host
         if request.url.path in ("/token", "/oauth/token"):
             assert request.method == "POST"
-            return httpx.Response(self.token_status, json={**self.token_body, "token_type": "Bearer"})
+            return httpx2.Response(self.token_status, json={**self.token_body, "token_type": "Bearer"})
         assert request.headers["authorization"] == "Bearer provider-token"
         provider = "google" if host.endswith("googleapis.com") else "kakao"
-        return httpx.Response(self.userinfo_status, json=self.userinfo.get(provider, {}))
+        return httpx2.Response(self.userinfo_status, json=self.userinfo.get(provider, {}))
 
     def install(self, services: Any) -> None:
-        services.oauth.transport = httpx.MockTransport(self.handle)
+        services.oauth.transport = httpx2.MockTransport(self.handle)
 
     def token_form(self, index: int = 0) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(self.requests[index].content.decode()).items()}
@@ -383,7 +383,8 @@ def test_oauth_failures_are_problems_and_store_nothing(client: Any, services: An
     fake.fail_network = False
     calls = len(fake.requests)
     unconfigured = Settings(_env_file=None, data_dir=services.settings.data_dir)  # type: ignore[call-arg]
-    services.oauth = OAuthProviders(unconfigured, services.secret, transport=httpx.MockTransport(fake.handle))
+    transport = httpx2.MockTransport(fake.handle)
+    services.oauth = OAuthProviders(unconfigured, services.secret, transport=transport)
     is_problem(oauth(client, "google"), 503, "oauth_not_configured")
     is_problem(client.get(f"{API}/auth/oauth/kakao/authorize", params={"redirect_uri": REDIRECT}), 503)
     assert len(fake.requests) == calls

@@ -3,19 +3,23 @@ PKCE (authlib's httpx ``OAuth2Client``) and the signed, expiring ``state``.
 
 The registry holds each provider's endpoints (defaults below) and takes the client id and
 secret from the settings. Its ``transport`` is the HTTP boundary: ``None`` is the real
-network; tests put an ``httpx.MockTransport`` there to play the providers.
+network; tests put an ``httpx2.MockTransport`` there to play the providers.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import authlib.deprecate  # noqa: F401  (its warning filter first, so ours below wins)
-import httpx
+import httpx2
+
+# authlib's httpx integration runs on the ``httpx2`` package (a direct dependency: the
+# transport and errors below are its classes).
+from authlib.common.errors import AuthlibBaseError
 from authlib.common.security import generate_token
+from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from itsdangerous import BadData, URLSafeTimedSerializer
 
@@ -27,12 +31,6 @@ from command_api.auth.errors import (
     UnknownProvider,
 )
 from infra.settings import Settings
-
-with warnings.catch_warnings():
-    # authlib 1.9 prefers the ``httpx2`` package and warns when it falls back to httpx.
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
-    from authlib.common.errors import AuthlibBaseError
-    from authlib.integrations.httpx_client import OAuth2Client
 
 STATE_MAX_AGE_S = 600
 VERIFIER_LENGTH = 64  # PKCE allows 43..128 characters
@@ -121,7 +119,7 @@ class OAuthProviders:
     settings: Settings
     secret: str
     providers: dict[str, Provider] = field(default_factory=lambda: dict(DEFAULT_PROVIDERS))
-    transport: httpx.BaseTransport | None = None
+    transport: httpx2.BaseTransport | None = None
     timeout_s: float = HTTP_TIMEOUT_S
 
     # --- lookup ----------------------------------------------------------------------------
@@ -209,11 +207,11 @@ class OAuthProviders:
                 info = response.json()
         except AuthlibBaseError as exc:
             raise OAuthCodeRejected(f"{name} refused the authorization code: {exc.error}") from exc
-        except httpx.HTTPStatusError as exc:
-            if 400 <= exc.response.status_code < 500 and exc.request.url == httpx.URL(provider.token_url):
+        except httpx2.HTTPStatusError as exc:
+            if 400 <= exc.response.status_code < 500 and exc.request.url == httpx2.URL(provider.token_url):
                 raise OAuthCodeRejected(f"{name} refused the authorization code") from exc
             raise OAuthProviderError(name, f"HTTP {exc.response.status_code}") from exc
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx2.HTTPError, ValueError) as exc:
             raise OAuthProviderError(name, type(exc).__name__) from exc
         try:
             if not isinstance(info, dict):

@@ -3,6 +3,7 @@ rejected)."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,7 +56,24 @@ def issue(
 
 
 def decode(secret: str, token: str, kind: str) -> Claims:
-    """Verify signature, algorithm, expiry, issuer and kind; raise ``InvalidToken``."""
+    """Verify signature, algorithm, expiry, issuer and kind; raise ``InvalidToken``.
+
+    A token already verified is not verified again (signature, claims and their parsing are
+    the same for the same text and secret): the last ``VERIFIED_CACHE_SIZE`` verified tokens
+    are kept, and only their expiry is checked on each use. A client sends the same access
+    token with every request until it expires."""
+    claims = _verified(secret, token, kind)
+    if claims.expires_at <= datetime.now(UTC):
+        raise InvalidToken("Signature has expired")
+    return claims
+
+
+VERIFIED_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)
+def _verified(secret: str, token: str, kind: str) -> Claims:
+    """The token's claims once verified (an ``InvalidToken`` is raised, and not kept)."""
     try:
         payload = jwt.decode(
             token,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import exists, select
+from sqlalchemy import Connection, exists, or_, select
 from sqlalchemy.orm import Session
 
 from command_api.catalog.errors import NotProjectOwner, ReadOnlyProject
@@ -43,6 +43,19 @@ def share_role(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -> S
 def is_shared(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -> bool:
     query = select(exists().where(ProjectShare.project_id == project_id, ProjectShare.user_id == user_id))
     return bool(session.scalar(query))
+
+
+def readable_project_id(
+    conn: Session | Connection, user_id: uuid.UUID, project_id: uuid.UUID | str | None
+) -> bool:
+    """Whether ``user_id`` owns the project or it is shared with them (one Core query)."""
+    try:
+        project = parse_id(project_id or "", "project")
+    except NotFound:
+        return False
+    shared = exists().where(ProjectShare.project_id == project, ProjectShare.user_id == user_id)
+    query = select(exists().where(Project.id == project, or_(Project.owner_id == user_id, shared)))
+    return bool(conn.scalar(query))
 
 
 def readable_project(session: Session, user_id: uuid.UUID, project_id: uuid.UUID) -> Project:

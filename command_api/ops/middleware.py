@@ -7,10 +7,12 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
+from typing import Any
 
-from fastapi import Request, Response
+from starlette.datastructures import MutableHeaders
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from command_api.ops.metrics import REQUEST_LATENCY
 
@@ -35,38 +37,67 @@ def method_label(method: str) -> str:
     return method if method in METHODS else OTHER_METHOD
 
 
-def route_label(request: Request) -> str:
+def route_label(scope: Mapping[str, Any]) -> str:
     """The template of the route that matched (known after routing), or ``unmatched``, so the
     metric's labels are as few as the routes. Id parameters read ``{id}``
     (``/api/v1/projects/{id}/products``), the labels the dashboards have always had."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     if not isinstance(route, Route):
         return UNMATCHED
     # FastAPI keeps an included route's own path relative to its router; the template with
     # every prefix is on the route context it selected.
-    selected = request.scope.get("fastapi", {}).get("effective_route_context")
+    selected = scope.get("fastapi", {}).get("effective_route_context")
     template = getattr(selected, "path_format", None) or route.path_format
     return _ID_PARAMETER.sub("{id}", template)
 
 
-async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    request.state.request_id = rid = request_id(request.headers.get("x-request-id"))
-    start = time.perf_counter()
-    response = await call_next(request)
-    elapsed = time.perf_counter() - start
-    template = route_label(request)
-    REQUEST_LATENCY.labels(method_label(request.method), template, str(response.status_code)).observe(elapsed)
-    response.headers["X-Request-ID"] = rid
-    log.info(
-        json.dumps(
-            {
-                "request_id": rid,
-                "method": request.method,
-                "path": request.url.path,
-                "route": template,
-                "status": response.status_code,
-                "ms": round(elapsed * 1000, 2),
-            }
-        )
-    )
-    return response
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class Observe:
+    """Pure ASGI middleware (no per-request task or stream, as ``BaseHTTPMiddleware`` has):
+    gives each request its id (``request.state.request_id``, the ``X-Request-ID`` header),
+    measures it by method, route template and status, and writes one JSON access log line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(_header(scope, b"x-request-id"))
+        scope.setdefault("state", {})["request_id"] = rid
+        start = time.perf_counter()
+        status = 500  # what the client gets when the app raises before it answers
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            template = route_label(scope)
+            method = scope["method"]
+            REQUEST_LATENCY.labels(method_label(method), template, str(status)).observe(elapsed)
+            log.info(
+                json.dumps(
+                    {
+                        "request_id": rid,
+                        "method": method,
+                        "path": scope["path"],
+                        "route": template,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    }
+                )
+            )

@@ -8,7 +8,11 @@ from typing import Any
 from sqlalchemy import RowMapping, text
 from sqlalchemy.orm import Session
 
+from command_api.own_reads import own_read
 from command_api.pagination import Key
+
+# The caller's balance row, read with the caller's token state (``own_reads``).
+OWN_BALANCE = own_read("SELECT b.*, true AS found FROM point_balance b WHERE b.user_id = :caller")
 
 
 def balance_row(session: Session, user_id: uuid.UUID) -> RowMapping | None:

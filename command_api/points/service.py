@@ -5,10 +5,15 @@ for, and the ledger commands they become. The caller waits for the returned posi
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from command_api import own_reads
+from command_api.auth import tokens
 from command_api.pagination import Page, cut, decode
 from command_api.points import repository
 from command_api.points.schemas import GrantIn, PointsOut, RefundOut, SubscriptionOut, UsageLine
@@ -19,10 +24,28 @@ from ledger.application import LedgerApplication
 
 
 def points(session: Session, user_id: uuid.UUID, ticket_types: list[str], now: datetime) -> PointsOut:
-    """The user's balances as of ``now``: every configured ticket type (0 when none), and
-    the subscription only while its period lasts, with the jobs it paid today (UTC)."""
+    """The user's balances as of ``now`` (see ``points_of``)."""
+    return points_of(repository.balance_row(session, user_id), ticket_types, now)
+
+
+def own_points(
+    conn: Connection,
+    claims: tokens.Claims,
+    ticket_types: list[str],
+    now: datetime,
+    wait: Callable[[int], object],
+) -> PointsOut:
+    """The caller's balances, in one round trip with the token's check and once the read
+    models include the caller's writes (``own_reads``)."""
+    rows = own_reads.read(conn, claims, repository.OWN_BALANCE, {}, wait)
+    return points_of(rows[0] if rows else None, ticket_types, now)
+
+
+def points_of(row: Mapping[Any, Any] | None, ticket_types: list[str], now: datetime) -> PointsOut:
+    """A ``point_balance`` row as of ``now`` (None: no account yet): every configured ticket
+    type (0 when none), and the subscription only while its period lasts, with the jobs it
+    paid today (UTC)."""
     tickets = dict.fromkeys(ticket_types, 0)
-    row = repository.balance_row(session, user_id)
     if row is None:
         return PointsOut(credit=0, tickets=tickets, subscription=None, pending_reservations=0)
     tickets.update({k: int(v) for k, v in (row["tickets"] or {}).items()})

@@ -5,11 +5,22 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import RowMapping, delete, exists, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from command_api.users.models import User, UserRole
+from projections.events import EVENTS_TABLE
+
+# What an access token is checked against (the stored token version, whether the user is
+# deleted), with the notification position of the user's newest ledger event (the end of the
+# user's stream, by its primary key): what the read models must include for read-your-writes.
+_TOKEN_STATE = text(
+    "SELECT u.token_version, u.deleted_at IS NOT NULL AS deleted, "  # noqa: S608 (a constant table name)
+    f"(SELECT e.notification_id FROM {EVENTS_TABLE} e WHERE e.originator_id = u.id "
+    " ORDER BY e.originator_version DESC LIMIT 1) AS position "
+    "FROM users u WHERE u.id = :id"
+)
 
 
 def live_user_by_email(session: Session, email: str, *, for_update: bool = False) -> User | None:
@@ -25,6 +36,12 @@ def live_user(session: Session, user_id: uuid.UUID) -> User | None:
     """The user (not deleted) with this id."""
     user = session.get(User, user_id)
     return None if user is None or user.is_deleted else user
+
+
+def token_state(session: Session, user_id: uuid.UUID) -> RowMapping | None:
+    """``token_version``, ``deleted`` and the ``position`` of the user's newest ledger event
+    (None before their first); None for an unknown id."""
+    return session.execute(_TOKEN_STATE, {"id": user_id}).mappings().first()
 
 
 def has_role(session: Session, user_id: uuid.UUID, role: str) -> bool:

@@ -5,9 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Request, status
 
-from command_api.deps import CurrentUser, LedgerDep, ServicesDep, SessionDep, SignerDep
+from command_api.deps import (
+    AccessClaims,
+    CaughtUpCaller,
+    LedgerDep,
+    ServicesDep,
+    SessionDep,
+    SignerDep,
+    run_on_connection,
+)
 from command_api.pagination import Cursor, Limit, Page
 from command_api.vto import service
 from command_api.vto.schemas import GalleryItem, JobIn, JobOut
@@ -40,27 +48,27 @@ IdempotencyKey = Annotated[
         409: {"description": "idempotency_key_reused: the key was used for another request"},
     },
 )
-def create_job(
+async def create_job(
+    request: Request,
     body: JobIn,
-    user: CurrentUser,
-    session: SessionDep,
-    ledger: LedgerDep,
+    claims: AccessClaims,
     services: ServicesDep,
     sign: SignerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
-    request = service.job_request(session, user.id, body)
-    result = ledger.request_job(user.id, uuid.uuid4(), body.kind.value, request, idempotency_key)
-    services.wait_for(result.position)
-    job = service.job(session, result.value.job_id, sign)
-    if job is None:  # the read model did not catch up within the deadline: answer from the ledger
-        return service.job_from_reservation(result.value, body)
-    return job
+    # One worker-thread hop and two round trips (the token and catalog read, the ledger save).
+    return await run_on_connection(
+        request,
+        services,
+        lambda conn: service.order_job(
+            conn, services.ledger, claims, body, idempotency_key, services.wait_for, sign
+        ),
+    )
 
 
 @router.get("/jobs", summary="The caller's jobs, newest first, by project and status")
 def list_jobs(
-    user: CurrentUser,
+    user: CaughtUpCaller,
     session: SessionDep,
     sign: SignerDep,
     project_id: Annotated[uuid.UUID | None, Query()] = None,
@@ -72,8 +80,14 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", summary="A job: status, charge, refund, outputs")
-def get_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep, sign: SignerDep) -> JobOut:
-    return service.readable_job(session, user.id, job_id, sign)
+async def get_job(
+    request: Request, job_id: uuid.UUID, claims: AccessClaims, services: ServicesDep, sign: SignerDep
+) -> JobOut:
+    return await run_on_connection(
+        request,
+        services,
+        lambda conn: service.own_job(conn, claims, job_id, sign, services.wait_for, services.ledger),
+    )
 
 
 @router.post(
@@ -83,7 +97,7 @@ def get_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep, sign: Sig
 )
 def cancel_job(
     job_id: uuid.UUID,
-    user: CurrentUser,
+    user: CaughtUpCaller,
     session: SessionDep,
     ledger: LedgerDep,
     services: ServicesDep,
@@ -100,12 +114,19 @@ def cancel_job(
 
 
 @router.get("/projects/{project_id}/results", summary="A project's gallery, newest first")
-def project_results(
+async def project_results(
+    request: Request,
     project_id: uuid.UUID,
-    user: CurrentUser,
-    session: SessionDep,
+    claims: AccessClaims,
+    services: ServicesDep,
     sign: SignerDep,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[GalleryItem]:
-    return service.gallery_page(session, user.id, project_id, limit, cursor, sign)
+    return await run_on_connection(
+        request,
+        services,
+        lambda conn: service.own_gallery_page(
+            conn, claims, project_id, limit, cursor, sign, services.wait_for
+        ),
+    )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import RowMapping, text
+from sqlalchemy import Connection, RowMapping, text
 from sqlalchemy.orm import Session
 
+from command_api.own_reads import own_read
 from command_api.pagination import Key
 from ledger.status import JobStatus
 
@@ -34,7 +35,21 @@ def _select(
     return text(sql), params
 
 
-def job_row(session: Session, job_id: uuid.UUID) -> RowMapping | None:
+# The caller's reads with their token state (``own_reads``): a job by id; a project's gallery
+# page, with ``found`` only when the caller may read the project (the owner or a shared user).
+OWN_JOB = own_read(f"SELECT {JOB_COLUMNS}, true AS found FROM {JOB_FROM} WHERE j.job_id = :job")  # noqa: S608
+OWN_GALLERY = own_read(
+    "SELECT g.*, true AS found FROM projects p "
+    "LEFT JOIN LATERAL (SELECT * FROM gallery x WHERE x.project_id = CAST(p.id AS text) "
+    "  AND (CAST(:after_position AS bigint) IS NULL OR x.position < :after_position "
+    "       OR (x.position = :after_position AND x.output_index > :after_index)) "
+    "  ORDER BY x.position DESC, x.output_index LIMIT :limit) g ON true "
+    "WHERE p.id = :project AND (p.owner_id = :caller OR EXISTS "
+    "  (SELECT 1 FROM project_shares s WHERE s.project_id = p.id AND s.user_id = :caller))"
+)
+
+
+def job_row(session: Session | Connection, job_id: uuid.UUID) -> RowMapping | None:
     query, params = _select(f"{JOB_COLUMNS} FROM {JOB_FROM}", ["j.job_id = :j"], "j.job_id", {"j": job_id})
     return session.execute(query, params).mappings().first()
 

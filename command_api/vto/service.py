@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from command_api.catalog.access import readable_project
+from command_api import own_reads
+from command_api.auth import tokens
+from command_api.catalog.access import readable_project, readable_project_id
 from command_api.catalog.job_inputs import load_job_inputs
 from command_api.catalog.media import UrlSigner
 from command_api.pagination import Page, cut, decode
@@ -16,6 +20,7 @@ from command_api.problems import DomainError, NotFound
 from command_api.vto import repository
 from command_api.vto.schemas import Charge, GalleryItem, JobIn, JobOut
 from ledger.account import Reservation
+from ledger.application import LedgerApplication
 from ledger.status import JobStatus
 
 
@@ -23,12 +28,21 @@ class JobFinished(DomainError):
     status, code = 409, "job_finished"
 
 
-def job_request(session: Session, user_id: uuid.UUID, body: JobIn) -> dict[str, Any]:
+def job_request(
+    session: Session | Connection, user_id: uuid.UUID, body: JobIn, claims: tokens.Claims | None = None
+) -> dict[str, Any]:
     """The job as the ledger records it (and the relay publishes it): the client's choices
-    and the storage keys of its inputs, after checking the caller may use each of them.
+    and the storage keys of its inputs, after checking the caller may use each of them (and,
+    with ``claims``, the caller's access token, in the same read).
     Deterministic for a given body, so an idempotent retry fingerprints the same."""
     found = load_job_inputs(
-        session, user_id, body.project_id, body.product_ids, body.model_asset_id, body.background_asset_id
+        session,
+        user_id,
+        body.project_id,
+        body.product_ids,
+        body.model_asset_id,
+        body.background_asset_id,
+        claims=claims,
     )
     inputs = {
         "model": found["model"]["storage_key"],
@@ -48,6 +62,30 @@ def job_request(session: Session, user_id: uuid.UUID, body: JobIn) -> dict[str, 
     }
 
 
+def order_job(
+    conn: Connection,
+    ledger: LedgerApplication,
+    claims: tokens.Claims,
+    body: JobIn,
+    idempotency_key: str | None,
+    catch_up: Callable[[int], object],
+    sign: UrlSigner,
+) -> JobOut:
+    """Check the token and the catalog (one read), reserve the charge and record the job
+    (one ledger save). A new job is answered from the ledger's decision, with no wait for
+    the read models (reads catch up with the caller's writes themselves: ``own_reads``).
+    An idempotent repeat shows the job as the read model has it once that includes
+    everything written so far (the job may have moved on since it was ordered)."""
+    request = job_request(conn, claims.user_id, body, claims)
+    result = ledger.request_job(claims.user_id, uuid.uuid4(), body.kind.value, request, idempotency_key)
+    reservation = result.value
+    if reservation.created:
+        return job_from_reservation(reservation, body)
+    catch_up(ledger.position())
+    row = repository.job_row(conn, reservation.job_id)
+    return job_from_reservation(reservation, body) if row is None else JobOut.of(row, sign)
+
+
 def job_from_reservation(reservation: Reservation, body: JobIn) -> JobOut:
     return JobOut(
         id=reservation.job_id,
@@ -55,7 +93,7 @@ def job_from_reservation(reservation: Reservation, body: JobIn) -> JobOut:
         kind=reservation.kind,
         project_id=str(body.project_id),
         charge=Charge(source=reservation.source, amount=reservation.amount),
-        created_at=datetime.now(UTC),
+        created_at=reservation.reserved_at,
     )
 
 
@@ -70,15 +108,76 @@ def may_read_job(session: Session, user_id: uuid.UUID, row: Any) -> bool:
     return True
 
 
+def own_job(
+    conn: Connection,
+    claims: tokens.Claims,
+    job_id: uuid.UUID,
+    sign: UrlSigner,
+    wait: Callable[[int], object],
+    ledger: LedgerApplication,
+) -> JobOut:
+    """``GET /vto/jobs/{id}`` in one round trip (``own_reads``): the job, for its requester or a
+    reader of its project; ``NotFound`` for anyone else. A job the read model lacks may have
+    been ordered a moment ago by someone else (an editor of the caller's project): it is
+    looked for again once the read models include everything written so far."""
+    rows = own_reads.read(conn, claims, repository.OWN_JOB, {"job": job_id}, wait)
+    if not rows:
+        wait(ledger.position())
+        rows = own_reads.read(conn, claims, repository.OWN_JOB, {"job": job_id}, wait)
+    if not rows:
+        raise NotFound("job")
+    row = rows[0]
+    if row["user_id"] != claims.user_id and not readable_project_id(conn, claims.user_id, row["project_id"]):
+        raise NotFound("job")
+    return JobOut.of(row, sign)
+
+
+def own_gallery_page(
+    conn: Connection,
+    claims: tokens.Claims,
+    project_id: uuid.UUID,
+    limit: int,
+    cursor: str | None,
+    sign: UrlSigner,
+    wait: Callable[[int], object],
+) -> Page[GalleryItem]:
+    """A project's results (owner or shared reader), newest job first, by ``(position,
+    index)``, in one round trip (``own_reads``); ``NotFound`` for anyone else."""
+    after = decode(cursor, int, int)
+    params = {
+        "project": project_id,
+        "limit": limit + 1,
+        "after_position": after[0] if after else None,
+        "after_index": after[1] if after else None,
+    }
+    rows = own_reads.read(conn, claims, repository.OWN_GALLERY, params, wait)
+    if not rows:
+        raise NotFound("project")
+    outputs = [row for row in rows if row["job_id"] is not None]
+    items, next_cursor = cut(outputs, limit, lambda row: (row["position"], row["output_index"]))
+    return Page[GalleryItem](items=[GalleryItem.of(row, sign) for row in items], next_cursor=next_cursor)
+
+
 def job(session: Session, job_id: uuid.UUID, sign: UrlSigner) -> JobOut | None:
     """The job as the read model has it (None: not there yet)."""
     row = repository.job_row(session, job_id)
     return None if row is None else JobOut.of(row, sign)
 
 
-def readable_job(session: Session, user_id: uuid.UUID, job_id: uuid.UUID, sign: UrlSigner) -> JobOut:
-    """The job, for its requester or a reader of its project; ``NotFound`` for anyone else."""
+def readable_job(
+    session: Session,
+    user_id: uuid.UUID,
+    job_id: uuid.UUID,
+    sign: UrlSigner,
+    catch_up: Callable[[], object] | None = None,
+) -> JobOut:
+    """The job, for its requester or a reader of its project; ``NotFound`` for anyone else.
+    A job the read model lacks is looked for once more after ``catch_up`` (waiting for the
+    projections)."""
     row = repository.job_row(session, job_id)
+    if row is None and catch_up is not None:
+        catch_up()
+        row = repository.job_row(session, job_id)
     if row is None or not may_read_job(session, user_id, row):
         raise NotFound("job")
     return JobOut.of(row, sign)

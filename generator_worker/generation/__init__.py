@@ -1,4 +1,5 @@
-"""Try-on generators: the interface, the offline backend, the diffusion backend, video."""
+"""Try-on generators: the interface, the offline backend, the GPU backends (qwen-image-edit,
+catvton, wan video), video encoding."""
 
 from generator_worker.generation.base import (
     AttemptsExhaustedError,

@@ -32,28 +32,41 @@ def layer_over(
     base (in place; returned)."""
     x0, y0 = origin
     h, w = alpha.shape
-    a = alpha[..., None]
+    a = cv2.merge([alpha, alpha, alpha])
     layer = rgb.astype(np.float32)
     if shade is not None:
-        layer *= shade[y0 : y0 + h, x0 : x0 + w, None]
+        cv2.multiply(layer, cv2.merge([shade[y0 : y0 + h, x0 : x0 + w]] * 3), dst=layer)
     region = base[y0 : y0 + h, x0 : x0 + w]
-    region -= region * a
-    region += layer * a
+    # region += (layer - region) * alpha, in place
+    cv2.subtract(layer, region, dst=layer)
+    cv2.multiply(layer, a, dst=layer)
+    cv2.add(region, layer, dst=region)
     return base
 
 
 def feather(alpha: FloatArray, sigma: float) -> FloatArray:
     """Soften a matte's edge without eating into its interior."""
     blurred = cv2.GaussianBlur(alpha, (0, 0), sigma)
-    return np.clip(0.5 * alpha + 0.5 * blurred, 0.0, 1.0).astype(np.float32)
+    return cv2.addWeighted(alpha, 0.5, blurred, 0.5, 0.0)  # type: ignore[no-any-return]
 
 
-def over_background(foreground: FloatArray, matte: FloatArray, background: NDArray[np.uint8]) -> FloatArray:
+MATTE_FULL = 0.4  # person-mask value from which a pixel is kept whole over a new background
+
+
+def keep_matte(mask: FloatArray) -> FloatArray:
+    """What of the photo is kept over a new background: the person mask, generous so that the
+    less certain parts of the person (held objects, loose hair, dark clothes) are kept whole
+    rather than half dissolved into the new background."""
+    return np.minimum(mask * np.float32(1.0 / MATTE_FULL), np.float32(1.0))
+
+
+def over_background(
+    foreground: NDArray[np.uint8], matte: FloatArray, background: NDArray[np.uint8]
+) -> NDArray[np.uint8]:
     """The foreground (person and garments) with its matte over a background of equal size."""
-    m = matte[..., None]
-    blended = foreground * m + background.astype(np.float32) * (1.0 - m)
-    return np.asarray(blended, dtype=np.float32)
+    return cv2.blendLinear(foreground, background, matte, 1.0 - matte)  # type: ignore[no-any-return]
 
 
 def to_uint8(image: FloatArray) -> NDArray[np.uint8]:
-    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    """Rounded and clipped to 0..255 (the values are never negative)."""
+    return cv2.convertScaleAbs(image)  # type: ignore[no-any-return]

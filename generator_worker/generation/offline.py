@@ -25,11 +25,15 @@ from generator_worker.generation.base import (
     ResourceError,
 )
 from generator_worker.generation.fit import FitStyle, fit_parts
-from generator_worker.generation.garment import GarmentCutout, cut_out
+from generator_worker.generation.garment import CutoutCache, GarmentCutout
 from generator_worker.generation.pose import (
+    MIN_VISIBILITY,
+    SHOULDER_L,
+    SHOULDER_R,
     Facing,
     PersonAnalysis,
     PersonAnalyzer,
+    in_picture,
     protected_mask,
 )
 from generator_worker.generation.video import encode_mp4, frame_count, lookbook_frames
@@ -77,9 +81,16 @@ class OfflineGenerator(Generator):
 
     def __init__(self) -> None:
         self._analyzer = PersonAnalyzer()
+        self._cutouts = CutoutCache()
+        self._backgrounds = imaging.BackgroundCache()
 
     def close(self) -> None:
         self._analyzer.close()
+
+    def clear_caches(self) -> None:
+        """Forget the cached garment cut-outs and backgrounds (benchmarks of a cold start)."""
+        self._cutouts = CutoutCache()
+        self._backgrounds = imaging.BackgroundCache()
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         self.validate(request)
@@ -102,30 +113,28 @@ class OfflineGenerator(Generator):
             photo = imaging.decode_image(request.model_photo, what="model photo")
             photo = _limit(photo, ANALYSIS_MAX_SIDE)
             background = (
-                imaging.decode_image(request.background, what="background")
+                self._backgrounds.get(request.background, width, height)
                 if request.background is not None
                 else None
             )
         with timer.stage("pose"):
             points, visibility = self._analyzer.landmarks(photo)
+            visibility = in_picture(points, visibility, photo.shape[1], photo.shape[0])
+        with timer.stage("segment"):
+            # the whole photo, before framing: the model sees the person with what they hold
+            photo_mask = self._analyzer.segment(photo)
         with timer.stage("crop"):
-            center = _person_center(points, visibility, photo.shape[1], photo.shape[0])
-            box = imaging.cover_box(photo.shape[1], photo.shape[0], width, height, center)
+            box = frame_box(points, visibility, photo_mask, width, height)
             x0, y0, cw, ch = box
             person_rgb = imaging.resize_to(photo[y0 : y0 + ch, x0 : x0 + cw], width, height)
             person_rgb = np.ascontiguousarray(person_rgb)
-            scale = np.array([width / cw, height / ch], np.float32)
-            points = (points - np.array([x0, y0], np.float32)) * scale
-            if background is not None:
-                background = imaging.fit_cover(background, width, height)
-        with timer.stage("segment"):
-            mask = self._analyzer.segment(person_rgb)  # type: ignore[arg-type]
-        facing = _facing(request.pose_hint, points)
-        person = PersonAnalysis(landmarks=points, visibility=visibility, mask=mask, facing=facing)
+            facing = _facing(request.pose_hint, points)
+            person = PersonAnalysis(
+                landmarks=points, visibility=visibility, mask=photo_mask, facing=facing
+            ).cropped(x0, y0, cw, ch, width, height)
         with timer.stage("garment"):
             cutouts = [
-                cut_out(imaging.decode_image(g.data, what="garment image", keep_alpha=True), g.category)
-                for g in _pick_garments(request.garments, facing)
+                self._cutouts.get(g.data, g.category) for g in _pick_garments(request.garments, facing)
             ]
         with timer.stage("composite"):
             protect = protected_mask(person)
@@ -175,8 +184,8 @@ class OfflineGenerator(Generator):
                     np.maximum(covered, alpha, out=covered)
         with timer.stage("composite"):
             if background is not None:
-                matte = composite.feather(np.maximum(person.mask, garments_alpha), edge)
-                canvas = composite.over_background(canvas, matte, background)
+                matte = composite.feather(np.maximum(composite.keep_matte(person.mask), garments_alpha), edge)
+                return composite.over_background(composite.to_uint8(canvas), matte, background)
             return composite.to_uint8(canvas)
 
     def _encode(
@@ -209,20 +218,38 @@ def _limit(image: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:
     return imaging.resize_to(image, round(w * scale), round(h * scale))  # type: ignore[return-value]
 
 
-def _person_center(
-    points: NDArray[np.float32], visibility: NDArray[np.float32], w: int, h: int
-) -> tuple[float, float]:
-    seen = points[
-        (visibility > 0.5)
-        & (points[:, 0] >= 0)
-        & (points[:, 0] < w)
-        & (points[:, 1] >= 0)
-        & (points[:, 1] < h)
-    ]
-    if len(seen) == 0:
-        seen = points[11:13]
-    xs, ys = seen[:, 0], seen[:, 1]
-    return float((xs.min() + xs.max()) / 2), float((ys.min() + ys.max()) / 2)
+FRAME_MARGIN = 0.04  # of the frame's height, kept above the person's head when cropping
+
+
+def frame_box(
+    points: NDArray[np.float32],
+    visibility: NDArray[np.float32],
+    mask: NDArray[np.float32],
+    width: int,
+    height: int,
+) -> tuple[int, int, int, int]:
+    """The part of the photo shown in the width x height output: (x0, y0, w, h).
+
+    The frame has the output's aspect and is as large as the photo allows (the photo is never
+    padded or stretched). It is placed around the person: the box of their mask (what they
+    hold included) and of their seen landmarks. Along an axis where that box fits, the frame is
+    centred on it; where it does not, the frame is centred on the shoulders across, and starts
+    just above the head downwards, so the head and torso stay in the picture.
+    """
+    h, w = mask.shape
+    crop_w, crop_h = imaging.cover_box(w, h, width, height)[2:]
+    seen = points[visibility >= MIN_VISIBILITY]
+    step = 4  # the mask's box at a quarter resolution is precise enough for framing
+    rows = np.flatnonzero((mask[::step, ::step] >= 0.5).any(axis=1)) * step
+    cols = np.flatnonzero((mask[::step, ::step] >= 0.5).any(axis=0)) * step
+    xs = np.concatenate([seen[:, 0], cols[[0, -1]] if cols.size else np.empty(0)])
+    ys = np.concatenate([seen[:, 1], rows[[0, -1]] if rows.size else np.empty(0)])
+    left, right = float(xs.min()), float(xs.max())
+    top, bottom = float(ys.min()), float(ys.max())
+    shoulders_x = float(points[[SHOULDER_L, SHOULDER_R], 0].mean())
+    cx = (left + right) / 2 if right - left <= crop_w else shoulders_x
+    cy = (top + bottom) / 2 if bottom - top <= crop_h else top - FRAME_MARGIN * crop_h + crop_h / 2
+    return imaging.cover_box(w, h, width, height, (cx, cy))
 
 
 def _facing(hint: PoseHint, points: NDArray[np.float32]) -> Facing:

@@ -36,6 +36,20 @@ MODEL_COMPLEXITY = 1  # the only pose landmark model bundled in the 0.10.21 whee
 MIN_VISIBILITY = 0.5
 
 
+def in_picture(points: FloatArray, visibility: FloatArray, width: int, height: int) -> FloatArray:
+    """The visibility with 0 for landmarks outside the width x height photo: mediapipe
+    extrapolates joints out of the picture (the hips of a waist-up portrait) with a middling
+    visibility, and such a point is a guess, not a measurement."""
+    x, y = points[:, 0], points[:, 1]
+    outside = (x < 0) | (x >= width) | (y < 0) | (y >= height)
+    return np.where(outside, np.float32(0.0), visibility).astype(np.float32)
+
+
+def reliable(visibility: FloatArray, *indices: int) -> bool:
+    """Whether all these landmarks were seen (inside the photo, confident enough to pin to)."""
+    return bool(all(float(visibility[i]) >= MIN_VISIBILITY for i in indices))
+
+
 class Facing(str, enum.Enum):
     FRONT = "front"  # the person faces the camera
     BACK = "back"

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import start_http_server
+
 from generator_worker.generation import Generator, generator_from_settings
+from generator_worker.pipeline import gpu_batch
 from generator_worker.pipeline.attempts import JobAttempts
+from generator_worker.pipeline.gpu_batch import BatchingGenerator, batches
 from generator_worker.pipeline.ingestor import Ingestor
 from generator_worker.pipeline.progress import ProgressRecorder
 from generator_worker.pipeline.relay import OutboxRelay
@@ -71,7 +75,11 @@ class Pipeline:
         if relay:
             pipeline.relay = OutboxRelay(url, queue.publisher(), options)
         if workers:
+            # one model load per process: every worker of the process shares the generator
             generator = generator or generator_from_settings(settings)
+            batch = settings.gpu_batch if batches(generator) else 1
+            if batch > 1:
+                generator = BatchingGenerator(generator, batch)
             pipeline.workers = [
                 Worker(
                     queue,
@@ -81,6 +89,7 @@ class Pipeline:
                     JobAttempts(url),
                     options,
                     name=f"worker-{i}",
+                    batch=batch,
                 )
                 for i in range(workers)
             ]
@@ -145,8 +154,17 @@ def run_relay(settings: Settings, stop: threading.Event | None = None) -> None:
 
 
 def run_worker(settings: Settings, stop: threading.Event | None = None, concurrency: int = 1) -> None:
-    """``vto worker``: generate jobs (``concurrency`` members of the group in this process)."""
-    _run(settings, stop, workers=concurrency, relay=False, ingestor=False, sweeper=False)
+    """``vto worker``: generate jobs (``concurrency`` members of the group in this process,
+    sharing one loaded model). With ``VTO_WORKER_METRICS_PORT``, serves the GPU metrics
+    (``gpu_batch.REGISTRY``) on that port."""
+    server = None
+    if settings.worker_metrics_port is not None:
+        server, _ = start_http_server(settings.worker_metrics_port, registry=gpu_batch.REGISTRY)
+    try:
+        _run(settings, stop, workers=concurrency, relay=False, ingestor=False, sweeper=False)
+    finally:
+        if server is not None:
+            server.shutdown()
 
 
 def run_ingestor(settings: Settings, stop: threading.Event | None = None) -> None:

@@ -32,6 +32,7 @@ to the dead-letter topic."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -63,6 +64,7 @@ from generator_worker.generation import (
 )
 from generator_worker.pipeline.attempts import JobAttempts
 from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
+from generator_worker.pipeline.gpu_batch import ConcurrentConsumerLoop
 from generator_worker.pipeline.messages import DeadLetter, InvalidMessage, JobProgress, JobRequest, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from infra.storage import ObjectNotFound, Storage
@@ -141,7 +143,11 @@ def build_request(job: JobRequest, storage: Storage) -> GenerationRequest:
 
 
 class Worker(TopicConsumer):
-    """One member of the worker group. ``start()`` runs it in a thread; ``stop()``."""
+    """One member of the worker group. ``start()`` runs it in a thread; ``stop()``.
+
+    ``batch`` > 1 (a batching GPU backend, ``VTO_GPU_BATCH``; see ``gpu_batch``): take up to
+    ``batch`` requests per poll and handle them concurrently, so their generations can share
+    a model call. 1 (default): one request at a time, as polled."""
 
     def __init__(
         self,
@@ -153,6 +159,7 @@ class Worker(TopicConsumer):
         options: PipelineOptions,
         *,
         name: str = "worker",
+        batch: int = 1,
     ) -> None:
         self.generator = generator
         self.storage = storage
@@ -170,6 +177,19 @@ class Worker(TopicConsumer):
             name,
             config=options.worker_consumer,
         )
+        if batch > 1:
+            config = dataclasses.replace(
+                options.worker_consumer,
+                max_poll_records=max(batch, options.worker_consumer.max_poll_records),
+            )
+            self.loop = ConcurrentConsumerLoop(
+                name,
+                lambda: queue.consumer([options.topics.requested], options.worker_group, config),
+                self.handle,
+                poll_timeout=options.poll_timeout_s,
+                max_records=config.max_poll_records,
+                workers=config.max_poll_records,
+            )
 
     @property
     def stop_event(self) -> threading.Event:
@@ -272,7 +292,8 @@ class Worker(TopicConsumer):
         self, job: JobRequest, message: Message, failed: _Failed, attempts: int
     ) -> tuple[JobResult, DeadLetter | None]:
         error = failed.error
-        self.failures[error.code] += 1
+        with self._lock:  # requests of a batch are handled concurrently
+            self.failures[error.code] += 1
         text = error.message
         if failed.exhausted and not isinstance(error, AttemptsExhaustedError):
             text = f"{text} (gave up after {attempts} attempts)"
@@ -321,7 +342,8 @@ class Worker(TopicConsumer):
             if self.stop_event.is_set():
                 raise Stopping
             if time.monotonic() >= deadline:
-                self.abandoned += 1
+                with self._lock:
+                    self.abandoned += 1
                 log.error(
                     "%s: job %s still generating at the job timeout; abandoned (its result will be dropped)",
                     self.name,

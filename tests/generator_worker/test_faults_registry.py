@@ -79,26 +79,64 @@ def test_build_by_name_and_unknown_names() -> None:
     generator.close()
     with pytest.raises(BackendUnavailableError):
         build_generator("nonsense")
-    with pytest.raises(BackendUnavailableError, match="VTO_DIFFUSION_WEIGHTS_DIR"):
-        build_generator("diffusion")
-    with pytest.raises(BackendUnavailableError, match="weights"):
-        build_generator("diffusion", weights_dir=Path("/nonexistent/weights"))
+    with pytest.raises(BackendUnavailableError, match="unknown generator 'diffusion'"):
+        build_generator("diffusion")  # the custom-layout backend is gone
+    with pytest.raises(BackendUnavailableError, match="VTO_VIDEO_MODEL_DIR"):
+        build_generator("wan")
 
 
 def test_backends_declare_inputs_sizes_and_license() -> None:
     offline = backend_info("offline")
     assert offline.supports_size(768, 1024)
     assert JobKind.VIDEO in offline.job_kinds
-    diffusion = backend_info("diffusion")
-    assert diffusion.requires_weights is True
-    assert diffusion.license
+    qwen = backend_info("qwen-image-edit")
+    assert qwen.requires_weights is True and qwen.commercial_use is True
+    assert "Apache-2.0" in qwen.license and qwen.job_kinds == {JobKind.IMAGE}
+    catvton = backend_info("catvton")
+    assert catvton.requires_weights is True and catvton.commercial_use is False
+    assert "CC BY-NC-SA" in catvton.license and catvton.max_garments == 1
+    wan = backend_info("wan", video_image_generator="catvton")
+    assert wan.job_kinds == {JobKind.IMAGE, JobKind.VIDEO} and wan.commercial_use is False
+    assert "Wan" in wan.license and "CC BY-NC-SA" in wan.license
+    with pytest.raises(BackendUnavailableError):
+        backend_info("diffusion")
+
+
+def test_backend_info_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from generator_worker.generation import backend_info\n"
+        "for name in ('offline', 'qwen-image-edit', 'catvton', 'wan'):\n"
+        "    backend_info(name)\n"
+        "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_gpu_modules_import_nothing_but_the_ml_stack() -> None:
+    """The GPU benchmark machine has torch, transformers and diffusers only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import generator_worker.generation.qwen_edit, generator_worker.generation.catvton\n"
+        "import generator_worker.generation.random_weights_qwen\n"
+        "import generator_worker.generation.random_weights_catvton\n"
+        "banned = ('pydantic', 'fastapi', 'infra', 'cv2', 'mediapipe', 'torch')\n"
+        "bad = [m for m in banned if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 @dataclass
 class _Settings:
     generator: str = "offline"
     generator_failure_rate: float = 1.0
-    diffusion_weights_dir: Path | None = None
 
 
 def test_generator_from_settings() -> None:
@@ -115,3 +153,21 @@ def test_generator_from_the_real_settings_object(monkeypatch: pytest.MonkeyPatch
     generator = generator_from_settings(settings_module.Settings())
     assert isinstance(generator, FaultInjectingGenerator) and generator.rate == 0.5
     generator.close()
+
+
+def test_gpu_backends_from_the_real_settings_refuse_an_empty_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings_module = pytest.importorskip("infra.settings")
+    monkeypatch.setenv("VTO_GPU_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("VTO_GPU_DTYPE", "bf16")
+    monkeypatch.setenv("VTO_GPU_BATCH", "4")
+    for name, missing in (("catvton", "unet/config.json"), ("qwen-image-edit", "model_index.json")):
+        monkeypatch.setenv("VTO_GENERATOR", name)
+        settings = settings_module.Settings()
+        assert settings.gpu_batch == 4 and settings.gpu_dtype == "bf16" and settings.gpu_steps is None
+        with pytest.raises(BackendUnavailableError, match=f"VTO_GPU_MODEL_DIR.*missing: {missing}"):
+            generator_from_settings(settings)
+    monkeypatch.setenv("VTO_GPU_DTYPE", "int4")
+    with pytest.raises(ValueError, match="gpu_dtype"):
+        settings_module.Settings()

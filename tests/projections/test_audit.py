@@ -103,3 +103,34 @@ def test_audit_streams_100k_events_and_reports_its_rate(pg_url: str, pg_ledger: 
     assert report.ok, report.lines()[-5:]
     assert report.events >= 100_000 and report.rate > 0
     assert elapsed < 60
+
+
+def test_audit_in_worker_processes_finds_what_one_process_finds(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    """Three processes, each a range of the users, in the snapshot of the caller: the same
+    users, events, totals and mismatches as one process, for an altered balance row and an
+    altered usage line of two users (wherever they fall among the ranges)."""
+    _history(pg_url, pg_ledger)
+    balance_victim = new_user(pg_ledger, credits=7)
+    usage_victim = new_user(pg_ledger, credits=7)
+    pg_ledger.request_job(usage_victim, uuid4(), "image", job_request())
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    clean = audit(pg_url, workers=3)
+    assert clean.ok and clean.users == 12, clean.lines()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "UPDATE point_balance SET tickets = '{\"lookbook\": 1}' WHERE user_id = %s", (balance_victim,)
+        )
+        conn.execute(
+            "UPDATE point_usage SET amount = amount - 1 WHERE user_id = %s AND type = 'reservation'",
+            (usage_victim,),
+        )
+    one, three = audit(pg_url, workers=1), audit(pg_url, workers=3)
+    for report in (one, three):
+        assert not report.ok
+        assert {m.user_id for m in report.mismatches} == {balance_victim, usage_victim}
+    assert (three.users, three.events, three.mismatch_count) == (one.users, one.events, one.mismatch_count)
+    assert three.totals == one.totals and sorted(map(str, three.mismatches)) == sorted(
+        map(str, one.mismatches)
+    )

@@ -3,16 +3,19 @@ swaps its tables in while a runner keeps going."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
+from typer.testing import CliRunner
 
-from infra.settings import Settings
+from infra.cli import app as cli
+from infra.settings import Settings, get_settings
 from ledger.application import LedgerApplication
 from projections.rebuild import rebuild
 from projections.registry import all_projections
 from projections.runner import Projector
 from projections.wait import wait_for_position
 from tests.factories import new_user
-from tests.projections.helpers import dump, tracking
+from tests.projections.helpers import READ_MODELS, dump, tracking
 from tests.projections.history import random_history
 
 
@@ -44,3 +47,58 @@ def test_rebuild_while_the_runners_run(pg_url: str, pg_ledger: LedgerApplication
     for projection in all_projections():
         rebuild(pg_url, projection)
     assert dump(pg_url) == live
+
+
+def test_a_rebuild_of_all_projections_in_worker_processes_equals_the_incremental_read_models(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    """The log is read once, stream by stream, by three processes (each a range of the users,
+    in one snapshot), folded in memory and copied in; then the events appended after that
+    snapshot in log order. Equal, row for row, to the runners' incremental read models."""
+    random_history(pg_ledger, users=12, events=900, seed=4)
+    projector = Projector(pg_url, batch_size=37, poll_interval=1.0)
+    projector.catch_up()
+    incremental = dump(pg_url)
+    assert incremental["point_usage"] and incremental["gallery"] and incremental["project_stats"]
+    indexes = _indexes(pg_url)
+    position = rebuild(pg_url, all_projections(), workers=3)
+    assert dump(pg_url) == incremental
+    assert _indexes(pg_url) == indexes  # built after the rows went in, the same as before
+    assert tracking(pg_url) == {"points": position, "jobs": position}
+    random_history(pg_ledger, users=3, events=200, seed=5)  # and the runners go on from there
+    projector.catch_up()
+    after = dump(pg_url)
+    rebuild(pg_url, all_projections(), workers=1)
+    assert dump(pg_url) == after
+
+
+def _indexes(url: str) -> list[tuple[str, str]]:
+    """Each read-model table's index definitions, without the index names."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tablename, regexp_replace(indexdef, 'INDEX \\S+ ON', 'INDEX ON') FROM pg_indexes "
+            "WHERE tablename = ANY(%s) ORDER BY 1, 2",
+            (list(READ_MODELS),),
+        ).fetchall()
+    assert len(rows) >= len(READ_MODELS)
+    return rows
+
+
+def test_vto_ledger_rebuild_rebuilds_every_projection_in_one_pass(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    random_history(pg_ledger, users=4, events=300, seed=8)
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    before = dump(pg_url)
+    get_settings.cache_clear()  # the settings are cached per process; this test changes the env
+    result = CliRunner().invoke(
+        cli, ["ledger", "rebuild"], env={"VTO_DATABASE_URL": pg_url, "VTO_JWT_SECRET": "s" * 40}
+    )
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    head = pg_ledger.position()
+    assert result.output.splitlines() == [
+        f"points: rebuilt up to position {head}",
+        f"jobs: rebuilt up to position {head}",
+    ]
+    assert dump(pg_url) == before

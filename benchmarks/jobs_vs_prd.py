@@ -1,0 +1,614 @@
+"""This project against the PRD's flow written plainly, loaded alternately by ``wrk`` in one run.
+
+    uv run --frozen python benchmarks/jobs_vs_prd.py [--duration 20] [--workers 1] [--users 1000]
+        [--cells post-1 post-16 ...] [--gallery 3] [--json FILE]
+
+Needs ``wrk`` (Debian/Ubuntu: ``apt-get install wrk``; a Python load generator would eat the
+CPU being measured). Starts an embedded PostgreSQL in a temporary directory and, on it:
+
+- ours: the migrated database, ``vto api --workers N`` and ``vto projector`` (the API waits
+  for the projection of each job before its 202: read-your-writes). The outbox relay, Kafka
+  and the generator workers are not on the path of a request and do not run;
+- theirs (``benchmarks/prd_flow/app.py``): a database ``prd_flow`` on the same server, served
+  by ``uvicorn --workers N --loop uvloop --http httptools`` (what ``vto api`` runs).
+
+Both get the same users (ids, projects, access tokens signed with one secret; ``--users``),
+``CREDITS`` credits each (no request is refused for want of points) and ``--gallery``
+finished jobs with one output each per project. Each cell loads one side, then the other, with
+``wrk`` (script ``benchmarks/wrk/requests.lua``, the same for both; requests go round-robin over
+the cell's users): ``POST /api/v1/vto/jobs`` (no Idempotency-Key: each request is a new job) at
+1, 16 and 64 connections over all users and at 16 and 64 on one user, then ``GET /points``,
+``GET /vto/jobs/{id}`` (each user's newest job, created by the POST cells) and
+``GET /vto/projects/{id}/results`` (the gallery, 50 items at most) at 16 and 64 connections.
+
+CPU per request: user + system CPU of the side's server processes (the API's uvicorn
+processes, ours' projector, and every PostgreSQL process: the server is shared, the sides run
+one at a time) over the cell, divided by the requests wrk completed. After each POST cell the
+side's ledger is checked: ours: no job reserved twice (the event store), ``vto ledger audit``
+exit 0; theirs: no job with two point_usage lines, each balance = seeded minus its usage lines.
+
+Prints one markdown table (ratio = ours / theirs in requests per second), the checks, and,
+with ``--json FILE``, every figure as JSON. Exit status 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from benchmarks.chaos import Postgres
+from benchmarks.harness import SECRET, Processes, Seeded, seed, tree_cpu_seconds, wait_http
+from benchmarks.prd_flow import app as prd
+from infra.database import (
+    embedded_postgres_pid,
+    sqlalchemy_url,
+)
+from infra.ledger_store import postgres_ledger
+from infra.migrate import upgrade
+from infra.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = REPO_ROOT / "benchmarks" / "wrk" / "requests.lua"
+CREDITS = 10_000_000
+LOGS = Path(tempfile.gettempdir()) / "vto-jobs-vs-prd-logs"  # the servers' output, kept for reading
+PRD_DATABASE = "prd_flow"
+NO_WRK = (
+    "wrk is not installed: this benchmark drives both sides with it. Install it "
+    "(Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk) and run again."
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    kind: str  # post | points | job | gallery
+    connections: int
+    one_user: bool = False
+
+    @property
+    def label(self) -> str:
+        what = {
+            "post": "POST /vto/jobs",
+            "points": "GET /points",
+            "job": "GET /vto/jobs/{id}",
+            "gallery": "GET /vto/projects/{id}/results",
+        }[self.kind]
+        return f"{what}, {self.connections} conn, {'one user' if self.one_user else 'all users'}"
+
+
+CELLS = [
+    Cell("post-1", "post", 1),
+    Cell("post-16", "post", 16),
+    Cell("post-64", "post", 64),
+    Cell("post-16-one", "post", 16, one_user=True),
+    Cell("post-64-one", "post", 64, one_user=True),
+    Cell("points-16", "points", 16),
+    Cell("points-64", "points", 64),
+    Cell("job-16", "job", 16),
+    Cell("job-64", "job", 64),
+    Cell("gallery-16", "gallery", 16),
+    Cell("gallery-64", "gallery", 64),
+]
+
+
+@dataclass
+class Figures:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    non2xx: int
+    socket_errors: int
+    first_non2xx: int
+    cpu_s: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu_s * 1000 / self.requests if self.requests else float("nan")
+
+
+@dataclass
+class Side:
+    name: str
+    base: str
+    pids: Callable[[], list[int]]  # the server processes whose CPU is counted
+    job_ids: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # user -> a job of theirs
+
+
+# --- seeding ---------------------------------------------------------------------------------
+
+
+def finish_gallery_jobs(url: str, seeded: list[Seeded], per_project: int) -> None:
+    """Ours: ``per_project`` jobs per user requested and completed with one output each,
+    through the ledger (what the ingestor does), so the gallery read model has rows."""
+    ledger = postgres_ledger(Settings(), url)
+
+    def one_user(who: Seeded) -> None:
+        for _ in range(per_project):
+            job_id = uuid.uuid4()
+            request = {**who.body, "pose": "auto", "options": {}, "inputs": {}}
+            ledger.request_job(who.user_id, job_id, "image", request)
+            output = {"storage_key": f"results/{job_id}/0.png", "media_type": "image/png"}
+            ledger.complete_job(who.user_id, job_id, [{**output, "width": 384, "height": 512}])
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one_user, seeded))
+    finally:
+        ledger.close()
+
+
+def prd_url(url: str) -> str:
+    """The SQLAlchemy URL of the PRD side's database, created on the server of ``url``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {PRD_DATABASE}")
+        conn.execute(f"CREATE DATABASE {PRD_DATABASE}")
+    return sa.make_url(sqlalchemy_url(url)).set(database=PRD_DATABASE).render_as_string(hide_password=False)
+
+
+def seed_prd(engine: sa.Engine, seeded: list[Seeded], per_project: int) -> None:
+    """The PRD side's tables with the same users and projects as ours, ``CREDITS`` each, and
+    ``per_project`` finished jobs (charged one credit) with one result each per project."""
+    prd.create_tables(engine)
+    now = datetime.now(UTC)
+    projects, rows, jobs, usage, results = [], [], [], [], []
+    for who in seeded:
+        project_id = uuid.UUID(who.body["project_id"])
+        projects.append({"id": project_id, "owner_id": who.user_id, "name": "bench"})
+        rows.append({"user_id": who.user_id, "credit": CREDITS - per_project})
+        for k in range(per_project):
+            job_id = uuid.uuid4()
+            created = now - timedelta(seconds=per_project - k)
+            jobs.append(
+                {
+                    "id": job_id,
+                    "user_id": who.user_id,
+                    "project_id": project_id,
+                    "kind": "image",
+                    "status": "succeeded",
+                    "request": who.body,
+                    "charge_source": "credit",
+                    "charge_amount": 1,
+                    "created_at": created,
+                }
+            )
+            usage.append(
+                {
+                    "user_id": who.user_id,
+                    "job_id": job_id,
+                    "type": "deduction",
+                    "source": "credit",
+                    "amount": 1,
+                    "balance_after": CREDITS - k - 1,
+                    "reason": "image job",
+                    "created_at": created,
+                }
+            )
+            results.append(
+                {
+                    "job_id": job_id,
+                    "project_id": project_id,
+                    "storage_key": f"results/{job_id}/0.png",
+                    "media_type": "image/png",
+                    "width": 384,
+                    "height": 512,
+                    "created_at": created,
+                }
+            )
+    with engine.begin() as conn:
+        conn.execute(sa.insert(prd.projects), projects)
+        conn.execute(sa.insert(prd.entitlements), [{**prd_defaults(), **r} for r in rows])
+        for table, values in ((prd.vto_job, jobs), (prd.point_usage, usage), (prd.vto_result, results)):
+            if values:
+                conn.execute(sa.insert(table), values)
+
+
+def prd_defaults() -> dict[str, Any]:
+    return {
+        "subscription_plan": None,
+        "subscription_end": None,
+        "daily_quota": None,
+        "used_today": 0,
+        "used_on": None,
+        "lookbook_tickets": 0,
+        "video_tickets": 0,
+    }
+
+
+def wait_projected(url: str, jobs: int, outputs: int, timeout: float = 300) -> None:
+    """Until ours' read models hold ``jobs`` jobs and ``outputs`` gallery rows."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM vto_job), (SELECT count(*) FROM gallery)"
+            ).fetchone()
+            assert row is not None
+            if row[0] >= jobs and row[1] >= outputs:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the projector did not catch up: {row} of {(jobs, outputs)}")
+            time.sleep(0.5)
+
+
+def newest_jobs(engine: sa.Engine, query: str) -> dict[uuid.UUID, uuid.UUID]:
+    """Each user's newest job (their job ids for ``GET /vto/jobs/{id}``)."""
+    with engine.connect() as conn:
+        return {user: job for user, job in conn.exec_driver_sql(query).all()}
+
+
+OUR_NEWEST = "SELECT DISTINCT ON (user_id) user_id, job_id FROM vto_job ORDER BY user_id, created_at DESC"
+PRD_NEWEST = "SELECT DISTINCT ON (user_id) user_id, id FROM prd.vto_job ORDER BY user_id, created_at DESC"
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def lua_string(text: str) -> str:
+    assert text.isascii()
+    return json.dumps(text)  # a JSON string of ASCII characters is a Lua string literal
+
+
+def write_items(path: Path, cell: Cell, side: Side, seeded: list[Seeded]) -> None:
+    """The wrk data file of ``cell``: one request per user, in turn."""
+    users = seeded[:1] if cell.one_user else seeded
+    lines = ["items = {"]
+    for who in users:
+        body = "nil"
+        if cell.kind == "post":
+            method, target = "POST", "/api/v1/vto/jobs"
+            body = lua_string(json.dumps(who.body, separators=(",", ":")))
+        elif cell.kind == "points":
+            method, target = "GET", "/api/v1/points"
+        elif cell.kind == "job":
+            method, target = "GET", f"/api/v1/vto/jobs/{side.job_ids[who.user_id]}"
+        else:
+            method, target = "GET", f"/api/v1/vto/projects/{who.body['project_id']}/results"
+        lines.append(
+            f"  {{method = {lua_string(method)}, path = {lua_string(target)}, "
+            f"token = {lua_string(who.token)}, body = {body}}},"
+        )
+    lines.append("}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_wrk(base: str, data: Path, connections: int, seconds: float, threads: int) -> dict[str, Any]:
+    command = [
+        "wrk",
+        f"-t{max(1, min(threads, connections))}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(SCRIPT),
+        base,
+        "--",
+        str(data),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + 60)
+    match = re.search(r"^WRK_JSON (\{.*\})$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    return dict(json.loads(match.group(1)))
+
+
+def measure(side: Side, cell: Cell, seeded: list[Seeded], work: Path, args: argparse.Namespace) -> Figures:
+    data = work / f"{cell.name}-{side.name}.lua"
+    write_items(data, cell, side, seeded)
+    time.sleep(args.settle)  # let the previous cell's tail (autovacuum, checkpoints) pass
+    pids = side.pids()
+    cpu_before = tree_cpu_seconds(pids)
+    out = run_wrk(side.base, data, cell.connections, args.duration, args.threads)
+    cpu = tree_cpu_seconds(pids) - cpu_before
+    errors = sum(out[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    return Figures(
+        requests=out["requests"],
+        seconds=out["duration_us"] / 1e6,
+        p50_ms=out["p50_us"] / 1000,
+        p99_ms=out["p99_us"] / 1000,
+        non2xx=out["non2xx"],
+        socket_errors=errors,
+        first_non2xx=out["first_non2xx"],
+        cpu_s=cpu,
+    )
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def our_double_charges(url: str) -> int:
+    """Jobs the event store shows reserved more than once."""
+    from benchmarks.chaos import job_histories
+
+    return sum(1 for job in job_histories(url).values() if len(job.reserved) > 1)
+
+
+def audit(env: dict[str, str]) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", "from infra.cli import main; main()", "ledger", "audit", "--wait", "120"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def prd_violations(engine: sa.Engine) -> dict[str, int]:
+    """Theirs: jobs with more than one usage line (double charges), jobs with none, and users
+    whose credit differs from the seeded credits minus their usage lines."""
+    with engine.connect() as conn:
+        double = conn.exec_driver_sql(
+            "SELECT count(*) FROM (SELECT job_id FROM prd.point_usage GROUP BY job_id HAVING count(*) > 1) d"
+        ).scalar_one()
+        unpaid = conn.exec_driver_sql(
+            "SELECT count(*) FROM prd.vto_job j WHERE NOT EXISTS "
+            "(SELECT 1 FROM prd.point_usage u WHERE u.job_id = j.id)"
+        ).scalar_one()
+        balance = conn.exec_driver_sql(
+            "SELECT count(*) FROM prd.entitlements e WHERE e.credit <> %(credits)s - coalesce("
+            "(SELECT sum(amount) FROM prd.point_usage u WHERE u.user_id = e.user_id "
+            "AND u.source = 'credit'), 0)",
+            {"credits": CREDITS},
+        ).scalar_one()
+    return {"double_charges": double, "jobs_without_usage": unpaid, "balance_mismatches": balance}
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def table(rows: list[tuple[Cell, Figures, Figures]]) -> str:
+    """The markdown table; "non-2xx" counts socket errors (connect, read, write, timeout) too,
+    and a side that completed no request in the cell shows dashes."""
+    head = (
+        "| load | ours req/s | p50 ms | p99 ms | non-2xx | CPU ms/req "
+        "| PRD req/s | p50 ms | p99 ms | non-2xx | CPU ms/req | ratio req/s |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for cell, ours, theirs in rows:
+        ratio = f"{ours.rps / theirs.rps:.2f}" if ours.requests and theirs.requests else "-"
+        sides = [
+            f"{f.rps:,.0f} | {f.p50_ms:.1f} | {f.p99_ms:.1f} | {f.non2xx + f.socket_errors} | "
+            f"{f.cpu_ms_per_request:.2f}"
+            if f.requests
+            else f"0 | - | - | {f.non2xx + f.socket_errors} | -"
+            for f in (ours, theirs)
+        ]
+        lines.append(f"| {cell.label} | {sides[0]} | {sides[1]} | {ratio} |")
+    return "\n".join(lines)
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=20, help="seconds of load per side and cell")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of each side")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--gallery", type=int, default=3, help="finished jobs per project (gallery rows)")
+    parser.add_argument(
+        "--cells", nargs="+", choices=[c.name for c in CELLS], help="a subset of the cells, in table order"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (at most one per connection)")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds of rest before each load")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    args = parser.parse_args(argv)
+    names = set(args.cells or [c.name for c in CELLS])
+    args.selected = [c for c in CELLS if c.name in names]
+    return args
+
+
+@dataclass
+class Bench:
+    """Both sides, started on one embedded PostgreSQL in ``root``."""
+
+    args: argparse.Namespace
+    root: Path
+    processes: Processes
+    url: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    seeded: list[Seeded] = field(default_factory=list)
+    their_engine: sa.Engine | None = None
+    sides: list[Side] = field(default_factory=list)
+    postgres: Postgres | None = None
+
+    def start(self) -> None:
+        args, data_dir = self.args, self.root / "data"
+        # Both sides' pools on one server: room for them with any --workers.
+        self.postgres = Postgres(self.root)
+        self.postgres.configure(max_connections=str(100 + 60 * args.workers))
+        self.url = url = self.postgres.url
+        upgrade(url)
+        print(f"seeding {args.users} users on both sides ...", file=sys.stderr, flush=True)
+        self.seeded = seed(url, data_dir, args.users, credits=CREDITS)
+        finish_gallery_jobs(url, self.seeded, args.gallery)
+        their_url = prd_url(url)
+        self.their_engine = prd.make_engine(their_url)
+        settings = Settings()
+        seed_prd(self.their_engine, self.seeded, args.gallery)
+        self.env = self.processes.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "VTO_DATABASE_URL": url,
+            "VTO_JWT_SECRET": SECRET,
+            "VTO_DATA_DIR": str(data_dir),
+            "PRD_DATABASE_URL": their_url,
+            "PRD_JWT_SECRET": SECRET,
+            "PRD_POOL_SIZE": str(settings.db_pool_size),
+            "PRD_MAX_OVERFLOW": str(settings.db_max_overflow),
+        }
+        ours_port, theirs_port = free_port(), free_port()
+        projector = self.processes.start("projector")
+        api = self.processes.start("api", "--port", str(ours_port), "--workers", str(args.workers))
+        uvicorn = self.processes.start_command("prd-flow", prd_command(theirs_port, args.workers))
+        wait_projected(url, args.users * args.gallery, args.users * args.gallery)
+        wait_http(f"http://127.0.0.1:{ours_port}/healthz", 120)
+        wait_http(f"http://127.0.0.1:{theirs_port}/healthz", 120)
+        postmaster = embedded_postgres_pid(self.root)
+        assert postmaster is not None
+        self.sides = [
+            Side("ours", f"http://127.0.0.1:{ours_port}", lambda: [api.pid, projector.pid, postmaster]),
+            Side("prd", f"http://127.0.0.1:{theirs_port}", lambda: [uvicorn.pid, postmaster]),
+        ]
+
+    def run(self) -> tuple[list[tuple[Cell, Figures, Figures]], dict[str, Any]]:
+        args, (ours, theirs) = self.args, self.sides
+        assert self.their_engine is not None
+        work = self.root / "wrk"
+        work.mkdir()
+        for side in self.sides:  # warm-up: each worker's pools, caches and code paths
+            warm = argparse.Namespace(**{**vars(args), "duration": 2, "settle": 0})
+            measure(side, Cell("warm-up", "post", 8), self.seeded, work, warm)
+        rows: list[tuple[Cell, Figures, Figures]] = []
+        checks: dict[str, Any] = {"ours": [], "prd": []}
+        for cell in args.selected:
+            if cell.kind == "job" and not ours.job_ids:
+                our_engine = sa.create_engine(sqlalchemy_url(self.url))
+                ours.job_ids = newest_jobs(our_engine, OUR_NEWEST)
+                our_engine.dispose()
+                theirs.job_ids = newest_jobs(self.their_engine, PRD_NEWEST)
+            figures = {}
+            for side in self.sides:  # alternately: ours, then theirs, cell after cell
+                f = figures[side.name] = measure(side, cell, self.seeded, work, args)
+                print(
+                    f"{cell.name:<12} {side.name:<5} {f.rps:8.0f} req/s  p50 {f.p50_ms:6.1f} ms  "
+                    f"p99 {f.p99_ms:6.1f} ms  non-2xx {f.non2xx} (first {f.first_non2xx})  "
+                    f"socket errors {f.socket_errors}  CPU {f.cpu_ms_per_request:.2f} ms/req",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if cell.kind == "post":
+                    result = {"cell": cell.name, **self.check(side)}
+                    checks[side.name].append(result)
+                    print(f"{'':<12} {side.name:<5} checks {result}", file=sys.stderr, flush=True)
+            rows.append((cell, figures["ours"], figures["prd"]))
+        return rows, checks
+
+    def check(self, side: Side) -> dict[str, Any]:
+        if side.name == "prd":
+            assert self.their_engine is not None
+            return prd_violations(self.their_engine)
+        code, output = audit(self.env)
+        found: dict[str, Any] = {"double_charges": our_double_charges(self.url), "audit_exit": code}
+        if code != 0:
+            found["audit"] = output.splitlines()[-20:]
+        return found
+
+    def close(self) -> None:
+        if self.their_engine is not None:
+            self.their_engine.dispose()
+        self.processes.stop()
+        if self.postgres is not None:
+            self.postgres.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if shutil.which("wrk") is None:
+        print(NO_WRK, file=sys.stderr)
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="vto-jobs-vs-prd-"))
+    root.chmod(0o755)
+    bench = Bench(args, root, Processes({}, LOGS))
+    try:
+        bench.start()
+        rows, checks = bench.run()
+    finally:
+        bench.close()
+    return report(args, rows, checks)
+
+
+def report(
+    args: argparse.Namespace, rows: list[tuple[Cell, Figures, Figures]], checks: dict[str, Any]
+) -> int:
+    """Print the table and the checks (and write the JSON); 1 when a check failed."""
+    print(f"\n{args.duration:g} s per side and cell, {args.workers} uvicorn worker(s) per side, ", end="")
+    print(f"{args.users} users\n")
+    print(table(rows))
+    print()
+    for cell, *sides in rows:
+        for name, f in zip(("ours", "prd"), sides, strict=True):
+            if not f.requests:
+                print(f"warning: {cell.name} ({name}): no request completed within the cell")
+            if f.non2xx or f.socket_errors:
+                print(
+                    f"warning: {cell.name} ({name}): {f.non2xx} non-2xx responses (the first: "
+                    f"{f.first_non2xx}), {f.socket_errors} socket errors; see {LOGS}"
+                )
+    failed = 0
+    for name in ("ours", "prd"):
+        for c in checks[name]:
+            found = {k: v for k, v in c.items() if k != "cell"}
+            failed += any(v for k, v in found.items() if k not in ("audit",))
+            print(f"checks after {c['cell']} ({name}): {json.dumps(found)}")
+    if args.json:
+        cells = [
+            {
+                "cell": c.name,
+                "label": c.label,
+                "ours": fig(o),
+                "prd": fig(t),
+                "ratio": o.rps / t.rps if o.requests and t.requests else None,
+            }
+            for c, o, t in rows
+        ]
+        payload = {"duration_s": args.duration, "workers": args.workers, "users": args.users}
+        args.json.write_text(json.dumps({**payload, "cells": cells, "checks": checks}, indent=2))
+    return 1 if failed else 0
+
+
+def fig(f: Figures) -> dict[str, Any]:
+    cpu = f.cpu_ms_per_request if f.requests else None
+    return {**asdict(f), "rps": f.rps, "cpu_ms_per_request": cpu}
+
+
+def prd_command(port: int, workers: int) -> list[str]:
+    """uvicorn as ``vto api`` runs it (``command_api.serve``): httptools, uvloop, no access log,
+    30 s keep-alive, ``workers`` processes."""
+    from command_api.serve import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S
+
+    return [
+        *(sys.executable, "-m", "uvicorn", "benchmarks.prd_flow.app:create_app", "--factory"),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+        *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+        *("--timeout-keep-alive", str(KEEP_ALIVE_S)),
+        *("--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)),
+    ]
+
+
+def free_port() -> int:
+    from infra.kafka.local import free_port as pick
+
+    return pick()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Group commit of ledger appends on real PostgreSQL: concurrent commands share transactions,
+a command that collides on its stream version fails alone, and nothing is lost or doubled."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import cast
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from infra.group_commit import GroupCommitRecorder, _Append
+from ledger.account import Account
+from ledger.application import LedgerApplication
+from tests.factories import job_request, ledger_events, new_user
+from tests.ledger.test_concurrency import assert_stream_intact, race
+
+
+def group(ledger: LedgerApplication) -> GroupCommitRecorder:
+    recorder = ledger.recorder
+    assert isinstance(recorder, GroupCommitRecorder)
+    return cast(GroupCommitRecorder, recorder)
+
+
+def test_concurrent_commands_of_many_users_share_transactions(pg_ledger: LedgerApplication) -> None:
+    cost = pg_ledger.policy.cost("image")
+    users = [new_user(pg_ledger, credits=3 * cost) for _ in range(16)]
+    recorder = group(pg_ledger)
+    batches, appends = recorder.batches, recorder.appends
+    results = race(
+        [
+            lambda user=user: pg_ledger.request_job(user, uuid4(), "image", job_request())
+            for user in users
+            for _ in range(3)
+        ]
+    )
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert recorder.appends - appends == 48
+    assert recorder.batches - batches < 48  # some appends were committed together
+    positions = [r.position for r in results if not isinstance(r, BaseException)]
+    assert len(set(positions)) == 48
+    for user in users:
+        events = assert_stream_intact(pg_ledger, user)
+        assert sum(isinstance(e, Account.JobRequested) for e in events) == 3
+        assert pg_ledger.account(user).credits == 0
+
+
+def stored(ledger: LedgerApplication, user: UUID, version: int) -> StoredEvent:
+    """A copy of the user's stored event at ``version``, as a new append would carry it."""
+    event = next(e for e in ledger_events(ledger, user) if e.originator_version == version)
+    return ledger.mapper.to_stored_event(event)
+
+
+def next_events(ledger: LedgerApplication, user: UUID) -> list[StoredEvent]:
+    """The stored events of a job request on the user's account, not yet written."""
+    account = ledger.account(user)
+    account.request_job(uuid4(), "image", job_request(), ledger.policy, ledger.clock(), None, timedelta(1))
+    return [ledger.mapper.to_stored_event(e) for e in account.collect_events()]
+
+
+def test_a_batch_with_a_collision_writes_the_others_and_fails_only_the_collider(
+    pg_ledger: LedgerApplication,
+) -> None:
+    cost = pg_ledger.policy.cost("image")
+    first, second, third = (new_user(pg_ledger, credits=5 * cost) for _ in range(3))
+    recorder = group(pg_ledger)
+    taken = stored(pg_ledger, second, 1)  # version 1 of ``second`` exists: it collides
+    before = len(ledger_events(pg_ledger, second))
+    batch = [_Append(next_events(pg_ledger, first)), _Append([taken]), _Append(next_events(pg_ledger, third))]
+    recorder._write(batch)
+    assert isinstance(batch[1].error, IntegrityError)
+    with pytest.raises(IntegrityError):
+        batch[1].result()
+    for append, user in ((batch[0], first), (batch[2], third)):
+        ids = append.result()
+        assert ids is not None and len(ids) == len(append.events)
+        pg_ledger._evict(user)
+        events = assert_stream_intact(pg_ledger, user)
+        assert sum(isinstance(e, Account.JobRequested) for e in events) == 1
+    assert len(ledger_events(pg_ledger, second)) == before  # nothing appended for the collider
+
+
+def test_a_database_failure_fails_every_command_of_the_batch(pg_ledger: LedgerApplication) -> None:
+    users = [new_user(pg_ledger, credits=5) for _ in range(2)]
+    recorder = group(pg_ledger)
+    batch = [_Append(next_events(pg_ledger, user)) for user in users]
+    recorder.recorder.datastore.pool.close()  # type: ignore[attr-defined]
+    recorder._write(batch)
+    assert all(append.done and append.error is not None for append in batch)
