@@ -248,6 +248,10 @@ class ProjectionRunner(BackgroundLoop):
             log.warning("projection %s: cannot LISTEN; polling", self.name)
             return None
 
+    # After a wake-up, how long notifications are taken together before the next batch: a
+    # batch costs a transaction, whatever its size, and appends arrive one at a time.
+    GATHER_S = 0.002
+
     def _idle(self) -> None:
         """Wait for a notification, at most ``poll_interval`` (the poll is the fallback for a
         LISTEN connection that died without telling)."""
@@ -257,6 +261,10 @@ class ProjectionRunner(BackgroundLoop):
             return
         try:
             for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
+                pass
+            # Take the notifications of the appends committed with it or just after (they
+            # would each wake an empty batch), and let them join the next batch.
+            for _ in listener.notifies(timeout=self.GATHER_S):
                 pass
         except psycopg.Error:
             log.warning("projection %s: LISTEN connection lost; reconnecting", self.name)

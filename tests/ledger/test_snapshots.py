@@ -46,9 +46,10 @@ def test_loading_ten_thousand_events_uses_the_snapshot(
 
 
 def test_snapshot_interval_is_honoured(ledger: LedgerApplication, clock: FakeClock) -> None:
+    interval = ledger.options.snapshot_interval
     user = new_user(ledger)
-    grow(ledger, clock, user, 250)
+    grow(ledger, clock, user, 2 * interval + interval // 2)
     assert ledger.snapshots is not None
     versions = [s.originator_version for s in ledger.snapshots.get(user)]
-    assert versions == [100, 200]
+    assert versions == [interval, 2 * interval]
     assert isinstance(ledger.account(user), Account)
