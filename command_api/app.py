@@ -11,6 +11,7 @@ from command_api import problems
 from command_api.body_limit import BodyLimit
 from command_api.ops import endpoints as ops
 from command_api.ops.middleware import Observe
+from command_api.serve import tune_gc
 from command_api.services import Services, build_services
 from infra.settings import Settings, get_settings
 
@@ -30,6 +31,7 @@ def api_router() -> APIRouter:
 def api_app() -> FastAPI:
     """The app of one ``vto api`` worker process (uvicorn ``factory=True``): its own
     services, no projections (the projector process runs them), migrations already applied."""
+    tune_gc()
     return create_app(build=lambda: build_services(get_settings(), migrate=False, run_projections=False))
 
 
