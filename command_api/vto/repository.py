@@ -79,15 +79,3 @@ def job_rows(
         f"{JOB_COLUMNS} FROM {JOB_FROM}", where, "j.created_at DESC, j.job_id DESC", params, limit
     )
     return list(session.execute(query, params).mappings())
-
-
-def gallery_rows(session: Session, project_id: uuid.UUID, limit: int, after: Key | None) -> list[RowMapping]:
-    """Outputs newest job first, a job's outputs in order: at most ``limit`` rows after the
-    key ``after`` = (position, output_index)."""
-    where: list[str] = ["project_id = :p"]
-    params: dict[str, Any] = {"p": str(project_id)}
-    if after is not None:
-        where.append("(position < :pos OR (position = :pos AND output_index > :idx))")
-        params["pos"], params["idx"] = after
-    query, params = _select("* FROM gallery", where, "position DESC, output_index", params, limit)
-    return list(session.execute(query, params).mappings())

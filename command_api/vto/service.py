@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from command_api import own_reads
 from command_api.auth import tokens
-from command_api.catalog.access import readable_project, readable_project_id
+from command_api.catalog.access import readable_project_id
 from command_api.catalog.job_inputs import load_job_inputs
 from command_api.catalog.media import UrlSigner
 from command_api.pagination import Page, cut, decode
@@ -97,17 +97,6 @@ def job_from_reservation(reservation: Reservation, body: JobIn) -> JobOut:
     )
 
 
-def may_read_job(session: Session, user_id: uuid.UUID, row: Any) -> bool:
-    """The requester, or a reader of the job's project."""
-    if row["user_id"] == user_id:
-        return True
-    try:
-        readable_project(session, user_id, uuid.UUID(str(row["project_id"])))
-    except (ValueError, NotFound):
-        return False
-    return True
-
-
 def own_job(
     conn: Connection,
     claims: tokens.Claims,
@@ -164,25 +153,6 @@ def job(session: Session, job_id: uuid.UUID, sign: UrlSigner) -> JobOut | None:
     return None if row is None else JobOut.of(row, sign)
 
 
-def readable_job(
-    session: Session,
-    user_id: uuid.UUID,
-    job_id: uuid.UUID,
-    sign: UrlSigner,
-    catch_up: Callable[[], object] | None = None,
-) -> JobOut:
-    """The job, for its requester or a reader of its project; ``NotFound`` for anyone else.
-    A job the read model lacks is looked for once more after ``catch_up`` (waiting for the
-    projections)."""
-    row = repository.job_row(session, job_id)
-    if row is None and catch_up is not None:
-        catch_up()
-        row = repository.job_row(session, job_id)
-    if row is None or not may_read_job(session, user_id, row):
-        raise NotFound("job")
-    return JobOut.of(row, sign)
-
-
 def check_cancellable(session: Session, user_id: uuid.UUID, job_id: uuid.UUID) -> None:
     """Only the requester cancels a job; ``NotFound`` for anyone else."""
     row = repository.job_row(session, job_id)
@@ -216,18 +186,3 @@ def jobs_page(
     )
     items, next_cursor = cut(rows, limit, lambda row: (row["created_at"], row["job_id"]))
     return Page[JobOut](items=[JobOut.of(row, sign) for row in items], next_cursor=next_cursor)
-
-
-def gallery_page(
-    session: Session,
-    user_id: uuid.UUID,
-    project_id: uuid.UUID,
-    limit: int,
-    cursor: str | None,
-    sign: UrlSigner,
-) -> Page[GalleryItem]:
-    """A project's results (owner or shared reader), newest job first, by ``(position, index)``."""
-    readable_project(session, user_id, project_id)
-    rows = repository.gallery_rows(session, project_id, limit + 1, decode(cursor, int, int))
-    items, next_cursor = cut(rows, limit, lambda row: (row["position"], row["output_index"]))
-    return Page[GalleryItem](items=[GalleryItem.of(row, sign) for row in items], next_cursor=next_cursor)
