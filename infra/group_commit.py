@@ -21,6 +21,14 @@ the results back to each command. Nothing changes for the guarantees:
   what it answers is durable, and the outbox is still written with the reservation.
 - A batch never waits to fill: the first command to arrive writes at once; batches form only
   from the commands that arrived while a write was in flight (the more load, the larger).
+
+Appends of one stream may be pipelined (``submit``): the ledger decides a user's next command
+on the account its earlier, still unwritten, appends left, and submits it ``after`` them, so
+the commands of one user share transactions too instead of waiting a commit each. The queue
+is written in order, so an append is written after (or with) the appends it follows; one whose
+predecessor failed is not written at all (``PredecessorFailed``, an ``IntegrityError``: the
+ledger decides it again on the stored account). A later version of a stream therefore never
+commits after an earlier one failed, and a stream never gets a gap.
 """
 
 from __future__ import annotations
@@ -32,23 +40,54 @@ from typing import Any
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 
 
+class PredecessorFailed(IntegrityError):
+    """Not written: an earlier append of the same stream, which this one follows, failed."""
+
+
 class _Append:
-    """One command's events, waiting to be written, then its notification ids or error."""
+    """One command's events, waiting to be written, then its notification ids or error.
 
-    __slots__ = ("done", "error", "events", "ids", "lead", "woken")
+    ``after`` is the append of the same stream this one was decided after (pipelining): it
+    is written only if that one was. ``finished`` is set once the outcome is known, for
+    anyone waiting on it besides the command that appended (which is ``woken``)."""
 
-    def __init__(self, events: list[StoredEvent]) -> None:
+    __slots__ = ("after", "done", "error", "events", "finished", "ids", "lead", "owner", "woken")
+
+    def __init__(self, events: list[StoredEvent], after: _Append | None = None) -> None:
         self.events = events
+        self.after = after
         self.done = False
         self.ids: Sequence[int] | None = None
         self.error: BaseException | None = None
         self.lead = False  # woken to write the next batch, rather than with a result
+        self.owner: GroupCommitRecorder | None = None  # set by ``submit``: who writes it
         self.woken = threading.Event()
+        self.finished = threading.Event()
 
     def finish(self, ids: Sequence[int] | None = None, error: BaseException | None = None) -> None:
         self.ids, self.error, self.done = ids, error, True
+        self.after = None  # the chain behind a written append is no longer needed
+        self.finished.set()
+
+    @property
+    def failed(self) -> bool:
+        return self.done and self.error is not None
+
+    def blocked(self) -> bool:
+        """Whether the append it follows failed (so this one must not be written)."""
+        return self.after is not None and self.after.failed
+
+    def wait(self) -> None:
+        """Wait until the outcome is known (for others than the command that appended)."""
+        self.finished.wait()
 
     def result(self) -> Sequence[int] | None:
+        """The appending command's own call: write (when its turn to lead comes) or wait,
+        then the notification ids, or the error raised."""
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            owner._complete(self)
         if self.error is not None:
             raise self.error
         return self.ids
@@ -73,17 +112,26 @@ class GroupCommitRecorder:
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if any(value is not None for value in kwargs.values()) or not stored_events:
             return self.recorder.insert_events(stored_events, **kwargs)  # e.g. with tracking
-        append = _Append(list(stored_events))
+        return self.submit(stored_events).result()
+
+    def submit(self, stored_events: Sequence[StoredEvent], after: _Append | None = None) -> _Append:
+        """Queue an append (to be written after ``after``, an append of the same stream) and
+        return it at once; its ``result()`` (called once, by the submitting thread) writes or
+        waits and answers. Submitting fixes the order in which appends are written."""
+        append = _Append(list(stored_events), after)
         with self._lock:
             self._queue.append(append)
-            lead = not self._writing
+            append.lead = not self._writing
             self._writing = True
-        if not lead:
+        append.owner = self
+        return append
+
+    def _complete(self, append: _Append) -> None:
+        if not append.lead:
             append.woken.wait()
             if not append.lead:
-                return append.result()
+                return
         self._write_next()
-        return append.result()
 
     def _write_next(self) -> None:
         """Write the next batch (it holds this thread's own append: the queue's first), then
@@ -107,6 +155,10 @@ class GroupCommitRecorder:
                     self._writing = False
 
     def _write(self, batch: list[_Append]) -> None:
+        if any(append.after is not None for append in batch):
+            batch = self._unblocked(batch)
+            if not batch:
+                return
         self.batches += 1
         self.appends += len(batch)
         events = [event for append in batch for event in append.events]
@@ -117,7 +169,10 @@ class GroupCommitRecorder:
                 batch[0].finish(error=exc)
                 return
             for append in batch:  # find the command(s) that collided; write the others
-                self._write_one(append)
+                if append.blocked():  # its predecessor (in this batch) collided
+                    append.finish(error=_predecessor_failed())
+                else:
+                    self._write_one(append)
             return
         except Exception as exc:  # noqa: BLE001 - the database failed: every command of the batch raises it
             for append in batch:
@@ -128,8 +183,23 @@ class GroupCommitRecorder:
             append.finish(ids=None if ids is None else ids[start : start + len(append.events)])
             start += len(append.events)
 
+    @staticmethod
+    def _unblocked(batch: list[_Append]) -> list[_Append]:
+        """The batch without the appends whose predecessor failed (those fail unwritten)."""
+        kept = []
+        for append in batch:
+            if append.blocked():
+                append.finish(error=_predecessor_failed())
+            else:
+                kept.append(append)
+        return kept
+
     def _write_one(self, append: _Append) -> None:
         try:
             append.finish(ids=self.recorder.insert_events(append.events))
         except Exception as exc:  # noqa: BLE001 - handed to the command that appended, which raises it
             append.finish(error=exc)
+
+
+def _predecessor_failed() -> PredecessorFailed:
+    return PredecessorFailed("not written: an earlier append of this stream failed")

@@ -8,19 +8,29 @@ Because every job command is idempotent on the job id, a retry after a write tha
 
 Each command returns the notification position of what it wrote, so a reader can wait until
 its projections have caught up with its own write.
+
+When the recorder can pipeline appends (``AppendPipeline``: the group commit), commands on one
+user do not wait for each other's commits: each decides on the cached account as the earlier
+ones left it, submits its events after theirs, and only then waits for its own commit, outside
+the user's lock. The recorder writes a user's appends in order and never writes one whose
+predecessor failed; the first command to learn of a failure drops the cached account (it holds
+events that were never saved) and every command behind it decides again on the stored account.
+A command that appends nothing (a refusal, an idempotent repeat) is answered only once the
+appends before it are written, so nothing is answered from state that might not last.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import (
     ApplicationRecorder,
     DatetimeAsISO,
@@ -28,6 +38,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
     Mapper,
+    StoredEvent,
     Transcoder,
     UUIDAsHex,
 )
@@ -50,6 +61,29 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class AppendTicket(Protocol):
+    """An append submitted to an ``AppendPipeline``."""
+
+    done: bool
+
+    @property
+    def failed(self) -> bool: ...
+
+    def wait(self) -> None:
+        """Wait until the outcome is known (any thread)."""
+
+    def result(self) -> Sequence[int] | None:
+        """Write or wait (the submitting thread, once), then the notification ids or the error."""
+
+
+@runtime_checkable
+class AppendPipeline(Protocol):
+    """A recorder that queues appends in order and writes an append only if the one it is
+    submitted ``after`` (an earlier append of the same stream) was written."""
+
+    def submit(self, stored_events: Sequence[StoredEvent], after: Any = None) -> AppendTicket: ...
 
 
 @dataclass(frozen=True)
@@ -128,11 +162,19 @@ class LedgerApplication(Application[UUID]):
         self.clock = clock
         self.stats = ConflictStats()
         self._user_locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
+        # Per user: the newest submitted append whose events the cached account holds, while
+        # the account is trusted with them (pipelining; see the module's text).
+        # Each entry also names its chain (appends submitted one after another), so that a
+        # failure drops the cached account only while it still holds that chain's events.
+        self._tails: dict[UUID, tuple[AppendTicket, int]] = {}
+        self._chains = itertools.count()
         cache = {
             self.AGGREGATE_CACHE_MAXSIZE: str(self.options.cache_size),
             self.AGGREGATE_CACHE_FASTFORWARD: "y",
         }
         super().__init__(env={**cache, **env})
+        recorder = self.recorder
+        self._pipeline = recorder if isinstance(recorder, AppendPipeline) else None
 
     def construct_recorder(self) -> ApplicationRecorder:
         recorder = super().construct_recorder()
@@ -184,6 +226,8 @@ class LedgerApplication(Application[UUID]):
         version and is reloaded (``IntegrityError``, retried). Only a decision that appends
         nothing (a refusal, an idempotent repeat) cannot be checked that way: it is made again
         on the account brought up to date before it is answered."""
+        if self._pipeline is not None:
+            return self._attempt_pipelined(self._pipeline, user_id, decide, create=create)
         with self._user_lock(user_id):
             now = self.clock()
             cached = self._cached(user_id)
@@ -198,18 +242,127 @@ class LedgerApplication(Application[UUID]):
                 else:
                     if cached.pending_events:
                         return self._save(user_id, cached, value)
-            try:
-                account: Account = self.repository.get(user_id, deepcopy_from_cache=False)
-            except AggregateNotFoundError:
-                if not create:
-                    raise AccountNotFound(user_id) from None
-                account = Account.open(user_id, now)
-            try:
-                value = decide(account, now)
-            except BaseException:
-                self._evict(user_id)
-                raise
+            account, value = self._decide_loaded(user_id, decide, now, create=create)
             return self._save(user_id, account, value)
+
+    def _attempt_pipelined(
+        self,
+        pipeline: AppendPipeline,
+        user_id: UUID,
+        decide: Callable[[Account, datetime], T],
+        *,
+        create: bool,
+    ) -> CommandResult[T]:
+        """``_attempt`` when appends are pipelined (the module's text): the user's lock is
+        held to decide and submit, not while the append is written."""
+        lock = self._user_lock(user_id)
+        while True:
+            with lock:
+                tail = self._trusted_tail(user_id)
+                now = self.clock()
+                account = self._cached(user_id)
+                if account is not None:
+                    try:
+                        value = decide(account, now)
+                    except LedgerError:  # a refusal: decided again on the up-to-date account
+                        if account.pending_events or tail is None:
+                            self._drop(user_id)
+                        account = None
+                    except BaseException:
+                        self._drop(user_id)
+                        raise
+                    else:
+                        if not account.pending_events:  # nothing to append: decided again
+                            account = None
+                if account is None and tail is None:
+                    account, value = self._decide_loaded(user_id, decide, now, create=create)
+                    if not account.pending_events:
+                        return CommandResult(value, None)
+                if account is not None:
+                    submitted = self._submit(pipeline, user_id, account, tail)
+                    break
+            # A decision that appends nothing, made while earlier appends of the user are in
+            # flight, is made again once they are written.
+            assert tail is not None
+            tail[0].wait()
+        return self._finish(user_id, value, *submitted)
+
+    def _trusted_tail(self, user_id: UUID) -> tuple[AppendTicket, int] | None:
+        """The user's newest append still being written, or None. An append that failed
+        leaves a cached account holding events never saved: it is dropped."""
+        entry = self._tails.get(user_id)
+        if entry is None or not entry[0].done:
+            return entry
+        del self._tails[user_id]
+        if entry[0].failed:
+            self._evict(user_id)
+        return None
+
+    def _submit(
+        self,
+        pipeline: AppendPipeline,
+        user_id: UUID,
+        account: Account,
+        tail: tuple[AppendTicket, int] | None,
+    ) -> tuple[ProcessingEvent[UUID], AppendTicket, int]:
+        """Submit the account's new events after the user's appends in flight (``tail``)."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        try:
+            processing_event.collect_events(account)
+            stored = [self.mapper.to_stored_event(event) for event in processing_event.events]
+        except BaseException:
+            self._drop(user_id)
+            raise
+        chain = next(self._chains) if tail is None else tail[1]
+        ticket = pipeline.submit(stored, after=None if tail is None else tail[0])
+        self._tails[user_id] = (ticket, chain)
+        return processing_event, ticket, chain
+
+    def _finish(
+        self,
+        user_id: UUID,
+        value: T,
+        processing_event: ProcessingEvent[UUID],
+        ticket: AppendTicket,
+        chain: int,
+    ) -> CommandResult[T]:
+        """Wait for the submitted append to be written, then answer (outside the user's lock)."""
+        try:
+            ids = ticket.result()
+        except BaseException:
+            with self._user_lock(user_id):
+                entry = self._tails.get(user_id)
+                if entry is not None and entry[1] == chain:  # the cached account holds it
+                    self._drop(user_id)
+            raise
+        with self._user_lock(user_id):
+            entry = self._tails.get(user_id)
+            if entry is not None and entry[0] is ticket:
+                del self._tails[user_id]
+        self._take_snapshots(processing_event)
+        return CommandResult(value, max(ids) if ids else None)
+
+    def _drop(self, user_id: UUID) -> None:
+        """Forget the cached account and the appends it was trusted with."""
+        self._tails.pop(user_id, None)
+        self._evict(user_id)
+
+    def _decide_loaded(
+        self, user_id: UUID, decide: Callable[[Account, datetime], T], now: datetime, *, create: bool
+    ) -> tuple[Account, T]:
+        """Decide on the account from the event store (the cached one brought up to date), or
+        on a new one; a decision that fails drops the cached account."""
+        try:
+            account: Account = self.repository.get(user_id, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            if not create:
+                raise AccountNotFound(user_id) from None
+            account = Account.open(user_id, now)
+        try:
+            return account, decide(account, now)
+        except BaseException:
+            self._drop(user_id)
+            raise
 
     def _cached(self, user_id: UUID) -> Account | None:
         """The cached account as it is (not brought up to date), or None."""
@@ -237,12 +390,17 @@ class LedgerApplication(Application[UUID]):
                 self.repository.cache.get(user_id, evict=True)
 
     def account(self, user_id: UUID) -> Account:
-        """A copy of the user's account, for reading."""
-        with self._user_lock(user_id):
-            try:
-                return self.repository.get(user_id)
-            except AggregateNotFoundError:
-                raise AccountNotFound(user_id) from None
+        """A copy of the user's account as stored, for reading (once the user's appends in
+        flight are written)."""
+        while True:
+            with self._user_lock(user_id):
+                tail = self._trusted_tail(user_id)
+                if tail is None:
+                    try:
+                        return self.repository.get(user_id)
+                    except AggregateNotFoundError:
+                        raise AccountNotFound(user_id) from None
+            tail[0].wait()
 
     def reservation_status(self, user_id: UUID, job_id: UUID) -> ReservationStatus | None:
         """The status of a job's reservation (None when the account does not know the job:

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from infra.group_commit import GroupCommitRecorder, _Append
+from infra.group_commit import GroupCommitRecorder, PredecessorFailed, _Append
 from ledger.account import Account
 from ledger.application import LedgerApplication
 from tests.factories import job_request, ledger_events, new_user
@@ -88,3 +88,66 @@ def test_a_database_failure_fails_every_command_of_the_batch(pg_ledger: LedgerAp
     recorder.recorder.datastore.pool.close()  # type: ignore[attr-defined]
     recorder._write(batch)
     assert all(append.done and append.error is not None for append in batch)
+
+
+def following(ledger: LedgerApplication, user: UUID, first: list[StoredEvent]) -> list[StoredEvent]:
+    """The stored events of a second job request, decided after ``first`` (not yet written)."""
+    account = ledger.account(user)
+    when = ledger.clock()
+    for _ in range(2):
+        account.request_job(uuid4(), "image", job_request(), ledger.policy, when, None, timedelta(1))
+    events = [ledger.mapper.to_stored_event(e) for e in account.collect_events()]
+    assert events[0].originator_version == first[0].originator_version
+    return events[len(first) :]
+
+
+def test_an_append_after_a_collider_in_its_batch_is_not_written(pg_ledger: LedgerApplication) -> None:
+    cost = pg_ledger.policy.cost("image")
+    user, other = (new_user(pg_ledger, credits=5 * cost) for _ in range(2))
+    recorder = group(pg_ledger)
+    before = len(ledger_events(pg_ledger, user))
+    colliding = [stored(pg_ledger, user, before)]  # its version exists: it collides
+    mine = next_events(pg_ledger, user)
+    follower = following(pg_ledger, user, mine)
+    first = _Append(colliding)
+    batch = [first, _Append(follower, after=first), _Append(next_events(pg_ledger, other))]
+    recorder._write(batch)
+    assert isinstance(batch[0].error, IntegrityError)
+    assert isinstance(batch[1].error, PredecessorFailed)  # retried by the ledger as a conflict
+    assert isinstance(batch[1].error, IntegrityError)
+    assert batch[2].result()  # an unrelated append of the batch is written
+    assert len(ledger_events(pg_ledger, user)) == before  # no gap: the follower was not written
+    pg_ledger._evict(user)
+    assert_stream_intact(pg_ledger, user)
+
+
+def test_an_append_whose_predecessor_failed_in_an_earlier_batch_is_not_written(
+    pg_ledger: LedgerApplication,
+) -> None:
+    cost = pg_ledger.policy.cost("image")
+    user = new_user(pg_ledger, credits=5 * cost)
+    recorder = group(pg_ledger)
+    before = len(ledger_events(pg_ledger, user))
+    mine = next_events(pg_ledger, user)
+    first = _Append([stored(pg_ledger, user, before)])
+    recorder._write([first])
+    assert first.failed
+    written = recorder.batches
+    follower = _Append(following(pg_ledger, user, mine), after=first)
+    recorder._write([follower])
+    assert isinstance(follower.error, PredecessorFailed)
+    assert recorder.batches == written  # not even a transaction
+    assert len(ledger_events(pg_ledger, user)) == before
+
+
+def test_appends_that_follow_each_other_in_one_batch_commit_together(pg_ledger: LedgerApplication) -> None:
+    cost = pg_ledger.policy.cost("image")
+    user = new_user(pg_ledger, credits=5 * cost)
+    recorder = group(pg_ledger)
+    mine = next_events(pg_ledger, user)
+    first = recorder.submit(mine)
+    second = recorder.submit(following(pg_ledger, user, mine), after=first)
+    assert first.result() and second.result()
+    pg_ledger._evict(user)
+    events = assert_stream_intact(pg_ledger, user)
+    assert sum(isinstance(e, Account.JobRequested) for e in events) == 2

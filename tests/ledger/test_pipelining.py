@@ -1,0 +1,139 @@
+"""Pipelined appends of one user on real PostgreSQL: the commands of one user share commits,
+and a failure in the middle of a chain of appends in flight never leaves a gap, a lost
+command or a double charge (every command behind it is decided again)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from infra.group_commit import GroupCommitRecorder
+from infra.ledger_store import postgres_ledger
+from infra.settings import Settings
+from ledger.account import Account
+from ledger.application import CommandResult, LedgerApplication
+from tests.factories import job_request, new_user
+from tests.ledger.test_concurrency import assert_stream_intact, kinds, race
+from tests.pipeline.conftest import wait_until
+
+
+def group(ledger: LedgerApplication) -> GroupCommitRecorder:
+    recorder = ledger.recorder
+    assert isinstance(recorder, GroupCommitRecorder)
+    return recorder
+
+
+class Gate:
+    """Holds the first write of a ledger's event store until released (the appends submitted
+    meanwhile queue behind it)."""
+
+    def __init__(self, ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inner = group(ledger).recorder
+        self.insert = self.inner.insert_events
+        self.open = threading.Event()
+        self.holding = threading.Event()
+        self.used = False
+        monkeypatch.setattr(self.inner, "insert_events", self.gated)
+
+    def gated(self, events: Sequence[Any], **kwargs: Any) -> Any:
+        if not self.used:
+            self.used = True
+            self.holding.set()
+            assert self.open.wait(timeout=60)
+        return self.insert(events, **kwargs)
+
+
+@pytest.fixture
+def other(pg_url: str, settings: Settings) -> Iterator[LedgerApplication]:
+    """A second ledger on the same database: another API process."""
+    app = postgres_ledger(settings, pg_url)
+    yield app
+    app.close()
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:  # noqa: BLE001 - asserted on by the test
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def test_commands_of_one_user_share_commits(pg_ledger: LedgerApplication) -> None:
+    cost = pg_ledger.policy.cost("image")
+    user = new_user(pg_ledger, credits=40 * cost)
+    recorder = group(pg_ledger)
+    batches, appends = recorder.batches, recorder.appends
+    results = race([lambda: pg_ledger.request_job(user, uuid4(), "image", job_request()) for _ in range(40)])
+    assert kinds(results) == {"CommandResult": 40}
+    assert recorder.appends - appends == 40
+    assert recorder.batches - batches < 40  # one user's commands were committed together
+    positions = [r.position for r in results if isinstance(r, CommandResult)]
+    assert len(set(positions)) == 40
+    events = assert_stream_intact(pg_ledger, user)
+    assert sum(isinstance(e, Account.JobRequested) for e in events) == 40
+    assert pg_ledger.account(user).credits == 0
+
+
+def test_a_collision_under_a_chain_in_flight_redecides_every_command_behind_it(
+    pg_ledger: LedgerApplication, other: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cost = pg_ledger.policy.cost("image")
+    user = new_user(pg_ledger, credits=11 * cost)
+    gate = Gate(pg_ledger, monkeypatch)
+    first = in_thread(lambda: pg_ledger.request_job(user, uuid4(), "image", job_request()))
+    assert gate.holding.wait(timeout=30)
+    order = lambda: pg_ledger.request_job(user, uuid4(), "image", job_request())  # noqa: E731
+    queued = [in_thread(order) for _ in range(10)]
+    wait_until(lambda: len(group(pg_ledger)._queue) == 10, what="the appends queued behind the first")
+    other.grant_credits(user, 2 * cost, "granted by another process")  # takes the next version
+    gate.open.set()
+    for thread, _ in [first, *queued]:
+        thread.join(timeout=60)
+    results = [out[0] for _, out in [first, *queued]]
+    assert kinds(results) == {"CommandResult": 11}, results
+    assert pg_ledger.stats.conflicts >= 11  # the first collided; those behind it were not written
+    events = assert_stream_intact(pg_ledger, user)  # no gap, nothing written twice
+    assert sum(isinstance(e, Account.JobRequested) for e in events) == 11
+    assert sum(isinstance(e, Account.CreditsGranted) for e in events) == 2
+    for app in (pg_ledger, other):
+        assert app.account(user).credits == 2 * cost
+
+
+def test_a_refusal_behind_appends_in_flight_waits_for_them(
+    pg_ledger: LedgerApplication, other: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cost = pg_ledger.policy.cost("image")
+    user = new_user(pg_ledger, credits=cost)
+    gate = Gate(pg_ledger, monkeypatch)
+    first = in_thread(lambda: pg_ledger.request_job(user, uuid4(), "image", job_request()))
+    assert gate.holding.wait(timeout=30)
+    clock, decisions = pg_ledger.clock, []
+
+    def counted() -> Any:
+        decisions.append(1)
+        return clock()
+
+    monkeypatch.setattr(pg_ledger, "clock", counted)
+    # Decided on the account with the first job reserved: nothing left to pay, for now.
+    second = in_thread(lambda: pg_ledger.request_job(user, uuid4(), "image", job_request()))
+    wait_until(lambda: decisions, what="the second command to decide")
+    other.grant_credits(user, cost, "granted by another process")  # the first collides on it
+    gate.open.set()
+    for thread, _ in (first, second):
+        thread.join(timeout=60)
+    results = [first[1][0], second[1][0]]
+    assert kinds(results) == {"CommandResult": 2}, results  # the refusal was not answered early
+    events = assert_stream_intact(pg_ledger, user)
+    assert sum(isinstance(e, Account.JobRequested) for e in events) == 2
+    assert pg_ledger.account(user).credits == 0
