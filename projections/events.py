@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import json
+import multiprocessing
+import operator
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from multiprocessing.context import BaseContext
 from typing import Any
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
+import orjson
 import psycopg
 from eventsourcing.persistence import (
     DatetimeAsISO,
@@ -59,24 +65,57 @@ def ledger_mapper() -> Mapper[Any]:
     return event_mapper()
 
 
+_new_uuid = object.__new__
+_set = object.__setattr__
+_UUID_SLOTS = ("int", "is_safe", "__weakref__")
+
+
+def uuid_of(text: str) -> UUID:
+    """``UUID(text)``, made faster for the usual text (32 hex digits, dashes or not): the same
+    value, and for any other text ``UUID(text)`` itself (its answer or its error). Any text
+    ``int(..., 16)`` reads once its dashes are gone is what ``UUID`` reads too: the prefixes
+    and braces ``UUID`` strips are not digits."""
+    digits = text.replace("-", "")
+    if len(digits) == 32 and UUID.__slots__ == _UUID_SLOTS:
+        try:
+            value = int(digits, 16)
+        except ValueError:
+            return UUID(text)
+        uuid = _new_uuid(UUID)
+        _set(uuid, "int", value)
+        _set(uuid, "is_safe", SafeUUID.unknown)
+        return uuid
+    return UUID(text)
+
+
+class _Unusual(Exception):
+    """JSON that ``orjson`` may read otherwise than ``json`` (a number with a fraction or an
+    exponent, or an integer too large for 64 bits, which ``orjson`` reads as a float)."""
+
+
 class Decoder:
     """Stored events to domain events exactly as ``mapper.to_domain_event`` makes them (the
     same transcoder, topics, originator id conversion and upcasting), with what it looks up
     per topic resolved once and the JSON of the usual transcodings (UUIDs, datetimes) decoded
     without a call through the transcoder. A mapper that encrypts or compresses, or a
-    transcoder that is not the JSON one, is left to the mapper."""
+    transcoder that is not the JSON one, is left to the mapper.
+
+    The JSON is read by ``orjson`` and its transcodings (``{"_type_": ..., "_data_": ...}``
+    objects, at any depth) converted afterwards, innermost first, as the transcoder's
+    ``object_hook`` converts them while ``json`` reads; JSON that holds a float, or that
+    ``orjson`` refuses, is read by ``json`` with that hook (and what that refuses, by the
+    mapper, which raises its own error)."""
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.mapper = mapper
         self._classes: dict[str, tuple[type[Any], Callable[[Any], Any], int, list[Callable[..., None]]]] = {}
         transcoder = mapper.transcoder
-        self._decode_state: Callable[[bytes], dict[str, Any]] | None = None
+        self._decode_state: Callable[[bytes], Any] | None = None
         if mapper.cipher is None and mapper.compressor is None and type(transcoder) is JSONTranscoder:
-            names = transcoder.names
             fast: dict[str, Callable[[Any], Any]] = {}
-            for name, transcoding in names.items():
+            for name, transcoding in transcoder.names.items():
                 if type(transcoding) is UUIDAsHex:
-                    fast[name] = UUID
+                    fast[name] = uuid_of
                 elif type(transcoding) is DatetimeAsISO:
                     fast[name] = datetime.fromisoformat
                 else:
@@ -91,8 +130,50 @@ class Decoder:
                     return general(d)  # the transcoder's own answer (and errors)
                 return d
 
+            def transcoded(d: dict[str, Any]) -> Any:
+                """A JSON object of orjson's, its values converted in place (innermost first)
+                as ``hook`` converts them while ``json`` reads, and then itself by ``hook``."""
+                for key, value in d.items():  # values replaced in place: the keys stay
+                    t = type(value)
+                    if t is dict:
+                        if (
+                            len(value) == 2
+                            and type(value.get("_data_")) is str
+                            and type(value.get("_type_")) is str
+                        ):
+                            decode = fast.get(value["_type_"])  # no object inside: what ``hook`` does
+                            d[key] = general(value) if decode is None else decode(value["_data_"])
+                        else:
+                            d[key] = transcoded(value)
+                    elif t is list:
+                        in_list(value)
+                    elif t is float:
+                        raise _Unusual
+                return hook(d) if len(d) == 2 else d
+
+            def in_list(items: list[Any]) -> None:
+                for i, value in enumerate(items):
+                    t = type(value)
+                    if t is dict:
+                        items[i] = transcoded(value)
+                    elif t is list:
+                        in_list(value)
+                    elif t is float:
+                        raise _Unusual
+
             decoder = json.JSONDecoder(object_hook=hook)
-            self._decode_state = lambda data: decoder.decode(data.decode("utf8"))
+            loads = orjson.loads
+
+            def decode_state(data: bytes) -> Any:
+                try:
+                    state = loads(data)
+                    if type(state) is not dict:
+                        raise _Unusual
+                    return transcoded(state)
+                except Exception:  # noqa: BLE001 - json says what it makes of it (or raises)
+                    return decoder.decode(data.decode("utf8"))
+
+            self._decode_state = decode_state
 
     def _resolve(self, topic: str) -> tuple[type[Any], Callable[[Any], Any], int, list[Callable[..., None]]]:
         cls = resolve_topic(topic)
@@ -112,6 +193,8 @@ class Decoder:
         try:
             event_state = decode_state(state)
         except Exception:  # noqa: BLE001 - the mapper raises its own error, naming the event
+            return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
+        if type(event_state) is not dict:  # JSON that is no object: the mapper says what it is
             return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
         event_state["originator_id"] = convert(originator_id)
         event_state["originator_version"] = version
@@ -163,11 +246,18 @@ def export_snapshot(conn: psycopg.Connection[Any]) -> str:
 
 
 def read_pages(
-    url: str, sql: str, params: Sequence[Any], *, snapshot: str | None = None, page: int = 10_000
+    url: str,
+    sql: str,
+    params: Sequence[Any],
+    *,
+    snapshot: str | None = None,
+    page: int = 10_000,
+    binary: bool = False,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The rows of ``sql``, page by page, read by a thread of its own on a connection of its
     own (in the exported ``snapshot`` when given) through a server-side cursor, so that the
-    database sends the next page while the caller works on this one."""
+    database sends the next page while the caller works on this one. ``binary``: the rows
+    come in PostgreSQL's binary format (cheaper to send and to read)."""
     pages: queue.Queue[list[tuple[Any, ...]] | BaseException | None] = queue.Queue(maxsize=4)
     stop = threading.Event()
 
@@ -188,7 +278,7 @@ def read_pages(
                 with conn.transaction():
                     if snapshot is not None:
                         conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                    with conn.cursor(name="read_pages") as cur:
+                    with conn.cursor(name="read_pages", binary=binary) as cur:
                         cur.execute(sql, params)
                         while rows := cur.fetchmany(page):
                             if not put(rows):
@@ -272,6 +362,51 @@ def stream_ranges(count: int) -> list[StreamRange]:
     lows: list[UUID | None] = [None, *bounds]
     highs: list[UUID | None] = [*bounds, None]
     return [StreamRange(low, high) for low, high in zip(lows, highs, strict=True)]
+
+
+def read_streams(
+    url: str, snapshot: str, position: int, streams: StreamRange, mapper: Mapper[Any]
+) -> Iterator[tuple[UUID, list[Notified]]]:
+    """The events up to ``position`` of the streams (users) of ``streams``, in the exported
+    ``snapshot``, stream by stream in stream order (``ORDER BY originator_id,
+    originator_version``, the primary key): each stream's id and its events, decoded. Read
+    by a thread of its own a page ahead (``read_pages``), in the binary format, each
+    originator id as text: one ``UUID`` is made per stream, not per event."""
+    event = decoder(mapper).event
+    where, params = streams.where("originator_id")
+    pages = read_pages(
+        url,
+        "SELECT originator_id::text, notification_id, originator_version, topic, state "
+        f"FROM {EVENTS_TABLE} WHERE notification_id <= %s AND {where} "
+        "ORDER BY originator_id, originator_version",
+        (position, *params),
+        snapshot=snapshot,
+        binary=True,
+    )
+    for text, rows in itertools.groupby(itertools.chain.from_iterable(pages), key=_first):
+        originator_id = UUID(text)
+        yield originator_id, [Notified(r[1], event(originator_id, r[2], r[3], r[4])) for r in rows]
+
+
+_first = operator.itemgetter(0)
+
+
+def worker_context() -> BaseContext:
+    """How to start the worker processes of a replay: ``fork`` where this process runs one
+    thread (on Linux), so that they start at once with everything imported; ``spawn``
+    otherwise (a fork copies the locks that other threads hold), which starts a fresh
+    interpreter that imports the caller's main module again (a second or more)."""
+    if sys.platform == "linux" and threading.active_count() == 1 and _os_threads() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _os_threads() -> int:
+    """This process's threads, those no ``threading.Thread`` started included."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0  # unknown: not one
 
 
 def workers_for(events: int) -> int:

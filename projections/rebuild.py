@@ -26,9 +26,6 @@ first part.
 
 from __future__ import annotations
 
-import itertools
-import multiprocessing
-import operator
 import queue
 import threading
 from collections.abc import Sequence
@@ -41,18 +38,17 @@ from eventsourcing.persistence import Mapper
 from projections import tracking
 from projections.base import Projection
 from projections.events import (
-    EVENTS_TABLE,
     Notified,
     StreamRange,
     decode,
-    decoder,
     export_snapshot,
     few_collections,
     head,
     ledger_mapper,
-    read_pages,
+    read_streams,
     select_after,
     stream_ranges,
+    worker_context,
     workers_for,
 )
 
@@ -148,8 +144,7 @@ def _by_stream(
         if workers <= 1:
             _rebuild_range(url, snapshot, position, StreamRange(), projections, shadows, mapper)
         else:
-            context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
                 jobs = [
                     pool.submit(_rebuild_range, url, snapshot, position, streams, projections, shadows, None)
                     for streams in stream_ranges(workers)
@@ -169,25 +164,16 @@ def _rebuild_range(
     shadows: list[dict[str, str]],
     mapper: Mapper[Any] | None,
 ) -> None:
-    event = decoder(mapper or ledger_mapper()).event
-    where, params = streams.where("originator_id")
-    pages = read_pages(
-        url,
-        "SELECT originator_id, notification_id, originator_version, topic, state "
-        f"FROM {EVENTS_TABLE} WHERE notification_id <= %s AND {where} "
-        "ORDER BY originator_id, originator_version",
-        (position, *params),
-        snapshot=snapshot,
-    )
+    events = read_streams(url, snapshot, position, streams, mapper or ledger_mapper())
     with psycopg.connect(url) as conn, few_collections(), _Writer(conn, projections, shadows) as writer:
-        chunk: list[tuple[Any, ...]] = []
-        for _, stream in itertools.groupby(itertools.chain.from_iterable(pages), key=_first):
+        chunk: list[Notified] = []
+        for _, stream in events:
             chunk.extend(stream)
             if len(chunk) >= CHUNK_EVENTS:
-                writer.put([Notified(r[1], event(r[0], r[2], r[3], bytes(r[4]))) for r in chunk])
+                writer.put(chunk)
                 chunk = []
         if chunk:
-            writer.put([Notified(r[1], event(r[0], r[2], r[3], bytes(r[4]))) for r in chunk])
+            writer.put(chunk)
 
 
 def _drop_indexes(conn: psycopg.Connection[Any], table: str) -> list[str]:
@@ -255,6 +241,3 @@ class _Writer:
                         p.apply_new(cur, batch, shadow)  # type: ignore[attr-defined]
             except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
                 self.error = exc
-
-
-_first = operator.itemgetter(0)

@@ -3,6 +3,7 @@ was altered behind its back, streams 100,000 events and reports its rate."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from uuid import uuid4
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+import projections.audit
 from infra.cli import app as cli
 from infra.settings import get_settings
 from ledger.application import LedgerApplication
@@ -68,8 +70,14 @@ def test_audit_fails_naming_the_user_of_an_altered_balance(pg_url: str, pg_ledge
         "DELETE FROM point_usage WHERE position = "
         "(SELECT max(position) FROM point_usage WHERE user_id = %(u)s)",
         "UPDATE point_usage SET balance_after = 99 WHERE user_id = %(u)s AND type = 'reservation'",
+        "UPDATE point_usage SET job_id = gen_random_uuid() WHERE user_id = %(u)s AND type = 'reservation'",
+        "UPDATE point_usage SET created_at = created_at + interval '1 microsecond' WHERE user_id = %(u)s",
+        "UPDATE point_usage SET reason = reason || ' ' WHERE user_id = %(u)s AND type = 'grant'",
+        "UPDATE point_usage SET source = 'ticket:video' WHERE user_id = %(u)s AND type = 'grant'",
+        "UPDATE point_usage SET user_id = gen_random_uuid() WHERE position = (SELECT max(position) "
+        "FROM point_usage WHERE user_id = %(u)s)",
     ],
-    ids=["amount", "deleted", "balance_after"],
+    ids=["amount", "deleted", "balance_after", "job_id", "created_at", "reason", "source", "moved"],
 )
 def test_audit_fails_naming_the_user_of_an_altered_usage_line(
     pg_url: str, pg_ledger: LedgerApplication, tamper: str
@@ -80,10 +88,30 @@ def test_audit_fails_naming_the_user_of_an_altered_usage_line(
     Projector(pg_url, poll_interval=1.0).catch_up()
     with psycopg.connect(pg_url) as conn:
         conn.execute(tamper, {"u": victim})
+        strays = {
+            r[0]
+            for r in conn.execute("SELECT user_id FROM point_usage EXCEPT SELECT user_id FROM point_balance")
+        }
+    assert len(strays) == tamper.startswith("UPDATE point_usage SET user_id")
     report = audit(pg_url)
-    assert {m.user_id for m in report.mismatches} == {victim}
+    assert {m.user_id for m in report.mismatches} == {victim} | strays  # a moved line: missing, and a stray
     code, output = _run_cli(pg_url)
     assert code != 0 and str(victim) in output
+
+
+def test_a_usage_mismatch_shows_the_line_as_the_table_holds_it(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    victim, job = new_user(pg_ledger, credits=7), uuid4()
+    pg_ledger.request_job(victim, job, "image", job_request())
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE point_usage SET amount = amount - 1 WHERE job_id = %s", (job,))
+        (stored,) = conn.execute("SELECT * FROM point_usage WHERE job_id = %s", (job,)).fetchall()
+    (m,) = audit(pg_url).mismatches
+    assert m.user_id == victim and m.what == f"point_usage line {stored[0]}"
+    assert m.actual == stored[:1] + stored[2:]  # the row after its user id: its job id a UUID
+    assert m.expected == (*m.actual[:4], m.actual[4] + 1, *m.actual[5:])
 
 
 def test_audit_fails_when_the_read_model_is_behind(pg_url: str, pg_ledger: LedgerApplication) -> None:
@@ -105,12 +133,15 @@ def test_audit_streams_100k_events_and_reports_its_rate(pg_url: str, pg_ledger: 
     assert elapsed < 60
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_audit_in_worker_processes_finds_what_one_process_finds(
-    pg_url: str, pg_ledger: LedgerApplication
+    pg_url: str, pg_ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch, start: str
 ) -> None:
     """Three processes, each a range of the users, in the snapshot of the caller: the same
     users, events, totals and mismatches as one process, for an altered balance row and an
-    altered usage line of two users (wherever they fall among the ranges)."""
+    altered usage line of two users (wherever they fall among the ranges). Forked (from a
+    process of one thread, as here) or spawned."""
+    monkeypatch.setattr(projections.audit, "worker_context", lambda: multiprocessing.get_context(start))
     _history(pg_url, pg_ledger)
     balance_victim = new_user(pg_ledger, credits=7)
     usage_victim = new_user(pg_ledger, credits=7)

@@ -3,10 +3,13 @@ swaps its tables in while a runner keeps going."""
 
 from __future__ import annotations
 
+import multiprocessing
+
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
+import projections.rebuild
 from infra.cli import app as cli
 from infra.settings import Settings, get_settings
 from ledger.application import LedgerApplication
@@ -49,12 +52,15 @@ def test_rebuild_while_the_runners_run(pg_url: str, pg_ledger: LedgerApplication
     assert dump(pg_url) == live
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_a_rebuild_of_all_projections_in_worker_processes_equals_the_incremental_read_models(
-    pg_url: str, pg_ledger: LedgerApplication
+    pg_url: str, pg_ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch, start: str
 ) -> None:
     """The log is read once, stream by stream, by three processes (each a range of the users,
-    in one snapshot), folded in memory and copied in; then the events appended after that
-    snapshot in log order. Equal, row for row, to the runners' incremental read models."""
+    in one snapshot; forked or spawned), folded in memory and copied in; then the events
+    appended after that snapshot in log order. Equal, row for row, to the runners'
+    incremental read models."""
+    monkeypatch.setattr(projections.rebuild, "worker_context", lambda: multiprocessing.get_context(start))
     random_history(pg_ledger, users=12, events=900, seed=4)
     projector = Projector(pg_url, batch_size=37, poll_interval=1.0)
     projector.catch_up()
