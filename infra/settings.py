@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     snapshot_interval: int = Field(
         default=500,
         ge=1,
-        description="Events between snapshots (a snapshot holds the open reservations: taken "
-        "on the write path, its cost grows with them).",
+        description="Events between snapshots of an account; an account holding more entries "
+        "(open reservations, remembered jobs and keys) is snapshotted every power of two times "
+        "this that covers them (a snapshot's cost grows with what it holds).",
     )
     account_cache_size: int = Field(
         default=10_000, ge=1, description="Accounts kept in memory by each process."

@@ -315,6 +315,12 @@ class Account(Aggregate):
         self.trigger_event(self.SubscriptionExpired, timestamp=at)
         return True
 
+    @property
+    def entries(self) -> int:
+        """How much the account holds besides its balances (open and remembered jobs,
+        idempotency keys): what a snapshot's size, and cost, grows with."""
+        return len(self.jobs) + len(self.closed) + len(self.keys)
+
     def request_job(
         self,
         job_id: UUID,

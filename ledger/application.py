@@ -176,6 +176,43 @@ class LedgerApplication(Application[UUID]):
         recorder = self.recorder
         self._pipeline = recorder if isinstance(recorder, AppendPipeline) else None
 
+    # ------------------------------------------------------------------------- snapshots
+    def snapshot_interval_for(self, entries: int) -> int:
+        """Events between snapshots of an account holding ``entries`` (``Account.entries``):
+        ``snapshot_interval``, or the least power of two times it that is at least
+        ``entries``. A snapshot costs in proportion to what it holds, so its cost is spread
+        over at least as many events, and a load replays at most that many after it."""
+        interval = self.options.snapshot_interval
+        while interval < entries:
+            interval *= 2
+        return interval
+
+    def _snapshot_of(self, account: Account, first_version: int) -> StoredEvent | None:
+        """The account's snapshot at its version, encoded, when the events just decided
+        (``first_version`` to its version) reach a multiple of its snapshot interval; else
+        None. Taken from the account in memory (no reload, no replay), by the thread that
+        decided, before anything else changes it; stored only once those events are."""
+        if self.snapshots is None:
+            return None
+        interval = self.snapshot_interval_for(account.entries)
+        if account.version // interval == (first_version - 1) // interval:
+            return None
+        snapshot = type(account).Snapshot.take(account)
+        return self.snapshots.mapper.to_stored_event(snapshot)
+
+    def _store_snapshot(self, stored: StoredEvent | None) -> None:
+        if stored is not None and self.snapshots is not None:
+            self.snapshots.recorder.insert_events([stored])
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """``save()``: the saved accounts' snapshots (``_snapshot_of``), their events stored."""
+        for account in processing_event.aggregates.values():
+            versions = [
+                e.originator_version for e in processing_event.events if e.originator_id == account.id
+            ]
+            if isinstance(account, Account) and versions:
+                self._store_snapshot(self._snapshot_of(account, min(versions)))
+
     def construct_recorder(self) -> ApplicationRecorder:
         recorder = super().construct_recorder()
         return recorder if self._wrap_recorder is None else self._wrap_recorder(recorder)
@@ -304,25 +341,26 @@ class LedgerApplication(Application[UUID]):
         user_id: UUID,
         account: Account,
         tail: tuple[AppendTicket, int] | None,
-    ) -> tuple[ProcessingEvent[UUID], AppendTicket, int]:
-        """Submit the account's new events after the user's appends in flight (``tail``)."""
-        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+    ) -> tuple[StoredEvent | None, AppendTicket, int]:
+        """Submit the account's new events after the user's appends in flight (``tail``),
+        and the account's snapshot when one is due (stored once they are written)."""
         try:
-            processing_event.collect_events(account)
-            stored = [self.mapper.to_stored_event(event) for event in processing_event.events]
+            events = account.collect_events()
+            stored = [self.mapper.to_stored_event(event) for event in events]
+            snapshot = self._snapshot_of(account, events[0].originator_version)
         except BaseException:
             self._drop(user_id)
             raise
         chain = next(self._chains) if tail is None else tail[1]
         ticket = pipeline.submit(stored, after=None if tail is None else tail[0])
         self._tails[user_id] = (ticket, chain)
-        return processing_event, ticket, chain
+        return snapshot, ticket, chain
 
     def _finish(
         self,
         user_id: UUID,
         value: T,
-        processing_event: ProcessingEvent[UUID],
+        snapshot: StoredEvent | None,
         ticket: AppendTicket,
         chain: int,
     ) -> CommandResult[T]:
@@ -339,7 +377,7 @@ class LedgerApplication(Application[UUID]):
             entry = self._tails.get(user_id)
             if entry is not None and entry[0] is ticket:
                 del self._tails[user_id]
-        self._take_snapshots(processing_event)
+        self._store_snapshot(snapshot)
         return CommandResult(value, max(ids) if ids else None)
 
     def _drop(self, user_id: UUID) -> None:

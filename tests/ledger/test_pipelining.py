@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -137,3 +137,47 @@ def test_a_refusal_behind_appends_in_flight_waits_for_them(
     events = assert_stream_intact(pg_ledger, user)
     assert sum(isinstance(e, Account.JobRequested) for e in events) == 2
     assert pg_ledger.account(user).credits == 0
+
+
+def replayed(ledger: LedgerApplication, user: UUID, version: int) -> Account:
+    """The account at ``version`` from its events alone (no snapshot)."""
+    account: Any = None
+    for event in ledger.events.get(user, lte=version):
+        account = event.mutate(account)
+    assert isinstance(account, Account)
+    return account
+
+
+def test_a_snapshot_decided_in_a_chain_that_failed_is_not_stored(
+    pg_url: str, other: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = postgres_ledger(Settings(_env_file=None, snapshot_interval=4), pg_url)  # type: ignore[call-arg]
+    try:
+        cost = ledger.policy.cost("image")
+        user = new_user(ledger, credits=6 * cost)  # versions 1 and 2
+        other.account(user)  # the other process holds the account at version 2
+        gate = Gate(ledger, monkeypatch)
+        first = in_thread(lambda: ledger.request_job(user, uuid4(), "image", job_request()))
+        assert gate.holding.wait(timeout=30)
+        order = lambda: ledger.request_job(user, uuid4(), "image", job_request())  # noqa: E731
+        queued = [in_thread(order) for _ in range(5)]  # decided up to version 14: snapshots due
+        wait_until(lambda: len(group(ledger)._queue) == 5, what="the appends queued behind the first")
+        other.grant_credits(user, cost, "granted by another process")  # version 3: the chain fails
+        gate.open.set()
+        for thread, _ in [first, *queued]:
+            thread.join(timeout=60)
+        assert kinds([out[0] for _, out in [first, *queued]]) == {"CommandResult": 6}
+        assert ledger.snapshots is not None
+        snapshots = list(ledger.snapshots.get(user))
+        assert snapshots  # taken again by the commands decided anew
+        for snapshot in snapshots:  # each is the state its events made, none a failed decision's
+            stored = snapshot.mutate(None)
+            expected = replayed(ledger, user, snapshot.originator_version)
+            assert (stored.version, stored.credits, stored.jobs) == (
+                expected.version,
+                expected.credits,
+                expected.jobs,
+            )
+        assert_stream_intact(ledger, user)
+    finally:
+        ledger.close()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 import psycopg
 
-from infra.ledger_store import postgres_ledger
+from infra.ledger_store import memory_ledger, postgres_ledger
 from infra.settings import Settings
 from ledger.account import Account
 from ledger.application import LedgerApplication
 from tests.conftest import FakeClock
-from tests.factories import new_user
+from tests.factories import job_request, new_user
 
 
 def grow(ledger: LedgerApplication, clock: FakeClock, user: object, events: int, batch: int = 500) -> None:
@@ -48,8 +50,25 @@ def test_loading_ten_thousand_events_uses_the_snapshot(
 def test_snapshot_interval_is_honoured(ledger: LedgerApplication, clock: FakeClock) -> None:
     interval = ledger.options.snapshot_interval
     user = new_user(ledger)
-    grow(ledger, clock, user, 2 * interval + interval // 2)
+    grow(ledger, clock, user, 2 * interval + interval // 2, batch=interval)  # versions 2 to 1 + interval, ...
     assert ledger.snapshots is not None
     versions = [s.originator_version for s in ledger.snapshots.get(user)]
-    assert versions == [interval, 2 * interval]
+    # Taken at the end of each save whose events reach a multiple of the interval.
+    assert versions == [interval + 1, 2 * interval + 1]
     assert isinstance(ledger.account(user), Account)
+
+
+def test_an_account_holding_more_than_the_interval_is_snapshotted_less_often() -> None:
+    """A snapshot costs what the account holds: with more open reservations than the interval,
+    snapshots come every power of two times the interval that covers them."""
+    ledger = memory_ledger(Settings(_env_file=None, snapshot_interval=10))  # type: ignore[call-arg]
+    user = new_user(ledger, credits=1_000)  # versions 1 (opened) and 2 (granted)
+    for _ in range(100):  # two events a job (reserved, requested): versions 3 to 202
+        ledger.request_job(user, uuid4(), "image", job_request())
+    assert ledger.snapshots is not None
+    versions = [s.originator_version for s in ledger.snapshots.get(user)]
+    # Up to 10 open jobs, every 10 events; then 20 (at 40 the account holds 19 jobs), 40, 80.
+    assert versions == [10, 20, 40, 80, 160]
+    ledger._evict(user)
+    account = ledger.account(user)  # loaded from the snapshot at 160 and 42 events
+    assert (account.version, len(account.jobs), account.entries) == (202, 100, 100)
