@@ -314,10 +314,29 @@ def run_wrk(base: str, data: Path, connections: int, seconds: float, threads: in
     return dict(json.loads(match.group(1)))
 
 
-def measure(side: Side, cell: Cell, seeded: list[Seeded], work: Path, args: argparse.Namespace) -> Figures:
+def quiesce(url: str, timeout: float = 120) -> None:
+    """Let the previous cell's tail pass before the next load, the same for either side: wait
+    until no autovacuum worker runs (they start after a cell's inserts, on either side's
+    tables). No checkpoint is forced: the full-page writes after one would fall on the next
+    cell, on the side measured first (README, Benchmarks)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        ).fetchone() != (0,):
+            if time.monotonic() > deadline:
+                print("autovacuum still running; measuring anyway", file=sys.stderr, flush=True)
+                return
+            time.sleep(0.2)
+
+
+def measure(
+    side: Side, cell: Cell, seeded: list[Seeded], work: Path, args: argparse.Namespace, url: str
+) -> Figures:
     data = work / f"{cell.name}-{side.name}.lua"
     write_items(data, cell, side, seeded)
-    time.sleep(args.settle)  # let the previous cell's tail (autovacuum, checkpoints) pass
+    quiesce(url)
+    time.sleep(args.settle)  # and a moment of rest
     pids = side.pids()
     cpu_before = tree_cpu_seconds(pids)
     out = run_wrk(side.base, data, cell.connections, args.duration, args.threads)
@@ -485,7 +504,7 @@ class Bench:
         work.mkdir()
         for side in self.sides:  # warm-up: each worker's pools, caches and code paths
             warm = argparse.Namespace(**{**vars(args), "duration": 2, "settle": 0})
-            measure(side, Cell("warm-up", "post", 8), self.seeded, work, warm)
+            measure(side, Cell("warm-up", "post", 8), self.seeded, work, warm, self.url)
         rows: list[tuple[Cell, Figures, Figures]] = []
         checks: dict[str, Any] = {"ours": [], "prd": []}
         for cell in args.selected:
@@ -496,7 +515,7 @@ class Bench:
                 theirs.job_ids = newest_jobs(self.their_engine, PRD_NEWEST)
             figures = {}
             for side in self.sides:  # alternately: ours, then theirs, cell after cell
-                f = figures[side.name] = measure(side, cell, self.seeded, work, args)
+                f = figures[side.name] = measure(side, cell, self.seeded, work, args, self.url)
                 print(
                     f"{cell.name:<12} {side.name:<5} {f.rps:8.0f} req/s  p50 {f.p50_ms:6.1f} ms  "
                     f"p99 {f.p99_ms:6.1f} ms  non-2xx {f.non2xx} (first {f.first_non2xx})  "
