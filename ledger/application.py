@@ -17,6 +17,8 @@ predecessor failed; the first command to learn of a failure drops the cached acc
 events that were never saved) and every command behind it decides again on the stored account.
 A command that appends nothing (a refusal, an idempotent repeat) is answered only once the
 appends before it are written, so nothing is answered from state that might not last.
+A recorder that cannot pipeline (in memory) writes each append as it is submitted, under the
+user's lock (``_WriteAtOnce``): the same code, with nothing ever in flight.
 """
 
 from __future__ import annotations
@@ -84,6 +86,41 @@ class AppendPipeline(Protocol):
     submitted ``after`` (an earlier append of the same stream) was written."""
 
     def submit(self, stored_events: Sequence[StoredEvent], after: Any = None) -> AppendTicket: ...
+
+
+class _Written:
+    """An append written as it is submitted (its outcome known at once)."""
+
+    def __init__(self, ids: Sequence[int] | None, error: Exception | None) -> None:
+        self.ids, self.error, self.done = ids, error, True
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def wait(self) -> None:
+        return None
+
+    def result(self) -> Sequence[int] | None:
+        if self.error is not None:
+            raise self.error
+        return self.ids
+
+
+class _WriteAtOnce:
+    """The pipeline of a recorder that cannot pipeline (in memory): each append is written
+    when it is submitted, under the user's lock, so a user's appends never overlap."""
+
+    def __init__(self, recorder: ApplicationRecorder) -> None:
+        self.recorder = recorder
+
+    def submit(self, stored_events: Sequence[StoredEvent], after: Any = None) -> AppendTicket:
+        if after is not None and after.failed:  # never the case: a failed tail is dropped first
+            return _Written(None, IntegrityError("an earlier append of this stream failed"))
+        try:
+            return _Written(self.recorder.insert_events(stored_events), None)
+        except Exception as exc:  # noqa: BLE001 - raised by ``result()``, in the command
+            return _Written(None, exc)
 
 
 @dataclass(frozen=True)
@@ -157,8 +194,6 @@ class LedgerApplication(Application[UUID]):
         # Infrastructure may wrap the event store's recorder (e.g. to commit the appends of
         # concurrent commands together); the ledger's rules do not depend on it.
         self._wrap_recorder = wrap_recorder
-        # Per instance, so the interval is a setting (the library reads it from self).
-        self.snapshotting_intervals = {Account: self.options.snapshot_interval}  # type: ignore[misc]
         self.clock = clock
         self.stats = ConflictStats()
         self._user_locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
@@ -174,7 +209,9 @@ class LedgerApplication(Application[UUID]):
         }
         super().__init__(env={**cache, **env})
         recorder = self.recorder
-        self._pipeline = recorder if isinstance(recorder, AppendPipeline) else None
+        self._pipeline: AppendPipeline = (
+            recorder if isinstance(recorder, AppendPipeline) else _WriteAtOnce(recorder)
+        )
 
     # ------------------------------------------------------------------------- snapshots
     def snapshot_interval_for(self, entries: int) -> int:
@@ -252,46 +289,21 @@ class LedgerApplication(Application[UUID]):
     def _attempt(
         self, user_id: UUID, decide: Callable[[Account, datetime], T], *, create: bool
     ) -> CommandResult[T]:
-        """Load, decide, save. Commands on one user are serialised within this process (so
-        they decide on the cached account in place, without copying it); processes race
-        on the stream version. Whatever fails after the load evicts the cached account,
-        which may hold events that were never saved.
+        """Load, decide, save. Commands on one user decide one at a time within this process
+        (on the cached account in place, without copying it); processes race on the stream
+        version. Whatever fails after the load drops the cached account, which may hold
+        events that were never saved.
 
         A cached account is first trusted as it is, without asking the event store for newer
         events (one query less per command): a decision that appends is saved with the next
         stream version, so an account that another process changed meanwhile collides on the
         version and is reloaded (``IntegrityError``, retried). Only a decision that appends
         nothing (a refusal, an idempotent repeat) cannot be checked that way: it is made again
-        on the account brought up to date before it is answered."""
-        if self._pipeline is not None:
-            return self._attempt_pipelined(self._pipeline, user_id, decide, create=create)
-        with self._user_lock(user_id):
-            now = self.clock()
-            cached = self._cached(user_id)
-            if cached is not None:
-                try:
-                    value = decide(cached, now)
-                except LedgerError:  # a refusal: decided again below, on the up-to-date account
-                    self._evict(user_id)
-                except BaseException:
-                    self._evict(user_id)
-                    raise
-                else:
-                    if cached.pending_events:
-                        return self._save(user_id, cached, value)
-            account, value = self._decide_loaded(user_id, decide, now, create=create)
-            return self._save(user_id, account, value)
+        on the account brought up to date before it is answered, and, while earlier appends
+        of the user are in flight, only once they are written.
 
-    def _attempt_pipelined(
-        self,
-        pipeline: AppendPipeline,
-        user_id: UUID,
-        decide: Callable[[Account, datetime], T],
-        *,
-        create: bool,
-    ) -> CommandResult[T]:
-        """``_attempt`` when appends are pipelined (the module's text): the user's lock is
-        held to decide and submit, not while the append is written."""
+        The user's lock is held to decide and to submit the append, not while it is written
+        (pipelining, the module's text)."""
         lock = self._user_lock(user_id)
         while True:
             with lock:
@@ -316,7 +328,7 @@ class LedgerApplication(Application[UUID]):
                     if not account.pending_events:
                         return CommandResult(value, None)
                 if account is not None:
-                    submitted = self._submit(pipeline, user_id, account, tail)
+                    submitted = self._submit(user_id, account, tail)
                     break
             # A decision that appends nothing, made while earlier appends of the user are in
             # flight, is made again once they are written.
@@ -337,7 +349,6 @@ class LedgerApplication(Application[UUID]):
 
     def _submit(
         self,
-        pipeline: AppendPipeline,
         user_id: UUID,
         account: Account,
         tail: tuple[AppendTicket, int] | None,
@@ -352,7 +363,7 @@ class LedgerApplication(Application[UUID]):
             self._drop(user_id)
             raise
         chain = next(self._chains) if tail is None else tail[1]
-        ticket = pipeline.submit(stored, after=None if tail is None else tail[0])
+        ticket = self._pipeline.submit(stored, after=None if tail is None else tail[0])
         self._tails[user_id] = (ticket, chain)
         return snapshot, ticket, chain
 
@@ -412,15 +423,6 @@ class LedgerApplication(Application[UUID]):
             return None
         assert isinstance(cached, Account)
         return cached
-
-    def _save(self, user_id: UUID, account: Account, value: T) -> CommandResult[T]:
-        try:
-            recordings = self.save(account)
-        except BaseException:
-            self._evict(user_id)
-            raise
-        position = max((r.notification.id for r in recordings), default=None)
-        return CommandResult(value, position)
 
     def _evict(self, user_id: UUID) -> None:
         if self.repository.cache is not None:
