@@ -1,16 +1,21 @@
 """This project against the PRD's flow written plainly, loaded alternately by ``wrk`` in one run.
 
-    uv run --frozen python benchmarks/jobs_vs_prd.py [--duration 20] [--workers 1] [--users 1000]
+    uv run --frozen python benchmarks/jobs_vs_prd.py [--duration 20] [--workers 1 2] [--users 1000]
         [--cells post-1 post-16 ...] [--gallery 3] [--json FILE]
 
 Needs ``wrk`` (Debian/Ubuntu: ``apt-get install wrk``; a Python load generator would eat the
 CPU being measured). Starts an embedded PostgreSQL in a temporary directory and, on it:
 
-- ours: the migrated database, ``vto api --workers N`` and ``vto projector`` (the API waits
-  for the projection of each job before its 202: read-your-writes). The outbox relay, Kafka
+- ours: the migrated database, ``vto api --workers N`` and ``vto projector`` (reads wait until
+  the projections include the caller's own writes: read-your-writes). The outbox relay, Kafka
   and the generator workers are not on the path of a request and do not run;
 - theirs (``benchmarks/prd_flow/app.py``): a database ``prd_flow`` on the same server, served
   by ``uvicorn --workers N --loop uvloop --http httptools`` (what ``vto api`` runs).
+
+The whole run is made once for each ``--workers`` N (1 and 2 by default: what compose deploys),
+both sides always with the same N, each on a fresh server and fresh data. With N > 1 the
+kernel spreads wrk's connections over the worker processes, so the one-user cells order one
+user's jobs through every process at once.
 
 Both get the same users (ids, projects, access tokens signed with one secret; ``--users``),
 ``CREDITS`` credits each (no request is refused for want of points) and ``--gallery``
@@ -429,7 +434,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=float, default=20, help="seconds of load per side and cell")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes of each side")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="uvicorn worker processes of each side; the run is made once for each value",
+    )
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--gallery", type=int, default=3, help="finished jobs per project (gallery rows)")
     parser.add_argument(
@@ -554,22 +565,78 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print(NO_WRK, file=sys.stderr)
         return 2
-    root = Path(tempfile.mkdtemp(prefix="vto-jobs-vs-prd-"))
-    root.chmod(0o755)
-    bench = Bench(args, root, Processes({}, LOGS))
-    try:
-        bench.start()
-        rows, checks = bench.run()
-    finally:
-        bench.close()
-    return report(args, rows, checks)
+    runs: list[Run] = []
+    for workers in args.workers:
+        root = Path(tempfile.mkdtemp(prefix="vto-jobs-vs-prd-"))
+        root.chmod(0o755)
+        bench = Bench(argparse.Namespace(**{**vars(args), "workers": workers}), root, Processes({}, LOGS))
+        print(f"== {workers} worker(s) per side", file=sys.stderr, flush=True)
+        try:
+            bench.start()
+            rows, checks = bench.run()
+        finally:
+            bench.close()
+        runs.append(Run(workers, rows, checks))
+    failed = sum(report(args, run) for run in runs)
+    if len(runs) > 1:
+        print(scale_table(runs))
+    if args.json:
+        payload = {"duration_s": args.duration, "users": args.users, "runs": [run_json(run) for run in runs]}
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 1 if failed else 0
 
 
-def report(
-    args: argparse.Namespace, rows: list[tuple[Cell, Figures, Figures]], checks: dict[str, Any]
-) -> int:
-    """Print the table and the checks (and write the JSON); 1 when a check failed."""
-    print(f"\n{args.duration:g} s per side and cell, {args.workers} uvicorn worker(s) per side, ", end="")
+@dataclass
+class Run:
+    """The figures of one run: ``workers`` processes per side."""
+
+    workers: int
+    rows: list[tuple[Cell, Figures, Figures]]
+    checks: dict[str, Any]
+
+
+def scale_table(runs: list[Run]) -> str:
+    """Per cell: the ratio (ours / theirs) at each N, and ours at each N against ours at the
+    first N (does a replica add throughput?)."""
+    base = runs[0]
+    head = "| load | " + " | ".join(f"ratio N={r.workers}" for r in runs)
+    head += " | " + " | ".join(f"ours N={r.workers} / N={base.workers}" for r in runs[1:]) + " |"
+    lines = [
+        "Scale-out: ratio = ours / PRD flow (req/s); ours at N workers against ours at the first N",
+        "",
+        head,
+    ]
+    lines.append("|" + "---|" * (1 + len(runs) + len(runs) - 1))
+    for index, (cell, *_rest) in enumerate(base.rows):
+        ratios, gains = [], []
+        for run in runs:
+            _, ours, theirs = run.rows[index]
+            ratios.append(f"{ours.rps / theirs.rps:.2f}" if ours.requests and theirs.requests else "-")
+        for run in runs[1:]:
+            ours, first = run.rows[index][1], base.rows[index][1]
+            gains.append(f"{ours.rps / first.rps:.2f}" if ours.requests and first.requests else "-")
+        lines.append(f"| {cell.label} | " + " | ".join(ratios) + " | " + " | ".join(gains) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    cells = [
+        {
+            "cell": c.name,
+            "label": c.label,
+            "ours": fig(o),
+            "prd": fig(t),
+            "ratio": o.rps / t.rps if o.requests and t.requests else None,
+        }
+        for c, o, t in run.rows
+    ]
+    return {"workers": run.workers, "cells": cells, "checks": run.checks}
+
+
+def report(args: argparse.Namespace, run: Run) -> int:
+    """Print the table and the checks of one run; the number of failed checks."""
+    rows, checks = run.rows, run.checks
+    print(f"\n{args.duration:g} s per side and cell, {run.workers} uvicorn worker(s) per side, ", end="")
     print(f"{args.users} users\n")
     print(table(rows))
     print()
@@ -588,20 +655,8 @@ def report(
             found = {k: v for k, v in c.items() if k != "cell"}
             failed += any(v for k, v in found.items() if k not in ("audit",))
             print(f"checks after {c['cell']} ({name}): {json.dumps(found)}")
-    if args.json:
-        cells = [
-            {
-                "cell": c.name,
-                "label": c.label,
-                "ours": fig(o),
-                "prd": fig(t),
-                "ratio": o.rps / t.rps if o.requests and t.requests else None,
-            }
-            for c, o, t in rows
-        ]
-        payload = {"duration_s": args.duration, "workers": args.workers, "users": args.users}
-        args.json.write_text(json.dumps({**payload, "cells": cells, "checks": checks}, indent=2))
-    return 1 if failed else 0
+    print()
+    return failed
 
 
 def fig(f: Figures) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from infra.storage import Storage
 from ledger.application import LedgerApplication
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 async def get_services(request: Request) -> Services:
@@ -229,6 +230,36 @@ async def run_on_connection(request: Request, services: Services, work: Callable
         return await anyio.to_thread.run_sync(partial(_on_connection, services, work))
     finally:
         semaphore.release()
+
+
+async def run_then(
+    request: Request, services: Services, read: Callable[[Connection], R], then: Callable[[R], T]
+) -> T:
+    """``read`` on a catalog connection as ``run_on_connection`` does, then ``then`` on its
+    answer, in the same worker-thread hop, with the connection (and its ``SessionGate`` slot)
+    given back in between: for a request that must not hold the catalog's connection while it
+    waits on something else (the job order's ledger append)."""
+    semaphore = await session_gate(request, services).acquire()
+    loop = asyncio.get_running_loop()
+    released = False
+
+    def release() -> None:  # on the event loop's thread, once
+        nonlocal released
+        if not released:
+            released = True
+            semaphore.release()
+
+    def work() -> T:
+        try:
+            answer = _on_connection(services, read)
+        finally:
+            loop.call_soon_threadsafe(release)
+        return then(answer)
+
+    try:
+        return await anyio.to_thread.run_sync(work)
+    finally:
+        release()
 
 
 def _on_connection(services: Services, work: Callable[[Connection], T]) -> T:

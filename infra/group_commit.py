@@ -1,50 +1,73 @@
-"""Group commit: the ledger appends of concurrent commands written in one transaction.
+"""Group commit: the ledger appends of concurrent commands written in one statement.
 
-The event store's insert takes a table lock, so that notification ids are committed in the
-order they are issued (a reader of the notification log never passes over an id that commits
-later). Every append therefore waits for the one before it: one transaction, one lock, one
-NOTIFY and one commit per command. Under load that serial section, and the work around it,
-is what the API spends.
+Every append to ``ledger_events`` takes the table's EXCLUSIVE lock, so that notification ids
+are committed in the order they are issued (a reader of the notification log never passes over
+an id that commits later). Appends are therefore serial: one lock, one NOTIFY and one commit
+each. ``GroupCommitWriter`` queues the appends of concurrent commands: the first command to
+arrive writes at once; the commands that arrive while a write is in flight are written
+together by the first of them, when it ends (up to ``max_batch`` commands), and each gets its
+own outcome back. A batch never waits to fill: the more load, the larger the batches.
 
-``GroupCommitRecorder`` wraps the application recorder. A command that appends while another
-append is being written queues its events; when the write in flight ends, the first queued
-command writes everything queued (up to ``max_batch`` commands) in one transaction and hands
-the results back to each command. Nothing changes for the guarantees:
+One batch is one statement on an autocommit connection (one round trip):
+``vto_append_events`` (migration 0012) takes the table lock, then appends each command's
+events only if its stream is still at the version the command decided on, and NOTIFYs the
+projections. A command whose stream moved (another process wrote it) is left out, alone: its
+``IntegrityError`` goes to that command (which decides again on the account brought up to
+date); the rest of the batch is written. The primary key ``(originator_id,
+originator_version)`` stays the last guard.
 
-- Each command still appends its own events with the next versions of its own stream: a
-  command whose stream moved on meanwhile (another process wrote) collides on the version
-  (``IntegrityError``), as before. One collision aborts the whole transaction, so a batch
-  that collided is written again one command at a time: the others are appended, only the
-  command that collided gets its ``IntegrityError`` (and the ledger retries it on its
-  up-to-date account).
-- A command returns only after the transaction with its events has committed (or failed), so
-  what it answers is durable, and the outbox is still written with the reservation.
-- A batch never waits to fill: the first command to arrive writes at once; batches form only
-  from the commands that arrived while a write was in flight (the more load, the larger).
+Appends of one stream may be pipelined (``submit(..., after=...)``): a command decided on the
+account the earlier, still unwritten, appends of the same user left submits its events after
+theirs, so one busy user's commands share batches too. The queue is written in order; an
+append whose predecessor failed is not written at all (``PredecessorFailed``, an
+``IntegrityError``), so a stream never gets a gap and a later version never commits after an
+earlier one failed.
 
-Appends of one stream may be pipelined (``submit``): the ledger decides a user's next command
-on the account its earlier, still unwritten, appends left, and submits it ``after`` them, so
-the commands of one user share transactions too instead of waiting a commit each. The queue
-is written in order, so an append is written after (or with) the appends it follows; one whose
-predecessor failed is not written at all (``PredecessorFailed``, an ``IntegrityError``: the
-ledger decides it again on the stored account). A later version of a stream therefore never
-commits after an earlier one failed, and a stream never gets a gap.
+``exclusive()`` is the other way in: a transaction that holds the table lock while its caller
+reads the stream, decides and appends (the account store's retry after a collision, which
+cannot collide again).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
+from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, StoredEvent
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+Connect = Callable[[], AbstractContextManager[Any]]
+
+APPEND = (
+    "SELECT originator_id, originator_version, notification_id "
+    "FROM vto_append_events(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::bigint[])"
+)
+LOCK = "LOCK TABLE ledger_events IN EXCLUSIVE MODE"
+READ_AFTER = (
+    "SELECT originator_id, originator_version, topic, state FROM ledger_events "
+    "WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version"
+)
+# A database that restarts or drops a connection: the statement is made again on another
+# connection (as eventsourcing's recorder does). Safe: an append that did commit before the
+# error is refused the second time (its stream moved), and the command decided again finds
+# its own events.
+RETRY_ERRORS = (InterfaceError, OperationalError)
+RETRY_ATTEMPTS = 10
+RETRY_WAIT_S = 0.2
 
 
 class PredecessorFailed(IntegrityError):
     """Not written: an earlier append of the same stream, which this one follows, failed."""
 
 
-class _Append:
+class StreamMoved(IntegrityError):
+    """Not written: the stream was no longer at the version the append was decided on."""
+
+
+class Append:
     """One command's events, waiting to be written, then its notification ids or error.
 
     ``after`` is the append of the same stream this one was decided after (pipelining): it
@@ -53,16 +76,25 @@ class _Append:
 
     __slots__ = ("after", "done", "error", "events", "finished", "ids", "lead", "owner", "woken")
 
-    def __init__(self, events: list[StoredEvent], after: _Append | None = None) -> None:
+    def __init__(self, events: list[StoredEvent], after: Append | None = None) -> None:
         self.events = events
         self.after = after
         self.done = False
         self.ids: Sequence[int] | None = None
         self.error: BaseException | None = None
         self.lead = False  # woken to write the next batch, rather than with a result
-        self.owner: GroupCommitRecorder | None = None  # set by ``submit``: who writes it
+        self.owner: GroupCommitWriter | None = None  # set by ``submit``: who writes it
         self.woken = threading.Event()
         self.finished = threading.Event()
+
+    @property
+    def stream(self) -> UUID:
+        return UUID(str(self.events[0].originator_id))
+
+    @property
+    def base(self) -> int:
+        """The version the stream was at when this append was decided."""
+        return self.events[0].originator_version - 1
 
     def finish(self, ids: Sequence[int] | None = None, error: BaseException | None = None) -> None:
         self.ids, self.error, self.done = ids, error, True
@@ -81,7 +113,7 @@ class _Append:
         """Wait until the outcome is known (for others than the command that appended)."""
         self.finished.wait()
 
-    def result(self) -> Sequence[int] | None:
+    def result(self) -> Sequence[int]:
         """The appending command's own call: write (when its turn to lead comes) or wait,
         then the notification ids, or the error raised."""
         owner = self.owner
@@ -90,35 +122,72 @@ class _Append:
             owner._complete(self)
         if self.error is not None:
             raise self.error
+        assert self.ids is not None
         return self.ids
 
 
-class GroupCommitRecorder:
-    """An application recorder whose ``insert_events`` batches concurrent appends (see the
-    module's text); everything else is the wrapped recorder's."""
+class Exclusive:
+    """A transaction holding the event store's table lock: no other append can be made until
+    it ends, so what ``read_after`` reads is the stream as it is, and ``append`` cannot
+    collide."""
 
-    def __init__(self, recorder: ApplicationRecorder, max_batch: int) -> None:
-        self.recorder = recorder
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def read_after(self, user_id: UUID, version: int) -> list[StoredEvent]:
+        rows = self.conn.execute(READ_AFTER, (user_id, version), prepare=True).fetchall()
+        return [stored_event(row) for row in rows]
+
+    def append(self, events: Sequence[StoredEvent]) -> list[int]:
+        if not events:
+            return []
+        rows = self.conn.execute(APPEND, arguments(events, {}), prepare=True).fetchall()
+        if len(rows) != len(events):  # cannot happen while the lock is held
+            raise StreamMoved(f"stream {events[0].originator_id} moved under the table lock")
+        return [row["notification_id"] for row in rows]
+
+
+def stored_event(row: Any) -> StoredEvent:
+    return StoredEvent(
+        originator_id=row["originator_id"],
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=bytes(row["state"]),
+    )
+
+
+def arguments(events: Sequence[StoredEvent], heads: dict[UUID, int]) -> tuple[list[Any], ...]:
+    """``vto_append_events``'s arrays for ``events``; each stream's head is taken from
+    ``heads`` or else from its first event here."""
+    ids, versions, topics, states, bases = [], [], [], [], []
+    for event in events:
+        stream = UUID(str(event.originator_id))
+        ids.append(stream)
+        versions.append(event.originator_version)
+        topics.append(event.topic)
+        states.append(event.state)
+        bases.append(heads.setdefault(stream, event.originator_version - 1))
+    return ids, versions, topics, states, bases
+
+
+class GroupCommitWriter:
+    """Writes the ledger's appends, batching concurrent ones (see the module's text).
+    ``connect`` gives a pooled autocommit connection (a context manager)."""
+
+    def __init__(self, connect: Connect, max_batch: int) -> None:
+        self.connect = connect
         self.max_batch = max(1, max_batch)
         self._lock = threading.Lock()
-        self._queue: list[_Append] = []
+        self._queue: list[Append] = []
         self._writing = False
-        self.batches = 0  # transactions written, and the appends in them (for benchmarks)
+        self.batches = 0  # statements written, and the appends in them (for benchmarks)
         self.appends = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.recorder, name)
-
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        if any(value is not None for value in kwargs.values()) or not stored_events:
-            return self.recorder.insert_events(stored_events, **kwargs)  # e.g. with tracking
-        return self.submit(stored_events).result()
-
-    def submit(self, stored_events: Sequence[StoredEvent], after: _Append | None = None) -> _Append:
+    def submit(self, stored_events: Sequence[StoredEvent], after: Append | None = None) -> Append:
         """Queue an append (to be written after ``after``, an append of the same stream) and
         return it at once; its ``result()`` (called once, by the submitting thread) writes or
         waits and answers. Submitting fixes the order in which appends are written."""
-        append = _Append(list(stored_events), after)
+        append = Append(list(stored_events), after)
         with self._lock:
             self._queue.append(append)
             append.lead = not self._writing
@@ -126,7 +195,19 @@ class GroupCommitRecorder:
         append.owner = self
         return append
 
-    def _complete(self, append: _Append) -> None:
+    def write(self, stored_events: Sequence[StoredEvent]) -> Sequence[int]:
+        """Append now (in the next batch) and answer the notification ids."""
+        return self.submit(stored_events).result()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Exclusive]:
+        """A transaction that holds the table lock (``Exclusive``); committed when the block
+        ends normally, rolled back otherwise."""
+        with self.connect() as conn, conn.transaction():
+            conn.execute(LOCK)
+            yield Exclusive(conn)
+
+    def _complete(self, append: Append) -> None:
         if not append.lead:
             append.woken.wait()
             if not append.lead:
@@ -154,37 +235,50 @@ class GroupCommitRecorder:
                 else:
                     self._writing = False
 
-    def _write(self, batch: list[_Append]) -> None:
-        if any(append.after is not None for append in batch):
-            batch = self._unblocked(batch)
-            if not batch:
-                return
+    def _write(self, batch: list[Append]) -> None:
+        batch = self._unblocked(batch)
+        if not batch:
+            return
         self.batches += 1
         self.appends += len(batch)
-        events = [event for append in batch for event in append.events]
         try:
-            ids = self.recorder.insert_events(events)
-        except IntegrityError as exc:
-            if len(batch) == 1:
-                batch[0].finish(error=exc)
-                return
-            for append in batch:  # find the command(s) that collided; write the others
-                if append.blocked():  # its predecessor (in this batch) collided
-                    append.finish(error=_predecessor_failed())
-                else:
-                    self._write_one(append)
-            return
+            written = self._append([event for append in batch for event in append.events])
         except Exception as exc:  # noqa: BLE001 - the database failed: every command of the batch raises it
             for append in batch:
                 append.finish(error=exc)
             return
-        start = 0
+        moved: set[UUID] = set()
         for append in batch:
-            append.finish(ids=None if ids is None else ids[start : start + len(append.events)])
-            start += len(append.events)
+            stream = append.stream
+            ids = [written.get((stream, e.originator_version)) for e in append.events]
+            if stream not in moved and all(i is not None for i in ids):
+                append.finish(ids=[i for i in ids if i is not None])
+            elif stream in moved:
+                append.finish(error=_predecessor_failed())
+            else:
+                moved.add(stream)
+                append.finish(error=StreamMoved(f"stream {stream} moved on from version {append.base}"))
+
+    def _append(self, events: list[StoredEvent]) -> dict[tuple[UUID, int], int]:
+        """One statement: the events appended whose streams had not moved, by (stream,
+        version), with their notification ids."""
+        params = arguments(events, {})
+        retrying = Retrying(
+            retry=retry_if_exception_type(RETRY_ERRORS),
+            stop=stop_after_attempt(RETRY_ATTEMPTS),
+            wait=wait_fixed(RETRY_WAIT_S),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt, self.connect() as conn:
+                rows = conn.execute(APPEND, params, prepare=True).fetchall()
+                return {
+                    (row["originator_id"], row["originator_version"]): row["notification_id"] for row in rows
+                }
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _unblocked(batch: list[_Append]) -> list[_Append]:
+    def _unblocked(batch: list[Append]) -> list[Append]:
         """The batch without the appends whose predecessor failed (those fail unwritten)."""
         kept = []
         for append in batch:
@@ -193,12 +287,6 @@ class GroupCommitRecorder:
             else:
                 kept.append(append)
         return kept
-
-    def _write_one(self, append: _Append) -> None:
-        try:
-            append.finish(ids=self.recorder.insert_events(append.events))
-        except Exception as exc:  # noqa: BLE001 - handed to the command that appended, which raises it
-            append.finish(error=exc)
 
 
 def _predecessor_failed() -> PredecessorFailed:

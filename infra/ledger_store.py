@@ -1,19 +1,20 @@
-"""Builds the ledger application on its storage: PostgreSQL (psycopg 3) or in memory."""
+"""Builds the ledger application on its storage: PostgreSQL (psycopg 3), with the fast account
+store (``infra.account_store``), or in memory, with the library's own (``ledger.store``)."""
 
 from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import ConnectionPool
 from psycopg_pool import PoolTimeout
 
+from infra.account_store import postgres_account_store
 from infra.database import conninfo
-from infra.group_commit import GroupCommitRecorder
 from infra.settings import Settings
 from ledger.application import Clock, LedgerApplication, LedgerOptions, utc_now
+from ledger.store import ReferenceStore
 
 
 def ledger_options(settings: Settings) -> LedgerOptions:
@@ -87,9 +88,13 @@ def ledger_pool(ledger: LedgerApplication) -> ConnectionPool[Any]:
     return pool
 
 
-def postgres_ledger(settings: Settings, url: str, clock: Clock = utc_now) -> LedgerApplication:
+def postgres_ledger(
+    settings: Settings, url: str, clock: Clock = utc_now, *, reference: bool = False
+) -> LedgerApplication:
     """The ledger of a process, its pool sized by the settings ``ledger_pool_size``,
-    ``ledger_max_overflow`` and ``db_pool_timeout_s`` (README "Connection budget")."""
+    ``ledger_max_overflow`` and ``db_pool_timeout_s`` (README "Connection budget"), on the fast
+    account store; ``reference``: on the library's own path instead (``ledger.store``), for
+    the tests that hold the two side by side."""
     env = postgres_env(
         url, settings.ledger_pool_size, settings.ledger_max_overflow, settings.db_pool_timeout_s
     )
@@ -97,9 +102,7 @@ def postgres_ledger(settings: Settings, url: str, clock: Clock = utc_now) -> Led
         env=env,
         options=ledger_options(settings),
         clock=clock,
-        wrap_recorder=lambda recorder: cast(
-            ApplicationRecorder, GroupCommitRecorder(recorder, settings.ledger_append_batch_max)
-        ),
+        store=ReferenceStore if reference else postgres_account_store(settings.ledger_append_batch_max),
     )
     pool = ledger_pool(ledger)
     pool.timeout = settings.db_pool_timeout_s

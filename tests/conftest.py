@@ -92,15 +92,18 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", "postgres-reference", "postgres"])
 def ledger(
     request: pytest.FixtureRequest, settings: Settings, clock: FakeClock
 ) -> Iterator[LedgerApplication]:
-    """The ledger application on each storage: every test using it runs twice."""
+    """The ledger application on each storage and account store (``ledger.store``): in memory
+    and on PostgreSQL with the library's own path (``ReferenceStore``), and on PostgreSQL with
+    the fast store production runs. Every test using it runs three times."""
     if request.param == "memory":
         app = memory_ledger(settings, clock=clock)
     else:
-        app = postgres_ledger(settings, request.getfixturevalue("pg_url"), clock=clock)
+        url = request.getfixturevalue("pg_url")
+        app = postgres_ledger(settings, url, clock=clock, reference=request.param == "postgres-reference")
     yield app
     app.close()
 

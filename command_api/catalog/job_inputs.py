@@ -18,13 +18,16 @@ from command_api.catalog.errors import NoProducts, ReadOnlyProject, WrongAssetTy
 from command_api.catalog.models import ShareRole
 from command_api.own_reads import check_token, revoked
 from command_api.problems import NotFound
+from projections.events import EVENTS_TABLE
 
 _IMAGE = "'id', {t}.id, 'storage_key', {t}.storage_key, 'media_type', {t}.media_type, "
 _IMAGE += "'width', {t}.width, 'height', {t}.height"
 
 # One round trip: the caller's token state, the project, the caller's share role on it, the
 # wanted products of that project and the caller's own wanted assets (JSON aggregates; absent
-# rows are simply missing).
+# rows are simply missing), and the events of the caller's ledger stream after version
+# ``:after`` (none when it is null): what the ledger's account store needs to bring the
+# account it holds up to date before it decides (``ledger.store.StreamNews``).
 _JOB_INPUTS = text(
     "SELECT u.token_version, u.deleted_at IS NOT NULL AS deleted, p.id AS project_id, p.owner_id, "  # noqa: S608 (fixed fragments; every value is bound)
     "(SELECT s.role FROM project_shares s WHERE s.project_id = p.id AND s.user_id = :user) AS role, "
@@ -32,9 +35,16 @@ _JOB_INPUTS = text(
     + _IMAGE.format(t="x")
     + ", 'category', x.category, 'side', x.side)), '[]'::json) "
     "   FROM products x WHERE x.project_id = p.id AND x.id = ANY(:products)) AS products, "
-    "(SELECT coalesce(json_agg(json_build_object(" + _IMAGE.format(t="a") + ", 'type', a.type)), '[]'::json) "
-    "   FROM assets a WHERE a.owner_id = :user AND a.id = ANY(:assets)) AS assets "
-    "FROM users u LEFT JOIN projects p ON p.id = :project WHERE u.id = :user"
+    "(SELECT coalesce(json_agg(json_build_object(" + _IMAGE.format(t="a") + ", 'type', a.type)), '[]'::json) "  # noqa: S608
+    "   FROM assets a WHERE a.owner_id = :user AND a.id = ANY(:assets)) AS assets, "
+    "n.versions AS news_versions, n.topics AS news_topics, n.states AS news_states "
+    "FROM users u LEFT JOIN projects p ON p.id = :project "
+    "LEFT JOIN LATERAL (SELECT array_agg(e.originator_version ORDER BY e.originator_version) AS versions, "
+    "  array_agg(e.topic ORDER BY e.originator_version) AS topics, "
+    "  array_agg(e.state ORDER BY e.originator_version) AS states "
+    f"  FROM {EVENTS_TABLE} e WHERE e.originator_id = :user "
+    "  AND e.originator_version > CAST(:after AS bigint)) n ON true "
+    "WHERE u.id = :user"
 )
 
 
@@ -47,13 +57,15 @@ def load_job_inputs(
     background_asset_id: uuid.UUID | str | None = None,
     *,
     claims: tokens.Claims | None = None,
+    stream_after: int | None = None,
 ) -> dict[str, Any]:
     """The storage keys and facts of a job's inputs, JSON-ready (ids as text)::
 
         {"project_id": "...", "project_owner_id": "...",
          "products": [{"id", "category", "side", "storage_key", "media_type", "width", "height"}, ...],
          "model": {"id", "storage_key", "media_type", "width", "height"},
-         "background": {...same...} or None}
+         "background": {...same...} or None,
+         "stream": [(version, topic, state), ...]}
 
     Products come in the order given (duplicates dropped). Rules: the caller owns the project
     or is one of its editors (a viewer may not order jobs into it: ``ReadOnlyProject``, 403);
@@ -61,7 +73,8 @@ def load_job_inputs(
     (how many products a job takes is the request schema's rule). Raises ``NotFound`` (404)
     for a project, product or asset the caller may not use (or a malformed id), ``NoProducts``
     or ``WrongAssetType`` (422). With ``claims``, the caller's access token is checked in the
-    same statement (``Unauthorized``). Reads only; never commits."""
+    same statement (``Unauthorized``). ``stream``: the caller's ledger events after version
+    ``stream_after`` (none when it is None). Reads only; never commits."""
     project = parse_id(project_id, "project")
     wanted = list(dict.fromkeys(parse_id(pid, "product") for pid in product_ids))
     model = parse_id(model_asset_id, "asset")
@@ -74,6 +87,7 @@ def load_job_inputs(
                 "project": project,
                 "products": wanted,
                 "assets": [model] if background is None else [model, background],
+                "after": stream_after,
             },
         )
         .mappings()
@@ -100,6 +114,9 @@ def load_job_inputs(
         "products": [found[pid] for pid in wanted],
         "model": _asset(assets, model, "model"),
         "background": None if background is None else _asset(assets, background, "background"),
+        "stream": list(
+            zip(row["news_versions"] or (), row["news_topics"] or (), row["news_states"] or (), strict=True)
+        ),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, status
 
 from command_api.deps import (
@@ -15,6 +16,7 @@ from command_api.deps import (
     SessionDep,
     SignerDep,
     run_on_connection,
+    run_then,
 )
 from command_api.pagination import Cursor, Limit, Page
 from command_api.vto import service
@@ -56,13 +58,22 @@ async def create_job(
     sign: SignerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
-    # One worker-thread hop and two round trips (the token and catalog read, the ledger save).
-    return await run_on_connection(
+    # One worker-thread hop and two round trips: the token, catalog and ledger-stream read on
+    # a catalog connection, given back before the ledger append.
+    ledger = services.ledger
+    order = await run_then(
         request,
         services,
-        lambda conn: service.order_job(
-            conn, services.ledger, claims, body, idempotency_key, services.wait_for, sign
-        ),
+        lambda conn: service.read_order(conn, ledger, claims, body),
+        lambda order: service.place_order(ledger, claims, body, order, idempotency_key),
+    )
+    if order.created:
+        return service.job_from_reservation(order, body)
+    # An idempotent repeat: the job as the read models have it, once they include everything
+    # written so far (waited for before a catalog connection is taken).
+    await anyio.to_thread.run_sync(lambda: services.wait_for(ledger.position()))
+    return await run_on_connection(
+        request, services, lambda conn: service.repeated_order(conn, order, body, sign)
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from eventsourcing.persistence import StoredEvent
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
@@ -20,7 +22,7 @@ from command_api.problems import DomainError, NotFound
 from command_api.vto import repository
 from command_api.vto.schemas import Charge, GalleryItem, JobIn, JobOut
 from ledger.account import Reservation
-from ledger.application import LedgerApplication
+from ledger.application import LedgerApplication, StreamNews
 from ledger.status import JobStatus
 
 
@@ -28,12 +30,26 @@ class JobFinished(DomainError):
     status, code = 409, "job_finished"
 
 
+@dataclass(frozen=True)
+class Order:
+    """A job order read and checked, ready for the ledger: the request as the ledger records
+    it, and the news of the caller's stream read with it (``ledger.store.StreamNews``)."""
+
+    request: dict[str, Any]
+    news: StreamNews | None
+
+
 def job_request(
-    session: Session | Connection, user_id: uuid.UUID, body: JobIn, claims: tokens.Claims | None = None
-) -> dict[str, Any]:
+    session: Session | Connection,
+    user_id: uuid.UUID,
+    body: JobIn,
+    claims: tokens.Claims | None = None,
+    stream_after: int | None = None,
+) -> Order:
     """The job as the ledger records it (and the relay publishes it): the client's choices
     and the storage keys of its inputs, after checking the caller may use each of them (and,
-    with ``claims``, the caller's access token, in the same read).
+    with ``claims``, the caller's access token, in the same read; with ``stream_after``, the
+    caller's ledger events after that version, in the same read too).
     Deterministic for a given body, so an idempotent retry fingerprints the same."""
     found = load_job_inputs(
         session,
@@ -43,6 +59,7 @@ def job_request(
         body.model_asset_id,
         body.background_asset_id,
         claims=claims,
+        stream_after=stream_after,
     )
     inputs = {
         "model": found["model"]["storage_key"],
@@ -51,7 +68,7 @@ def job_request(
             {"key": p["storage_key"], "category": p["category"], "side": p["side"]} for p in found["products"]
         ],
     }
-    return {
+    request = {
         "project_id": str(body.project_id),
         "product_ids": [str(p) for p in body.product_ids],
         "model_asset_id": str(body.model_asset_id),
@@ -60,28 +77,32 @@ def job_request(
         "options": body.options.model_dump(),
         "inputs": inputs,
     }
+    news = None
+    if stream_after is not None:
+        events = [
+            StoredEvent(user_id, version, topic, bytes(state)) for version, topic, state in found["stream"]
+        ]
+        news = StreamNews(stream_after, events)
+    return Order(request, news)
 
 
-def order_job(
-    conn: Connection,
-    ledger: LedgerApplication,
-    claims: tokens.Claims,
-    body: JobIn,
-    idempotency_key: str | None,
-    catch_up: Callable[[int], object],
-    sign: UrlSigner,
-) -> JobOut:
-    """Check the token and the catalog (one read), reserve the charge and record the job
-    (one ledger save). A new job is answered from the ledger's decision, with no wait for
-    the read models (reads catch up with the caller's writes themselves: ``own_reads``).
-    An idempotent repeat shows the job as the read model has it once that includes
-    everything written so far (the job may have moved on since it was ordered)."""
-    request = job_request(conn, claims.user_id, body, claims)
-    result = ledger.request_job(claims.user_id, uuid.uuid4(), body.kind.value, request, idempotency_key)
-    reservation = result.value
-    if reservation.created:
-        return job_from_reservation(reservation, body)
-    catch_up(ledger.position())
+def read_order(conn: Connection, ledger: LedgerApplication, claims: tokens.Claims, body: JobIn) -> Order:
+    """The token, the catalog and the news of the caller's ledger stream, in one read."""
+    return job_request(conn, claims.user_id, body, claims, ledger.known_version(claims.user_id))
+
+
+def place_order(
+    ledger: LedgerApplication, claims: tokens.Claims, body: JobIn, order: Order, idempotency_key: str | None
+) -> Reservation:
+    """Reserve the charge and record the job (one ledger append; no catalog connection held)."""
+    return ledger.request_job(
+        claims.user_id, uuid.uuid4(), body.kind.value, order.request, idempotency_key, news=order.news
+    ).value
+
+
+def repeated_order(conn: Connection, reservation: Reservation, body: JobIn, sign: UrlSigner) -> JobOut:
+    """An idempotent repeat shows the job as the read model has it (the caller waited until
+    that includes everything written so far: the job may have moved on since it was ordered)."""
     row = repository.job_row(conn, reservation.job_id)
     return job_from_reservation(reservation, body) if row is None else JobOut.of(row, sign)
 

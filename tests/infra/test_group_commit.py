@@ -4,23 +4,23 @@ a command that collides on its stream version fails alone, and nothing is lost o
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import cast
 from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from infra.group_commit import GroupCommitRecorder, PredecessorFailed, _Append
+from infra.account_store import PostgresAccountStore
+from infra.group_commit import Append, GroupCommitWriter, PredecessorFailed, StreamMoved
 from ledger.account import Account
 from ledger.application import LedgerApplication
 from tests.factories import job_request, ledger_events, new_user
 from tests.ledger.test_concurrency import assert_stream_intact, race
 
 
-def group(ledger: LedgerApplication) -> GroupCommitRecorder:
-    recorder = ledger.recorder
-    assert isinstance(recorder, GroupCommitRecorder)
-    return cast(GroupCommitRecorder, recorder)
+def group(ledger: LedgerApplication) -> GroupCommitWriter:
+    store = ledger.store
+    assert isinstance(store, PostgresAccountStore)
+    return store.writer
 
 
 def test_concurrent_commands_of_many_users_share_transactions(pg_ledger: LedgerApplication) -> None:
@@ -67,15 +67,15 @@ def test_a_batch_with_a_collision_writes_the_others_and_fails_only_the_collider(
     recorder = group(pg_ledger)
     taken = stored(pg_ledger, second, 1)  # version 1 of ``second`` exists: it collides
     before = len(ledger_events(pg_ledger, second))
-    batch = [_Append(next_events(pg_ledger, first)), _Append([taken]), _Append(next_events(pg_ledger, third))]
+    batch = [Append(next_events(pg_ledger, first)), Append([taken]), Append(next_events(pg_ledger, third))]
     recorder._write(batch)
+    assert isinstance(batch[1].error, StreamMoved)
     assert isinstance(batch[1].error, IntegrityError)
     with pytest.raises(IntegrityError):
         batch[1].result()
     for append, user in ((batch[0], first), (batch[2], third)):
         ids = append.result()
         assert ids is not None and len(ids) == len(append.events)
-        pg_ledger._evict(user)
         events = assert_stream_intact(pg_ledger, user)
         assert sum(isinstance(e, Account.JobRequested) for e in events) == 1
     assert len(ledger_events(pg_ledger, second)) == before  # nothing appended for the collider
@@ -84,8 +84,8 @@ def test_a_batch_with_a_collision_writes_the_others_and_fails_only_the_collider(
 def test_a_database_failure_fails_every_command_of_the_batch(pg_ledger: LedgerApplication) -> None:
     users = [new_user(pg_ledger, credits=5) for _ in range(2)]
     recorder = group(pg_ledger)
-    batch = [_Append(next_events(pg_ledger, user)) for user in users]
-    recorder.recorder.datastore.pool.close()  # type: ignore[attr-defined]
+    batch = [Append(next_events(pg_ledger, user)) for user in users]
+    pg_ledger.recorder.datastore.pool.close()  # type: ignore[attr-defined]
     recorder._write(batch)
     assert all(append.done and append.error is not None for append in batch)
 
@@ -109,15 +109,14 @@ def test_an_append_after_a_collider_in_its_batch_is_not_written(pg_ledger: Ledge
     colliding = [stored(pg_ledger, user, before)]  # its version exists: it collides
     mine = next_events(pg_ledger, user)
     follower = following(pg_ledger, user, mine)
-    first = _Append(colliding)
-    batch = [first, _Append(follower, after=first), _Append(next_events(pg_ledger, other))]
+    first = Append(colliding)
+    batch = [first, Append(follower, after=first), Append(next_events(pg_ledger, other))]
     recorder._write(batch)
     assert isinstance(batch[0].error, IntegrityError)
     assert isinstance(batch[1].error, PredecessorFailed)  # retried by the ledger as a conflict
     assert isinstance(batch[1].error, IntegrityError)
     assert batch[2].result()  # an unrelated append of the batch is written
     assert len(ledger_events(pg_ledger, user)) == before  # no gap: the follower was not written
-    pg_ledger._evict(user)
     assert_stream_intact(pg_ledger, user)
 
 
@@ -129,11 +128,11 @@ def test_an_append_whose_predecessor_failed_in_an_earlier_batch_is_not_written(
     recorder = group(pg_ledger)
     before = len(ledger_events(pg_ledger, user))
     mine = next_events(pg_ledger, user)
-    first = _Append([stored(pg_ledger, user, before)])
+    first = Append([stored(pg_ledger, user, before)])
     recorder._write([first])
     assert first.failed
     written = recorder.batches
-    follower = _Append(following(pg_ledger, user, mine), after=first)
+    follower = Append(following(pg_ledger, user, mine), after=first)
     recorder._write([follower])
     assert isinstance(follower.error, PredecessorFailed)
     assert recorder.batches == written  # not even a transaction
@@ -148,6 +147,5 @@ def test_appends_that_follow_each_other_in_one_batch_commit_together(pg_ledger: 
     first = recorder.submit(mine)
     second = recorder.submit(following(pg_ledger, user, mine), after=first)
     assert first.result() and second.result()
-    pg_ledger._evict(user)
     events = assert_stream_intact(pg_ledger, user)
     assert sum(isinstance(e, Account.JobRequested) for e in events) == 2

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from uuid import uuid4
+from datetime import datetime
+from uuid import UUID, uuid4
 
 import psycopg
 
-from infra.ledger_store import memory_ledger, postgres_ledger
+from infra.ledger_store import postgres_ledger
 from infra.settings import Settings
 from ledger.account import Account
 from ledger.application import LedgerApplication
@@ -14,20 +15,23 @@ from tests.conftest import FakeClock
 from tests.factories import job_request, new_user
 
 
-def grow(ledger: LedgerApplication, clock: FakeClock, user: object, events: int, batch: int = 500) -> None:
-    """Append grants until the account has ``events`` events, ``batch`` events a save."""
-    account = ledger.account(user)  # type: ignore[arg-type]
-    while account.version < events:
+def grow(ledger: LedgerApplication, user: UUID, events: int, batch: int = 500) -> None:
+    """Append grants through the ledger's store until the account has ``events`` events,
+    ``batch`` events an append."""
+
+    def grants(account: Account, now: datetime) -> None:
         for _ in range(min(batch, events - account.version)):
-            account.grant_credits(1, "grow", clock.now)
-        ledger.save(account)
+            account.grant_credits(1, "grow", now)
+
+    while ledger.account(user).version < events:
+        ledger.store.execute(user, grants, create=False)
 
 
 def test_loading_ten_thousand_events_uses_the_snapshot(
     pg_ledger: LedgerApplication, pg_url: str, clock: FakeClock
 ) -> None:
     user = new_user(pg_ledger)
-    grow(pg_ledger, clock, user, 10_000)
+    grow(pg_ledger, user, 10_000)
     assert pg_ledger.snapshots is not None
     latest = list(pg_ledger.snapshots.get(user, desc=True, limit=1))
     assert latest and latest[0].originator_version == 10_000
@@ -50,7 +54,7 @@ def test_loading_ten_thousand_events_uses_the_snapshot(
 def test_snapshot_interval_is_honoured(ledger: LedgerApplication, clock: FakeClock) -> None:
     interval = ledger.options.snapshot_interval
     user = new_user(ledger)
-    grow(ledger, clock, user, 2 * interval + interval // 2, batch=interval)  # versions 2 to 1 + interval, ...
+    grow(ledger, user, 2 * interval + interval // 2, batch=interval)  # versions 2 to 1 + interval, ...
     assert ledger.snapshots is not None
     versions = [s.originator_version for s in ledger.snapshots.get(user)]
     # Taken at the end of each save whose events reach a multiple of the interval.
@@ -58,10 +62,11 @@ def test_snapshot_interval_is_honoured(ledger: LedgerApplication, clock: FakeClo
     assert isinstance(ledger.account(user), Account)
 
 
-def test_an_account_holding_more_than_the_interval_is_snapshotted_less_often() -> None:
+def test_an_account_holding_more_than_the_interval_is_snapshotted_less_often(pg_url: str) -> None:
     """A snapshot costs what the account holds: with more open reservations than the interval,
-    snapshots come every power of two times the interval that covers them."""
-    ledger = memory_ledger(Settings(_env_file=None, snapshot_interval=10))  # type: ignore[call-arg]
+    the fast store snapshots every power of two times the interval that covers them."""
+    settings = Settings(_env_file=None, snapshot_interval=10)  # type: ignore[call-arg]
+    ledger = postgres_ledger(settings, pg_url)
     user = new_user(ledger, credits=1_000)  # versions 1 (opened) and 2 (granted)
     for _ in range(100):  # two events a job (reserved, requested): versions 3 to 202
         ledger.request_job(user, uuid4(), "image", job_request())
@@ -69,6 +74,10 @@ def test_an_account_holding_more_than_the_interval_is_snapshotted_less_often() -
     versions = [s.originator_version for s in ledger.snapshots.get(user)]
     # Up to 10 open jobs, every 10 events; then 20 (at 40 the account holds 19 jobs), 40, 80.
     assert versions == [10, 20, 40, 80, 160]
-    ledger._evict(user)
-    account = ledger.account(user)  # loaded from the snapshot at 160 and 42 events
-    assert (account.version, len(account.jobs), account.entries) == (202, 100, 100)
+    ledger.close()
+    fresh = postgres_ledger(settings, pg_url)  # a new process: nothing in memory
+    try:
+        account = fresh.account(user)  # loaded from the snapshot at 160 and 42 events
+        assert (account.version, len(account.jobs), account.entries) == (202, 100, 100)
+    finally:
+        fresh.close()

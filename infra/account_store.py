@@ -1,0 +1,330 @@
+"""The fast account store on PostgreSQL (``ledger.store.AccountStore``; ``ReferenceStore`` is
+its plain twin, and the same property tests and a differential test drive both).
+
+What makes it fast, and why the cost of a command does not depend on which process gets it:
+
+- **Accounts in memory, brought up to date before each decision.** A process keeps the
+  accounts it has used (``account_cache_size``). Before it decides, the account gets the events
+  of its stream after the version it holds, so that a decision is made on the account as
+  stored whichever process wrote last: from ``StreamNews`` the caller read in a statement it
+  makes anyway (the job order reads them with its token and catalog check: no extra round
+  trip), else from a read of its own (one indexed range read, usually empty). An account not
+  in memory is loaded (snapshot and the events after it).
+- **Group commit** (``infra.group_commit``): the appends of concurrent commands are written
+  in one statement, each only if its stream is still where the command decided (a collision
+  leaves the rest of the batch written).
+- **Pipelined appends of one user.** While appends of a user are being written, the next
+  command of that user decides on the account they leave and submits its events after theirs
+  (no read: nothing else can be newer than what this process is writing, and if another
+  process wrote meanwhile the chain collides and is decided again). The user's lock (one of
+  ``LOCK_STRIPES``) is held to decide and to submit, never while an append is written. An
+  append whose predecessor failed is never written (the stream gets no gap); the first
+  command to learn of a failure drops the account from memory, but only while it still holds
+  that chain (chains are numbered). A refusal or an idempotent repeat decided behind appends
+  in flight is decided again once they are written, so nothing is answered from state that
+  might not last.
+- **A collision costs one more round trip and never repeats.** The command is decided again
+  inside a transaction that holds the table lock (``GroupCommitWriter.exclusive``): the
+  events read there are the stream as it is, and the append cannot collide. So a user busy on
+  several processes at once is served in turn, never starved, and no request waits on a
+  collision while holding the catalog's connection (the API released it after its read).
+
+Snapshots are taken from the account in memory by the command that reaches the interval (no
+reload, no replay), encoded before anything else changes the account, and stored only once its
+events are: ``snapshot_interval``, or the least power of two times it that covers what the
+account holds (``Account.entries``), so a snapshot's cost is spread over at least as many
+events and a load replays at most that many.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, LRUCache
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from infra.group_commit import Append, GroupCommitWriter
+from ledger.account import Account
+from ledger.application import LedgerApplication
+from ledger.errors import AccountNotFound, LedgerError
+from ledger.store import CommandResult, Decision, StreamNews, retries_exhausted
+
+T = TypeVar("T")
+Submitted = tuple[StoredEvent | None, Append, int]
+
+
+def snapshot_interval_for(interval: int, entries: int) -> int:
+    """Events between snapshots of an account holding ``entries``: ``interval``, or the least
+    power of two times it that is at least ``entries``."""
+    while interval < entries:
+        interval *= 2
+    return interval
+
+
+class PostgresAccountStore:
+    """See the module's text. ``writer`` appends; the application gives the mapper, the
+    repository (loads), the snapshot store, the clock and the options."""
+
+    LOCK_STRIPES = 256
+
+    def __init__(self, app: LedgerApplication, writer: GroupCommitWriter) -> None:
+        self.app = app
+        self.writer = writer
+        self.cache: LRUCache[UUID, Account] = LRUCache(app.options.cache_size)
+        self._locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
+        # Per user: the newest submitted append whose events the cached account holds, while
+        # the account is trusted with them, and the chain it belongs to.
+        self._tails: dict[UUID, tuple[Append, int]] = {}
+        self._chains = itertools.count()
+
+    # ------------------------------------------------------------------------ AccountStore
+    def execute(
+        self, user_id: UUID, decide: Decision[T], *, create: bool, news: StreamNews | None = None
+    ) -> CommandResult[T]:
+        """The first attempt is optimistic (group commit, pipelining); every attempt after a
+        collision is made under the table lock."""
+        attempts = self.app.options.max_attempts
+        for attempt in range(attempts):
+            try:
+                if attempt == 0:
+                    return self._optimistic(user_id, decide, create, news)
+                return self._exclusive(user_id, decide, create)
+            except IntegrityError:
+                self.app.stats.conflict()
+        self.app.stats.gave_up()
+        raise retries_exhausted(user_id, attempts)
+
+    def account(self, user_id: UUID) -> Account:
+        """A copy of the account as stored, once the user's appends in flight are written."""
+        while True:
+            with self._lock(user_id):
+                tail = self._trusted_tail(user_id)
+                if tail is None:
+                    account = self._current(user_id, None)
+                    if account is None:
+                        raise AccountNotFound(user_id)
+                    return copy.deepcopy(account)
+            tail[0].wait()
+
+    def known_version(self, user_id: UUID) -> int | None:
+        entry = self._tails.get(user_id)
+        if entry is not None and not entry[0].done:
+            return None  # pipelined: the chain in flight, not news, decides what is next
+        account = self._cached(user_id)
+        return None if account is None else account.version
+
+    def close(self) -> None:
+        self.cache.clear()
+
+    # ------------------------------------------------------------------------ attempts
+    def _optimistic(
+        self, user_id: UUID, decide: Decision[T], create: bool, news: StreamNews | None
+    ) -> CommandResult[T]:
+        lock = self._lock(user_id)
+        while True:
+            with lock:
+                tail = self._trusted_tail(user_id)
+                now = self.app.clock()
+                if tail is None:
+                    account = self._current(user_id, news) or self._opened(user_id, now, create)
+                    value = self._decide(user_id, account, decide, now)
+                    if not account.pending_events:
+                        return CommandResult(value, None)
+                    submitted = self._submit(user_id, account, None)
+                    break
+                pipelined = self._cached(user_id)
+                if pipelined is not None:
+                    try:
+                        value = decide(pipelined, now)
+                    except LedgerError:  # decided again once the appends in flight are written
+                        if pipelined.pending_events:
+                            self._drop(user_id)
+                    except BaseException:
+                        self._drop(user_id)
+                        raise
+                    else:
+                        if pipelined.pending_events:
+                            submitted = self._submit(user_id, pipelined, tail)
+                            break
+            # Nothing to append (a refusal, a repeat) while earlier appends of the user are
+            # in flight: decided again once they are written.
+            tail[0].wait()
+        return self._finish(user_id, value, *submitted)
+
+    def _exclusive(self, user_id: UUID, decide: Decision[T], create: bool) -> CommandResult[T]:
+        """Decide and append inside a transaction holding the table lock, on the account
+        brought up to date there (after the user's appends in flight are written)."""
+        lock = self._lock(user_id)
+        while True:
+            with lock:
+                tail = self._trusted_tail(user_id)
+                if tail is None:
+                    return self._exclusive_attempt(user_id, decide, create)
+            tail[0].wait()
+
+    def _exclusive_attempt(self, user_id: UUID, decide: Decision[T], create: bool) -> CommandResult[T]:
+        known = self._cached(user_id) or self._load(user_id)
+        try:
+            with self.writer.exclusive() as tx:
+                known = self._advanced(known, tx.read_after(user_id, known.version if known else 0))
+                now = self.app.clock()
+                account = known or self._opened(user_id, now, create)
+                value = decide(account, now)
+                if not account.pending_events:
+                    self.cache.put(user_id, account)
+                    return CommandResult(value, None)
+                events = account.collect_events()
+                stored = [self.app.mapper.to_stored_event(event) for event in events]
+                snapshot = self._snapshot_of(account, events[0].originator_version)
+                ids = tx.append(stored)
+        except BaseException:
+            self._drop(user_id)  # it may hold events that were never saved
+            raise
+        self.cache.put(user_id, account)
+        self._store_snapshot(snapshot)
+        return CommandResult(value, max(ids))
+
+    # ------------------------------------------------------------------------ the account
+    def _current(self, user_id: UUID, news: StreamNews | None) -> Account | None:
+        """The account as stored: the one in memory brought up to date (by ``news`` when they
+        start where it is, else by a read), or loaded; None when the user has none."""
+        account = self._cached(user_id)
+        if account is None:
+            account = self._load(user_id)
+            if account is not None:
+                self.cache.put(user_id, account)
+            return account
+        if news is not None and news.after == account.version:
+            events: Sequence[StoredEvent] = news.events
+        else:
+            events = self.app.recorder.select_events(user_id, gt=account.version)
+        try:
+            return self._advanced(account, events)
+        except BaseException:
+            self._drop(user_id)
+            raise
+
+    def _advanced(self, account: Account | None, events: Sequence[StoredEvent]) -> Account | None:
+        """``account`` with ``events`` (the next ones of its stream) applied, in place."""
+        for stored in events:
+            event: Any = self.app.mapper.to_domain_event(stored)
+            account = event.mutate(account)
+        return account
+
+    def _load(self, user_id: UUID) -> Account | None:
+        try:
+            account: Account = self.app.repository.get(user_id)
+        except AggregateNotFoundError:
+            return None
+        return account
+
+    @staticmethod
+    def _opened(user_id: UUID, now: datetime, create: bool) -> Account:
+        if not create:
+            raise AccountNotFound(user_id)
+        return Account.open(user_id, now)
+
+    def _decide(self, user_id: UUID, account: Account, decide: Decision[T], now: datetime) -> T:
+        try:
+            return decide(account, now)
+        except BaseException:
+            if account.pending_events:  # a decision that failed half way
+                self._drop(user_id)
+            raise
+
+    def _cached(self, user_id: UUID) -> Account | None:
+        try:
+            return self.cache.get(user_id)
+        except KeyError:
+            return None
+
+    def _lock(self, user_id: UUID) -> threading.Lock:
+        return self._locks[user_id.int % self.LOCK_STRIPES]
+
+    def _drop(self, user_id: UUID) -> None:
+        """Forget the account in memory and the appends it was trusted with."""
+        self._tails.pop(user_id, None)
+        with contextlib.suppress(KeyError):
+            self.cache.get(user_id, evict=True)
+
+    # ------------------------------------------------------------------------ appends
+    def _trusted_tail(self, user_id: UUID) -> tuple[Append, int] | None:
+        """The user's newest append still being written, or None. An append that failed
+        leaves an account in memory holding events never saved: it is dropped."""
+        entry = self._tails.get(user_id)
+        if entry is None or not entry[0].done:
+            return entry
+        del self._tails[user_id]
+        if entry[0].failed:
+            self._drop(user_id)
+        return None
+
+    def _submit(self, user_id: UUID, account: Account, tail: tuple[Append, int] | None) -> Submitted:
+        """Submit the account's new events after the user's appends in flight (``tail``),
+        and the account's snapshot when one is due (stored once they are written)."""
+        try:
+            events = account.collect_events()
+            stored = [self.app.mapper.to_stored_event(event) for event in events]
+            snapshot = self._snapshot_of(account, events[0].originator_version)
+        except BaseException:
+            self._drop(user_id)
+            raise
+        self.cache.put(user_id, account)
+        chain = next(self._chains) if tail is None else tail[1]
+        append = self.writer.submit(stored, after=None if tail is None else tail[0])
+        self._tails[user_id] = (append, chain)
+        return snapshot, append, chain
+
+    def _finish(
+        self, user_id: UUID, value: T, snapshot: StoredEvent | None, append: Append, chain: int
+    ) -> CommandResult[T]:
+        """Wait for the submitted append to be written, then answer (outside the user's lock)."""
+        try:
+            ids = append.result()
+        except BaseException:
+            with self._lock(user_id):
+                entry = self._tails.get(user_id)
+                if entry is not None and entry[1] == chain:  # the account in memory holds it
+                    self._drop(user_id)
+            raise
+        with self._lock(user_id):
+            entry = self._tails.get(user_id)
+            if entry is not None and entry[0] is append:
+                del self._tails[user_id]
+        self._store_snapshot(snapshot)
+        return CommandResult(value, max(ids))
+
+    # ------------------------------------------------------------------------ snapshots
+    def _snapshot_of(self, account: Account, first_version: int) -> StoredEvent | None:
+        """The account's snapshot, encoded, when the events just decided (``first_version``
+        to its version) reach a multiple of its snapshot interval; else None."""
+        snapshots = self.app.snapshots
+        if snapshots is None:
+            return None
+        interval = snapshot_interval_for(self.app.options.snapshot_interval, account.entries)
+        if account.version // interval == (first_version - 1) // interval:
+            return None
+        stored: StoredEvent = snapshots.mapper.to_stored_event(Account.Snapshot.take(account))
+        return stored
+
+    def _store_snapshot(self, stored: StoredEvent | None) -> None:
+        if stored is not None and self.app.snapshots is not None:
+            with contextlib.suppress(IntegrityError):  # another process stored that version
+                self.app.snapshots.recorder.insert_events([stored])
+
+
+def postgres_account_store(max_batch: int) -> Any:
+    """The store factory ``LedgerApplication`` takes, on the application's own connection pool."""
+
+    def build(app: LedgerApplication) -> PostgresAccountStore:
+        datastore = app.recorder.datastore  # type: ignore[attr-defined]
+        return PostgresAccountStore(app, GroupCommitWriter(datastore.get_connection, max_batch))
+
+    return build

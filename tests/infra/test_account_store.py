@@ -1,0 +1,167 @@
+"""The fast account store across processes, on real PostgreSQL: an account in memory is
+brought up to date before each decision (from the caller's news, or a read of its own), and a
+collision is decided again once, under the table lock, so that it can never collide again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from infra.account_store import PostgresAccountStore
+from infra.group_commit import GroupCommitWriter
+from infra.ledger_store import postgres_ledger
+from infra.settings import Settings
+from ledger.account import Account
+from ledger.application import LedgerApplication, StreamNews
+from tests.factories import job_request, new_user
+from tests.ledger.test_concurrency import assert_stream_intact, kinds, race
+
+
+@pytest.fixture
+def two(pg_url: str) -> Iterator[list[LedgerApplication]]:
+    """Two ledgers on one database (two API processes), each command given two attempts: the
+    optimistic one and the one under the table lock."""
+    settings = Settings(_env_file=None, command_max_attempts=2)  # type: ignore[call-arg]
+    apps = [postgres_ledger(settings, pg_url) for _ in range(2)]
+    yield apps
+    for app in apps:
+        app.close()
+
+
+def store(ledger: LedgerApplication) -> PostgresAccountStore:
+    assert isinstance(ledger.store, PostgresAccountStore)
+    return ledger.store
+
+
+class Reads:
+    """Counts the stream reads a store makes of its own (``select_events``)."""
+
+    def __init__(self, ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        recorder = ledger.recorder
+        select = recorder.select_events
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return select(*args, **kwargs)
+
+        monkeypatch.setattr(recorder, "select_events", counted)
+
+
+class Exclusives:
+    """Counts the transactions a store makes under the table lock."""
+
+    def __init__(self, writer: GroupCommitWriter, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        exclusive = writer.exclusive
+
+        def counted() -> Any:
+            self.count += 1
+            return exclusive()
+
+        monkeypatch.setattr(writer, "exclusive", counted)
+
+
+def news(ledger: LedgerApplication, user: UUID, after: int) -> StreamNews:
+    """What the job order's catalog read gives the store: the stream after ``after``."""
+    events = [
+        StoredEvent(user, e.originator_version, e.topic, e.state)
+        for e in ledger.recorder.select_events(user, gt=after)
+    ]
+    return StreamNews(after, events)
+
+
+def test_news_from_the_callers_read_spare_the_store_its_own(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, other = two
+    cost = mine.policy.cost("image")
+    user = new_user(mine)  # held in memory by ``mine``, with no credits
+    held = mine.known_version(user)
+    assert held == mine.account(user).version
+    other.grant_credits(user, cost, "granted by another process")
+    given = news(other, user, held)
+    assert len(given.events) == 1
+    reads = Reads(mine, monkeypatch)
+    result = mine.request_job(user, uuid4(), "image", job_request(), news=given)
+    assert result.value.amount == cost  # decided on the grant the news carried
+    assert reads.count == 0
+    assert mine.stats.conflicts == 0
+    assert_stream_intact(mine, user)
+
+
+def test_news_that_do_not_start_where_the_account_is_are_not_used(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, other = two
+    cost = mine.policy.cost("image")
+    user = new_user(mine)
+    held = mine.known_version(user)
+    assert held is not None
+    other.grant_credits(user, cost, "granted by another process")
+    stale = StreamNews(held - 1, [])  # news of another version: the store reads for itself
+    reads = Reads(mine, monkeypatch)
+    result = mine.request_job(user, uuid4(), "image", job_request(), news=stale)
+    assert result.value.amount == cost
+    assert reads.count == 1
+    assert mine.stats.conflicts == 0
+
+
+def test_without_news_the_store_reads_the_stream_and_does_not_collide(two: list[LedgerApplication]) -> None:
+    mine, other = two
+    cost = mine.policy.cost("image")
+    user = new_user(mine, credits=cost)
+    mine.request_job(user, uuid4(), "image", job_request())  # ``mine`` holds the account
+    other.grant_credits(user, cost, "granted by another process")
+    mine.request_job(user, uuid4(), "image", job_request())  # decided on the grant it read
+    assert (mine.stats.conflicts, other.stats.conflicts) == (0, 0)
+    assert mine.account(user).credits == 0
+
+
+def test_a_collision_is_decided_again_once_under_the_table_lock(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, other = two
+    cost = mine.policy.cost("image")
+    user = new_user(mine, credits=2 * cost)
+    exclusives = Exclusives(store(mine).writer, monkeypatch)
+    # Another process appends between ``mine``'s read of the stream and its append.
+    read = mine.recorder.select_events
+
+    def read_then_other_writes(*args: Any, **kwargs: Any) -> Any:
+        found = read(*args, **kwargs)
+        monkeypatch.setattr(mine.recorder, "select_events", read)
+        other.grant_credits(user, cost, "granted meanwhile")
+        return found
+
+    monkeypatch.setattr(mine.recorder, "select_events", read_then_other_writes)
+    result = mine.request_job(user, uuid4(), "image", job_request())
+    assert result.value.created
+    assert (mine.stats.conflicts, exclusives.count) == (1, 1)
+    events = assert_stream_intact(mine, user)
+    assert sum(isinstance(e, Account.CreditsGranted) for e in events) == 2
+    assert mine.account(user).credits == 2 * cost
+
+
+def test_a_hot_user_on_two_processes_is_served_with_one_retry_at_most(two: list[LedgerApplication]) -> None:
+    """64 racing orders of one user spread over two processes, each allowed one retry: every
+    one is accepted, charged once, and the stream has no gap."""
+    first = two[0]
+    cost = first.policy.cost("image")
+    user = new_user(first, credits=64 * cost)
+    for app in two:
+        app.account(user)  # both hold the account
+    results = race(
+        [lambda i=i: two[i % 2].request_job(user, uuid4(), "image", job_request()) for i in range(64)]
+    )
+    assert kinds(results) == {"CommandResult": 64}, results
+    assert sum(app.stats.exhausted for app in two) == 0
+    events = assert_stream_intact(first, user)
+    reserved = [e for e in events if isinstance(e, Account.EntitlementReserved)]
+    assert len(reserved) == len({e.job_id for e in reserved}) == 64
+    for app in two:
+        assert app.account(user).credits == 0
