@@ -12,6 +12,7 @@ COPY infra infra
 COPY migrations migrations
 COPY projections projections
 COPY command_api command_api
+COPY pipeline pipeline
 COPY generator_worker generator_worker
 COPY alembic.ini ./
 RUN uv sync --frozen --no-dev && useradd --create-home vto && mkdir -p /data && chown vto /data

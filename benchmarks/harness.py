@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw
 from command_api.auth import tokens
 from command_api.catalog.models import Asset, Collection, Product, Project
 from command_api.users.models import User
-from infra.db import make_engine, make_sessionmaker
 from infra.ledger_store import postgres_ledger
+from infra.orm import make_engine, make_sessionmaker
 from infra.settings import Settings
 from infra.storage import LocalStorage
 

@@ -3,5 +3,5 @@
 ``problems`` (the one handler mapping domain errors to problem responses), ``services`` (what
 one API process holds), ``serve`` (uvicorn).
 
-The top layer: may import ``ledger``, ``infra``, ``projections`` and ``generator_worker``;
-nothing imports it but the composition root (``infra.cli``)."""
+The top layer: may import ``ledger``, ``infra``, ``projections``, ``pipeline`` and
+``generator_worker``; nothing imports it but the composition root (``infra.cli``)."""

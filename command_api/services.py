@@ -14,10 +14,10 @@ from command_api.auth.oauth import OAuthProviders
 from command_api.ops.metrics import MAIL_FAILURES
 from command_api.own_reads import READ_MODELS
 from infra.database import database_url
-from infra.db import engine_from_settings, make_sessionmaker
 from infra.ledger_store import postgres_ledger
 from infra.mail import Mailer, mailer_from_settings
 from infra.migrate import upgrade
+from infra.orm import engine_from_settings, make_sessionmaker
 from infra.settings import Settings, jwt_secret
 from infra.storage import Storage, storage_from_settings
 from ledger.application import LedgerApplication

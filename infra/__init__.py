@@ -1,9 +1,17 @@
-"""Runtime plumbing shared by every process: settings (``settings``), the database location
-and embedded PostgreSQL (``database``), SQLAlchemy plumbing (``db``), the ledger on its
-storage (``ledger_store``), migrations (``migrate``), object storage (``storage``), the queue
-interface and its Kafka and in-process implementations (``queue``, ``kafka``), and deployment
-assets (``compose/``).
+"""Runtime plumbing shared by every process, one module per idea:
 
-May import: ``ledger`` (and third-party packages). Never ``projections``, ``generator_worker``
-or ``command_api`` — with one exception, ``infra.cli``: the ``vto`` command line is the
-composition root, which wires each process together from every package."""
+- ``settings``: every setting and its default (pydantic-settings, prefix ``VTO_``);
+- ``database``: where the database is (the configured URL, or the embedded PostgreSQL in the
+  data directory); ``orm``: the catalog's SQLAlchemy plumbing (declarative base, engines,
+  sessions); ``migrate``: applying the Alembic migrations;
+- ``ledger_store``: the ledger application on its storage; ``group_commit``: the ledger's
+  batched appends;
+- ``queue``: the message-queue interface and the in-process queue; ``kafka``: the Kafka
+  client behind that interface, and a local broker for tests;
+- ``storage``: object storage (local files or S3); ``mail``: outgoing mail;
+  ``threads``: the background-loop lifecycle and back-off;
+- ``cli``: the ``vto`` command line; ``compose/``: deployment assets.
+
+May import: ``ledger`` (and third-party packages). Never ``projections``, ``pipeline``,
+``generator_worker`` or ``command_api`` — with one exception, ``infra.cli``: the ``vto``
+command line is the composition root, which wires each process together from every package."""

@@ -1,9 +1,9 @@
 """The ``vto`` command line: the composition root.
 
 This module, and only this one, may import from every package (``ledger``, ``infra``,
-``projections``, ``generator_worker``, ``command_api``): it wires each process together from
-the settings. Everything else imports downward only (DESIGN.md section 1; the import-linter
-contract in ``pyproject.toml`` enforces it). Imports of upper packages are made inside the
+``projections``, ``pipeline``, ``generator_worker``, ``command_api``): it wires each process
+together from the settings. Everything else imports downward only (docs/architecture.md; the
+import-linter contract in ``pyproject.toml`` enforces it). Imports of upper packages are made inside the
 commands, so ``vto migrate`` and ``vto ledger audit`` load no web or generation code.
 """
 
@@ -21,8 +21,8 @@ from uuid import UUID
 import typer
 
 from infra.database import database_url
-from infra.db import make_engine, make_sessionmaker
 from infra.migrate import upgrade
+from infra.orm import make_engine, make_sessionmaker
 from infra.settings import get_settings
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def serve(
     from command_api.app import create_app
     from command_api.serve import run_http
     from command_api.services import build_services
-    from generator_worker.pipeline.embedded import start_pipeline
+    from generator_worker.embedded import start_pipeline
 
     _log_to_stderr()
     warn_retired_variables()
@@ -241,7 +241,7 @@ def warn_retired_variables() -> list[str]:
 @app.command()
 def relay() -> None:
     """Publish job requests from the event store to the queue (outbox relay)."""
-    from generator_worker.pipeline.runtime import run_relay
+    from generator_worker.runtime import run_relay
 
     run_relay(get_settings())
 
@@ -249,7 +249,7 @@ def relay() -> None:
 @app.command()
 def worker(concurrency: int = typer.Option(1, min=1, max=32, help="Worker threads.")) -> None:
     """Consume job requests, generate, store outputs and publish results."""
-    from generator_worker.pipeline.runtime import run_worker
+    from generator_worker.runtime import run_worker
 
     run_worker(get_settings(), concurrency=concurrency)
 
@@ -257,7 +257,7 @@ def worker(concurrency: int = typer.Option(1, min=1, max=32, help="Worker thread
 @app.command()
 def ingestor() -> None:
     """Apply job results to the ledger (settle, or fail and refund), once per job."""
-    from generator_worker.pipeline.runtime import run_ingestor
+    from generator_worker.runtime import run_ingestor
 
     run_ingestor(get_settings())
 
@@ -265,7 +265,7 @@ def ingestor() -> None:
 @app.command()
 def sweeper() -> None:
     """Fail and refund reservations older than VTO_JOB_TIMEOUT_S."""
-    from generator_worker.pipeline.runtime import run_sweeper
+    from generator_worker.runtime import run_sweeper
 
     run_sweeper(get_settings())
 
@@ -278,7 +278,7 @@ def stop_on_signals() -> None:
     are ignored while that runs. uvicorn takes both signals over while it serves and raises
     the one it got again once it has shut down gracefully, which lands here. The pipeline
     processes (``vto relay``, ``worker``, ...) install their own handlers that set their stop
-    event (``generator_worker.pipeline.runtime``)."""
+    event (``generator_worker.runtime``)."""
 
     def stop(signum: int, _frame: object) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

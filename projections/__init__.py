@@ -2,4 +2,4 @@
 (``point_balance``, ``point_usage``, ``vto_job``, ``gallery``, ``project_stats``) exactly
 up to date, the read-your-writes wait, rebuilds, lag, and the ledger audit.
 
-May import: ``ledger`` and ``infra``. Never ``generator_worker`` or ``command_api``."""
+May import: ``ledger`` and ``infra``. Never ``pipeline``, ``generator_worker`` or ``command_api``."""

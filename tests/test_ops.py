@@ -9,7 +9,7 @@ from sqlalchemy import create_engine
 
 from command_api.deps import get_services
 from infra.database import sqlalchemy_url
-from infra.db import make_sessionmaker
+from infra.orm import make_sessionmaker
 from tests.api_factories import make_user
 
 

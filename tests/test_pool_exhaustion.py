@@ -20,8 +20,8 @@ from psycopg.conninfo import make_conninfo
 from command_api.app import create_app
 from command_api.deps import get_services
 from infra.database import conninfo
-from infra.db import make_engine, make_sessionmaker
 from infra.ledger_store import ledger_pool, postgres_ledger
+from infra.orm import make_engine, make_sessionmaker
 from infra.settings import Settings
 from tests.api_factories import Caller, make_user
 from tests.test_vto import catalog, job_body

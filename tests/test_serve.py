@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from generator_worker.pipeline.embedded import start_pipeline
-from generator_worker.pipeline.relay import OutboxRelay
+from generator_worker.embedded import start_pipeline
 from infra.queue.base import PipelineOptions
 from infra.queue.memory import InProcessQueue
+from pipeline.relay import OutboxRelay
 from tests.api_factories import make_user
 from tests.test_vto import catalog, job_body, wait_terminal
 

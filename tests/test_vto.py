@@ -22,7 +22,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from generator_worker.generation import build_generator
-from generator_worker.pipeline.runtime import Pipeline
+from generator_worker.runtime import Pipeline
 from infra.kafka.client import KafkaQueue
 from infra.queue.base import PipelineOptions
 from tests.api_factories import Caller, make_user

@@ -8,16 +8,17 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, CreatedMixin, IdMixin, utcnow
+from infra.orm import Base, CreatedMixin, IdMixin, utcnow
 
 
 class Collection(IdMixin, CreatedMixin, Base):
     """A folder of projects; private to its owner."""
 
     __tablename__ = "collections"
+    __table_args__ = (Index("collections_owner_idx", "owner_id", "created_at", "id"),)
 
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str] = mapped_column(String(200))
@@ -30,6 +31,10 @@ class Project(IdMixin, CreatedMixin, Base):
     collection's owner; shared users may read it."""
 
     __tablename__ = "projects"
+    __table_args__ = (
+        Index("projects_collection_idx", "collection_id", "created_at", "id"),
+        Index("projects_owner_idx", "owner_id", "created_at", "id"),
+    )
 
     collection_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("collections.id"))
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
@@ -50,6 +55,7 @@ class ProjectShare(CreatedMixin, Base):
     an editor."""
 
     __tablename__ = "project_shares"
+    __table_args__ = (Index("project_shares_user_idx", "user_id", "project_id"),)
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
@@ -59,7 +65,7 @@ class ProjectShare(CreatedMixin, Base):
 class StoredImage:
     """Columns of a row whose image is in the object storage, with what its check found."""
 
-    storage_key: Mapped[str] = mapped_column(String(300))
+    storage_key: Mapped[str] = mapped_column(String(300), unique=True)
     media_type: Mapped[str] = mapped_column(String(32))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
@@ -70,6 +76,7 @@ class Product(IdMixin, CreatedMixin, StoredImage, Base):
     """One garment image of a project: a category and the side it shows."""
 
     __tablename__ = "products"
+    __table_args__ = (Index("products_project_idx", "project_id", "created_at", "id"),)
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
     category: Mapped[str] = mapped_column(String(16))
@@ -81,6 +88,7 @@ class Asset(IdMixin, CreatedMixin, StoredImage, Base):
     """A user's own input image for jobs: a person photo (``model``) or a ``background``."""
 
     __tablename__ = "assets"
+    __table_args__ = (Index("assets_owner_idx", "owner_id", "created_at", "id"),)
 
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     type: Mapped[str] = mapped_column(String(16))

@@ -5,14 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from infra.db import Base, CreatedMixin, IdMixin, utcnow
+from infra.orm import Base, CreatedMixin, IdMixin, utcnow
 
 
 class User(IdMixin, CreatedMixin, Base):
     __tablename__ = "users"
+    # One live account per email; a soft-deleted account keeps its row (and email).
+    __table_args__ = (
+        Index("users_live_email_key", "email", unique=True, postgresql_where=text("deleted_at IS NULL")),
+    )
 
     email: Mapped[str] = mapped_column(String(320))  # lower-cased; unique among live users
     password_hash: Mapped[str | None] = mapped_column(String(256))
@@ -68,6 +72,7 @@ class MailToken(CreatedMixin, Base):
     account's email, reset its password, or move it to the new ``email``."""
 
     __tablename__ = "mail_tokens"
+    __table_args__ = (Index("mail_tokens_user_purpose_idx", "user_id", "purpose", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

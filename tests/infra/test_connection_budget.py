@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from psycopg.conninfo import make_conninfo
 
 from command_api.app import create_app
-from infra.db import api_process_connections
 from infra.ledger_store import ledger_pool
+from infra.orm import api_process_connections
 from infra.settings import Settings
 from projections.runner import Projector
 from tests.api_factories import make_user

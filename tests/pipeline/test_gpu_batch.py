@@ -14,21 +14,21 @@ from typing import Any
 
 import pytest
 
+from generator_worker import gpu_batch
+from generator_worker.attempts import JobAttempts
 from generator_worker.generation import (
     GenerationError,
     GenerationRequest,
     GenerationResult,
     ResourceError,
 )
-from generator_worker.pipeline import gpu_batch
-from generator_worker.pipeline.attempts import JobAttempts
-from generator_worker.pipeline.gpu_batch import BatchingGenerator, ConcurrentConsumerLoop, batches
-from generator_worker.pipeline.messages import JobRequest, JobResult
-from generator_worker.pipeline.worker import Worker
+from generator_worker.gpu_batch import BatchingGenerator, ConcurrentConsumerLoop, batches
+from generator_worker.worker import Worker
 from infra.queue.base import Message, PipelineOptions
 from infra.queue.memory import InProcessQueue
 from infra.settings import Settings
 from infra.storage import LocalStorage
+from pipeline.messages import JobRequest, JobResult
 from tests.factories import new_user
 from tests.pipeline.conftest import TinyGenerator, job_request, wait_until
 

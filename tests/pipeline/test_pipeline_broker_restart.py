@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from generator_worker.pipeline.runtime import Pipeline
+from generator_worker.runtime import Pipeline
 from infra.kafka import local
 from infra.kafka.client import KafkaQueue
 from infra.queue.base import PipelineOptions

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from generator_worker.attempts import JobAttempts
 from generator_worker.generation import (
     GeneratedOutput,
     GenerationRequest,
@@ -21,18 +22,17 @@ from generator_worker.generation import (
     InjectedFailureError,
     InternalError,
 )
-from generator_worker.pipeline.attempts import JobAttempts
-from generator_worker.pipeline.consume import ConsumerLoop
-from generator_worker.pipeline.ingestor import Ingestor
-from generator_worker.pipeline.messages import DeadLetter, JobRequest, JobResult
-from generator_worker.pipeline.runtime import Pipeline
-from generator_worker.pipeline.worker import Worker
+from generator_worker.runtime import Pipeline
+from generator_worker.worker import Worker
 from infra.queue.base import CommitFailed, Consumer, Message, PipelineOptions
 from infra.queue.memory import InProcessPublisher, InProcessQueue
 from infra.settings import Settings
 from infra.storage import LocalStorage
 from ledger.account import Account
 from ledger.application import LedgerApplication
+from pipeline.consume import ConsumerLoop
+from pipeline.ingestor import Ingestor
+from pipeline.messages import DeadLetter, JobRequest, JobResult
 from tests.factories import ledger_events, new_user
 from tests.pipeline.conftest import TinyGenerator, job_request, job_status, wait_until
 

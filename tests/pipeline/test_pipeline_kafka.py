@@ -13,14 +13,10 @@ from typing import Any
 import pytest
 from kafka.partitioner.default import murmur2
 
+from generator_worker.attempts import JobAttempts
 from generator_worker.generation import build_generator
-from generator_worker.pipeline.attempts import JobAttempts
-from generator_worker.pipeline.consume import ConsumerLoop
-from generator_worker.pipeline.ingestor import Ingestor
-from generator_worker.pipeline.messages import DeadLetter, JobRequest, JobResult
-from generator_worker.pipeline.relay import OutboxRelay
-from generator_worker.pipeline.runtime import Pipeline
-from generator_worker.pipeline.worker import Worker
+from generator_worker.runtime import Pipeline
+from generator_worker.worker import Worker
 from infra.kafka.client import KafkaQueue
 from infra.queue.base import ConsumerConfig, Message, PipelineOptions
 from infra.queue.memory import InProcessQueue
@@ -28,6 +24,10 @@ from infra.settings import Settings
 from infra.storage import LocalStorage
 from ledger.account import Account
 from ledger.application import LedgerApplication
+from pipeline.consume import ConsumerLoop
+from pipeline.ingestor import Ingestor
+from pipeline.messages import DeadLetter, JobRequest, JobResult
+from pipeline.relay import OutboxRelay
 from tests.factories import ledger_events, new_user
 from tests.pipeline.conftest import TinyGenerator, drain, job_request, job_status, wait_until
 

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from generator_worker.pipeline.attempts import JobAttempts
-from generator_worker.pipeline.consume import ConsumerLoop
-from generator_worker.pipeline.messages import JobRequest, JobResult
-from generator_worker.pipeline.relay import OutboxRelay
-from generator_worker.pipeline.sweeper import Sweeper
-from generator_worker.pipeline.worker import Worker
+from generator_worker.attempts import JobAttempts
+from generator_worker.worker import Worker
 from infra.ledger_store import postgres_ledger
 from infra.queue.base import Message, PipelineOptions
 from infra.queue.memory import InProcessPublisher, InProcessQueue
 from infra.settings import Settings
 from infra.storage import LocalStorage
+from pipeline.consume import ConsumerLoop
+from pipeline.messages import JobRequest, JobResult
+from pipeline.relay import OutboxRelay
+from pipeline.sweeper import Sweeper
 from projections.runner import Projector
 from tests.conftest import FakeClock
 from tests.factories import new_user

@@ -7,13 +7,13 @@ import logging
 
 import psycopg
 
-from generator_worker.pipeline.messages import JobRequest
-from generator_worker.pipeline.runtime import Pipeline
+from generator_worker.runtime import Pipeline
 from infra.queue.base import MessageQueue, Topics
 from infra.settings import Settings
 from infra.storage import Storage
 from ledger.application import LedgerApplication
 from ledger.status import JobStatus
+from pipeline.messages import JobRequest
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import psycopg
 
-from generator_worker.pipeline.messages import JobRequest
 from infra.queue.base import PipelineOptions, Publisher, Topics
 from ledger.account import Account
+from pipeline.messages import JobRequest
 from projections.events import Notified
 from projections.runner import ProjectionRunner
 

@@ -46,9 +46,9 @@ from generator_worker.generation.base import (
     Generator,
     ResourceError,
 )
-from generator_worker.pipeline.consume import ConsumerLoop
 from infra.queue.base import CommitFailed, Consumer, Message
 from infra.threads import Stopping
+from pipeline.consume import ConsumerLoop
 
 log = logging.getLogger(__name__)
 

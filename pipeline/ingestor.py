@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 
-from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
-from generator_worker.pipeline.messages import InvalidMessage, JobResult
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from ledger.application import LedgerApplication
 from ledger.errors import LedgerError
 from ledger.status import JobStatus
+from pipeline.consume import TopicConsumer, send_to_dead_letter
+from pipeline.messages import InvalidMessage, JobResult
 
 log = logging.getLogger(__name__)
 

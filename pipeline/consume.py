@@ -24,7 +24,6 @@ from typing import Self
 
 from tenacity import RetryCallState, retry_if_exception, retry_if_result
 
-from generator_worker.pipeline.messages import DeadLetter
 from infra.queue.base import (
     CommitFailed,
     Consumer,
@@ -35,6 +34,7 @@ from infra.queue.base import (
     Publisher,
 )
 from infra.threads import BackgroundLoop, Stopping, backoff
+from pipeline.messages import DeadLetter
 
 __all__ = ["ConsumerLoop", "Stopping", "TopicConsumer", "send_to_dead_letter"]
 

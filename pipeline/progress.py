@@ -10,9 +10,9 @@ from typing import Any
 
 import psycopg
 
-from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
-from generator_worker.pipeline.messages import JobProgress
 from infra.queue.base import Message, MessageQueue, PipelineOptions
+from pipeline.consume import TopicConsumer, send_to_dead_letter
+from pipeline.messages import JobProgress
 
 UPSERT = (
     "INSERT INTO job_progress (job_id, started_at, progress, updated_at) VALUES (%s, %s, %s, %s) "

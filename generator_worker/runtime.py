@@ -18,21 +18,21 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from generator_worker import gpu_batch
+from generator_worker.attempts import JobAttempts
 from generator_worker.generation import Generator, generator_from_settings
-from generator_worker.pipeline import gpu_batch
-from generator_worker.pipeline.attempts import JobAttempts
-from generator_worker.pipeline.gpu_batch import BatchingGenerator, batches
-from generator_worker.pipeline.ingestor import Ingestor
-from generator_worker.pipeline.progress import ProgressRecorder
-from generator_worker.pipeline.relay import OutboxRelay
-from generator_worker.pipeline.sweeper import Sweeper
-from generator_worker.pipeline.worker import Worker
+from generator_worker.gpu_batch import BatchingGenerator, batches
+from generator_worker.worker import Worker
 from infra.database import database_url
 from infra.ledger_store import postgres_ledger
 from infra.queue import MessageQueue, PipelineOptions, queue_from_settings
 from infra.settings import Settings
 from infra.storage import Storage, storage_from_settings
 from ledger.application import LedgerApplication
+from pipeline.ingestor import Ingestor
+from pipeline.progress import ProgressRecorder
+from pipeline.relay import OutboxRelay
+from pipeline.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 

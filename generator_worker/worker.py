@@ -45,6 +45,7 @@ from uuid import UUID
 
 from tenacity import RetryCallState, retry_if_exception
 
+from generator_worker.attempts import JobAttempts
 from generator_worker.generation import (
     AttemptsExhaustedError,
     GarmentCategory,
@@ -62,14 +63,13 @@ from generator_worker.generation import (
     PoseHint,
     StorageFailedError,
 )
-from generator_worker.pipeline.attempts import JobAttempts
-from generator_worker.pipeline.consume import TopicConsumer, send_to_dead_letter
-from generator_worker.pipeline.gpu_batch import ConcurrentConsumerLoop
-from generator_worker.pipeline.messages import DeadLetter, InvalidMessage, JobProgress, JobRequest, JobResult
+from generator_worker.gpu_batch import ConcurrentConsumerLoop
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from infra.storage import ObjectNotFound, Storage
 from infra.threads import Stopping, backoff
 from ledger.status import ReservationStatus
+from pipeline.consume import TopicConsumer, send_to_dead_letter
+from pipeline.messages import DeadLetter, InvalidMessage, JobProgress, JobRequest, JobResult
 
 log = logging.getLogger(__name__)
 

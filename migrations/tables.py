@@ -1,0 +1,27 @@
+"""The tables that no ORM model describes: the event store, whose layout ``eventsourcing``
+fixes, and the tables the projections, the pipeline and the login throttle write with SQL.
+The migrations alone define them; ``alembic check`` (``env.py``) leaves them out of its
+comparison. A migration that adds such a table adds its name here."""
+
+from __future__ import annotations
+
+SQL_TABLES = frozenset(
+    {
+        # the event store (0001)
+        "ledger_events",
+        "ledger_snapshots",
+        # read models and their tracking (0002, 0010)
+        "projection_tracking",
+        "point_balance",
+        "point_usage",
+        "point_reservation",
+        "vto_job",
+        "gallery",
+        "project_stats",
+        # the job pipeline (0005, 0011)
+        "job_progress",
+        "job_attempts",
+        # the login throttle (0009)
+        "login_throttle",
+    }
+)
