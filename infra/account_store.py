@@ -42,6 +42,7 @@ import contextlib
 import copy
 import itertools
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -60,6 +61,38 @@ T = TypeVar("T")
 Submitted = tuple[StoredEvent | None, Append, int]
 
 
+class Turn:
+    """A command waiting to be decided under the table lock, then its outcome."""
+
+    __slots__ = ("create", "decide", "error", "finished", "result")
+
+    def __init__(self, decide: Decision[Any], create: bool) -> None:
+        self.decide = decide
+        self.create = create
+        self.result: CommandResult[Any] | None = None
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+
+    def finish(self, result: CommandResult[Any] | None = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.finished.set()
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Abandoned(IntegrityError):
+    """A transaction of turns given up: ``turn``'s decision failed half way (``cause``); the
+    other turns of it are decided again."""
+
+    def __init__(self, turn: Turn, cause: BaseException) -> None:
+        super().__init__(f"decided again: another command of the user failed ({cause!r})")
+        self.turn = turn
+        self.cause = cause
+
+
 def snapshot_interval_for(interval: int, entries: int) -> int:
     """Events between snapshots of an account holding ``entries``: ``interval``, or the least
     power of two times it that is at least ``entries``."""
@@ -73,10 +106,14 @@ class PostgresAccountStore:
     repository (loads), the snapshot store, the clock and the options."""
 
     LOCK_STRIPES = 256
+    CONTENTION_MEMORY = 10_000  # users remembered as contended before expired ones are forgotten
 
-    def __init__(self, app: LedgerApplication, writer: GroupCommitWriter) -> None:
+    def __init__(self, app: LedgerApplication, writer: GroupCommitWriter, contention_window_s: float) -> None:
         self.app = app
         self.writer = writer
+        self.contention_window_s = contention_window_s
+        self._contention: dict[UUID, float] = {}  # user -> until when they are decided under the lock
+        self._turns: dict[UUID, list[Turn]] = {}  # user -> turns waiting for the lock
         self.cache: LRUCache[UUID, Account] = LRUCache(app.options.cache_size)
         self._locks = [threading.Lock() for _ in range(self.LOCK_STRIPES)]
         # Per user: the newest submitted append whose events the cached account holds, while
@@ -93,13 +130,29 @@ class PostgresAccountStore:
         attempts = self.app.options.max_attempts
         for attempt in range(attempts):
             try:
-                if attempt == 0:
+                if attempt == 0 and not self._contended(user_id):
                     return self._optimistic(user_id, decide, create, news)
                 return self._exclusive(user_id, decide, create)
             except IntegrityError:
                 self.app.stats.conflict()
+                self._contend(user_id)
         self.app.stats.gave_up()
         raise retries_exhausted(user_id, attempts)
+
+    def _contended(self, user_id: UUID) -> bool:
+        until = self._contention.get(user_id)
+        return until is not None and until > time.monotonic()
+
+    def _contend(self, user_id: UUID) -> None:
+        """After a collision, the user's commands are decided under the table lock for
+        ``contention_window_s``: another process is writing the user too, and optimistic
+        attempts would keep colliding."""
+        now = time.monotonic()
+        if len(self._contention) >= self.CONTENTION_MEMORY:
+            for user, until in list(self._contention.items()):
+                if until <= now:
+                    self._contention.pop(user, None)
+        self._contention[user_id] = now + self.contention_window_s
 
     def account(self, user_id: UUID) -> Account:
         """A copy of the account as stored, once the user's appends in flight are written."""
@@ -159,37 +212,94 @@ class PostgresAccountStore:
         return self._finish(user_id, value, *submitted)
 
     def _exclusive(self, user_id: UUID, decide: Decision[T], create: bool) -> CommandResult[T]:
-        """Decide and append inside a transaction holding the table lock, on the account
-        brought up to date there (after the user's appends in flight are written)."""
+        """Decide under the table lock: the user's commands that queue here meanwhile are
+        decided together, in the order they came, in one transaction (``_take_turns``), led
+        by the first of them."""
+        turn = Turn(decide, create)
+        with self._lock(user_id):
+            queue = self._turns.get(user_id)
+            lead = queue is None
+            if queue is None:
+                queue = self._turns[user_id] = []
+            queue.append(turn)
+        if lead:
+            self._serve(user_id)
+        turn.finished.wait()
+        return turn.outcome()
+
+    def _serve(self, user_id: UUID) -> None:
+        """Take every turn queued for the user (once the user's appends in flight are
+        written) and decide them, holding the user's lock: the commands that come meanwhile
+        queue for the next transaction."""
         lock = self._lock(user_id)
         while True:
             with lock:
                 tail = self._trusted_tail(user_id)
                 if tail is None:
-                    return self._exclusive_attempt(user_id, decide, create)
+                    self._take_turns(user_id, self._turns.pop(user_id))
+                    return
             tail[0].wait()
 
-    def _exclusive_attempt(self, user_id: UUID, decide: Decision[T], create: bool) -> CommandResult[T]:
-        known = self._cached(user_id) or self._load(user_id)
+    def _take_turns(self, user_id: UUID, turns: list[Turn]) -> None:
+        """One transaction holding the table lock: the account brought up to date there, each
+        turn decided on it in order, everything they triggered appended, committed, and only
+        then each turn answered (a refusal too: it may rest on an earlier turn's events).
+        Every turn is finished, whatever happens: if a decision failed half way (events
+        triggered, then an error), its turn gets its error and the others ``Abandoned`` (they
+        are decided again); nothing is appended."""
+        answers: list[tuple[Turn, Any, int, BaseException | None]] = []
         try:
+            known = self._cached(user_id) or self._load(user_id)
             with self.writer.exclusive() as tx:
-                known = self._advanced(known, tx.read_after(user_id, known.version if known else 0))
-                now = self.app.clock()
-                account = known or self._opened(user_id, now, create)
-                value = decide(account, now)
-                if not account.pending_events:
-                    self.cache.put(user_id, account)
-                    return CommandResult(value, None)
-                events = account.collect_events()
+                account = self._advanced(known, tx.read_after(user_id, known.version if known else 0))
+                for turn in turns:
+                    now = self.app.clock()
+                    opened = account is None
+                    if account is None:
+                        if not turn.create:
+                            answers.append((turn, None, 0, AccountNotFound(user_id)))
+                            continue
+                        account = Account.open(user_id, now)
+                    before = len(account.pending_events)
+                    try:
+                        value = turn.decide(account, now)
+                    except LedgerError as exc:
+                        if opened:
+                            account = None  # not opened after all
+                        elif len(account.pending_events) != before:
+                            raise Abandoned(turn, exc) from exc
+                        answers.append((turn, None, 0, exc))
+                        continue
+                    except BaseException as exc:
+                        raise Abandoned(turn, exc) from exc
+                    answers.append((turn, value, len(account.pending_events) - before, None))
+                events = account.collect_events() if account is not None else []
                 stored = [self.app.mapper.to_stored_event(event) for event in events]
-                snapshot = self._snapshot_of(account, events[0].originator_version)
-                ids = tx.append(stored)
-        except BaseException:
+                snapshot = (
+                    self._snapshot_of(account, events[0].originator_version) if account and events else None
+                )
+                tx.append(stored)
+            ids = tx.written()
+        except BaseException as exc:
             self._drop(user_id)  # it may hold events that were never saved
-            raise
-        self.cache.put(user_id, account)
+            for turn in turns:
+                if isinstance(exc, Abandoned):
+                    turn.finish(error=exc.cause if turn is exc.turn else exc)
+                else:
+                    turn.finish(error=exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if account is not None:
+            self.cache.put(user_id, account)
         self._store_snapshot(snapshot)
-        return CommandResult(value, max(ids))
+        start = 0
+        for turn, value, count, error in answers:
+            if error is not None:
+                turn.finish(error=error)
+            else:
+                turn.finish(result=CommandResult(value, max(ids[start : start + count]) if count else None))
+                start += count
 
     # ------------------------------------------------------------------------ the account
     def _current(self, user_id: UUID, news: StreamNews | None) -> Account | None:
@@ -320,11 +430,12 @@ class PostgresAccountStore:
                 self.app.snapshots.recorder.insert_events([stored])
 
 
-def postgres_account_store(max_batch: int) -> Any:
+def postgres_account_store(max_batch: int, contention_window_s: float) -> Any:
     """The store factory ``LedgerApplication`` takes, on the application's own connection pool."""
 
     def build(app: LedgerApplication) -> PostgresAccountStore:
         datastore = app.recorder.datastore  # type: ignore[attr-defined]
-        return PostgresAccountStore(app, GroupCommitWriter(datastore.get_connection, max_batch))
+        writer = GroupCommitWriter(datastore.get_connection, max_batch)
+        return PostgresAccountStore(app, writer, contention_window_s)
 
     return build

@@ -129,21 +129,32 @@ class Append:
 class Exclusive:
     """A transaction holding the event store's table lock: no other append can be made until
     it ends, so what ``read_after`` reads is the stream as it is, and ``append`` cannot
-    collide."""
+    collide. Pipelined: the lock and the read are one round trip, the append and the commit
+    another (``written`` answers once the transaction has committed)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, pipeline: Any) -> None:
         self.conn = conn
+        self.pipeline = pipeline
+        self._appended: tuple[Any, int] | None = None
 
     def read_after(self, user_id: UUID, version: int) -> list[StoredEvent]:
-        rows = self.conn.execute(READ_AFTER, (user_id, version), prepare=True).fetchall()
-        return [stored_event(row) for row in rows]
+        cursor = self.conn.execute(READ_AFTER, (user_id, version), prepare=True)
+        self.pipeline.sync()
+        return [stored_event(row) for row in cursor.fetchall()]
 
-    def append(self, events: Sequence[StoredEvent]) -> list[int]:
-        if not events:
+    def append(self, events: Sequence[StoredEvent]) -> None:
+        """Append ``events`` with the commit (see ``written``)."""
+        if events:
+            self._appended = (self.conn.execute(APPEND, arguments(events, {}), prepare=True), len(events))
+
+    def written(self) -> list[int]:
+        """The notification ids of the events appended, once committed."""
+        if self._appended is None:
             return []
-        rows = self.conn.execute(APPEND, arguments(events, {}), prepare=True).fetchall()
-        if len(rows) != len(events):  # cannot happen while the lock is held
-            raise StreamMoved(f"stream {events[0].originator_id} moved under the table lock")
+        cursor, count = self._appended
+        rows = cursor.fetchall()
+        if len(rows) != count:  # cannot happen while the lock is held
+            raise StreamMoved("a stream moved under the table lock")
         return [row["notification_id"] for row in rows]
 
 
@@ -203,9 +214,9 @@ class GroupCommitWriter:
     def exclusive(self) -> Iterator[Exclusive]:
         """A transaction that holds the table lock (``Exclusive``); committed when the block
         ends normally, rolled back otherwise."""
-        with self.connect() as conn, conn.transaction():
+        with self.connect() as conn, conn.pipeline() as pipeline, conn.transaction():
             conn.execute(LOCK)
-            yield Exclusive(conn)
+            yield Exclusive(conn, pipeline)
 
     def _complete(self, append: Append) -> None:
         if not append.lead:

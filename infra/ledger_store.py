@@ -102,7 +102,9 @@ def postgres_ledger(
         env=env,
         options=ledger_options(settings),
         clock=clock,
-        store=ReferenceStore if reference else postgres_account_store(settings.ledger_append_batch_max),
+        store=ReferenceStore
+        if reference
+        else postgres_account_store(settings.ledger_append_batch_max, settings.ledger_contention_window_s),
     )
     pool = ledger_pool(ledger)
     pool.timeout = settings.db_pool_timeout_s

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         description="Most commands whose ledger appends are committed in one transaction (group "
         "commit of the appends that queue while one is written; 1: a transaction per command).",
     )
+    ledger_contention_window_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="After a command of a user collides with another process's append, how long "
+        "that user's commands are decided under the event store's lock (in turn, never colliding) "
+        "instead of optimistically.",
+    )
     job_timeout_s: float = Field(
         default=900.0, gt=0, description="Reservations older than this are failed and refunded."
     )

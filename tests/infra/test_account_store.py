@@ -5,18 +5,20 @@ collision is decided again once, under the table lock, so that it can never coll
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from infra.account_store import PostgresAccountStore
+from infra.account_store import PostgresAccountStore, Turn
 from infra.group_commit import GroupCommitWriter
 from infra.ledger_store import postgres_ledger
 from infra.settings import Settings
 from ledger.account import Account
 from ledger.application import LedgerApplication, StreamNews
+from ledger.errors import InsufficientEntitlement, InvalidAmount
 from tests.factories import job_request, new_user
 from tests.ledger.test_concurrency import assert_stream_intact, kinds, race
 
@@ -165,3 +167,69 @@ def test_a_hot_user_on_two_processes_is_served_with_one_retry_at_most(two: list[
     assert len(reserved) == len({e.job_id for e in reserved}) == 64
     for app in two:
         assert app.account(user).credits == 0
+
+
+def test_the_commands_of_a_contended_user_share_transactions_under_the_lock(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = two[0]
+    cost = mine.policy.cost("image")
+    user = new_user(mine, credits=20 * cost)
+    exclusives = Exclusives(store(mine).writer, monkeypatch)
+    store(mine)._contend(user)  # as after a collision: decided under the lock, in turns
+    results = race([lambda: mine.request_job(user, uuid4(), "image", job_request()) for _ in range(20)])
+    assert kinds(results) == {"CommandResult": 20}, results
+    assert mine.stats.conflicts == 0
+    assert 1 <= exclusives.count < 20  # turns queued meanwhile were decided together
+    positions = [r.position for r in results if not isinstance(r, BaseException)]
+    assert len(set(positions)) == 20
+    assert_stream_intact(mine, user)
+    assert mine.account(user).credits == 0
+
+
+def turn(decide: Any) -> Turn:
+    return Turn(decide, create=False)
+
+
+def test_turns_are_answered_in_order_once_committed(two: list[LedgerApplication]) -> None:
+    mine = two[0]
+    cost = mine.policy.cost("image")
+    user = new_user(mine, credits=cost)
+    request = job_request()
+    first, refused, granted = (
+        turn(lambda a, now: a.request_job(uuid4(), "image", request, mine.policy, now, None, timedelta(1))),
+        turn(lambda a, now: a.request_job(uuid4(), "image", request, mine.policy, now, None, timedelta(1))),
+        turn(lambda a, now: a.grant_credits(3, "granted in the same turn", now)),
+    )
+    store(mine)._take_turns(user, [first, refused, granted])
+    assert first.outcome().value.amount == cost
+    with pytest.raises(InsufficientEntitlement):  # the first took the credits
+        refused.outcome()
+    assert granted.outcome().position > first.outcome().position
+    events = assert_stream_intact(mine, user)
+    assert sum(isinstance(e, Account.EntitlementReserved) for e in events) == 1
+    assert mine.account(user).credits == 3
+
+
+def test_a_decision_that_fails_half_way_abandons_its_turns(two: list[LedgerApplication]) -> None:
+    mine = two[0]
+    user = new_user(mine, credits=5)
+    before = len(assert_stream_intact(mine, user))
+
+    def half_way(account: Account, now: Any) -> None:
+        account.grant_credits(1, "triggered", now)
+        raise InvalidAmount("then refused")
+
+    ok, culprit, later = (
+        turn(lambda a, now: a.grant_credits(1, "ok", now)),
+        turn(half_way),
+        turn(lambda a, now: a.grant_credits(2, "later", now)),
+    )
+    store(mine)._take_turns(user, [ok, culprit, later])
+    with pytest.raises(InvalidAmount):
+        culprit.outcome()
+    for other in (ok, later):  # decided again by their commands (a conflict to retry)
+        with pytest.raises(IntegrityError):
+            other.outcome()
+    assert len(assert_stream_intact(mine, user)) == before  # nothing appended
+    assert mine.account(user).credits == 5
