@@ -5,6 +5,7 @@ SQLAlchemy pool or the ledger's) waits ``VTO_DB_POOL_TIMEOUT_S``, then gets 503 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from infra.ledger_store import ledger_pool, postgres_ledger
 from infra.orm import make_engine, make_sessionmaker
 from infra.settings import Settings
 from tests.api_factories import Caller, make_user
+from tests.pipeline.conftest import wait_until
 from tests.test_vto import catalog, job_body
 
 POOL_TIMEOUT_S = 0.5
@@ -241,3 +243,43 @@ def test_the_openapi_documents_the_503_of_an_exhausted_pool() -> None:
     ready = schema["paths"]["/readyz"]["get"]["responses"]["503"]["description"]
     assert "not_ready" in ready and "database_unavailable" in ready
     assert "503" not in schema["paths"]["/healthz"]["get"]["responses"]
+
+
+def test_an_order_waiting_on_the_ledger_holds_no_catalog_connection(
+    tight_client: TestClient, tight: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two orders held in the ledger's append (the catalog pool has two connections): a third
+    request still gets a catalog connection at once, and both orders then go through."""
+    caller = make_user(tight)
+    tight.ledger.grant_credits(caller.id, 5, "test")
+    items = catalog(tight_client, caller)
+    writer = tight.ledger.store.writer
+    append, release, holding = writer._append, threading.Event(), threading.Event()
+
+    def held(events: Any) -> Any:
+        holding.set()
+        assert release.wait(timeout=60)
+        return append(events)
+
+    monkeypatch.setattr(writer, "_append", held)
+    orders: list[Any] = []
+    threads = [
+        threading.Thread(
+            target=lambda: orders.append(
+                tight_client.post("/api/v1/vto/jobs", json=job_body(items), headers=caller.headers)
+            )
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    assert holding.wait(timeout=30)
+    wait_until(lambda: len(writer._queue) == 1, what="the second order queued behind the first")
+    try:
+        me = tight_client.get("/api/v1/users/me", headers=caller.headers)
+        assert me.status_code == 200, me.text
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert [o.status_code for o in orders] == [202, 202], [o.text for o in orders]
