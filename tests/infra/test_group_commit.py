@@ -14,7 +14,9 @@ from infra.group_commit import Append, GroupCommitWriter, PredecessorFailed, Str
 from ledger.account import Account
 from ledger.application import LedgerApplication
 from tests.factories import job_request, ledger_events, new_user
-from tests.ledger.test_concurrency import assert_stream_intact, race
+from tests.ledger.test_concurrency import assert_stream_intact
+from tests.ledger.test_pipelining import Gate, in_thread
+from tests.pipeline.conftest import wait_until
 
 
 def group(ledger: LedgerApplication) -> GroupCommitWriter:
@@ -23,21 +25,30 @@ def group(ledger: LedgerApplication) -> GroupCommitWriter:
     return store.writer
 
 
-def test_concurrent_commands_of_many_users_share_transactions(pg_ledger: LedgerApplication) -> None:
+def test_concurrent_commands_of_many_users_share_transactions(
+    pg_ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cost = pg_ledger.policy.cost("image")
     users = [new_user(pg_ledger, credits=3 * cost) for _ in range(16)]
     recorder = group(pg_ledger)
     batches, appends = recorder.batches, recorder.appends
-    results = race(
-        [
-            lambda user=user: pg_ledger.request_job(user, uuid4(), "image", job_request())
-            for user in users
-            for _ in range(3)
-        ]
-    )
+    gate = Gate(pg_ledger, monkeypatch)
+    first = in_thread(lambda: pg_ledger.request_job(users[0], uuid4(), "image", job_request()))
+    assert gate.holding.wait(timeout=30)
+    calls = [
+        lambda user=user: pg_ledger.request_job(user, uuid4(), "image", job_request())
+        for user in users
+        for _ in range(3)
+    ][1:]
+    threads = [in_thread(call) for call in calls]
+    wait_until(lambda: len(recorder._queue) == 47, what="the appends queued behind the first")
+    gate.open.set()
+    for thread, _ in [first, *threads]:
+        thread.join(timeout=60)
+    results = [out[0] for _, out in [first, *threads]]
     assert not [r for r in results if isinstance(r, BaseException)]
     assert recorder.appends - appends == 48
-    assert recorder.batches - batches < 48  # some appends were committed together
+    assert recorder.batches - batches == 2  # the first, then the 47 queued behind it together
     positions = [r.position for r in results if not isinstance(r, BaseException)]
     assert len(set(positions)) == 48
     for user in users:

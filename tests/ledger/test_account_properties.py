@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -36,6 +36,7 @@ def make_machine(ledger: LedgerApplication, clock: FakeClock) -> type[RuleBasedS
             self.user = uuid4()
             ledger.open_account(self.user)
             self.last: Any = None
+            self.keys: dict[str, tuple[UUID, str, dict[str, int], datetime]] = {}
 
         def _do(self, command: Any) -> Any:
             self.last = command
@@ -60,14 +61,35 @@ def make_machine(ledger: LedgerApplication, clock: FakeClock) -> type[RuleBasedS
 
         @rule(target=jobs, kind=KINDS, body=BODIES, key=KEYS)
         def request(self, kind: str, body: dict[str, int], key: str | None) -> UUID:
+            """Every request is a new job id; a key still remembered (its request within the
+            key's lifetime) answers its first job, charging nothing, for the same request,
+            and refuses another request."""
             job_id = uuid4()
             before = ledger.account(self.user)
+            known = self.keys.get(key) if key is not None else None
+            live = known is not None and clock.now < known[3] + ledger.options.key_ttl
+            repeat = live and known is not None and (known[1], known[2]) == (kind, body)
             try:
                 result = self._do(lambda: ledger.request_job(self.user, job_id, kind, body, key))
-            except (InsufficientEntitlement, IdempotencyKeyReused):
+            except IdempotencyKeyReused:
+                assert live and not repeat, (key, known)
                 assert ledger.account(self.user).version == before.version  # nothing appended
                 return job_id
-            return result.value.job_id  # type: ignore[no-any-return]
+            except InsufficientEntitlement:
+                assert not repeat  # a repeat is answered, never refused
+                assert ledger.account(self.user).version == before.version
+                return job_id
+            reservation = result.value
+            if repeat:
+                assert known is not None
+                assert (reservation.job_id, reservation.created) == (known[0], False)
+                assert ledger.account(self.user).version == before.version  # charged once
+            else:
+                assert not live, "a remembered key with another request must be refused"
+                assert (reservation.job_id, reservation.created) == (job_id, True)
+                if key is not None:
+                    self.keys[key] = (job_id, kind, body, clock.now)
+            return reservation.job_id  # type: ignore[no-any-return]
 
         @rule(job=jobs)
         def complete(self, job: UUID) -> None:

@@ -18,7 +18,7 @@ from infra.settings import Settings
 from ledger.account import Account
 from ledger.application import CommandResult, LedgerApplication
 from tests.factories import job_request, new_user
-from tests.ledger.test_concurrency import assert_stream_intact, kinds, race
+from tests.ledger.test_concurrency import assert_stream_intact, kinds
 from tests.pipeline.conftest import wait_until
 
 
@@ -70,15 +70,26 @@ def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     return thread, out
 
 
-def test_commands_of_one_user_share_commits(pg_ledger: LedgerApplication) -> None:
+def test_commands_of_one_user_share_commits(
+    pg_ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cost = pg_ledger.policy.cost("image")
     user = new_user(pg_ledger, credits=40 * cost)
     recorder = group(pg_ledger)
     batches, appends = recorder.batches, recorder.appends
-    results = race([lambda: pg_ledger.request_job(user, uuid4(), "image", job_request()) for _ in range(40)])
+    gate = Gate(pg_ledger, monkeypatch)
+    order = lambda: pg_ledger.request_job(user, uuid4(), "image", job_request())  # noqa: E731
+    first = in_thread(order)
+    assert gate.holding.wait(timeout=30)
+    queued = [in_thread(order) for _ in range(39)]  # decided on the first, pipelined behind it
+    wait_until(lambda: len(recorder._queue) == 39, what="the appends queued behind the first")
+    gate.open.set()
+    for thread, _ in [first, *queued]:
+        thread.join(timeout=60)
+    results = [out[0] for _, out in [first, *queued]]
     assert kinds(results) == {"CommandResult": 40}
     assert recorder.appends - appends == 40
-    assert recorder.batches - batches < 40  # one user's commands were committed together
+    assert recorder.batches - batches == 2  # the first, then the 39 queued behind it together
     positions = [r.position for r in results if isinstance(r, CommandResult)]
     assert len(set(positions)) == 40
     events = assert_stream_intact(pg_ledger, user)
