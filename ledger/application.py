@@ -34,6 +34,7 @@ from eventsourcing.persistence import (
 
 from ledger.account import Account, Reservation
 from ledger.errors import AccountNotFound, InsufficientEntitlement, UnknownSource
+from ledger.lots import Category
 from ledger.policy import SUBSCRIPTION, PricingPolicy
 from ledger.status import ReservationStatus
 from ledger.store import AccountStore, CommandResult, ConflictStats, ReferenceStore, StreamNews
@@ -158,32 +159,71 @@ class LedgerApplication(Application[UUID]):
         tickets: Mapping[str, int] | None = None,
         subscription: tuple[str, datetime, int | None] | None = None,
         by: str | None = None,
+        expires_at: datetime | None = None,
+        category: str = Category.PAID,
     ) -> CommandResult[None]:
         """Credits, tickets and/or a subscription (plan, period end, daily quota) granted
-        together, in one save; ``by`` names who granted them (the acting admin's id)."""
+        together, in one save; ``by`` names who granted them (the acting admin's id). The
+        credits and each ticket type are a lot each, of ``category``, expiring at
+        ``expires_at`` (None: never)."""
         tickets = dict(tickets or {})
         for ticket_type in tickets:
             self.policy.check_ticket_type(ticket_type)
 
         def decide(account: Account, now: datetime) -> None:
             if credits:
-                account.grant_credits(credits, reason, now, by)
+                account.grant_credits(credits, reason, now, by, expires_at, category)
             for ticket_type, count in tickets.items():
-                account.grant_tickets(ticket_type, count, reason, now, by)
+                account.grant_tickets(ticket_type, count, reason, now, by, expires_at, category)
             if subscription is not None:
                 plan, period_end, quota = subscription
                 account.activate_subscription(plan, period_end, quota, reason, now, by)
 
         return self._execute(user_id, decide, create=True)
 
-    def grant_credits(self, user_id: UUID, amount: int, reason: str) -> CommandResult[None]:
-        return self._execute(user_id, lambda a, now: a.grant_credits(amount, reason, now), create=True)
+    def grant_credits(
+        self,
+        user_id: UUID,
+        amount: int,
+        reason: str,
+        expires_at: datetime | None = None,
+        category: str = Category.PAID,
+    ) -> CommandResult[None]:
+        return self._execute(
+            user_id,
+            lambda a, now: a.grant_credits(amount, reason, now, None, expires_at, category),
+            create=True,
+        )
 
-    def grant_tickets(self, user_id: UUID, ticket_type: str, count: int, reason: str) -> CommandResult[None]:
+    def grant_tickets(
+        self,
+        user_id: UUID,
+        ticket_type: str,
+        count: int,
+        reason: str,
+        expires_at: datetime | None = None,
+        category: str = Category.PAID,
+    ) -> CommandResult[None]:
         self.policy.check_ticket_type(ticket_type)
         return self._execute(
-            user_id, lambda a, now: a.grant_tickets(ticket_type, count, reason, now), create=True
+            user_id,
+            lambda a, now: a.grant_tickets(ticket_type, count, reason, now, None, expires_at, category),
+            create=True,
         )
+
+    def expire_lots(self, users: Iterable[UUID]) -> CommandResult[dict[UUID, int]]:
+        """Record the expiry of the lots of ``users`` whose expiry has come (which users hold
+        such lots is the caller's question: the sweeper asks the points read model). Returns
+        how many lots expired per user and the newest position written."""
+        expired: dict[UUID, int] = {}
+        position: int | None = None
+        for user_id in users:
+            result = self._execute(user_id, lambda a, now: a.expire_lots(now), create=False)
+            if result.value:
+                expired[user_id] = result.value
+            if result.position is not None:
+                position = max(position or 0, result.position)
+        return CommandResult(expired, position)
 
     def activate_subscription(
         self,

@@ -9,18 +9,29 @@ what it pays moves 0.
 
 What each event means:
 
-- ``CreditsGranted``, ``TicketsGranted``: +amount on ``credit`` / ``ticket:<type>`` (granted);
+- ``CreditsGranted``, ``TicketsGranted``: +amount on ``credit`` / ``ticket:<type>`` (granted),
+  as a new lot (``ledger.lots``) with the grant's category and expiry, whose id is the event's
+  stream version;
 - ``SubscriptionActivated``: the subscription from now on (a grant line of 0 points);
   ``SubscriptionCancelled``, ``SubscriptionExpired``: no subscription;
-- ``EntitlementReserved``: -amount on the source it pays from (reserved); opens the job's
-  reservation, counted against that day's subscription quota when the subscription pays;
+- ``EntitlementReserved``: -amount on the source it pays from (reserved), burnt from the lots
+  it records; opens the job's reservation, counted against that day's subscription quota when
+  the subscription pays;
 - ``JobCompleted``: the job succeeded; a charged completion settles the reservation (a line of
   0 points on the reserved source);
 - ``JobFailed`` (expired when the sweeper failed it), ``JobCanceled``: the job's new status;
-- ``Refunded``: +amount back on the source (refunded); the reservation's charge is given back,
-  with its quota day use;
-- ``Adjusted``: +/-delta on the source (adjusted);
+- ``Refunded``: +amount back on the source (refunded), to the lots it records; the
+  reservation's charge is given back, with its quota day use;
+- ``Adjusted``: +/-delta on the source (adjusted): a positive one is a new paid lot that never
+  expires, a negative one burns the lots it records;
+- ``PointsExpired``: -amount on the source (expired): what one lot had left at its expiry, or
+  what a refund gave back to a lot already expired; a line of its own;
 - ``Opened``, ``JobRequested``: nothing.
+
+Lots burnt or given back (``Effect.lot_moves``) are recorded by the events written since lots
+exist. The events written before (a reservation, a refund or a negative adjustment without
+``lots``) say ``None``: a reservation and a negative adjustment burnt by the burn order
+(``ledger.lots.draw`` at the event's time), a refund gave back what its reservation burnt.
 
 The rules of the daily quota count (``use_quota``, ``give_back_quota``) and of moving points on
 a holder of balances (``move``, ``held``) are here too, for the same readers.
@@ -51,6 +62,7 @@ class Flow(StrEnum):
     RESERVED = "reserved"
     REFUNDED = "refunded"
     ADJUSTED = "adjusted"
+    EXPIRED = "expired"
     SETTLED = "settled"  # counts settled jobs, not points: a settlement moves nothing
 
 
@@ -62,6 +74,7 @@ class UsageType(StrEnum):
     REFUND = "refund"
     GRANT = "grant"
     ADJUSTMENT = "adjustment"
+    EXPIRY = "expiry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +137,37 @@ class JobChange:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantedLot:
+    """A lot an event grants (``ledger.lots``): ``id`` is the event's stream version."""
+
+    id: int
+    source: str
+    amount: int
+    category: str
+    expires_at: datetime | None
+    granted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LotMove:
+    """Points burnt from (negative) or given back to (positive) one lot."""
+
+    lot: int
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
 class Effect:
     """What one event does. An empty ``Effect`` (``NOTHING``): no points, no subscription,
-    no reservation change."""
+    no reservation change. ``lot_moves`` None: not recorded (an event from before lots; the
+    module's text says what it burnt or gave back)."""
 
     movements: tuple[Movement, ...] = ()
     subscription: SubscriptionChange | None = None  # None: unchanged
     usage: Usage | None = None
     job: JobChange | None = None
+    lot: GrantedLot | None = None
+    lot_moves: tuple[LotMove, ...] | None = ()
 
 
 NOTHING = Effect()
@@ -157,18 +193,43 @@ def effect(event: object) -> Effect:
 
 
 def _moving(
-    source: str, delta: int, flow: Flow, line: UsageType, reason: str, job: JobChange | None = None
+    source: str,
+    delta: int,
+    flow: Flow,
+    line: UsageType,
+    reason: str,
+    job: JobChange | None = None,
+    lot: GrantedLot | None = None,
+    lot_moves: tuple[LotMove, ...] | None = (),
 ) -> Effect:
     """The effect of an event that moves points on one source, with its accounting line."""
-    return Effect((Movement(source, delta, flow),), usage=Usage(line, source, delta, reason), job=job)
+    return Effect(
+        (Movement(source, delta, flow),),
+        usage=Usage(line, source, delta, reason),
+        job=job,
+        lot=lot,
+        lot_moves=lot_moves,
+    )
+
+
+def _lot_moves(records: list[Any] | None, sign: int) -> tuple[LotMove, ...] | None:
+    """The lots an event records (``{"lot", "amount"}`` each), burnt (sign -1) or given back."""
+    if records is None:
+        return None
+    return tuple(LotMove(int(r["lot"]), sign * int(r["amount"])) for r in records)
+
+
+def _granting(e: Any, source: str, amount: int) -> Effect:
+    lot = GrantedLot(e.originator_version, source, amount, e.category, e.expires_at, e.timestamp)
+    return _moving(source, amount, Flow.GRANTED, UsageType.GRANT, e.reason, lot=lot)
 
 
 def _credits_granted(e: Account.CreditsGranted) -> Effect:
-    return _moving(CREDIT, e.amount, Flow.GRANTED, UsageType.GRANT, e.reason)
+    return _granting(e, CREDIT, e.amount)
 
 
 def _tickets_granted(e: Account.TicketsGranted) -> Effect:
-    return _moving(ticket_source(e.ticket_type), e.count, Flow.GRANTED, UsageType.GRANT, e.reason)
+    return _granting(e, ticket_source(e.ticket_type), e.count)
 
 
 def _subscription_activated(e: Account.SubscriptionActivated) -> Effect:
@@ -186,7 +247,15 @@ def _entitlement_reserved(e: Account.EntitlementReserved) -> Effect:
     job = JobChange(
         e.job_id, ReservationStatus.RESERVED, reserved=Charge(e.source, e.amount), quota_day=e.quota_day
     )
-    return _moving(e.source, -e.amount, Flow.RESERVED, UsageType.RESERVATION, f"{e.kind} job", job)
+    return _moving(
+        e.source,
+        -e.amount,
+        Flow.RESERVED,
+        UsageType.RESERVATION,
+        f"{e.kind} job",
+        job,
+        lot_moves=_lot_moves(e.lots, -1),
+    )
 
 
 def _job_completed(e: Account.JobCompleted) -> Effect:
@@ -205,11 +274,24 @@ def _job_canceled(e: Account.JobCanceled) -> Effect:
 
 def _refunded(e: Account.Refunded) -> Effect:
     job = JobChange(e.job_id, refunded=Charge(e.source, e.amount))
-    return _moving(e.source, e.amount, Flow.REFUNDED, UsageType.REFUND, f"{e.cause}: {e.reason}", job)
+    reason = f"{e.cause}: {e.reason}"
+    return _moving(
+        e.source, e.amount, Flow.REFUNDED, UsageType.REFUND, reason, job, lot_moves=_lot_moves(e.lots, 1)
+    )
 
 
 def _adjusted(e: Account.Adjusted) -> Effect:
-    return _moving(e.source, e.delta, Flow.ADJUSTED, UsageType.ADJUSTMENT, e.reason)
+    if e.delta > 0:
+        lot = GrantedLot(e.originator_version, e.source, e.delta, "paid", None, e.timestamp)
+        return _moving(e.source, e.delta, Flow.ADJUSTED, UsageType.ADJUSTMENT, e.reason, lot=lot)
+    moves = _lot_moves(e.lots, -1)
+    return _moving(e.source, e.delta, Flow.ADJUSTED, UsageType.ADJUSTMENT, e.reason, lot_moves=moves)
+
+
+def _points_expired(e: Account.PointsExpired) -> Effect:
+    reason = f"lot {e.lot} expired"
+    moves = (LotMove(e.lot, -e.amount),)
+    return _moving(e.source, -e.amount, Flow.EXPIRED, UsageType.EXPIRY, reason, lot_moves=moves)
 
 
 @cache
@@ -229,6 +311,7 @@ def _meanings() -> dict[type[Any], Callable[[Any], Effect]]:
         Account.JobCanceled: _job_canceled,
         Account.Refunded: _refunded,
         Account.Adjusted: _adjusted,
+        Account.PointsExpired: _points_expired,
     }
 
 

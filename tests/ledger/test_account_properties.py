@@ -25,6 +25,8 @@ from tests.ledger.invariants import check_account_invariants
 KINDS = st.sampled_from(["image", "video"])
 BODIES = st.sampled_from([{"p": 1}, {"p": 2}, {"p": 3}])
 KEYS = st.one_of(st.none(), st.sampled_from(["k1", "k2", "k3"]))
+EXPIRIES = st.one_of(st.none(), st.integers(1, 60 * 40))  # minutes from now
+CATEGORIES = st.sampled_from(["paid", "promotional"])
 
 
 def make_machine(ledger: LedgerApplication, clock: FakeClock) -> type[RuleBasedStateMachine]:
@@ -42,13 +44,25 @@ def make_machine(ledger: LedgerApplication, clock: FakeClock) -> type[RuleBasedS
             self.last = command
             return command()
 
-        @rule(amount=st.integers(1, 8))
-        def grant_credits(self, amount: int) -> None:
-            self._do(lambda: ledger.grant_credits(self.user, amount, "prop"))
+        @rule(amount=st.integers(1, 8), expires=EXPIRIES, category=CATEGORIES)
+        def grant_credits(self, amount: int, expires: int | None, category: str) -> None:
+            at = None if expires is None else clock.now + timedelta(minutes=expires)
+            self._do(lambda: ledger.grant_credits(self.user, amount, "prop", at, category))
 
-        @rule(ticket=st.sampled_from(["lookbook", "video"]), count=st.integers(1, 3))
-        def grant_tickets(self, ticket: str, count: int) -> None:
-            self._do(lambda: ledger.grant_tickets(self.user, ticket, count, "prop"))
+        @rule(
+            ticket=st.sampled_from(["lookbook", "video"]),
+            count=st.integers(1, 3),
+            expires=EXPIRIES,
+            category=CATEGORIES,
+        )
+        def grant_tickets(self, ticket: str, count: int, expires: int | None, category: str) -> None:
+            at = None if expires is None else clock.now + timedelta(minutes=expires)
+            self._do(lambda: ledger.grant_tickets(self.user, ticket, count, "prop", at, category))
+
+        @rule()
+        def sweep_lots(self) -> None:
+            """The sweeper records the expiries that have come (a command would, too)."""
+            self._do(lambda: ledger.expire_lots([self.user]))
 
         @rule(quota=st.one_of(st.none(), st.integers(1, 3)), days=st.integers(1, 3))
         def subscribe(self, quota: int | None, days: int) -> None:
@@ -105,9 +119,18 @@ def make_machine(ledger: LedgerApplication, clock: FakeClock) -> type[RuleBasedS
                 record = before.job(job)
                 assert record is not None
                 if applied and not record["refunded"]:
+                    # Given back, less what expired as it came back (to a lot already expired)
+                    # or with it (lots whose expiry came before the command).
+                    new = list(ledger.events.get(self.user, gt=before.version))
+                    expired = sum(
+                        e.amount
+                        for e in new
+                        if isinstance(e, Account.PointsExpired) and e.source == record["source"]
+                    )
+                    assert [e.amount for e in new if isinstance(e, Account.Refunded)] == [record["amount"]]
                     assert (
                         after.balance_of(record["source"])
-                        == before.balance_of(record["source"]) + record["amount"]
+                        == before.balance_of(record["source"]) + record["amount"] - expired
                     )
 
         @rule(job=jobs)

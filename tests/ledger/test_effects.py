@@ -15,7 +15,9 @@ from ledger.effects import (
     Charge,
     Effect,
     Flow,
+    GrantedLot,
     JobChange,
+    LotMove,
     Movement,
     Subscription,
     SubscriptionChange,
@@ -52,8 +54,8 @@ def _request(account: Account, kind: str = "image") -> UUID:
     return job_id
 
 
-def _moving(movement: Movement, usage: Usage) -> Effect:
-    return Effect((movement,), usage=usage)
+def _moving(movement: Movement, usage: Usage, **lots: Any) -> Effect:
+    return Effect((movement,), usage=usage, **lots)
 
 
 def test_grants_move_points_with_a_grant_line() -> None:
@@ -63,10 +65,14 @@ def test_grants_move_points_with_a_grant_line() -> None:
     opened, credits, tickets = _events(account)
     assert effect(opened) is NOTHING
     assert effect(credits) == _moving(
-        Movement(CREDIT, 5, Flow.GRANTED), Usage(UsageType.GRANT, CREDIT, 5, "welcome")
+        Movement(CREDIT, 5, Flow.GRANTED),
+        Usage(UsageType.GRANT, CREDIT, 5, "welcome"),
+        lot=GrantedLot(2, CREDIT, 5, "paid", None, AT),
     )
     assert effect(tickets) == _moving(
-        Movement("ticket:lookbook", 2, Flow.GRANTED), Usage(UsageType.GRANT, "ticket:lookbook", 2, "promo")
+        Movement("ticket:lookbook", 2, Flow.GRANTED),
+        Usage(UsageType.GRANT, "ticket:lookbook", 2, "promo"),
+        lot=GrantedLot(3, "ticket:lookbook", 2, "paid", None, AT),
     )
 
 
@@ -105,10 +111,12 @@ def test_a_reservation_is_refunded_to_its_source_for_its_amount() -> None:
     assert fx.movements[0].amount == 5  # the accounting counts what was reserved positive
     assert fx.usage == Usage(UsageType.RESERVATION, CREDIT, -5, "video job")
     assert effect(canceled).job == JobChange(job_id, ReservationStatus.CANCELED)
+    assert fx.lot_moves == (LotMove(2, -5),)  # burnt from the grant's lot (version 2)
     fx = effect(refunded)
     assert fx.movements == (Movement(CREDIT, 5, Flow.REFUNDED),)
     assert fx.job == JobChange(job_id, refunded=Charge(CREDIT, 5))
     assert fx.usage == Usage(UsageType.REFUND, CREDIT, 5, "canceled: not needed")
+    assert fx.lot_moves == (LotMove(2, 5),)
 
 
 def test_a_charged_success_settles_a_late_one_is_free() -> None:
@@ -135,8 +143,13 @@ def test_an_adjustment_moves_its_delta() -> None:
     account.adjust(CREDIT, -2, "correction", "admin-1", AT)
     adjusted = _events(account)[-1]
     assert effect(adjusted) == _moving(
-        Movement(CREDIT, -2, Flow.ADJUSTED), Usage(UsageType.ADJUSTMENT, CREDIT, -2, "correction")
+        Movement(CREDIT, -2, Flow.ADJUSTED),
+        Usage(UsageType.ADJUSTMENT, CREDIT, -2, "correction"),
+        lot_moves=(LotMove(2, -2),),
     )
+    account.adjust(CREDIT, 4, "correction", "admin-1", AT)
+    added = _events(account)[-1]
+    assert effect(added).lot == GrantedLot(4, CREDIT, 4, "paid", None, AT)  # a lot of its own
     assert Movement(CREDIT, -2, Flow.ADJUSTED).amount == -2
 
 

@@ -40,9 +40,14 @@ def test_grant_events_stored_before_by_existed_still_load(
     for event in [e for e in ledger.repository.event_store.get(user) if isinstance(e, GRANTS)]:
         stored = mapper.to_stored_event(event)
         state = transcoder.decode(stored.state)
-        assert state.pop("class_version") == 2 and state.pop("by") == "someone"
+        lots = isinstance(event, (Account.CreditsGranted, Account.TicketsGranted))
+        assert state.pop("class_version") == (3 if lots else 2) and state.pop("by") == "someone"
+        if lots:  # v3: the lot's expiry and category
+            assert (state.pop("expires_at"), state.pop("category")) == (None, "paid")
         old = dataclasses.replace(stored, state=transcoder.encode(state))  # as version 1 wrote it
         assert isinstance(old, StoredEvent)
         loaded = mapper.to_domain_event(old)
         assert type(loaded) is type(event) and loaded.by is None
         assert loaded.reason == "old"
+        if lots:
+            assert (loaded.expires_at, loaded.category) == (None, "paid")

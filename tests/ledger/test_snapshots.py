@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import psycopg
@@ -16,15 +16,15 @@ from tests.factories import job_request, new_user
 
 
 def grow(ledger: LedgerApplication, user: UUID, events: int, batch: int = 500) -> None:
-    """Append grants through the ledger's store until the account has ``events`` events,
-    ``batch`` events an append."""
+    """Append subscription changes (events that add nothing for the account to hold) through
+    the ledger's store until the account has ``events`` events, ``batch`` events an append."""
 
-    def grants(account: Account, now: datetime) -> None:
+    def renewals(account: Account, now: datetime) -> None:
         for _ in range(min(batch, events - account.version)):
-            account.grant_credits(1, "grow", now)
+            account.activate_subscription("pro", now + timedelta(days=30), None, "grow", now)
 
     while ledger.account(user).version < events:
-        ledger.store.execute(user, grants, create=False)
+        ledger.store.execute(user, renewals, create=False)
 
 
 def test_loading_ten_thousand_events_uses_the_snapshot(
@@ -44,9 +44,9 @@ def test_loading_ten_thousand_events_uses_the_snapshot(
     fresh = postgres_ledger(Settings(), pg_url)  # a new process: nothing cached
     try:
         account = fresh.account(user)
-        assert (account.version, account.credits) == (10_000, 9_999)
+        assert (account.version, account.subscription is not None) == (10_000, True)
         fresh.grant_credits(user, 1, "after")
-        assert fresh.account(user).credits == 10_000
+        assert fresh.account(user).credits == 1
     finally:
         fresh.close()
 
@@ -78,6 +78,6 @@ def test_an_account_holding_more_than_the_interval_is_snapshotted_less_often(pg_
     fresh = postgres_ledger(settings, pg_url)  # a new process: nothing in memory
     try:
         account = fresh.account(user)  # loaded from the snapshot at 160 and 42 events
-        assert (account.version, len(account.jobs), account.entries) == (202, 100, 100)
+        assert (account.version, len(account.jobs), account.entries) == (202, 100, 101)  # and one lot
     finally:
         fresh.close()
