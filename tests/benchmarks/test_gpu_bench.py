@@ -92,9 +92,9 @@ def test_the_gpu_path_imports_without_the_apps_other_dependencies() -> None:
         import benchmarks.gpu_bench
         import generator_worker.generation.catvton
         import generator_worker.generation.qwen_edit
-        import generator_worker.generation.random_weights_catvton
-        import generator_worker.generation.random_weights_qwen
-        import generator_worker.generation.random_weights_wan
+        import benchmarks.random_weights.catvton
+        import benchmarks.random_weights.qwen
+        import benchmarks.random_weights.wan
         import generator_worker.generation.wan_video
         print(sorted(k for k in sys.modules if k.split(".")[0] in BLOCK))
         """

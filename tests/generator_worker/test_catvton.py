@@ -27,13 +27,13 @@ pytest.importorskip("diffusers")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from generator_worker.generation.catvton import CatVTONGenerator  # noqa: E402
-from generator_worker.generation.hf_layout import GpuOptions  # noqa: E402
-from generator_worker.generation.random_weights_catvton import (  # noqa: E402
+from benchmarks.random_weights.catvton import (  # noqa: E402
     ATTENTION_FILE,
     catvton_components,
     write_catvton,
 )
+from generator_worker.generation.catvton import CatVTONGenerator  # noqa: E402
+from generator_worker.generation.hf_layout import GpuOptions  # noqa: E402
 
 
 @pytest.fixture(scope="module")

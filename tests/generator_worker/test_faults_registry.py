@@ -124,8 +124,8 @@ def test_gpu_modules_import_nothing_but_the_ml_stack() -> None:
     code = (
         "import sys\n"
         "import generator_worker.generation.qwen_edit, generator_worker.generation.catvton\n"
-        "import generator_worker.generation.random_weights_qwen\n"
-        "import generator_worker.generation.random_weights_catvton\n"
+        "import benchmarks.random_weights.qwen\n"
+        "import benchmarks.random_weights.catvton\n"
         "banned = ('pydantic', 'fastapi', 'infra', 'cv2', 'mediapipe', 'torch')\n"
         "bad = [m for m in banned if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -27,9 +27,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+from benchmarks.random_weights.qwen import write_lora, write_qwen_image_edit  # noqa: E402
 from generator_worker.generation.hf_layout import GpuOptions  # noqa: E402
 from generator_worker.generation.qwen_edit import QwenImageEditGenerator, build_prompt  # noqa: E402
-from generator_worker.generation.random_weights_qwen import write_lora, write_qwen_image_edit  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

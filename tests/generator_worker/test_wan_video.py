@@ -20,7 +20,7 @@ from tests.generator_worker.conftest import image_request, top
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from generator_worker.generation.random_weights_wan import write_random_wan
+from benchmarks.random_weights.wan import write_random_wan
 from generator_worker.generation.wan_video import (
     WanVideoGenerator,
     clip_frames,
