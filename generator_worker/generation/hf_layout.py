@@ -75,6 +75,9 @@ Stable API (other backends build on it):
     the number of modules merged; a missing or unreadable file, or keys that name no Linear of
     ``model``, raise ``BackendUnavailableError``.
 
+``read_lora(path) -> (tensors, metadata)``
+    A LoRA file's tensors and diffusers' adapter metadata from its header (None when absent).
+
 ``is_out_of_memory(error) -> bool``
     True for ``torch.cuda.OutOfMemoryError`` and the allocator's "out of memory" RuntimeErrors,
     so a backend can turn them into a retryable ``ResourceError``.
