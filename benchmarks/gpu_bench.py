@@ -3,16 +3,21 @@
     python3 -m benchmarks.gpu_bench [--models catvton,wan,qwen-image-edit] [--batches 1,2,4]
         [--steps N | --steps qwen-image-edit=10,wan=15] [--scale full|tiny]
         [--width 768 --height 1024] [--frames 17] [--budget-s 540] [--json out.json]
-    python3 -m benchmarks.gpu_bench --smoke   # the production loaders on the device, tiny weights
+    python3 -m benchmarks.gpu_bench --check-layouts  # the published layouts, full size, no GPU needed
+    python3 -m benchmarks.gpu_bench --memory         # weights per component and configuration
+    python3 -m benchmarks.gpu_bench --smoke          # the production loaders on the device, tiny weights
 
-Each model is built directly on the device in bf16 from the random-weights builders
-(``generator_worker.generation.random_weights_*``: nothing is downloaded, nothing is read from
-disk, no CPU initialisation of billions of parameters), measured, then freed before the next:
+Each model is built directly on the device in bf16 from the random-weight builders
+(``benchmarks.random_weights``: nothing is downloaded, nothing is read from disk, no CPU
+initialisation of billions of parameters), measured, then freed before the next:
 
 * ``catvton``: the SD 1.5 inpainting UNet + VAE through ``CatVTONGenerator.generate_batch``
-  (``batch`` requests in one denoising batch; box masks);
-* ``wan``: Wan2.2-TI2V-5B image-to-video (``--wan-variant``), ``--frames`` frames per video,
-  ``batch`` videos of one image per call (``num_videos_per_prompt``); a "image" is a video here;
+  (``batch`` requests in one denoising batch; box masks); its self-attention weights go through
+  an attention file written in upstream's numbering and read back by the production loader;
+* ``wan``: Wan2.2-TI2V-5B image-to-video (``--wan-variant``), ``--frames`` frames per video at
+  the size the backend runs it (the job's aspect within the model's area: ``run_size``), VAE
+  in fp32 as the backend loads it, ``batch`` videos of one image per call
+  (``num_videos_per_prompt``); a "image" is a video here;
 * ``qwen-image-edit``: Qwen-Image-Edit-2509 (20B transformer, Qwen2.5-VL-7B text encoder),
   ``batch`` images per call (``num_images_per_prompt``), person + garment as the two inputs.
 
@@ -29,8 +34,21 @@ once (1 step, batch 1) before its first measurement. Peak memory is torch's
 has passed are reported as skipped. Each row is printed (and the JSON rewritten) as soon as it
 is measured, so a run cut short still leaves its results.
 
+``--check-layouts`` builds every full-size model on the ``meta`` device (shapes only, seconds,
+no memory) and checks them against the published files: CatVTON's attention file in upstream's
+numbering (80 tensors ``0.to_q.weight`` ... ``120.to_out.0.bias``, 49.57M parameters, the
+aliases CatVTON issue 109 lists absent) read by the production loader's mapping, the parameter
+counts of Qwen-Image-Edit's and Wan's components against the published sizes, and that the
+tiny directories the builders write hold every file the production loaders require. It exits
+1 on any failure; ``scripts/gpu_check.sh`` does not start without it passing.
+
+``--memory`` prints the weights of each component (parameter counts from the meta models,
+times the bytes of the dtype each is loaded in) and what each configuration keeps on the device
+(docs/gpu.md has the table and the activation estimates).
+
 Imports only torch, diffusers, transformers, tokenizers, safetensors, numpy and PIL (through
-the GPU modules of ``generator_worker.generation``): runs on a machine with nothing else.
+the GPU modules of ``generator_worker.generation`` and ``benchmarks.random_weights``): runs on
+a machine with nothing else.
 """
 
 from __future__ import annotations
@@ -41,6 +59,7 @@ import io
 import json
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -159,6 +178,7 @@ def _png(image: Any) -> bytes:
 def build_catvton(scale: str, device: str, width: int, height: int) -> Bench:
     import torch
 
+    from benchmarks.random_weights.catvton import catvton_components, write_attention
     from generator_worker.generation.base import (
         GarmentCategory,
         GarmentImage,
@@ -167,11 +187,23 @@ def build_catvton(scale: str, device: str, width: int, height: int) -> Bench:
         GenerationRequest,
         JobKind,
     )
-    from generator_worker.generation.catvton import DEFAULT_STEPS, CatVTONGenerator
-    from generator_worker.generation.random_weights_catvton import catvton_components
+    from generator_worker.generation.catvton import (
+        DEFAULT_STEPS,
+        CatVTONGenerator,
+        attention_parameters,
+        load_attention,
+    )
 
     parts = catvton_components(scale, device=device)  # type: ignore[arg-type]
-    generator = CatVTONGenerator.from_components(parts["unet"], parts["vae"], parts["scheduler"])
+    with tempfile.TemporaryDirectory(prefix="catvton-attention-") as folder:
+        # the self-attention weights through the published file's layout: written in upstream's
+        # numbering, zeroed, read back by the production loader
+        path = write_attention(parts["unet"], Path(folder) / "model.safetensors")
+        generator = CatVTONGenerator.from_components(parts["unet"], parts["vae"], parts["scheduler"])
+        with torch.no_grad():
+            for parameter in attention_parameters(generator.unet).values():
+                parameter.zero_()
+        load_attention(generator.unet, path)
     if getattr(generator, "_analyzer", None) is not None:  # box masks: the bench times the GPU
         generator._analyzer.close()
         generator._analyzer = None
@@ -197,16 +229,21 @@ def build_catvton(scale: str, device: str, width: int, height: int) -> Bench:
 def build_wan(scale: str, device: str, width: int, height: int, frames: int, variant: str) -> Bench:
     import torch
 
-    from generator_worker.generation.random_weights_wan import build_pipeline
+    from benchmarks.random_weights.wan import build_pipeline
     from generator_worker.generation.wan_video import (
         DEFAULT_GUIDANCE,
         DEFAULT_NEGATIVE_PROMPT,
         DEFAULT_PROMPT,
         DEFAULT_STEPS,
         encode_prompts,
+        run_size,
+        wan_family_of,
     )
 
     pipeline = build_pipeline(variant, scale, device=device, image_to_video=True)
+    family = wan_family_of(pipeline)
+    multiple = int(pipeline.vae_scale_factor_spatial) * int(pipeline.transformer.config.patch_size[1])
+    width, height = run_size(width, height, family.max_area, multiple) if scale == "full" else (width, height)
     pipeline.set_progress_bar_config(disable=True)
     start = time.perf_counter()
     positive, negative = encode_prompts(pipeline, [DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT], device)
@@ -233,15 +270,19 @@ def build_wan(scale: str, device: str, width: int, height: int, frames: int, var
         _sync(torch)
 
     return Bench(
-        "wan", DEFAULT_STEPS, run, text_s=text_s, note=f"{variant} ({scale}), {frames} frames per video"
+        "wan",
+        DEFAULT_STEPS,
+        run,
+        text_s=text_s,
+        note=f"{variant} ({scale}), {frames} frames per video at {width}x{height}",
     )
 
 
 def build_qwen(scale: str, device: str, width: int, height: int) -> Bench:
     import torch
 
+    from benchmarks.random_weights.qwen import qwen_image_edit_pipeline
     from generator_worker.generation.qwen_edit import DEFAULT_GUIDANCE, DEFAULT_STEPS, NEGATIVE_PROMPT
-    from generator_worker.generation.random_weights_qwen import qwen_image_edit_pipeline
 
     pipeline = qwen_image_edit_pipeline(scale, device=device)  # type: ignore[arg-type]
     pipeline.set_progress_bar_config(disable=True)
@@ -374,6 +415,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="only load tiny random-weight directories through the production loaders on the device "
         "and generate once with each (no timing)",
     )
+    parser.add_argument(
+        "--check-layouts",
+        action="store_true",
+        help="check the full-size models and the tiny directories against the published layouts "
+        "(meta device: no GPU, no memory); exit 1 on a difference",
+    )
+    parser.add_argument(
+        "--memory", action="store_true", help="print the weights of every full-size component and exit"
+    )
     parser.add_argument("--scale", choices=("full", "tiny"), default="full")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--width", type=int, default=768)
@@ -429,8 +479,8 @@ def smoke(device: str) -> bool:
     )
 
     def qwen(folder: Path) -> str:
+        from benchmarks.random_weights.qwen import write_qwen_image_edit
         from generator_worker.generation.qwen_edit import QwenImageEditGenerator
-        from generator_worker.generation.random_weights_qwen import write_qwen_image_edit
 
         write_qwen_image_edit(folder)
         generator = QwenImageEditGenerator(GpuOptions(model_dir=folder, device=device, steps=2))
@@ -439,8 +489,8 @@ def smoke(device: str) -> bool:
         return f"{output.media_type} {output.width}x{output.height}"
 
     def catvton(folder: Path) -> str:
+        from benchmarks.random_weights.catvton import write_catvton
         from generator_worker.generation.catvton import CatVTONGenerator
-        from generator_worker.generation.random_weights_catvton import write_catvton
 
         write_catvton(folder)
         generator = CatVTONGenerator(GpuOptions(model_dir=folder, device=device, steps=2, batch=2))
@@ -455,8 +505,8 @@ def smoke(device: str) -> bool:
         return f"2 x {outputs[0].media_type} {outputs[0].width}x{outputs[0].height}"
 
     def wan(folder: Path) -> str:
+        from benchmarks.random_weights.wan import write_random_wan
         from generator_worker.generation.qwen_edit import QWEN_EDIT_INFO
-        from generator_worker.generation.random_weights_wan import write_random_wan
         from generator_worker.generation.wan_video import WanVideoGenerator
 
         class Still(Generator):
@@ -466,7 +516,7 @@ def smoke(device: str) -> bool:
                 raise NotImplementedError
 
         write_random_wan(folder)
-        generator = WanVideoGenerator(folder, Still(), device=device, steps=2)
+        generator = WanVideoGenerator(folder, Still(), device=device, steps=2, max_area=128 * 160)
         frames = generator._animate(_png(_person(128, 160)), 128, 160, 9, 1, 0)
         shape = frames[0].shape
         if len(frames) != 9 or shape != (160, 128, 3):
@@ -489,9 +539,217 @@ def smoke(device: str) -> bool:
     return ok
 
 
+# --- the published layouts -------------------------------------------------------------------
+
+BILLION = 1e9
+# Published sizes the full-size configurations must reproduce, in parameters (low, high): the
+# CatVTON README ("49.57M parameters trainable"), the model cards' sizes (Qwen-Image: a 20B
+# MMDiT; Qwen2.5-VL-7B-Instruct: 8.29B; Wan2.2-TI2V-5B: 5B; Wan2.1 I2V "14B" is 16.4B with its
+# image cross-attention, A14B two 14B experts; UMT5-XXL's encoder 5.7B; CLIP ViT-H/14's vision
+# tower 0.63B) and the VAE checkpoints' sizes (Wan2.2_VAE.pth 2.8 GB in fp32: 0.7B).
+UMT5_XXL_ENCODER = (5.6 * BILLION, 5.8 * BILLION)
+WAN14B_EXPERT = (14.0 * BILLION, 14.6 * BILLION)
+CATVTON_ATTENTION_PARAMETERS = 49_574_080
+PUBLISHED_PARAMETERS: dict[str, tuple[float, float]] = {
+    "catvton.unet": (0.85 * BILLION, 0.87 * BILLION),
+    "qwen.transformer": (20.3 * BILLION, 20.5 * BILLION),
+    "qwen.text_encoder": (8.2 * BILLION, 8.4 * BILLION),
+    "qwen.vae": (0.1 * BILLION, 0.15 * BILLION),
+    "wan2.2-ti2v-5b.transformer": (4.9 * BILLION, 5.1 * BILLION),
+    "wan2.2-ti2v-5b.text_encoder": UMT5_XXL_ENCODER,
+    "wan2.2-ti2v-5b.vae": (0.6 * BILLION, 0.8 * BILLION),
+    "wan2.1-i2v-14b-480p.transformer": (16.0 * BILLION, 16.8 * BILLION),
+    "wan2.1-i2v-14b-480p.text_encoder": UMT5_XXL_ENCODER,
+    "wan2.1-i2v-14b-480p.image_encoder": (0.6 * BILLION, 0.66 * BILLION),
+    "wan2.2-i2v-a14b.transformer": WAN14B_EXPERT,
+    "wan2.2-i2v-a14b.transformer_2": WAN14B_EXPERT,
+    "wan2.2-i2v-a14b.text_encoder": UMT5_XXL_ENCODER,
+}
+# Keys of the published Qwen-Image transformer checkpoint (its safetensors index), which the
+# diffusers class loads by name.
+QWEN_TRANSFORMER_KEYS = (
+    "img_in.weight",
+    "txt_in.weight",
+    "txt_norm.weight",
+    "time_text_embed.timestep_embedder.linear_1.weight",
+    "transformer_blocks.0.attn.to_q.weight",
+    "transformer_blocks.59.attn.to_add_out.weight",
+    "norm_out.linear.weight",
+    "proj_out.weight",
+)
+# CatVTON issue 109: names of shared tensors missing from the published attention file
+CATVTON_ABSENT_ALIASES = (
+    "1.weight",
+    "2.weight",
+    "3.weight",
+    "4.0.weight",
+    "5.bias",
+    "100.0.weight",
+    "101.bias",
+)
+CATVTON_BLOCK_TENSORS = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight", "to_out.0.bias")
+
+
+def _count(module: Any) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def _meta_models() -> dict[str, Any]:
+    """Every full-size model on the ``meta`` device (shapes only)."""
+    import torch
+
+    from benchmarks.random_weights.catvton import catvton_components
+    from benchmarks.random_weights.qwen import qwen_image_edit_pipeline
+    from benchmarks.random_weights.wan import VARIANTS, build_pipeline
+
+    models: dict[str, Any] = {}
+    catvton = catvton_components("full", device="meta", dtype=torch.bfloat16)
+    models["catvton.unet"], models["catvton.vae"] = catvton["unet"], catvton["vae"]
+    qwen = qwen_image_edit_pipeline("full", device="meta", dtype=torch.bfloat16)
+    for part in ("transformer", "text_encoder", "vae"):
+        models[f"qwen.{part}"] = getattr(qwen, part)
+    for variant in VARIANTS:
+        wan = build_pipeline(variant, "full", device="meta", dtype=torch.bfloat16, image_to_video=True)
+        for part in ("transformer", "transformer_2", "text_encoder", "vae", "image_encoder"):
+            module = getattr(wan, part, None)
+            if module is not None:
+                models[f"{variant}.{part}"] = module
+    return models
+
+
+def check_layouts() -> bool:
+    """The full-size models and the tiny directories against the published layouts (see the
+    module docstring); prints PASS or FAIL per check, True when all pass."""
+    import torch
+
+    from benchmarks.random_weights.catvton import attention_state_dict, catvton_components
+    from generator_worker.generation import catvton
+
+    results: list[tuple[str, list[str]]] = []
+
+    # CatVTON's attention file, full size: upstream's procedure (the writer) and the
+    # production loader's mapping must both give the published numbering
+    problems: list[str] = []
+    unet = catvton_components("full", device="meta", dtype=torch.float32)["unet"]
+    mapping = catvton.attention_parameters(unet)
+    state = attention_state_dict(unet)
+    spec = {f"{8 * block}.{name}" for block in range(16) for name in CATVTON_BLOCK_TENSORS}
+    if set(state) != spec:
+        problems.append(f"written keys differ from the published 80: {sorted(set(state) ^ spec)[:6]}")
+    if set(mapping) != spec:
+        problems.append(f"loader keys differ from the published 80: {sorted(set(mapping) ^ spec)[:6]}")
+    wrong = [k for k in spec & set(state) & set(mapping) if tuple(state[k].shape) != tuple(mapping[k].shape)]
+    if wrong:
+        problems.append(f"shapes differ: {sorted(wrong)[:4]}")
+    total = sum(value.numel() for value in state.values())
+    if total != CATVTON_ATTENTION_PARAMETERS:
+        problems.append(f"{total} attention parameters, published 49,574,080")
+    present = [alias for alias in CATVTON_ABSENT_ALIASES if alias in state]
+    if present:
+        problems.append(f"aliases written that the published file lacks: {present}")
+    modules = dict(unet.named_modules())
+    second = modules["down_blocks.0.attentions.1.transformer_blocks.0.attn1"].to_q.weight
+    if mapping.get("8.to_q.weight") is not second:
+        problems.append("8.to_q.weight does not land in the second attn1 (down_blocks.0.attentions.1)")
+    mid = modules["mid_block.attentions.0.transformer_blocks.0.attn1"].to_out[0].bias
+    if mapping.get("120.to_out.0.bias") is not mid:
+        problems.append("120.to_out.0.bias does not land in the mid block's attn1")
+    if catvton.published_key("13.bias") != "8.to_out.0.bias":
+        problems.append(f"alias 13.bias read as {catvton.published_key('13.bias')}")
+    results.append(("catvton attention file (SD 1.5 full size, upstream numbering)", problems))
+
+    # published sizes of every full-size component
+    problems = []
+    models = _meta_models()
+    for name, (low, high) in PUBLISHED_PARAMETERS.items():
+        if name not in models:
+            problems.append(f"{name}: not built")
+            continue
+        count = _count(models[name])
+        if not low <= count <= high:
+            problems.append(
+                f"{name}: {count / BILLION:.3f}B, published {low / BILLION:.2f}..{high / BILLION:.2f}B"
+            )
+    keys = set(models["qwen.transformer"].state_dict())
+    missing = [key for key in QWEN_TRANSFORMER_KEYS if key not in keys]
+    if missing:
+        problems.append(f"qwen transformer lacks published keys {missing}")
+    results.append(("full-size parameter counts and names", problems))
+
+    # the tiny directories hold what the production loaders require
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="layouts-") as tmp:
+        problems += _tiny_layout_problems(Path(tmp))
+    results.append(("tiny directories in the published file layouts", problems))
+
+    for name, found in results:
+        status = "PASS" if not found else "FAIL: " + "; ".join(found)
+        print(f"# layout {name}: {status}", flush=True)
+    return all(not found for _, found in results)
+
+
+def _tiny_layout_problems(root: Path) -> list[str]:
+    from benchmarks.random_weights.catvton import ATTENTION_FILE, write_catvton
+    from benchmarks.random_weights.qwen import write_qwen_image_edit
+    from benchmarks.random_weights.wan import VARIANTS, write_random_wan
+    from generator_worker.generation import catvton, hf_layout, qwen_edit, wan_video
+
+    problems: list[str] = []
+    folder = write_qwen_image_edit(root / "qwen")
+    problems += [f"qwen: missing {m}" for m in hf_layout.missing_files(folder, qwen_edit.REQUIRED)]
+    folder = write_catvton(root / "catvton")
+    problems += [f"catvton: missing {m}" for m in hf_layout.missing_files(folder, catvton.REQUIRED)]
+    from safetensors import safe_open
+
+    with safe_open(str(folder / ATTENTION_FILE), framework="pt") as handle:
+        keys = list(handle.keys())
+    odd = [key for key in keys if int(key.split(".", 1)[0]) % catvton.ATTENTION_SLOTS]
+    if odd:
+        problems.append(f"catvton: attention keys outside upstream's 8-slot numbering: {odd[:4]}")
+    expected = {
+        "wan2.2-ti2v-5b": wan_video.WAN22_TI2V_5B,
+        "wan2.1-i2v-14b-480p": wan_video.WAN21_I2V_480P,
+        "wan2.2-i2v-a14b": wan_video.WAN22_I2V_A14B,
+    }
+    for variant in VARIANTS:
+        folder = write_random_wan(root / variant, variant)
+        problems += [
+            f"{variant}: missing {m}"
+            for m in hf_layout.missing_files(folder, wan_video.required_files(folder))
+        ]
+        family = wan_video.wan_family(folder)
+        if family != expected[variant]:
+            problems.append(f"{variant}: read as {family.name}")
+    return problems
+
+
+def memory_rows() -> list[tuple[str, int, int]]:
+    """(component, parameters, bytes as loaded) of every full-size component: bf16, except
+    Wan's VAE and image encoder (fp32, as the backend loads them)."""
+    rows = []
+    for name, module in _meta_models().items():
+        fp32 = name.startswith("wan") and name.endswith((".vae", ".image_encoder"))
+        count = _count(module)
+        rows.append((name, count, count * (4 if fp32 else 2)))
+    return rows
+
+
+def memory_table() -> str:
+    """The weights table (see docs/gpu.md for what each configuration keeps on the device)."""
+    lines = [f"{'component':<38} {'params':>9} {'GiB as loaded':>14}"]
+    for name, count, size in memory_rows():
+        lines.append(f"{name:<38} {count / BILLION:>8.3f}B {size / 2**30:>13.2f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.perf_counter()
+    if args.check_layouts:
+        return 0 if check_layouts() else 1
+    if args.memory:
+        print(memory_table(), flush=True)
+        return 0
     import torch
 
     from generator_worker.generation import hf_layout

@@ -240,8 +240,26 @@ class Settings(BaseSettings):
     gpu_lora_path: Path | None = Field(
         default=None, description="Optional LoRA safetensors file fused at start (e.g. a few-step LoRA)."
     )
+    gpu_lora_scheduler: str = Field(
+        default="auto",
+        pattern=r"^(auto|lightning|base)$",
+        description="qwen-image-edit with a LoRA: lightning installs Qwen-Image-Lightning's shift-3 "
+        "scheduler (and its steps and guidance 1 where unset); base keeps the model's; auto: lightning when "
+        "the LoRA file's name contains 'lightning'.",
+    )
     gpu_batch: int = Field(
         default=1, ge=1, le=64, description="Outputs a GPU backend runs through one denoising batch."
+    )
+    gpu_offload: str = Field(
+        default="none",
+        pattern=r"^(none|model|sequential)$",
+        description="none: the GPU models stay on the device; model: each moves to the device only while it "
+        "runs (diffusers' model CPU offload, needs host memory for the weights); sequential: layer by "
+        "layer (least device memory, slowest). The GPU image backend and Wan.",
+    )
+    gpu_vae_tiling: bool = Field(
+        default=False,
+        description="Decode (and encode) through the VAE in tiles: less peak memory, a little slower.",
     )
     video_model_dir: Path | None = Field(
         default=None,
@@ -250,6 +268,21 @@ class Settings(BaseSettings):
     video_image_generator: str = Field(
         default="qwen-image-edit",
         description="The image backend whose try-on images the wan backend animates.",
+    )
+    video_image_offload: str = Field(
+        default="model",
+        pattern=r"^(none|model|sequential)$",
+        description="How the wan backend's GPU image backend holds its models: model (default) keeps them in "
+        "host memory and moves each to the device only while it runs, so they do not sit beside Wan; none "
+        "keeps them on the device (memory for both).",
+    )
+    video_max_area: int | None = Field(
+        default=None,
+        ge=64 * 64,
+        le=2048 * 2048,
+        description="Pixels a Wan clip is generated at (the job's aspect, then resized to its size); unset: "
+        "the model's (480x832 for Wan2.1 480P and Wan2.2-I2V-A14B, 720x1280 for Wan2.1 720P, 704x1280 for "
+        "Wan2.2-TI2V-5B).",
     )
     worker_metrics_port: int | None = Field(
         default=None,

@@ -58,9 +58,10 @@ class GenerationOptions:
     num_outputs: int = 1
     image_format: ImageFormat = ImageFormat.PNG
     jpeg_quality: int = 92
-    # video only
-    fps: int = 24
-    seconds_per_output: float = 2.0
+    # video only; None: the backend's own (the lookbook clip: 24 fps, 2 s an output; Wan: the
+    # model's frame rate and the clip length it was trained on)
+    fps: int | None = None
+    seconds_per_output: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,16 @@ class GeneratedOutput:
     width: int
     height: int
     frames: int = 1
+    fps: float | None = None  # videos: the frame rate the clip was encoded at
 
     @property
     def size_bytes(self) -> int:
         return len(self.data)
+
+    @property
+    def duration_s(self) -> float | None:
+        """A video's length in seconds (frames / fps); None for images."""
+        return self.frames / self.fps if self.fps else None
 
 
 @dataclass(frozen=True)
@@ -254,9 +261,10 @@ class Generator(abc.ABC):
             raise UnsupportedRequestError("width and height must be even")
         if not 1 <= options.num_outputs <= info.max_outputs:
             raise UnsupportedRequestError(f"num_outputs must be within 1..{info.max_outputs}")
-        if request.kind is JobKind.VIDEO and not (1 <= options.fps <= 60):
+        if request.kind is JobKind.VIDEO and options.fps is not None and not (1 <= options.fps <= 60):
             raise UnsupportedRequestError("fps must be within 1..60")
-        if request.kind is JobKind.VIDEO and not (0.25 <= options.seconds_per_output <= 10):
+        seconds = options.seconds_per_output
+        if request.kind is JobKind.VIDEO and seconds is not None and not (0.25 <= seconds <= 10):
             raise UnsupportedRequestError("seconds_per_output must be within 0.25..10")
         if not 1 <= options.jpeg_quality <= 100:
             raise InvalidInputError("jpeg_quality must be within 1..100")

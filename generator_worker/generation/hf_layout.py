@@ -33,8 +33,10 @@ Stable API (other backends build on it):
     ``local_files_only=True`` (:data:`LOCAL_ONLY`).
 
 ``import_torch() -> module``
-    ``import torch`` (and ``diffusers``), or raise :class:`BackendUnavailableError` explaining
-    that the ``gpu`` extra is needed.
+    ``import torch`` (after checking that diffusers and accelerate are installed), or raise
+    :class:`BackendUnavailableError` explaining that the ``gpu`` extra is needed. accelerate is
+    required: without it diffusers builds every model in fp32 in host memory before loading its
+    weights (``low_cpu_mem_usage`` off), and model CPU offload needs it.
 
 ``resolve_device(device) -> str``
     ``None``/``"auto"``/``""`` -> ``"cuda"`` when available, else ``"cpu"``; anything else is
@@ -51,16 +53,30 @@ Stable API (other backends build on it):
 
 ``GpuOptions``
     The settings every GPU backend takes (``model_dir``, ``device``, ``dtype``, ``steps``,
-    ``guidance``, ``lora_path``, ``batch``), filled from ``VTO_GPU_*`` by the registry. ``None``
-    steps or guidance mean the backend's own published default.
+    ``guidance``, ``lora_path``, ``batch``, ``offload``, ``vae_tiling``, ``lora_scheduler``),
+    filled from ``VTO_GPU_*`` by the registry. ``None`` steps or guidance mean the backend's own
+    published default.
+
+``place(pipeline, device, offload) -> None``
+    Put a diffusers pipeline on ``device``: ``"none"`` moves it there, ``"model"`` installs
+    diffusers' model CPU offload (each model moves to the device when it runs and back when
+    the next one runs), ``"sequential"`` diffusers' sequential offload (layer by layer: the
+    least memory, the slowest).
 
 ``merge_lora(model, path, *, scale=1.0) -> int``
     Fuse a LoRA safetensors file into ``model``'s Linear weights (W += scale * alpha/rank * B @ A)
-    without peft. Keys ``<module>.lora_A.weight``/``lora_B.weight`` (PEFT, diffusers) or
-    ``<module>.lora_down.weight``/``lora_up.weight`` with optional ``<module>.alpha`` (kohya,
-    lightx2v), module names optionally prefixed ``transformer.``, ``diffusion_model.``,
-    ``unet.`` or ``model.``. Returns the number of modules merged; a missing file, or keys that
-    name no Linear of ``model``, raise ``BackendUnavailableError``.
+    without peft. Keys ``<module>.lora_A.weight``/``lora_B.weight`` (PEFT, diffusers; also with
+    PEFT's adapter name, ``lora_A.default.weight``) or ``<module>.lora_down.weight``/
+    ``lora_up.weight`` (kohya, lightx2v); module names optionally prefixed ``transformer.``,
+    ``diffusion_model.``, ``unet.``, ``model.`` or ``base_model.model.``, or kohya's flattened
+    ``lora_unet_<module with dots as underscores>``. The alpha is a ``<module>.alpha`` tensor,
+    or else diffusers' adapter metadata in the file's header (``lora_adapter_metadata``: PEFT's
+    ``lora_alpha``, ``alpha_pattern``, ``use_rslora``), or else the rank (a factor of 1). Returns
+    the number of modules merged; a missing or unreadable file, or keys that name no Linear of
+    ``model``, raise ``BackendUnavailableError``.
+
+``read_lora(path) -> (tensors, metadata)``
+    A LoRA file's tensors and diffusers' adapter metadata from its header (None when absent).
 
 ``is_out_of_memory(error) -> bool``
     True for ``torch.cuda.OutOfMemoryError`` and the allocator's "out of memory" RuntimeErrors,
@@ -69,8 +85,11 @@ Stable API (other backends build on it):
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,9 +192,14 @@ def import_torch() -> Any:
         import torch
     except ImportError as error:
         raise BackendUnavailableError(
-            "the GPU generators need torch, diffusers and transformers (the 'gpu' extra: "
+            "the GPU generators need torch, diffusers, transformers and accelerate (the 'gpu' extra: "
             f"uv sync --extra gpu): {error}"
         ) from error
+    if importlib.util.find_spec("accelerate") is None:
+        raise BackendUnavailableError(
+            "the GPU generators need accelerate (in the 'gpu' extra: uv sync --extra gpu): without it "
+            "diffusers builds each model in fp32 in host memory before loading its weights"
+        )
     return torch
 
 
@@ -209,6 +233,9 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+OFFLOADS = ("none", "model", "sequential")
+
+
 @dataclass(frozen=True)
 class GpuOptions:
     """What every GPU backend is built from (see the module docstring)."""
@@ -220,6 +247,25 @@ class GpuOptions:
     guidance: float | None = None
     lora_path: Path | None = None
     batch: int = 1
+    offload: str = "none"  # one of OFFLOADS
+    vae_tiling: bool = False
+    lora_scheduler: str = "auto"  # auto, lightning or base (qwen-image-edit)
+
+    def __post_init__(self) -> None:
+        if self.offload not in OFFLOADS:
+            raise BackendUnavailableError(f"unknown offload {self.offload!r}; choose {', '.join(OFFLOADS)}")
+
+
+def place(pipeline: Any, device: str, offload: str) -> None:
+    """Put ``pipeline`` on ``device``, or install diffusers' CPU offload (see the module docstring)."""
+    if offload == "none":
+        pipeline.to(device)
+    elif offload == "model":
+        pipeline.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipeline.enable_sequential_cpu_offload(device=device)
+    else:
+        raise BackendUnavailableError(f"unknown offload {offload!r}; choose {', '.join(OFFLOADS)}")
 
 
 def dtype_kwarg(dtype: Any) -> dict[str, Any]:
@@ -235,28 +281,93 @@ def dtype_kwarg(dtype: Any) -> dict[str, Any]:
 
 _LORA_PREFIXES = ("transformer.", "diffusion_model.", "unet.", "model.", "base_model.model.")
 _LORA_PAIRS = ((".lora_A.weight", ".lora_B.weight"), (".lora_down.weight", ".lora_up.weight"))
+_KOHYA_PREFIX = "lora_unet_"
+# diffusers' LoRA adapter metadata: PEFT ``LoraConfig`` fields as JSON in the safetensors header
+# (diffusers ``loaders/lora_base.py``: ``LORA_ADAPTER_METADATA_KEY``)
+LORA_METADATA_KEY = "lora_adapter_metadata"
 
 
-def _lora_target(key: str, names: set[str]) -> str | None:
+def read_lora(path: Path | str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The tensors of a LoRA safetensors file and diffusers' adapter metadata from its header
+    (None when absent); ``BackendUnavailableError`` for a missing or unreadable file."""
+    from safetensors import SafetensorError, safe_open
+
+    lora_path = Path(path)
+    if not lora_path.is_file():
+        raise BackendUnavailableError(f"LoRA file {lora_path} (VTO_GPU_LORA_PATH) does not exist")
+    try:
+        with safe_open(str(lora_path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+        raw = header.get(LORA_METADATA_KEY)
+        metadata = json.loads(raw) if raw else None
+    except (OSError, ValueError, SafetensorError) as error:
+        raise BackendUnavailableError(
+            f"LoRA file {lora_path} is not a readable safetensors file: {error}"
+        ) from error
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BackendUnavailableError(f"LoRA file {lora_path}: {LORA_METADATA_KEY} is not a JSON object")
+    return tensors, metadata
+
+
+def _normalise_lora_key(key: str) -> str:
+    """PEFT saves ``lora_A.<adapter>.weight`` when an adapter name is kept; diffusers drops
+    ``default.`` (``_convert_non_diffusers_qwen_lora_to_diffusers``), and so do we."""
+    return key.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+
+
+def _lora_target(stem: str, names: set[str], flattened: dict[str, str | None]) -> str | None:
     for prefix in ("", *_LORA_PREFIXES):
-        if key.startswith(prefix) and key[len(prefix) :] in names:
-            return key[len(prefix) :]
+        if stem.startswith(prefix) and stem[len(prefix) :] in names:
+            return stem[len(prefix) :]
+    if stem.startswith(_KOHYA_PREFIX):
+        # kohya writes ``lora_unet_`` + the module's qualified name with dots as underscores:
+        # the inverse is a lookup of the model's own names written the same way (None where
+        # two names flatten alike: ambiguous, so refused)
+        return flattened.get(stem[len(_KOHYA_PREFIX) :])
     return None
+
+
+def _pattern_value(patterns: Any, name: str) -> Any:
+    """PEFT's per-module override (``alpha_pattern``/``rank_pattern``): a key starting with
+    ``^`` is a regular expression matched from the start of the module name, any other key
+    matches the name or a dotted suffix of it (peft ``utils/other.py``: ``get_pattern_key``)."""
+    if not isinstance(patterns, dict):
+        return None
+    for pattern, value in patterns.items():
+        regex = pattern if pattern.startswith("^") else rf"(.*\.)?({pattern})$"
+        if re.match(regex, name):
+            return value
+    return None
+
+
+def _metadata_factor(metadata: dict[str, Any] | None, name: str, rank: int) -> float:
+    """alpha / rank from diffusers' adapter metadata (PEFT's ``LoraLayer`` scaling;
+    ``use_rslora``: alpha / sqrt(rank)); 1 without metadata."""
+    if not metadata:
+        return 1.0
+    alpha = _pattern_value(metadata.get("alpha_pattern"), name)
+    if alpha is None:
+        alpha = metadata.get("lora_alpha", metadata.get("r", rank))
+    # the rank is the weights' own (a file whose ranks disagree with its metadata would not
+    # load in PEFT either)
+    divisor = math.sqrt(rank) if metadata.get("use_rslora") else rank
+    return float(alpha) / divisor
 
 
 def merge_lora(model: Any, path: Path | str, *, scale: float = 1.0) -> int:
     """Fuse the LoRA at ``path`` into ``model`` (see the module docstring)."""
     torch = import_torch()
-    from safetensors.torch import load_file
-
     lora_path = Path(path)
-    if not lora_path.is_file():
-        raise BackendUnavailableError(f"LoRA file {lora_path} (VTO_GPU_LORA_PATH) does not exist")
-    tensors = load_file(str(lora_path))
+    raw, metadata = read_lora(lora_path)
+    tensors = {_normalise_lora_key(key): value for key, value in raw.items()}
     linears = {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     names = set(linears)
+    flattened: dict[str, str | None] = {}
+    for name in names:
+        flat = name.replace(".", "_")
+        flattened[flat] = None if flat in flattened else name
     merged = 0
-    used: set[str] = set()
     unknown: list[str] = []
     for key in sorted(tensors):
         for down_suffix, up_suffix in _LORA_PAIRS:
@@ -267,7 +378,7 @@ def merge_lora(model: Any, path: Path | str, *, scale: float = 1.0) -> int:
             if up_key not in tensors:
                 unknown.append(key)
                 break
-            target = _lora_target(stem, names)
+            target = _lora_target(stem, names, flattened)
             if target is None:
                 unknown.append(stem)
                 break
@@ -275,6 +386,7 @@ def merge_lora(model: Any, path: Path | str, *, scale: float = 1.0) -> int:
             rank = down.shape[0]
             alpha = tensors.get(stem + ".alpha")
             factor = scale * (float(alpha) / rank if alpha is not None else 1.0)
+            factor *= _metadata_factor(metadata, target, rank)
             weight = linears[target].weight
             delta = (up.flatten(1) @ down.flatten(1)) * factor
             if delta.shape != weight.shape:
@@ -284,7 +396,6 @@ def merge_lora(model: Any, path: Path | str, *, scale: float = 1.0) -> int:
                 )
             with torch.no_grad():
                 weight.add_(delta.to(weight.device, weight.dtype))
-            used.update((key, up_key, stem + ".alpha"))
             merged += 1
             break
     if unknown or merged == 0:

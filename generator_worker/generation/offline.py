@@ -36,7 +36,13 @@ from generator_worker.generation.pose import (
     in_picture,
     protected_mask,
 )
-from generator_worker.generation.video import encode_mp4, frame_count, lookbook_frames
+from generator_worker.generation.video import (
+    LOOKBOOK_FPS,
+    LOOKBOOK_SECONDS_PER_OUTPUT,
+    encode_mp4,
+    frame_count,
+    lookbook_frames,
+)
 from generator_worker.generation.warp import warp_garment
 
 ANALYSIS_MAX_SIDE = 1280
@@ -193,15 +199,15 @@ class OfflineGenerator(Generator):
     ) -> list[GeneratedOutput]:
         options = request.options
         if request.kind is JobKind.VIDEO:
+            fps = options.fps if options.fps is not None else LOOKBOOK_FPS
+            seconds = options.seconds_per_output
+            seconds = seconds if seconds is not None else LOOKBOOK_SECONDS_PER_OUTPUT
             with timer.stage("video"):
                 data, frames = encode_mp4(
-                    lookbook_frames(images, options.fps, options.seconds_per_output),
-                    options.width,
-                    options.height,
-                    options.fps,
+                    lookbook_frames(images, fps, seconds), options.width, options.height, fps
                 )
-            assert frames == frame_count(len(images), options.fps, options.seconds_per_output)
-            return [GeneratedOutput(data, "video/mp4", options.width, options.height, frames)]
+            assert frames == frame_count(len(images), fps, seconds)
+            return [GeneratedOutput(data, "video/mp4", options.width, options.height, frames, fps=fps)]
         outputs = []
         with timer.stage("encode"):
             for image in images:

@@ -88,14 +88,20 @@ def build_generator(
     gpu: GpuOptions | None = None,
     video_model_dir: Path | str | None = None,
     video_image_generator: str = "qwen-image-edit",
+    video_image_offload: str = "model",
+    video_max_area: int | None = None,
     fault_seed: int | None = None,
 ) -> Generator:
     """Build the backend ``name``; wrap it in fault injection when ``failure_rate`` > 0.
 
     ``gpu`` configures the GPU backends (their model directory, device, dtype, steps, guidance,
-    LoRA and batch size). Raises ``BackendUnavailableError`` for an unknown name, a GPU backend
-    whose directory is missing or incomplete (listing the missing files), or one without torch
-    and diffusers installed.
+    LoRA, batch size, offload and VAE tiling). For ``wan``, ``gpu.offload`` and
+    ``gpu.vae_tiling`` apply to the Wan pipeline too, while the image backend it animates is
+    built with ``video_image_offload`` (by default its models wait in host memory and move to
+    the device only while they run, so they do not sit beside Wan); ``video_max_area`` replaces
+    the Wan model's generation area. Raises ``BackendUnavailableError`` for an unknown name, a
+    GPU backend whose directory is missing or incomplete (listing the missing files), or one
+    without torch, diffusers and accelerate installed.
     """
     if not 0.0 <= failure_rate <= 1.0:
         raise ValueError("failure_rate must be within 0..1")
@@ -112,13 +118,18 @@ def build_generator(
         options = gpu or GpuOptions(model_dir=None)
         if video_image_generator == "wan":
             raise _unknown(video_image_generator)
-        inner = _image_generator(video_image_generator, gpu)
+        inner = _image_generator(
+            video_image_generator, dataclasses.replace(options, offload=video_image_offload)
+        )
         try:
             generator = WanVideoGenerator(
                 Path(video_model_dir),
                 inner,
                 device=options.device,
                 dtype=options.dtype,
+                offload=options.offload,
+                vae_tiling=options.vae_tiling,
+                max_area=video_max_area,
             )
         except BaseException:
             inner.close()
@@ -132,8 +143,8 @@ def build_generator(
 
 def generator_from_settings(settings: Settings) -> Generator:
     """``build_generator`` from ``VTO_GENERATOR``, ``VTO_GENERATOR_FAILURE_RATE``, the
-    ``VTO_GPU_*`` settings and, for ``wan``, ``VTO_VIDEO_MODEL_DIR`` and
-    ``VTO_VIDEO_IMAGE_GENERATOR``."""
+    ``VTO_GPU_*`` settings and, for ``wan``, ``VTO_VIDEO_MODEL_DIR``,
+    ``VTO_VIDEO_IMAGE_GENERATOR``, ``VTO_VIDEO_IMAGE_OFFLOAD`` and ``VTO_VIDEO_MAX_AREA``."""
     if settings.generator == "offline":
         return build_generator("offline", failure_rate=settings.generator_failure_rate)
     from generator_worker.generation.hf_layout import GpuOptions
@@ -146,6 +157,9 @@ def generator_from_settings(settings: Settings) -> Generator:
         guidance=settings.gpu_guidance,
         lora_path=settings.gpu_lora_path,
         batch=settings.gpu_batch,
+        offload=settings.gpu_offload,
+        vae_tiling=settings.gpu_vae_tiling,
+        lora_scheduler=settings.gpu_lora_scheduler,
     )
     return build_generator(
         settings.generator,
@@ -153,4 +167,6 @@ def generator_from_settings(settings: Settings) -> Generator:
         gpu=gpu,
         video_model_dir=settings.video_model_dir,
         video_image_generator=settings.video_image_generator,
+        video_image_offload=settings.video_image_offload,
+        video_max_area=settings.video_max_area,
     )

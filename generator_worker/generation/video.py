@@ -15,6 +15,8 @@ from generator_worker.generation.cvcompat import cv2
 
 ZOOM = 0.08  # how far the camera pushes in over one output
 FADE_SECONDS = 0.4
+LOOKBOOK_FPS = 24  # the lookbook clip's rate and length per output when a job sets neither
+LOOKBOOK_SECONDS_PER_OUTPUT = 2.0
 
 
 def frame_count(outputs: int, fps: int, seconds_per_output: float) -> int:

@@ -4,6 +4,8 @@ options, and that it imports with nothing of the application's other dependencie
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -90,11 +92,11 @@ def test_the_gpu_path_imports_without_the_apps_other_dependencies() -> None:
 
         sys.meta_path.insert(0, Blocker())
         import benchmarks.gpu_bench
+        import benchmarks.random_weights.catvton
+        import benchmarks.random_weights.qwen
+        import benchmarks.random_weights.wan
         import generator_worker.generation.catvton
         import generator_worker.generation.qwen_edit
-        import generator_worker.generation.random_weights_catvton
-        import generator_worker.generation.random_weights_qwen
-        import generator_worker.generation.random_weights_wan
         import generator_worker.generation.wan_video
         print(sorted(k for k in sys.modules if k.split(".")[0] in BLOCK))
         """
@@ -105,3 +107,58 @@ def test_the_gpu_path_imports_without_the_apps_other_dependencies() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_layout_check_passes_and_catches_a_drifting_mapping(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert gpu_bench.main(["--check-layouts"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(": PASS") == 3 and "catvton attention file" in printed
+    from generator_worker.generation import catvton
+
+    monkeypatch.setattr(catvton, "ATTENTION_SLOTS", 7)  # diffusers' built-in processor's count
+    assert gpu_bench.main(["--check-layouts"]) == 1
+    printed = capsys.readouterr().out
+    assert "# layout catvton attention file (SD 1.5 full size, upstream numbering): FAIL" in printed
+    assert "8.to_q.weight does not land in the second attn1" in printed
+
+
+def test_the_memory_table_lists_every_full_size_component(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = {name: (count, size) for name, count, size in gpu_bench.memory_rows()}
+    assert rows["qwen.transformer"][0] == pytest.approx(20.43e9, rel=0.01)
+    assert rows["qwen.transformer"][1] == 2 * rows["qwen.transformer"][0]  # bf16
+    assert rows["wan2.1-i2v-14b-480p.vae"][1] == 4 * rows["wan2.1-i2v-14b-480p.vae"][0]  # fp32
+    assert {"catvton.unet", "wan2.2-i2v-a14b.transformer_2", "wan2.2-ti2v-5b.vae"} <= set(rows)
+    assert gpu_bench.main(["--memory"]) == 0
+    assert "qwen.text_encoder" in capsys.readouterr().out
+
+
+def test_gpu_check_refuses_to_start_when_the_layout_check_fails(tmp_path: Path) -> None:
+    """scripts/gpu_check.sh on a tree whose CatVTON loader numbers 7 slots a block: it stops
+    after the layout check, before the smoke check and the bench."""
+    root = Path(__file__).resolve().parents[2]
+    tree = tmp_path / "tree"
+    for part in ("benchmarks", "generator_worker", "scripts"):
+        shutil.copytree(root / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
+    loader = tree / "generator_worker/generation/catvton.py"
+    text = loader.read_text()
+    assert "ATTENTION_SLOTS = 8\n" in text
+    loader.write_text(text.replace("ATTENTION_SLOTS = 8\n", "ATTENTION_SLOTS = 7\n"))
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (shim / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(
+        ["bash", str(tree / "scripts/gpu_check.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "FAIL" in done.stdout and "layout check failed" in done.stdout
+    assert "# smoke" not in done.stdout and "s/img" not in done.stdout
+    assert not (tmp_path / "out" / "gpu_bench.json").exists()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import cv2
 import numpy as np
@@ -129,3 +132,44 @@ def top(data: bytes, side: GarmentSide = GarmentSide.FRONT) -> GarmentImage:
 def near(pixels: NDArray[np.uint8], color: tuple[int, int, int], tolerance: float) -> NDArray[np.bool_]:
     diff = pixels.astype(np.float32) - np.array(color, np.float32)
     return np.linalg.norm(diff, axis=-1) < tolerance  # type: ignore[no-any-return]
+
+
+class OverlapProbe:
+    """Wraps a callable and records the most calls inside it at once (``most``). Each call
+    waits, up to ``linger_s``, for another call to enter (a deadline wait on a condition): where
+    nothing serialises the callers two of them are then inside together, where something does
+    the wait runs out and the call goes on alone."""
+
+    def __init__(self, inner: Callable[..., Any], linger_s: float = 0.3) -> None:
+        self.inner = inner
+        self.linger_s = linger_s
+        self.active = 0
+        self.most = 0
+        self.calls = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._changed:
+            self.active += 1
+            self.calls += 1
+            self.most = max(self.most, self.active)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self.active > 1, timeout=self.linger_s)
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            with self._changed:
+                self.active -= 1
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped object's attributes (a model's config...)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def run_concurrently(calls: list[Callable[[], Any]], timeout_s: float = 300) -> list[Any]:
+    """Run ``calls`` in as many threads at once; their results in order (a call's exception is
+    raised here)."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result(timeout=timeout_s) for future in futures]

@@ -124,8 +124,7 @@ def test_gpu_modules_import_nothing_but_the_ml_stack() -> None:
     code = (
         "import sys\n"
         "import generator_worker.generation.qwen_edit, generator_worker.generation.catvton\n"
-        "import generator_worker.generation.random_weights_qwen\n"
-        "import generator_worker.generation.random_weights_catvton\n"
+        "import generator_worker.generation.wan_video\n"
         "banned = ('pydantic', 'fastapi', 'infra', 'cv2', 'mediapipe', 'torch')\n"
         "bad = [m for m in banned if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -171,3 +170,60 @@ def test_gpu_backends_from_the_real_settings_refuse_an_empty_directory(
     monkeypatch.setenv("VTO_GPU_DTYPE", "int4")
     with pytest.raises(ValueError, match="gpu_dtype"):
         settings_module.Settings()
+
+
+def test_the_gpu_settings_reach_the_backends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings_module = pytest.importorskip("infra.settings")
+    from generator_worker.generation import registry
+
+    seen: dict[str, object] = {}
+
+    def capture(name: str, **kwargs: object) -> Generator:
+        seen.update(kwargs, name=name)
+        return _Stub()
+
+    monkeypatch.setattr(registry, "build_generator", capture)
+    for name, value in {
+        "GENERATOR": "wan",
+        "GPU_MODEL_DIR": str(tmp_path),
+        "GPU_OFFLOAD": "model",
+        "GPU_VAE_TILING": "true",
+        "GPU_LORA_SCHEDULER": "base",
+        "VIDEO_MODEL_DIR": str(tmp_path),
+        "VIDEO_IMAGE_OFFLOAD": "none",
+        "VIDEO_MAX_AREA": str(480 * 832),
+    }.items():
+        monkeypatch.setenv(f"VTO_{name}", value)
+    generator_from_settings(settings_module.Settings())
+    gpu = seen["gpu"]
+    assert (gpu.offload, gpu.vae_tiling, gpu.lora_scheduler) == ("model", True, "base")  # type: ignore[attr-defined]
+    assert seen["video_image_offload"] == "none" and seen["video_max_area"] == 480 * 832
+    for name, bad in (("GPU_OFFLOAD", "disk"), ("GPU_LORA_SCHEDULER", "turbo"), ("VIDEO_MAX_AREA", "10")):
+        monkeypatch.setenv(f"VTO_{name}", bad)
+        with pytest.raises(ValueError, match=name.lower()):
+            settings_module.Settings()
+        monkeypatch.delenv(f"VTO_{name}")
+
+
+def test_no_application_module_imports_test_or_benchmark_helpers() -> None:
+    """The random-weight builders live in ``benchmarks/random_weights``; the packages that ship
+    (the wheel's) never import ``tests`` or ``benchmarks``."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("command_api", "generator_worker", "infra", "ledger", "migrations", "projections"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                offenders += [
+                    f"{path.relative_to(root)}: {n}"
+                    for n in names
+                    if n.split(".")[0] in ("tests", "benchmarks")
+                ]
+    assert offenders == []
+    assert not list((root / "generator_worker").rglob("random_weights*"))

@@ -10,6 +10,7 @@ import pytest
 
 from generator_worker.generation import BackendUnavailableError
 from generator_worker.generation.hf_layout import (
+    GpuOptions,
     force_offline,
     is_out_of_memory,
     merge_lora,
@@ -97,3 +98,81 @@ def test_merge_lora_fuses_low_rank_updates_and_refuses_foreign_keys(tmp_path: Pa
         merge_lora(model, foreign)
     with pytest.raises(BackendUnavailableError, match="does not exist"):
         merge_lora(model, tmp_path / "absent.safetensors")
+
+
+def _nested_model(torch: object) -> object:
+    """Linears with dotted names (``blocks.0.attn.to_q``), as the transformers have."""
+    nn = torch.nn  # type: ignore[attr-defined]
+    torch.manual_seed(0)  # type: ignore[attr-defined]
+    attn = nn.ModuleDict({"to_q": nn.Linear(4, 4), "to_k": nn.Linear(4, 4)})
+    return nn.ModuleDict({"blocks": nn.ModuleList([nn.ModuleDict({"attn": attn})])})
+
+
+def test_merge_lora_reads_the_alpha_from_diffusers_metadata(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    model = _nested_model(torch)
+    q = model["blocks"][0]["attn"]["to_q"]  # type: ignore[index]
+    k = model["blocks"][0]["attn"]["to_k"]  # type: ignore[index]
+    before_q, before_k = q.weight.detach().clone(), k.weight.detach().clone()
+    down, up = torch.randn(2, 4), torch.randn(4, 2)
+    path = tmp_path / "peft.safetensors"
+    metadata = {"r": 2, "lora_alpha": 8, "alpha_pattern": {"to_k": 1}}
+    safetensors_torch.save_file(
+        {
+            "transformer.blocks.0.attn.to_q.lora_A.weight": down,
+            "transformer.blocks.0.attn.to_q.lora_B.weight": up,
+            "transformer.blocks.0.attn.to_k.lora_A.default.weight": down.clone(),  # PEFT's adapter name
+            "transformer.blocks.0.attn.to_k.lora_B.default.weight": up.clone(),
+        },
+        str(path),
+        metadata={"lora_adapter_metadata": json.dumps(metadata)},
+    )
+    assert merge_lora(model, path) == 2
+    assert torch.allclose(q.weight, before_q + (8 / 2) * up @ down, atol=1e-5)  # lora_alpha / r
+    assert torch.allclose(k.weight, before_k + (1 / 2) * up @ down, atol=1e-5)  # alpha_pattern
+    rs = tmp_path / "rslora.safetensors"
+    safetensors_torch.save_file(
+        {"blocks.0.attn.to_q.lora_A.weight": down, "blocks.0.attn.to_q.lora_B.weight": up},
+        str(rs),
+        metadata={"lora_adapter_metadata": json.dumps({"r": 2, "lora_alpha": 4, "use_rslora": True})},
+    )
+    merged_q = q.weight.detach().clone()
+    merge_lora(model, rs)
+    assert torch.allclose(q.weight, merged_q + (4 / 2**0.5) * up @ down, atol=1e-5)
+
+
+def test_merge_lora_maps_kohya_lora_unet_names(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    model = _nested_model(torch)
+    q = model["blocks"][0]["attn"]["to_q"]  # type: ignore[index]
+    before = q.weight.detach().clone()
+    down, up = torch.randn(2, 4), torch.randn(4, 2)
+    path = tmp_path / "kohya.safetensors"
+    safetensors_torch.save_file(
+        {
+            "lora_unet_blocks_0_attn_to_q.lora_down.weight": down,
+            "lora_unet_blocks_0_attn_to_q.lora_up.weight": up,
+            "lora_unet_blocks_0_attn_to_q.alpha": torch.tensor(1.0),
+        },
+        str(path),
+    )
+    assert merge_lora(model, path) == 1
+    assert torch.allclose(q.weight, before + 0.5 * up @ down, atol=1e-6)
+    unknown = tmp_path / "unknown.safetensors"
+    safetensors_torch.save_file(
+        {"lora_unet_blocks_0_mlp_fc.lora_down.weight": down, "lora_unet_blocks_0_mlp_fc.lora_up.weight": up},
+        str(unknown),
+    )
+    with pytest.raises(BackendUnavailableError, match=r"no Linear layer for lora_unet_blocks_0_mlp_fc"):
+        merge_lora(model, unknown)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(BackendUnavailableError, match="not a readable safetensors file"):
+        merge_lora(model, garbage)
+
+
+def test_gpu_options_refuse_an_unknown_offload() -> None:
+    with pytest.raises(BackendUnavailableError, match="unknown offload 'disk'"):
+        GpuOptions(model_dir=None, offload="disk")

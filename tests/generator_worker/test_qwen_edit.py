@@ -4,6 +4,7 @@ loaded through the production loader on CPU. Skipped without the ``gpu`` extra."
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,15 +22,23 @@ from generator_worker.generation import (
     UnsupportedRequestError,
     build_generator,
 )
-from tests.generator_worker.conftest import decode, draw_trousers, encode_png, image_request, top
+from tests.generator_worker.conftest import (
+    OverlapProbe,
+    decode,
+    draw_trousers,
+    encode_png,
+    image_request,
+    run_concurrently,
+    top,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+from benchmarks.random_weights.qwen import write_lora, write_qwen_image_edit  # noqa: E402
 from generator_worker.generation.hf_layout import GpuOptions  # noqa: E402
 from generator_worker.generation.qwen_edit import QwenImageEditGenerator, build_prompt  # noqa: E402
-from generator_worker.generation.random_weights_qwen import write_lora, write_qwen_image_edit  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -117,17 +126,34 @@ def test_prompt_names_each_garment_by_category_and_side() -> None:
     prompt = build_prompt((top(b"x"), trousers), PoseHint.AUTO)
     assert "Picture 2 shows the front of a top" in prompt
     assert "Picture 3 shows the back of a bottom" in prompt
-    assert "seen from behind" in prompt
+    assert "in the top from Picture 2" in prompt and "in the bottom from Picture 3" in prompt
+    # a back photo says nothing about the person: no facing is claimed
+    assert "seen from behind" not in prompt and "faces the camera in Picture 1" in prompt
     dress = build_prompt((GarmentImage(b"x", GarmentCategory.DRESS),), PoseHint.FRONT)
-    assert "in the dress from Picture 2" in dress and "faces the camera" in dress
+    assert "in the dress from Picture 2" in dress and "The person faces the camera" in dress
     assert "seen from behind" not in dress
     outer = build_prompt((GarmentImage(b"x", GarmentCategory.OUTER),))
     assert "over the current clothes" in outer
 
 
+def test_front_and_back_photos_of_one_garment_are_one_garment() -> None:
+    views = (top(b"f"), top(b"b", GarmentSide.BACK))
+    prompt = build_prompt(views, PoseHint.AUTO)
+    assert "Picture 2 shows the front and Picture 3 the back of the same top" in prompt
+    assert "Dress the person from Picture 1 in the top from Pictures 2 and 3," in prompt
+    assert prompt.count("Dress the person") == 1  # not "both tops"
+    assert "seen from behind" not in prompt
+    behind = build_prompt(views, PoseHint.BACK)
+    assert "seen from behind, so show the back of the clothes, as photographed in Picture 3" in behind
+    facing = build_prompt(views, PoseHint.FRONT)
+    assert "faces the camera, so show the front of the clothes, as photographed in Picture 2" in facing
+    # two fronts of one category are two garments (as asked)
+    assert build_prompt((top(b"a"), top(b"b")), PoseHint.AUTO).count("Dress the person") == 2
+
+
 def test_lora_is_fused_from_a_local_file(model_dir: Path, tmp_path: Path) -> None:
     plain = QwenImageEditGenerator(GpuOptions(model_dir=model_dir, steps=1, guidance=1.0))
-    lora = tmp_path / "lightning.safetensors"
+    lora = tmp_path / "style.safetensors"
     targets = write_lora(lora, plain.pipeline, rank=2)
     fused = QwenImageEditGenerator(GpuOptions(model_dir=model_dir, steps=1, guidance=1.0, lora_path=lora))
     name = targets[0]
@@ -135,5 +161,69 @@ def test_lora_is_fused_from_a_local_file(model_dir: Path, tmp_path: Path) -> Non
     after = dict(fused.pipeline.transformer.named_modules())[name].weight
     assert not torch.allclose(before, after)
     assert np.isfinite(after.detach().numpy()).all()
+    # not a Lightning LoRA: the model's own scheduler stays
+    assert fused.pipeline.scheduler.config.shift_terminal == plain.pipeline.scheduler.config.shift_terminal
     with pytest.raises(BackendUnavailableError, match="does not exist"):
         QwenImageEditGenerator(GpuOptions(model_dir=model_dir, lora_path=tmp_path / "absent.safetensors"))
+
+
+def test_a_lightning_lora_installs_its_shift_3_scheduler_steps_and_guidance(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    plain = QwenImageEditGenerator(GpuOptions(model_dir=model_dir, steps=1, guidance=1.0))
+    lora = tmp_path / "Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors"
+    write_lora(lora, plain.pipeline, rank=2, style="kohya", alpha=2.0)
+    fast = QwenImageEditGenerator(GpuOptions(model_dir=model_dir, lora_path=lora))
+    config = fast.pipeline.scheduler.config
+    assert config.base_shift == pytest.approx(math.log(3)) and config.max_shift == pytest.approx(math.log(3))
+    assert config.shift_terminal is None and config.use_dynamic_shifting
+    assert plain.pipeline.scheduler.config.shift_terminal is not None  # the base model's differs
+    assert (fast.steps, fast.guidance) == (4, 1.0)
+    # the sigmas at 4 steps are those of shift 3 (exponential shift with mu = log 3)
+    fast.pipeline.scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.25, 4), mu=math.log(3))
+    shifted = 3 * 0.5 / (1 + 2 * 0.5)
+    assert float(fast.pipeline.scheduler.sigmas[2]) == pytest.approx(shifted, rel=1e-4)
+    explicit = QwenImageEditGenerator(GpuOptions(model_dir=model_dir, lora_path=lora, steps=6, guidance=2.0))
+    assert (explicit.steps, explicit.guidance) == (6, 2.0)
+    kept = QwenImageEditGenerator(GpuOptions(model_dir=model_dir, lora_path=lora, lora_scheduler="base"))
+    assert kept.pipeline.scheduler.config.shift_terminal == plain.pipeline.scheduler.config.shift_terminal
+    assert kept.steps == 40
+    named = tmp_path / "distilled.safetensors"
+    shutil.copy(lora, named)
+    forced = QwenImageEditGenerator(
+        GpuOptions(model_dir=model_dir, lora_path=named, lora_scheduler="lightning")
+    )
+    assert forced.pipeline.scheduler.config.shift_terminal is None and forced.steps == 8
+
+
+def test_fp16_is_refused_at_start_with_a_clear_error(model_dir: Path) -> None:
+    with pytest.raises(BackendUnavailableError, match=r"does not run in fp16.*VTO_GPU_DTYPE=bf16"):
+        QwenImageEditGenerator(GpuOptions(model_dir=model_dir, dtype="fp16", device="cpu"))
+
+
+def test_concurrent_jobs_make_one_pipeline_call_at_a_time(
+    model_dir: Path, astronaut_png: bytes, tshirt_png: bytes
+) -> None:
+    """Worker threads share one generator (``vto worker --concurrency N``, batch 1): the
+    flow-matching scheduler's step index and sigmas are shared state."""
+    backend = QwenImageEditGenerator(GpuOptions(model_dir=model_dir, steps=2, guidance=1.0))
+    probe = OverlapProbe(backend.pipeline)
+    backend.pipeline = probe
+    requests = [
+        image_request(astronaut_png, (top(tshirt_png),), width=128, height=128, seed=seed)
+        for seed in range(3)
+    ]
+    results = run_concurrently([lambda r=r: backend.generate(r) for r in requests])
+    assert probe.calls == 3 and probe.most == 1
+    assert len({result.outputs[0].data for result in results}) == 3
+
+
+def test_model_offload_and_vae_tiling_are_installed(
+    model_dir: Path, astronaut_png: bytes, tshirt_png: bytes
+) -> None:
+    backend = QwenImageEditGenerator(
+        GpuOptions(model_dir=model_dir, steps=2, guidance=1.0, device="cpu", offload="model", vae_tiling=True)
+    )
+    assert backend.pipeline._all_hooks and backend.pipeline.vae.use_tiling
+    result = backend.generate(image_request(astronaut_png, (top(tshirt_png),), width=128, height=128))
+    assert result.outputs[0].width == 128

@@ -6,19 +6,23 @@ tokenizer is a small word-level one made with the ``tokenizers`` library. Two sc
 * ``scale="tiny"``: a few thousand parameters per component, saved to a directory in the
   layout the published ``Wan-AI/Wan2.x-...-Diffusers`` repositories use (``model_index.json``,
   ``transformer/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``, plus
-  ``image_encoder/`` and ``image_processor/`` for Wan 2.1 I2V). Loads and runs on a CPU in
-  seconds; the tests load it through :class:`~generator_worker.generation.wan_video.WanVideoGenerator`.
+  ``image_encoder/`` and ``image_processor/`` for Wan 2.1 I2V, ``transformer_2/`` for A14B).
+  Loads and runs on a CPU in seconds; the tests load it through
+  :class:`~generator_worker.generation.wan_video.WanVideoGenerator`.
 * ``scale="full"``: the published full-size configuration, built directly on the device in
   bf16 (no CPU initialisation of billions of parameters) and returned as an in-memory
   pipeline (the GPU benchmark); writing it to disk is possible but not needed.
 
 Variants (``variant=``): ``"wan2.2-ti2v-5b"`` (Wan2.2-TI2V-5B: one 5B transformer, the Wan 2.2
 VAE with 16x spatial compression, ``expand_timesteps``; the published repository's pipeline
-class is ``WanPipeline``, which :class:`WanImageToVideoPipeline` loads) and
+class is ``WanPipeline``, which :class:`WanImageToVideoPipeline` loads),
 ``"wan2.1-i2v-14b-480p"`` (Wan2.1-I2V-14B-480P: 14B transformer with image cross-attention,
-CLIP ViT-H/14 image encoder).
+CLIP ViT-H/14 image encoder) and ``"wan2.2-i2v-a14b"`` (Wan2.2-I2V-A14B: two 14B transformers
+without image cross-attention, the high-noise one until ``boundary_ratio`` 0.9, the Wan 2.1
+VAE, no image encoder).
 
-Imports: torch, diffusers, transformers, tokenizers (lazily, inside the functions).
+Imports: torch, diffusers, transformers, tokenizers (lazily, inside the functions). For tests and
+benchmarks only (``benchmarks/random_weights``): the application never imports it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("wan2.2-ti2v-5b", "wan2.1-i2v-14b-480p")
+VARIANTS = ("wan2.2-ti2v-5b", "wan2.1-i2v-14b-480p", "wan2.2-i2v-a14b")
 SCALES = ("tiny", "full")
 
 # The published configs (diffusers' conversion script and the Wan-AI/*-Diffusers repositories).
@@ -102,7 +106,13 @@ _CLIP_VIT_H_14: dict[str, Any] = {
     "projection_dim": 1024,
     "hidden_act": "gelu",
 }
-_FLOW_SHIFT = {"wan2.2-ti2v-5b": 5.0, "wan2.1-i2v-14b-480p": 3.0}
+_TRANSFORMER_FULL["wan2.2-i2v-a14b"] = {  # each of its two transformers: 2.1's, without image input
+    **_TRANSFORMER_FULL["wan2.1-i2v-14b-480p"],
+    "image_dim": None,
+    "added_kv_proj_dim": None,
+}
+_FLOW_SHIFT = {"wan2.2-ti2v-5b": 5.0, "wan2.1-i2v-14b-480p": 3.0, "wan2.2-i2v-a14b": 5.0}
+A14B_BOUNDARY_RATIO = 0.9  # Wan2.2 wan/configs/wan_i2v_A14B.py: boundary 0.900
 
 TOKENIZER_WORDS = (
     "a",
@@ -151,7 +161,7 @@ def build_tokenizer() -> Any:
 
 def _components(variant: str, scale: str, vocab_size: int) -> dict[str, Any]:
     """Every component of the pipeline, built in the current default device and dtype."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -161,10 +171,12 @@ def _components(variant: str, scale: str, vocab_size: int) -> dict[str, Any]:
     )
 
     wan21 = variant == "wan2.1-i2v-14b-480p"
+    a14b = variant == "wan2.2-i2v-a14b"
+    vae21 = wan21 or a14b  # A14B uses the Wan 2.1 VAE
     if scale == "full":
         text_config = UMT5Config(**_UMT5_XXL)
         transformer_config = dict(_TRANSFORMER_FULL[variant])
-        vae_config: dict[str, Any] = {} if wan21 else dict(_VAE_22)  # 2.1: the default is the published
+        vae_config: dict[str, Any] = {} if vae21 else dict(_VAE_22)  # 2.1: the default is the published
         clip_config = dict(_CLIP_VIT_H_14)
     else:
         text_config = UMT5Config(
@@ -183,8 +195,8 @@ def _components(variant: str, scale: str, vocab_size: int) -> dict[str, Any]:
             "patch_size": (1, 2, 2),
             "num_attention_heads": 2,
             "attention_head_dim": 12,
-            "in_channels": 36 if wan21 else 48,
-            "out_channels": 16 if wan21 else 48,
+            "in_channels": 36 if vae21 else 48,
+            "out_channels": 16 if vae21 else 48,
             "text_dim": 32,
             "freq_dim": 256,
             "ffn_dim": 32,
@@ -196,7 +208,7 @@ def _components(variant: str, scale: str, vocab_size: int) -> dict[str, Any]:
             "added_kv_proj_dim": 24 if wan21 else None,
         }
         vae_config = {"base_dim": 3, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
-        if not wan21:
+        if not vae21:
             vae_config.update(
                 z_dim=48,
                 in_channels=12,
@@ -221,13 +233,9 @@ def _components(variant: str, scale: str, vocab_size: int) -> dict[str, Any]:
         "transformer": WanTransformer3DModel(**transformer_config),
         "vae": AutoencoderKLWan(**vae_config),
         "text_encoder": UMT5EncoderModel(text_config),
-        "scheduler": UniPCMultistepScheduler(
-            prediction_type="flow_prediction",
-            use_flow_sigmas=True,
-            num_train_timesteps=1000,
-            flow_shift=_FLOW_SHIFT[variant],
-        ),
     }
+    if a14b:
+        components["transformer_2"] = WanTransformer3DModel(**transformer_config)
     if wan21:
         components["image_encoder"] = CLIPVisionModel(CLIPVisionConfig(**clip_config))
         side = clip_config["image_size"]
@@ -249,9 +257,11 @@ def build_pipeline(
     """A random-weight pipeline in memory: ``WanPipeline`` for Wan2.2-TI2V-5B (as published;
     ``image_to_video=True``: the ``WanImageToVideoPipeline`` of the same components, what the
     backend runs), ``WanImageToVideoPipeline`` for Wan 2.1 I2V. Built directly on ``device`` in
-    ``dtype`` (default: bf16 on CUDA, fp32 on CPU), with parameters created there, not copied."""
+    ``dtype`` (default: bf16 on CUDA, fp32 on CPU), with parameters created there, not copied;
+    the VAE and the image encoder in fp32, as the backend loads them (``device="meta"``: shapes
+    only, for counting)."""
     import torch
-    from diffusers import WanImageToVideoPipeline, WanPipeline
+    from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown Wan variant {variant!r}; choose one of {', '.join(VARIANTS)}")
@@ -268,13 +278,25 @@ def build_pipeline(
             components = _components(variant, scale, len(tokenizer))
     finally:
         torch.set_default_dtype(previous)
-    for name in ("transformer", "vae", "text_encoder", "image_encoder"):
+    for name in ("transformer", "transformer_2", "vae", "text_encoder", "image_encoder"):
         if name in components:
             components[name].eval().requires_grad_(False)
+    # the precision diffusers' published Wan I2V example loads them in (and the backend does)
+    for name in ("vae", "image_encoder"):
+        if name in components:
+            components[name].to(torch.float32)
     components["tokenizer"] = tokenizer
+    components["scheduler"] = UniPCMultistepScheduler(  # built on the CPU, whatever ``device``
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        num_train_timesteps=1000,
+        flow_shift=_FLOW_SHIFT[variant],
+    )
     if variant == "wan2.2-ti2v-5b":
         published = WanImageToVideoPipeline if image_to_video else WanPipeline
         return published(**components, expand_timesteps=True)
+    if variant == "wan2.2-i2v-a14b":
+        return WanImageToVideoPipeline(**components, boundary_ratio=A14B_BOUNDARY_RATIO)
     return WanImageToVideoPipeline(**components)
 
 

@@ -23,12 +23,18 @@ API
     ``text_encoder/``, ``tokenizer/``, ``processor/``, ``scheduler/``), loadable by
     ``QwenImageEditGenerator``. Meant for ``tiny`` (the full model needs ~58 GB of disk).
 
-``write_lora(path, pipeline, rank=4, *, seed=0, prefix="transformer.") -> list[str]``
-    A random LoRA file (PEFT ``lora_A``/``lora_B`` keys) for every attention projection of the
-    pipeline's transformer; returns the target module names. Exercises ``VTO_GPU_LORA_PATH``.
+``write_lora(path, pipeline, rank=4, *, seed=0, prefix="transformer.", style="peft", alpha=None)``
+    A random LoRA file for every attention projection of the pipeline's transformer; returns
+    the target module names. ``style="peft"``: ``<prefix><module>.lora_A.weight``/``lora_B``
+    keys, with ``alpha`` (when given) in diffusers' adapter metadata (``lora_adapter_metadata``
+    in the header: ``{"r": rank, "lora_alpha": alpha}``); ``style="kohya"``:
+    ``lora_unet_<module with dots as underscores>.lora_down.weight``/``lora_up`` with an
+    ``.alpha`` tensor when ``alpha`` is given. Exercises ``VTO_GPU_LORA_PATH``.
 
 The byte-level tokenizer makes prompts 3-4x longer in tokens than Qwen's real BPE vocabulary,
-which makes the text encoder slightly slower than the real one at ``full``.
+which makes the text encoder slightly slower than the real one at ``full``. ``device="meta"``
+builds shapes only (parameter counts for the memory table). For tests and benchmarks only
+(``benchmarks/random_weights``): the application never imports it.
 """
 
 from __future__ import annotations
@@ -74,8 +80,8 @@ def _tokenizer(scale: Scale) -> Any:
     )
     return Qwen2Tokenizer(
         tokenizer_object=backend,
-        eos_token="<|im_end|>",  # noqa: S106 - a token, not a password
-        pad_token="<|endoftext|>",  # noqa: S106
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
     )
 
 
@@ -240,9 +246,18 @@ def write_qwen_image_edit(model_dir: Path | str, scale: Scale = "tiny", *, seed:
 
 
 def write_lora(
-    path: Path | str, pipeline: Any, rank: int = 4, *, seed: int = 0, prefix: str = "transformer."
+    path: Path | str,
+    pipeline: Any,
+    rank: int = 4,
+    *,
+    seed: int = 0,
+    prefix: str = "transformer.",
+    style: str = "peft",
+    alpha: float | None = None,
 ) -> list[str]:
     """A random LoRA for the transformer's attention projections (see the module docstring)."""
+    import json
+
     import torch
     from safetensors.torch import save_file
 
@@ -252,9 +267,19 @@ def write_lora(
     for name, module in pipeline.transformer.named_modules():
         if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v"):
             out_features, in_features = module.weight.shape
-            tensors[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator)
-            tensors[f"{prefix}{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator)
+            down = torch.randn(rank, in_features, generator=generator)
+            up = torch.randn(out_features, rank, generator=generator)
+            if style == "kohya":
+                stem = "lora_unet_" + name.replace(".", "_")
+                tensors[f"{stem}.lora_down.weight"], tensors[f"{stem}.lora_up.weight"] = down, up
+                if alpha is not None:
+                    tensors[f"{stem}.alpha"] = torch.tensor(float(alpha))
+            else:
+                tensors[f"{prefix}{name}.lora_A.weight"], tensors[f"{prefix}{name}.lora_B.weight"] = down, up
             targets.append(name)
+    metadata = None
+    if style != "kohya" and alpha is not None:
+        metadata = {"lora_adapter_metadata": json.dumps({"r": rank, "lora_alpha": alpha})}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
+    save_file(tensors, str(path), metadata=metadata)
     return targets

@@ -1,10 +1,15 @@
 """Random-weight CatVTON model directories in the published layout, for tests and benchmarks.
 
 Nothing is downloaded: the SD-inpainting UNet, the VAE and the DDIM scheduler are built from
-configs written here and the CatVTON attention file holds the random self-attention weights of
-that UNet, saved the way the published ``zhengchong/CatVTON`` file is read (the ``ModuleList`` of
-every module whose name contains ``attn1``, shared tensors stored once). Imports only torch,
-diffusers and safetensors (lazily).
+configs written here, and the CatVTON attention file holds the random self-attention weights of
+that UNet written the way upstream wrote the published ``zhengchong/CatVTON`` file
+(:func:`attention_state_dict`): every attention given a ``torch.nn.Module`` processor, every
+module whose name contains ``attn1`` gathered into one ``ModuleList`` (8 modules a block), its
+state dict with each shared tensor kept once under its first name (the names CatVTON issue 109
+lists as missing from the published file are the ones dropped). This follows upstream's
+procedure independently of the production loader (``generator_worker.generation.catvton``),
+so a test comparing the two catches either drifting. Imports only torch, diffusers and
+safetensors (lazily).
 
 API
 ---
@@ -14,8 +19,14 @@ API
     hundred thousand parameters, built in well under a second on CPU. ``scale="full"``: the
     published Stable Diffusion 1.5 inpainting UNet (860M parameters, 9 input channels) and the
     sd-vae-ft-mse VAE (84M), constructed directly on ``device`` in ``dtype`` (default bf16 on
-    CUDA, fp32 on CPU) under ``torch.device(device)``. Pass them to
-    ``CatVTONGenerator.from_components`` to benchmark the backend without disk.
+    CUDA, fp32 on CPU) under ``torch.device(device)`` (``"meta"``: shapes only).
+
+``attention_state_dict(unet) -> dict[str, Tensor]``
+    The published attention file's tensors for ``unet`` (upstream's numbering, duplicates
+    dropped), as contiguous copies. SD 1.5: 80 tensors, ``0.to_q.weight`` ... ``120.to_out.0.bias``.
+
+``write_attention(unet, path) -> Path``
+    :func:`attention_state_dict` saved as safetensors at ``path``.
 
 ``write_catvton(model_dir, scale="tiny", *, seed=0) -> Path``
     The components saved into ``model_dir`` in the published layout: ``unet/``, ``vae/``,
@@ -33,11 +44,56 @@ Scale = Literal["tiny", "full"]
 ATTENTION_FILE = "mix-48k-1024/attention/model.safetensors"
 
 
-def self_attention_modules(unet: Any) -> Any:
-    """The published CatVTON trainable set: every module whose qualified name contains ``attn1``."""
+def _module_processors(unet: Any) -> None:
+    """Give every attention a processor that is a ``torch.nn.Module``, as upstream's
+    ``init_adapter`` (model/utils.py) does before it gathers the trainable modules: the
+    processor then counts among the modules (the 8th of each self-attention block)."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    class ModuleProcessor(torch.nn.Module):
+        def __init__(self, cross: bool) -> None:
+            super().__init__()
+            self.cross = cross
+            self.inner = AttnProcessor2_0()
+
+        def __call__(self, attn: Any, hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+            return hidden_states if self.cross else self.inner(attn, hidden_states, *args, **kwargs)
+
+    # one instance per attention: a shared one would be listed once by named_modules
+    unet.set_attn_processor(
+        {name: ModuleProcessor(not name.endswith("attn1.processor")) for name in unet.attn_processors}
+    )
+
+
+def attention_state_dict(unet: Any) -> dict[str, Any]:
+    """The published attention file's tensors for ``unet`` (see the module docstring). Leaves
+    ``unet`` with upstream's module processors installed (the backend installs its own)."""
     import torch
 
-    return torch.nn.ModuleList([module for name, module in unet.named_modules() if "attn1" in name])
+    _module_processors(unet)
+    trainable = torch.nn.ModuleList([module for name, module in unet.named_modules() if "attn1" in name])
+    kept: dict[str, Any] = {}
+    seen: set[int] = set()
+    # the parameters themselves (keep_vars): a tensor shared by several names is one object;
+    # the first name wins, as accelerate's save_model keeps the first of aliased names
+    for key, parameter in trainable.state_dict(keep_vars=True).items():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        tensor = parameter.detach()
+        kept[key] = tensor if tensor.device.type == "meta" else tensor.clone().contiguous()
+    return kept
+
+
+def write_attention(unet: Any, path: Path | str) -> Path:
+    """:func:`attention_state_dict` saved as safetensors at ``path``."""
+    from safetensors.torch import save_file
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.cpu() for key, value in attention_state_dict(unet).items()}, str(target))
+    return target
 
 
 def ddim_scheduler() -> Any:
@@ -123,14 +179,10 @@ def catvton_components(
 
 def write_catvton(model_dir: Path | str, scale: Scale = "tiny", *, seed: int = 0) -> Path:
     """Save random components in the published layout (see the module docstring)."""
-    from safetensors.torch import save_model
-
     target = Path(model_dir)
     components = catvton_components(scale, device="cpu", seed=seed)
     components["unet"].save_pretrained(target / "unet", safe_serialization=True)
     components["vae"].save_pretrained(target / "vae", safe_serialization=True)
     components["scheduler"].save_pretrained(target / "scheduler")
-    attention = target / ATTENTION_FILE
-    attention.parent.mkdir(parents=True, exist_ok=True)
-    save_model(self_attention_modules(components["unet"]), str(attention))
+    write_attention(components["unet"], target / ATTENTION_FILE)
     return target
