@@ -386,8 +386,11 @@ class Worker(TopicConsumer):
                 log.warning("%s: job %s: storing %s failed", self.name, job.job_id, key, exc_info=True)
                 raise StorageFailedError(f"could not store output {index} ({type(exc).__name__})") from exc
             duration = None
-            if output.media_type.startswith("video/"):
-                duration = round(output.frames / max(1, int(job.options.get("fps") or 24)), 3)
+            if output.media_type.startswith("video/"):  # at the rate the clip was encoded at
+                seconds = output.duration_s
+                if seconds is None:
+                    seconds = output.frames / max(1, int(job.options.get("fps") or 24))
+                duration = round(seconds, 3)
             outputs.append(
                 {
                     "storage_key": key,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from generator_worker.attempts import JobAttempts
+from generator_worker.generation.base import GeneratedOutput, GenerationRequest, GenerationResult
 from generator_worker.worker import Worker
 from infra.ledger_store import postgres_ledger
 from infra.queue.base import Message, PipelineOptions
@@ -168,3 +169,34 @@ def test_the_sweeper_expires_stale_reservations_once(pg_url: str, settings: Sett
         assert sweeper.errors == 0
     finally:
         ledger.close()
+
+
+class SixteenFpsClip(TinyGenerator):
+    """A video backend encoding at its own rate (16 fps, as Wan 2.1 does): 32 frames."""
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.calls += 1
+        clip = GeneratedOutput(b"\x00\x00\x00\x18ftypmp42", "video/mp4", 64, 64, frames=32, fps=16)
+        return GenerationResult((clip,), "clip", {"total": 0.0})
+
+
+def test_a_clip_lasts_its_frames_at_the_rate_it_was_encoded_at(
+    pg_url: str, pg_ledger: Any, storage: LocalStorage, inputs: Any
+) -> None:
+    options = PipelineOptions.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    queue = InProcessQueue()
+    user = new_user(pg_ledger, credits=10)
+    job_id = uuid.uuid4()
+    pg_ledger.request_job(user, job_id, "video", job_request(inputs))
+    worker = Worker(
+        queue, SixteenFpsClip(), storage, pg_ledger.reservation_status, JobAttempts(pg_url), options
+    )
+    message = JobRequest.from_event(user, job_id, "video", job_request(inputs), pg_ledger.clock())
+    queue.publisher().publish(options.topics.requested, str(job_id), message.to_dict())
+    worker.start()
+    try:
+        wait_until(lambda: sum(worker.loop.outcomes.values()) == 1, 10, "the request handled")
+    finally:
+        worker.stop()
+    (result,) = [JobResult.from_dict(m.json_value()) for m in queue.messages(options.topics.results)]
+    assert [o["duration"] for o in result.outputs] == [2.0]  # 32 frames at 16 fps, not at 24
