@@ -74,6 +74,7 @@ SCRIPT = REPO_ROOT / "benchmarks" / "wrk" / "requests.lua"
 CREDITS = 10_000_000
 LOGS = Path(tempfile.gettempdir()) / "vto-jobs-vs-prd-logs"  # the servers' output, kept for reading
 PRD_DATABASE = "prd_flow"
+LOTS = 10  # lots held by each user of the lots comparison (issue 23): nine more grants
 NO_WRK = (
     "wrk is not installed: this benchmark drives both sides with it. Install it "
     "(Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk) and run again."
@@ -86,6 +87,7 @@ class Cell:
     kind: str  # post | points | job | gallery
     connections: int
     one_user: bool = False
+    lots: int = 0  # 1 or LOTS: the users of the lots comparison, holding that many lots each
 
     @property
     def label(self) -> str:
@@ -95,7 +97,10 @@ class Cell:
             "job": "GET /vto/jobs/{id}",
             "gallery": "GET /vto/projects/{id}/results",
         }[self.kind]
-        return f"{what}, {self.connections} conn, {'one user' if self.one_user else 'all users'}"
+        who = "one user" if self.one_user else "all users"
+        if self.lots:
+            who = f"{self.lots} lot{'s' if self.lots > 1 else ''} a user"
+        return f"{what}, {self.connections} conn, {who}"
 
 
 CELLS = [
@@ -104,6 +109,8 @@ CELLS = [
     Cell("post-64", "post", 64),
     Cell("post-16-one", "post", 16, one_user=True),
     Cell("post-64-one", "post", 64, one_user=True),
+    Cell("post-16-lots1", "post", 16, lots=1),
+    Cell("post-16-lots10", "post", 16, lots=LOTS),
     Cell("points-16", "points", 16),
     Cell("points-64", "points", 64),
     Cell("job-16", "job", 16),
@@ -156,6 +163,25 @@ def finish_gallery_jobs(url: str, seeded: list[Seeded], per_project: int) -> Non
             ledger.request_job(who.user_id, job_id, "image", request)
             output = {"storage_key": f"results/{job_id}/0.png", "media_type": "image/png"}
             ledger.complete_job(who.user_id, job_id, [{**output, "width": 384, "height": 512}])
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one_user, seeded))
+    finally:
+        ledger.close()
+
+
+def grant_more_lots(url: str, seeded: list[Seeded], lots: int) -> None:
+    """``lots`` more lots for each user: grants of 100,000 credits, promotional and paid in
+    turn, expiring 30 to 30 + ``lots`` days from now (none is burnt up or expires in a run)."""
+    ledger = postgres_ledger(Settings(), url)
+    now = datetime.now(UTC)
+
+    def one_user(who: Seeded) -> None:
+        for k in range(lots):
+            category = "promotional" if k % 2 else "paid"
+            expires = now + timedelta(days=30 + k)
+            ledger.grant(who.user_id, "bench lot", credits=100_000, expires_at=expires, category=category)
 
     try:
         with ThreadPoolExecutor(8) as pool:
@@ -276,7 +302,8 @@ def lua_string(text: str) -> str:
 
 
 def write_items(path: Path, cell: Cell, side: Side, seeded: list[Seeded]) -> None:
-    """The wrk data file of ``cell``: one request per user, in turn."""
+    """The wrk data file of ``cell``: one request per user, in turn (``seeded``: the cell's
+    population)."""
     users = seeded[:1] if cell.one_user else seeded
     lines = ["items = {"]
     for who in users:
@@ -444,6 +471,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--gallery", type=int, default=3, help="finished jobs per project (gallery rows)")
     parser.add_argument(
+        "--lot-users", type=int, default=200, help="users of the lots comparison (each side of it)"
+    )
+    parser.add_argument(
         "--cells", nargs="+", choices=[c.name for c in CELLS], help="a subset of the cells, in table order"
     )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (at most one per connection)")
@@ -465,6 +495,7 @@ class Bench:
     url: str = ""
     env: dict[str, str] = field(default_factory=dict)
     seeded: list[Seeded] = field(default_factory=list)
+    lot_users: list[Seeded] = field(default_factory=list)  # each holding LOTS lots
     their_engine: sa.Engine | None = None
     sides: list[Side] = field(default_factory=list)
     postgres: Postgres | None = None
@@ -479,10 +510,13 @@ class Bench:
         print(f"seeding {args.users} users on both sides ...", file=sys.stderr, flush=True)
         self.seeded = seed(url, data_dir, args.users, credits=CREDITS)
         finish_gallery_jobs(url, self.seeded, args.gallery)
+        if any(cell.lots for cell in args.selected):
+            self.lot_users = seed(url, data_dir, args.lot_users, credits=CREDITS, prefix="lots")
+            grant_more_lots(url, self.lot_users, LOTS - 1)
         their_url = prd_url(url)
         self.their_engine = prd.make_engine(their_url)
         settings = Settings()
-        seed_prd(self.their_engine, self.seeded, args.gallery)
+        seed_prd(self.their_engine, self.seeded + self.lot_users, args.gallery)
         self.env = self.processes.env = {
             **os.environ,
             "PYTHONPATH": str(REPO_ROOT),
@@ -525,8 +559,9 @@ class Bench:
                 our_engine.dispose()
                 theirs.job_ids = newest_jobs(self.their_engine, PRD_NEWEST)
             figures = {}
+            population = self.population(cell)
             for side in self.sides:  # alternately: ours, then theirs, cell after cell
-                f = figures[side.name] = measure(side, cell, self.seeded, work, args, self.url)
+                f = figures[side.name] = measure(side, cell, population, work, args, self.url)
                 print(
                     f"{cell.name:<12} {side.name:<5} {f.rps:8.0f} req/s  p50 {f.p50_ms:6.1f} ms  "
                     f"p99 {f.p99_ms:6.1f} ms  non-2xx {f.non2xx} (first {f.first_non2xx})  "
@@ -540,6 +575,15 @@ class Bench:
                     print(f"{'':<12} {side.name:<5} checks {result}", file=sys.stderr, flush=True)
             rows.append((cell, figures["ours"], figures["prd"]))
         return rows, checks
+
+    def population(self, cell: Cell) -> list[Seeded]:
+        """Who a cell's requests are for: every seeded user, or, in the lots comparison, as
+        many users holding one lot (the ordinary ones) as there are holding ``LOTS``."""
+        if cell.lots == LOTS:
+            return self.lot_users
+        if cell.lots == 1:
+            return self.seeded[: len(self.lot_users)]
+        return self.seeded
 
     def check(self, side: Side) -> dict[str, Any]:
         if side.name == "prd":
