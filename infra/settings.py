@@ -158,6 +158,34 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest accepted upload (multipart routes)."
     )
+    upload_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Uploads an API process decodes and re-encodes at once (a bounded pool, outside any "
+        "database connection or lock); the others wait for a turn. Memory: see upload_max_pixels.",
+    )
+    upload_max_pixels: int = Field(
+        default=40_000_000,
+        ge=64 * 64,
+        le=80_000_000,
+        description="Largest image accepted (width x height; refused from its header, before decoding). "
+        "Decoding and re-encoding one holds at most about 8 bytes a pixel (two copies of 4-byte pixels) "
+        "plus twice max_upload_bytes: 340 MB at 40,000,000 pixels; an API process's uploads hold at most "
+        "upload_workers times that (docs/security-uploads-and-headers.md).",
+    )
+    upload_max_concurrent_per_account: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Uploads one account may have in progress in an API process; more: 429 with Retry-After.",
+    )
+    upload_queue_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="How long an upload waits for a decoding worker before 503 with Retry-After.",
+    )
     max_json_bytes: int = Field(
         default=256 * 1024,
         ge=1024,

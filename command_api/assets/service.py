@@ -1,35 +1,29 @@
-"""Assets: upload and read back the caller's own. Never commits."""
+"""Assets: add (the image already checked and stored: ``command_api.catalog.uploads``), read
+back and delete the caller's own. Never commits."""
 
 from __future__ import annotations
 
 import uuid
-from typing import BinaryIO
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from command_api.catalog.images import check_image, read_limited
-from command_api.catalog.media import store
 from command_api.catalog.models import Asset
 from command_api.pagination import keyset_page
-from infra.storage import Storage
 
 
 def add(
     session: Session,
-    storage: Storage,
     owner_id: uuid.UUID,
-    upload: BinaryIO,
+    asset_id: uuid.UUID,
+    stored: dict[str, Any],
     *,
-    max_bytes: int,
     type_: str,
     name: str | None,
 ) -> Asset:
-    image = check_image(read_limited(upload, max_bytes))
-    asset_id = uuid.uuid4()
-    asset = Asset(
-        id=asset_id, owner_id=owner_id, type=type_, name=name, **store(storage, "assets", asset_id, image)
-    )
+    """The row of an image stored as ``stored`` (``catalog.media.store``'s columns)."""
+    asset = Asset(id=asset_id, owner_id=owner_id, type=type_, name=name, **stored)
     session.add(asset)
     session.flush()
     return asset

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from sqlalchemy.orm import Session
 
+from command_api.catalog import uploads
 from command_api.catalog.fields import Name
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, READ_ONLY, UPLOAD, problems
-from command_api.deps import CurrentUser, SessionDep, SettingsDep, SignerDep, StorageDep
+from command_api.deps import BearerCredentials, CurrentUser, ServicesDep, SessionDep, SignerDep
 from command_api.pagination import Cursor, Limit, Page
 from command_api.products import service
 from command_api.products.schemas import ProductOut
@@ -30,30 +32,40 @@ router = APIRouter(prefix="/projects/{project_id}/products", tags=["products"])
         {409: {"description": "the project already holds the most products it may (too_many_products)"}},
     ),
 )
-def upload_product(
+async def upload_product(
+    request: Request,
     project_id: uuid.UUID,
     file: Annotated[UploadFile, File(description="The garment image: PNG, JPEG or WebP, 64..8192 px a side")],
     category: Annotated[GarmentCategory, Form(description="top, bottom, dress or outer")],
     side: Annotated[GarmentSide, Form(description="front or back")],
-    user: CurrentUser,
-    session: SessionDep,
-    storage: StorageDep,
-    settings: SettingsDep,
+    services: ServicesDep,
+    credentials: BearerCredentials,
     sign: SignerDep,
     name: Annotated[Name | None, Form(description="A label for the product")] = None,
 ) -> ProductOut:
-    product = service.add(
-        session,
-        storage,
-        user.id,
-        project_id,
-        file.file,
-        max_bytes=settings.max_upload_bytes,
-        category=category.value,
-        side=side.value,
-        name=name,
+    """Access is checked first; the image is then decoded and re-encoded outside any database
+    connection or lock, in the process's bounded pool (``command_api.catalog.uploads``)."""
+    limits = uploads.upload_limits(request, services)
+    user_id = await uploads.caller(
+        request, services, credentials, lambda session, uid: service.check_can_add(session, uid, project_id)
     )
-    return ProductOut.of(product, sign)
+    with limits.account_slot(user_id):
+        image = await uploads.decode(limits, file.file, services.settings)
+
+        def record(session: Session, product_id: uuid.UUID, stored: dict[str, Any]) -> ProductOut:
+            product = service.add(
+                session,
+                user_id,
+                project_id,
+                product_id,
+                stored,
+                category=category.value,
+                side=side.value,
+                name=name,
+            )
+            return ProductOut.of(product, sign)
+
+        return await uploads.store_and_record(request, services, "products", image, record)
 
 
 @router.get(
