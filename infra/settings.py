@@ -7,15 +7,19 @@ generator. Outside that embedded mode the settings refuse insecure defaults.
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ledger.policy import DEFAULT_CREDIT_COSTS, DEFAULT_TICKET_KINDS, PricingPolicy
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+", re.ASCII)
 INSECURE_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "test"})
 # Beyond the job timeout, what a worker may spend on one job request: checking the job, storing
 # its outputs and waiting for the broker to take its result (part of its max poll interval).
@@ -201,6 +205,19 @@ class Settings(BaseSettings):
     kakao_client_id: str | None = None
     kakao_client_secret: SecretStr | None = None
 
+    # --- HTTP surface (command_api/app.py, command_api/ops; docs/security-uploads-and-headers.md)
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose browser pages may call the API, comma-separated "
+        'or a JSON list, e.g. "https://app.example.com,http://localhost:3000"; "*" for any. Empty (the '
+        "default): CORS is off and browsers refuse cross-origin calls.",
+    )
+    ops_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the operators: /metrics answers only with it, and /readyz says what "
+        "is not ready only to it (everyone else gets a plain 200 or 503). Unset: /metrics is off.",
+    )
+
     # --- failed-login throttling (command_api/auth/throttle.py; shared through PostgreSQL) ---
     login_window_s: int = Field(
         default=15 * 60, ge=1, description="Window in which failed logins are counted (fixed, per key)."
@@ -278,6 +295,29 @@ class Settings(BaseSettings):
         description="vto worker serves its Prometheus metrics (GPU memory, images/s, batches) on this port; "
         "unset: not served.",
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        """A comma-separated list or a JSON list; each an origin without path (``*``: any)."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            return value
+        origins = [str(origin).strip().rstrip("/") for origin in value if str(origin).strip()]
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"VTO_CORS_ORIGINS: {origin!r} is not an origin (http(s)://host[:port], no path)"
+                )
+        return origins
+
+    @field_validator("ops_token")
+    @classmethod
+    def _strong_ops_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("VTO_OPS_TOKEN must be at least 16 characters (a random value)")
+        return value
 
     @property
     def embedded(self) -> bool:
