@@ -205,6 +205,20 @@ class Settings(BaseSettings):
     kakao_client_id: str | None = None
     kakao_client_secret: SecretStr | None = None
 
+    # --- sharing (command_api/projects; invitations by address) -----------------------------
+    share_invitation_ttl_s: int = Field(
+        default=14 * 24 * 3600, ge=60, description="How long an invitation to a project may be accepted."
+    )
+    share_invitations_per_window: int = Field(
+        default=30,
+        ge=1,
+        description="Invitations one account may send in share_invitation_window_s; then 429 "
+        "with Retry-After.",
+    )
+    share_invitation_window_s: int = Field(
+        default=3600, ge=1, description="The window of share_invitations_per_window (sliding)."
+    )
+
     # --- HTTP surface (command_api/app.py, command_api/ops; docs/security-uploads-and-headers.md)
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
