@@ -159,6 +159,14 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     signed_url_ttl_s: int = Field(default=3600, ge=10)
+    deleted_account_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="Days a deleted account's uploads (assets, its projects' products) and job outputs stay "
+        "in storage before the sweeper erases them (0: at its next pass). Objects of deleted assets, "
+        "products, projects and collections go once no job ordered before can need them (job_timeout_s).",
+    )
     max_upload_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest accepted upload (multipart routes)."
     )

@@ -1,11 +1,11 @@
-"""POST /assets (multipart upload), GET /assets, GET /assets/{id} (owner only)."""
+"""POST /assets (multipart upload), GET /assets, GET and DELETE /assets/{id} (owner only)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from sqlalchemy.orm import Session
 
 from command_api.assets import service
@@ -14,7 +14,7 @@ from command_api.catalog import uploads
 from command_api.catalog.access import owned_asset
 from command_api.catalog.fields import Name
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, UPLOAD, problems
-from command_api.deps import BearerCredentials, CurrentUser, ServicesDep, SessionDep, SignerDep
+from command_api.deps import BearerCredentials, CurrentUser, ServicesDep, SessionDep, SettingsDep, SignerDep
 from command_api.pagination import Cursor, Limit, Page
 
 router = APIRouter(prefix="/assets", tags=["assets"])
@@ -65,3 +65,16 @@ def list_assets(
 @router.get("/{asset_id}", summary="One of the caller's assets", responses=problems(NOT_FOUND, INVALID))
 def get_asset(asset_id: uuid.UUID, user: CurrentUser, session: SessionDep, sign: SignerDep) -> AssetOut:
     return AssetOut.of(owned_asset(session, user.id, asset_id), sign)
+
+
+@router.delete(
+    "/{asset_id}",
+    status_code=204,
+    summary="Delete one of the caller's assets (jobs that used it keep their outputs)",
+    responses=problems(NOT_FOUND, INVALID),
+)
+def delete_asset(
+    asset_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    service.delete_owned(session, settings, user.id, asset_id)
+    return Response(status_code=204)

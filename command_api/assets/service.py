@@ -6,11 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from command_api.catalog.deletion import erase_later
 from command_api.catalog.models import Asset
 from command_api.pagination import keyset_page
+from command_api.problems import NotFound
+from infra.settings import Settings
 
 
 def add(
@@ -36,3 +39,14 @@ def list_owned(
     if type_ is not None:
         query = query.where(Asset.type == type_)
     return keyset_page(session, query, Asset, limit, cursor, descending=True)
+
+
+def delete_owned(session: Session, settings: Settings, owner_id: uuid.UUID, asset_id: uuid.UUID) -> None:
+    """Deletes the caller's asset (404 for anyone else's); its object is erased once no job
+    ordered before can need it (``catalog.deletion``)."""
+    key = session.scalar(
+        delete(Asset).where(Asset.id == asset_id, Asset.owner_id == owner_id).returning(Asset.storage_key)
+    )
+    if key is None:
+        raise NotFound("asset")
+    erase_later(session, settings, [key], "asset deleted")

@@ -1,17 +1,18 @@
-"""POST /projects/{id}/products (multipart upload, owner or editor), GET /projects/{id}/products."""
+"""POST /projects/{id}/products (multipart upload, owner or editor), GET /projects/{id}/products,
+DELETE /projects/{id}/products/{id} (owner)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy.orm import Session
 
 from command_api.catalog import uploads
 from command_api.catalog.fields import Name
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, READ_ONLY, UPLOAD, problems
-from command_api.deps import BearerCredentials, CurrentUser, ServicesDep, SessionDep, SignerDep
+from command_api.deps import BearerCredentials, CurrentUser, ServicesDep, SessionDep, SettingsDep, SignerDep
 from command_api.pagination import Cursor, Limit, Page
 from command_api.products import service
 from command_api.products.schemas import ProductOut
@@ -81,3 +82,20 @@ def list_products(
 ) -> Page[ProductOut]:
     items, next_cursor = service.list_readable(session, user.id, project_id, limit, cursor)
     return Page[ProductOut](items=[ProductOut.of(p, sign) for p in items], next_cursor=next_cursor)
+
+
+@router.delete(
+    "/{product_id}",
+    status_code=204,
+    summary="Delete a product (the project's owner; jobs that used it keep their outputs)",
+    responses=problems(READ_ONLY, NOT_FOUND, INVALID),
+)
+def delete_product(
+    project_id: uuid.UUID,
+    product_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    service.delete_from_project(session, settings, user.id, project_id, product_id)
+    return Response(status_code=204)

@@ -7,13 +7,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from command_api.catalog.access import contributable_project, readable_project
+from command_api.catalog.access import contributable_project, owned_project, readable_project
+from command_api.catalog.deletion import erase_later
 from command_api.catalog.errors import TooManyProducts
 from command_api.catalog.models import Product
 from command_api.pagination import keyset_page
+from command_api.problems import NotFound
+from infra.settings import Settings
 
 MAX_PRODUCTS_PER_PROJECT = 200
 
@@ -73,3 +76,19 @@ def list_readable(
     readable_project(session, user_id, project_id)
     query = select(Product).where(Product.project_id == project_id)
     return keyset_page(session, query, Product, limit, cursor, descending=False)
+
+
+def delete_from_project(
+    session: Session, settings: Settings, user_id: uuid.UUID, project_id: uuid.UUID, product_id: uuid.UUID
+) -> None:
+    """The project's owner deletes one of its products (editors and viewers: 403; anyone
+    else: 404); its object is erased once no job ordered before can need it."""
+    owned_project(session, user_id, project_id, lock=True)
+    key = session.scalar(
+        delete(Product)
+        .where(Product.id == product_id, Product.project_id == project_id)
+        .returning(Product.storage_key)
+    )
+    if key is None:
+        raise NotFound("product")
+    erase_later(session, settings, [key], "product deleted")

@@ -1,4 +1,4 @@
-"""POST/GET /projects, GET/PATCH /projects/{id}, POST /projects/{id}/shares (an invitation),
+"""POST/GET /projects, GET/PATCH/DELETE /projects/{id}, POST /projects/{id}/shares (an invitation),
 PATCH/DELETE /projects/{id}/shares/{user_id}, GET /projects/{id}/invitations, DELETE
 /projects/{id}/invitations/{id}; the invitee's GET /invitations and POST
 /invitations/{id}/accept|decline."""
@@ -87,6 +87,20 @@ def update_project(
 ) -> ProjectOut:
     project = service.update(session, user.id, project_id, body)
     return service.render(session, sign, [project])[0]
+
+
+@router.delete(
+    "/{project_id}",
+    status_code=204,
+    summary="Delete a project with its products, shares and invitations (owner only; jobs keep their "
+    "outputs)",
+    responses=problems(READ_ONLY, NOT_FOUND, INVALID),
+)
+def delete_project(
+    project_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    service.delete_owned(session, settings, user.id, project_id)
+    return Response(status_code=204)
 
 
 @router.post(

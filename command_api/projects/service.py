@@ -12,6 +12,7 @@ from sqlalchemy import delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from command_api.catalog.access import owned_collection, owned_project, readable_project
+from command_api.catalog.deletion import delete_projects
 from command_api.catalog.errors import (
     CannotShareWithOwner,
     EmailUnverified,
@@ -50,7 +51,7 @@ MAX_OPEN_INVITATIONS = 100  # per project
 
 
 def create(session: Session, owner_id: uuid.UUID, body: ProjectIn) -> Project:
-    owned_collection(session, owner_id, body.collection_id)
+    owned_collection(session, owner_id, body.collection_id, lock="key_share")
     project = Project(
         collection_id=body.collection_id,
         owner_id=owner_id,
@@ -60,6 +61,13 @@ def create(session: Session, owner_id: uuid.UUID, body: ProjectIn) -> Project:
     session.add(project)
     session.flush()
     return project
+
+
+def delete_owned(session: Session, settings: Settings, user_id: uuid.UUID, project_id: uuid.UUID) -> None:
+    """The owner deletes the project with its products, shares and invitations (shared users:
+    403; anyone else: 404). Jobs ordered in it keep their outputs; its gallery goes with it."""
+    owned_project(session, user_id, project_id, lock=True)
+    delete_projects(session, settings, [project_id], "project deleted")
 
 
 def update(session: Session, user_id: uuid.UUID, project_id: uuid.UUID, body: ProjectPatch) -> Project:
@@ -165,11 +173,11 @@ def accept(session: Session, user: User, invitation_id: uuid.UUID) -> Project:
     """The caller accepts an open invitation to their (verified) address: the project is
     shared with them as its role (a member already keeps their share with that role)."""
     _check_verified(user)
+    found = repository.open_invitation_to(session, invitation_id, user.email)
+    # The project's lock first, then the invitation's, as a deletion of the project takes them.
+    project = None if found is None else session.get(Project, found.project_id, with_for_update=True)
     invitation = repository.open_invitation_to(session, invitation_id, user.email, lock=True)
-    if invitation is None:
-        raise InvitationNotFound()
-    project = session.get(Project, invitation.project_id, with_for_update=True)
-    if project is None:
+    if project is None or invitation is None:
         raise InvitationNotFound()
     if project.owner_id == user.id:
         raise CannotShareWithOwner()
