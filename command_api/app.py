@@ -69,6 +69,10 @@ def create_app(
         try:
             yield
         finally:
+            limits = getattr(app.state, "upload_limits", None)
+            if limits is not None:  # its image threads; a later start makes new ones
+                app.state.upload_limits = None
+                limits.close()
             if owned:
                 app.state.services.close()
 

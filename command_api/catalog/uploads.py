@@ -7,8 +7,8 @@ An upload is three short steps, none holding what another needs:
 1. ``caller``: the access token checked against the stored user (and, for products, access to
    the project) in a short transaction of its own, under the ``SessionGate`` like any request;
 2. ``decode``: the bytes read and the image decoded, checked and re-encoded (``check_image``)
-   on a worker thread, at most ``upload_workers`` at a time in the process: the others wait on
-   the event loop, holding no thread, no connection and no lock, at most
+   on one of the process's ``upload_workers`` image threads: the others wait on the event
+   loop, holding no thread, no connection and no lock, at most
    ``upload_queue_timeout_s`` (then 503 ``uploads_busy`` with Retry-After);
 3. ``store_and_record``: the object stored, then its row added in a short transaction (which
    takes the project's lock for the product count); when the row cannot be added the object
@@ -27,12 +27,12 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, BinaryIO, TypeVar
 
 import anyio.to_thread
-from anyio import CapacityLimiter
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
@@ -70,7 +70,9 @@ class UploadsBusy(DomainError):
 
 class UploadLimits:
     """The uploads of one API process: each account's uploads in progress, and the pool that
-    decodes them (one semaphore of ``workers`` per event loop; a test client runs its own)."""
+    decodes them: ``workers`` threads of their own (so that the memory an image needs is taken
+    and given back by the same few threads, whose allocator arenas it is reused from), a turn
+    waited for on the event loop (one semaphore per event loop; a test client runs its own)."""
 
     def __init__(self, workers: int, per_account: int, queue_timeout_s: float) -> None:
         self.workers = workers
@@ -81,6 +83,10 @@ class UploadLimits:
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UploadLimits:
@@ -125,8 +131,7 @@ class UploadLimits:
         except TimeoutError:
             raise UploadsBusy() from None
         try:
-            # A limiter of its own: the turn is the semaphore's, never the shared thread pool's.
-            return await anyio.to_thread.run_sync(work, limiter=CapacityLimiter(1))
+            return await loop.run_in_executor(self._threads, work)
         finally:
             pool.release()
 
