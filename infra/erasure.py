@@ -10,7 +10,8 @@ Two kinds of object leave the storage here:
 - a deleted account's objects, ``VTO_DELETED_ACCOUNT_RETENTION_DAYS`` after its deletion: its
   assets, the products of the projects it owns and its job outputs (``outputs/<user id>/``).
   Its catalog rows go with them (collections, projects with their shares, invitations and
-  products, assets), and ``users.erased_at`` records that it is done.
+  products, assets), and a row of ``erased_accounts`` records that it is done. Accounts are
+  looked for at most every ``account_scan_interval_s`` (a retention is counted in days).
 
 What others hold stays: an editor's outputs (stored under the editor's id), other owners'
 projects. The read models (``vto_job``, ``gallery``) keep their rows, as a replay of the ledger
@@ -23,6 +24,7 @@ stay for the next pass (deleting an object twice is harmless)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,8 +51,9 @@ _DUE = (
     "FOR UPDATE SKIP LOCKED"
 )
 _NEXT_ACCOUNT = (
-    "SELECT id FROM users WHERE deleted_at IS NOT NULL AND erased_at IS NULL AND deleted_at < %s "
-    "ORDER BY deleted_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    "SELECT u.id FROM users u WHERE u.deleted_at IS NOT NULL AND u.deleted_at < %s "
+    "AND NOT EXISTS (SELECT 1 FROM erased_accounts e WHERE e.user_id = u.id) "
+    "ORDER BY u.deleted_at LIMIT 1 FOR UPDATE OF u SKIP LOCKED"
 )
 _OWNED = "SELECT id FROM projects WHERE owner_id = %(user)s"
 # An account's objects; its projects are locked first, so that no product is added meanwhile.
@@ -65,8 +68,9 @@ _ACCOUNT_ROWS = (
     "DELETE FROM projects WHERE owner_id = %(user)s",
     "DELETE FROM collections WHERE owner_id = %(user)s",
     "DELETE FROM assets WHERE owner_id = %(user)s",
-    "UPDATE users SET erased_at = %(now)s WHERE id = %(user)s",
+    "INSERT INTO erased_accounts (user_id, erased_at, objects) VALUES (%(user)s, %(now)s, %(objects)s)",
 )
+ACCOUNT_SCAN_INTERVAL_S = 600.0
 
 
 def utc_now() -> datetime:
@@ -99,7 +103,8 @@ class ErasureReport:
 
 class Erasure:
     """One pass erases at most ``batch`` scheduled objects and ``accounts_per_pass`` deleted
-    accounts (what is left waits for the next pass)."""
+    accounts (what is left waits for the next pass); it looks for deleted accounts at most
+    every ``account_scan_interval_s`` (their query reads every deleted account)."""
 
     def __init__(
         self,
@@ -110,6 +115,7 @@ class Erasure:
         clock: Clock = utc_now,
         batch: int = 500,
         accounts_per_pass: int = 10,
+        account_scan_interval_s: float = ACCOUNT_SCAN_INTERVAL_S,
     ) -> None:
         self.url = url
         self.storage = storage
@@ -117,14 +123,19 @@ class Erasure:
         self.clock = clock
         self.batch = batch
         self.accounts_per_pass = accounts_per_pass
+        self.account_scan_interval_s = account_scan_interval_s
+        self._accounts_scanned: float | None = None  # time.monotonic() of the last look
 
     def run(self) -> ErasureReport:
         now = self.clock()
         report = ErasureReport(objects=self.erase_due_objects(now))
-        for _ in range(self.accounts_per_pass):
-            if not self.erase_next_account(now):
-                break
-            report.accounts += 1
+        scanned = self._accounts_scanned
+        if scanned is None or time.monotonic() - scanned >= self.account_scan_interval_s:
+            self._accounts_scanned = time.monotonic()
+            for _ in range(self.accounts_per_pass):
+                if not self.erase_next_account(now):
+                    break
+                report.accounts += 1
         if report.objects or report.accounts:
             log.info("erasure: %d scheduled objects, %d deleted accounts", report.objects, report.accounts)
         return report
@@ -144,12 +155,13 @@ class Erasure:
             if row is None:
                 return None
             user: Any = row[0]
-            params = {"user": user, "now": now}
+            params: dict[str, Any] = {"user": user, "now": now}
             conn.execute(_OWNED + " FOR UPDATE", params)
             keys = [str(key) for (key,) in conn.execute(_ACCOUNT_KEYS, params)]
             for key in keys:
                 self._delete(key)
             outputs = self.storage.delete_prefix(f"outputs/{user}")
+            params["objects"] = len(keys) + outputs
             for statement in _ACCOUNT_ROWS:
                 conn.execute(statement, params)
         log.info("erasure: account %s: %d uploads and %d outputs erased", user, len(keys), outputs)

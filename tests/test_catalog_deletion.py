@@ -5,7 +5,7 @@ were already erased, refunded)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -167,6 +167,4 @@ def test_a_job_whose_inputs_were_erased_before_it_ran_is_refunded(client: Any, s
 
 def utc_after(services: Any) -> Any:
     """A time past every erasure scheduled now."""
-    from infra.db import utcnow
-
-    return utcnow() + erasure_delay(services.settings) + timedelta(seconds=1)
+    return datetime.now(UTC) + erasure_delay(services.settings) + timedelta(seconds=1)

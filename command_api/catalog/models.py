@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from infra.db import Base, CreatedMixin, IdMixin, utcnow
@@ -69,6 +69,24 @@ class ProjectInvitation(IdMixin, CreatedMixin, Base):
     declines it. Made for any address, known or not, so that sharing reveals no account."""
 
     __tablename__ = "project_invitations"
+    __table_args__ = (
+        # one open invitation per project and address (inviting again renews it)
+        Index(
+            "project_invitations_open_key",
+            "project_id",
+            "email",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "project_invitations_email_idx",
+            "email",
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("project_invitations_sender_idx", "invited_by", "created_at"),
+    )
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
     email: Mapped[str] = mapped_column(String(320))  # normalised as ``users.email``

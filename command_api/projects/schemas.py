@@ -4,7 +4,7 @@ and /invitations."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
@@ -15,7 +15,6 @@ from command_api.catalog.models import ProjectInvitation, ShareRole
 from command_api.inputs import InputModel
 from command_api.products.schemas import EXAMPLE as PRODUCT_EXAMPLE
 from command_api.products.schemas import ProductOut
-from infra.db import utcnow
 
 EXAMPLE: JsonDict = {
     "id": "9a3e5f10-4c2d-4e8b-a1f7-3b6c9d0e2f44",
@@ -141,7 +140,7 @@ class InvitationOut(BaseModel):
 
     @classmethod
     def of(cls, invitation: ProjectInvitation) -> InvitationOut:
-        expired = invitation.expires_at <= utcnow()
+        expired = invitation.expires_at <= datetime.now(UTC)
         return cls(
             id=invitation.id,
             project_id=invitation.project_id,

@@ -1,5 +1,5 @@
 """Erasure of stored objects: the objects of deleted catalog rows wait here until no job can
-need them, and ``users.erased_at`` marks a deleted account whose objects are gone.
+need them, and ``erased_accounts`` lists the deleted accounts whose objects are gone.
 
 Revision ID: 0013_storage_erasure
 Revises: 0012_share_invitations
@@ -26,17 +26,15 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
     op.create_index("storage_erasures_due_idx", "storage_erasures", ["erase_after"])
-    op.add_column("users", sa.Column("erased_at", sa.DateTime(timezone=True)))
-    # The sweeper's candidates: deleted accounts whose objects are not yet erased.
-    op.create_index(
-        "users_to_erase_idx",
-        "users",
-        ["deleted_at"],
-        postgresql_where=sa.text("deleted_at IS NOT NULL AND erased_at IS NULL"),
+    # A table of its own rather than a column of ``users`` (the API's model of it stays as it is).
+    op.create_table(
+        "erased_accounts",
+        sa.Column("user_id", sa.Uuid(), sa.ForeignKey("users.id"), primary_key=True),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("objects", sa.Integer(), nullable=False),
     )
 
 
 def downgrade() -> None:
-    op.drop_index("users_to_erase_idx", table_name="users")
-    op.drop_column("users", "erased_at")
+    op.drop_table("erased_accounts")
     op.drop_table("storage_erasures")
