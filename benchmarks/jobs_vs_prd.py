@@ -710,13 +710,13 @@ def fig(f: Figures) -> dict[str, Any]:
 
 def prd_command(port: int, workers: int) -> list[str]:
     """uvicorn as ``vto api`` runs it (``command_api.serve``): httptools, uvloop, no access log,
-    30 s keep-alive, ``workers`` processes."""
+    no server header, 30 s keep-alive, ``workers`` processes."""
     from command_api.serve import GRACEFUL_SHUTDOWN_S, KEEP_ALIVE_S
 
     return [
         *(sys.executable, "-m", "uvicorn", "benchmarks.prd_flow.app:create_app", "--factory"),
         *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
-        *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+        *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-server-header"),
         *("--timeout-keep-alive", str(KEEP_ALIVE_S)),
         *("--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)),
     ]

@@ -155,6 +155,7 @@ SignerDep = Annotated[UrlSigner, Depends(get_signer)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def _claims(services: Services, credentials: HTTPAuthorizationCredentials | None) -> tokens.Claims:

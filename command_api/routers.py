@@ -11,9 +11,22 @@ from command_api.collections.endpoints import router as collections
 from command_api.files.endpoints import router as files
 from command_api.points.endpoints import router as points
 from command_api.products.endpoints import router as products
+from command_api.projects.endpoints import invitations_router as invitations
 from command_api.projects.endpoints import router as projects
 from command_api.users.endpoints import router as users
 from command_api.vto.endpoints import router as vto
 
 # Routes are matched in this order, one after the other: the areas that carry the load first.
-ALL: list[APIRouter] = [vto, points, files, auth, users, collections, projects, products, assets, admin]
+ALL: list[APIRouter] = [
+    vto,
+    points,
+    files,
+    auth,
+    users,
+    collections,
+    projects,
+    invitations,
+    products,
+    assets,
+    admin,
+]

@@ -9,6 +9,7 @@ the process (``vto serve``: the pipeline, the projections, the embedded PostgreS
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,6 +30,16 @@ GRACEFUL_SHUTDOWN_S = 20
 # the same requests/s). Memory is still reclaimed by reference counting as before.
 GC_THRESHOLDS = (100_000, 50, 1_000)
 
+# The options of every uvicorn this project starts (``run_http``, ``run_http_workers``). No
+# ``server`` header: the banner names the software (and, in other servers, its version) to
+# anyone scanning for it, and tells the API's own clients nothing.
+SERVER_OPTIONS: dict[str, Any] = {
+    "access_log": False,
+    "timeout_keep_alive": KEEP_ALIVE_S,
+    "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    "server_header": False,
+}
+
 
 def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
@@ -37,27 +48,12 @@ def tune_gc() -> None:
 def run_http(app: FastAPI, host: str, port: int) -> None:
     """Serve ``app`` in this process until interrupted."""
     tune_gc()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-    )
+    uvicorn.run(app, host=host, port=port, log_level="info", **SERVER_OPTIONS)
 
 
 def run_http_workers(host: str, port: int, workers: int) -> None:
     """Serve the API from ``workers`` uvicorn processes, each building its own services from
     the settings (``command_api.app:api_app``)."""
     uvicorn.run(
-        "command_api.app:api_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        "command_api.app:api_app", factory=True, host=host, port=port, workers=workers, **SERVER_OPTIONS
     )

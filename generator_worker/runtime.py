@@ -24,6 +24,7 @@ from generator_worker.generation import Generator, generator_from_settings
 from generator_worker.gpu_batch import BatchingGenerator, batches
 from generator_worker.worker import Worker
 from infra.database import database_url
+from infra.erasure import Erasure
 from infra.ledger_store import postgres_ledger
 from infra.queue import MessageQueue, PipelineOptions, queue_from_settings
 from infra.settings import Settings
@@ -98,7 +99,11 @@ class Pipeline:
             pipeline.progress = ProgressRecorder(queue, url, options)
         if sweeper:
             pipeline.sweeper = Sweeper(
-                url, ledger, timedelta(seconds=settings.job_timeout_s), interval=options.sweeper_interval_s
+                url,
+                ledger,
+                timedelta(seconds=settings.job_timeout_s),
+                interval=options.sweeper_interval_s,
+                erasure=Erasure(url, storage, settings),
             )
         return pipeline
 
@@ -173,5 +178,6 @@ def run_ingestor(settings: Settings, stop: threading.Event | None = None) -> Non
 
 
 def run_sweeper(settings: Settings, stop: threading.Event | None = None) -> None:
-    """``vto sweeper``: expire reservations older than ``VTO_JOB_TIMEOUT_S``."""
+    """``vto sweeper``: expire reservations older than ``VTO_JOB_TIMEOUT_S``; erase the stored
+    objects that are due (``infra.erasure``)."""
     _run(settings, stop, workers=0, relay=False, ingestor=False)

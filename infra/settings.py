@@ -7,15 +7,19 @@ generator. Outside that embedded mode the settings refuse insecure defaults.
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ledger.policy import DEFAULT_CREDIT_COSTS, DEFAULT_TICKET_KINDS, PricingPolicy
 
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+", re.ASCII)
 INSECURE_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "test"})
 # Beyond the job timeout, what a worker may spend on one job request: checking the job, storing
 # its outputs and waiting for the broker to take its result (part of its max poll interval).
@@ -163,8 +167,44 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     signed_url_ttl_s: int = Field(default=3600, ge=10)
+    deleted_account_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="Days a deleted account's uploads (assets, its projects' products) and job outputs stay "
+        "in storage before the sweeper erases them (0: at its next pass). Objects of deleted assets, "
+        "products, projects and collections go once no job ordered before can need them (job_timeout_s).",
+    )
     max_upload_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest accepted upload (multipart routes)."
+    )
+    upload_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Uploads an API process decodes and re-encodes at once (a bounded pool, outside any "
+        "database connection or lock); the others wait for a turn. Memory: see upload_max_pixels.",
+    )
+    upload_max_pixels: int = Field(
+        default=40_000_000,
+        ge=64 * 64,
+        le=80_000_000,
+        description="Largest image accepted (width x height; refused from its header, before decoding). "
+        "Decoding and re-encoding one holds at most about 8 bytes a pixel (two copies of 4-byte pixels) "
+        "plus twice max_upload_bytes: 340 MB at 40,000,000 pixels; an API process's uploads hold at most "
+        "upload_workers times that (docs/security-uploads-and-headers.md).",
+    )
+    upload_max_concurrent_per_account: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Uploads one account may have in progress in an API process; more: 429 with Retry-After.",
+    )
+    upload_queue_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="How long an upload waits for a decoding worker before 503 with Retry-After.",
     )
     max_json_bytes: int = Field(
         default=256 * 1024,
@@ -180,6 +220,33 @@ class Settings(BaseSettings):
     google_client_secret: SecretStr | None = None
     kakao_client_id: str | None = None
     kakao_client_secret: SecretStr | None = None
+
+    # --- sharing (command_api/projects; invitations by address) -----------------------------
+    share_invitation_ttl_s: int = Field(
+        default=14 * 24 * 3600, ge=60, description="How long an invitation to a project may be accepted."
+    )
+    share_invitations_per_window: int = Field(
+        default=30,
+        ge=1,
+        description="Invitations one account may send in share_invitation_window_s; then 429 "
+        "with Retry-After.",
+    )
+    share_invitation_window_s: int = Field(
+        default=3600, ge=1, description="The window of share_invitations_per_window (sliding)."
+    )
+
+    # --- HTTP surface (command_api/app.py, command_api/ops; docs/security-uploads-and-headers.md)
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose browser pages may call the API, comma-separated "
+        'or a JSON list, e.g. "https://app.example.com,http://localhost:3000"; "*" for any. Empty (the '
+        "default): CORS is off and browsers refuse cross-origin calls.",
+    )
+    ops_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the operators: /metrics answers only with it, and /readyz says what "
+        "is not ready only to it (everyone else gets a plain 200 or 503). Unset: /metrics is off.",
+    )
 
     # --- failed-login throttling (command_api/auth/throttle.py; shared through PostgreSQL) ---
     login_window_s: int = Field(
@@ -291,6 +358,29 @@ class Settings(BaseSettings):
         description="vto worker serves its Prometheus metrics (GPU memory, images/s, batches) on this port; "
         "unset: not served.",
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        """A comma-separated list or a JSON list; each an origin without path (``*``: any)."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            return value
+        origins = [str(origin).strip().rstrip("/") for origin in value if str(origin).strip()]
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"VTO_CORS_ORIGINS: {origin!r} is not an origin (http(s)://host[:port], no path)"
+                )
+        return origins
+
+    @field_validator("ops_token")
+    @classmethod
+    def _strong_ops_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("VTO_OPS_TOKEN must be at least 16 characters (a random value)")
+        return value
 
     @property
     def embedded(self) -> bool:

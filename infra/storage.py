@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import shutil
 import time
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -26,6 +27,14 @@ class Storage(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Removes the object; nothing happens when there is none (idempotent)."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Removes every object whose key starts with ``prefix/``; returns how many."""
+        ...
 
     def signed_url(self, key: str, expires_in: int) -> str: ...
 
@@ -70,6 +79,19 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        path.with_suffix(path.suffix + ".type").unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return 0
+        removed = sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix not in (".type", ".tmp"))
+        shutil.rmtree(folder)
+        return removed
+
     def signature(self, key: str, expires: int) -> str:
         return hmac.new(self.secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
@@ -103,6 +125,21 @@ class S3Storage:
             raise ObjectNotFound(key) from None
         body: bytes = response["Body"].read()
         return body
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=check_key(key))  # no error when absent
+
+    def delete_prefix(self, prefix: str) -> int:
+        removed = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=check_key(prefix) + "/"
+        )
+        for page in pages:
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:  # a page holds at most 1,000 keys, as many as one delete_objects takes
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                removed += len(keys)
+        return removed
 
     def exists(self, key: str) -> bool:
         try:

@@ -23,5 +23,8 @@ SQL_TABLES = frozenset(
         "job_attempts",
         # the login throttle (0009)
         "login_throttle",
+        # erasing stored objects (0014)
+        "storage_erasures",
+        "erased_accounts",
     }
 )

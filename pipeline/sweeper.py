@@ -2,7 +2,8 @@
 the job timeout. Its candidates are the users with jobs still open at the cutoff in the
 ``vto_job`` read model (no replay of the event store); each user's account then decides what
 is really stale (``LedgerApplication.expire_stale_reservations``). Safe to run in several
-processes at once: the ledger's commands are idempotent and race on the stream version."""
+processes at once: the ledger's commands are idempotent and race on the stream version.
+With an ``erasure`` (``infra.erasure``), each pass also erases the stored objects that are due."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from uuid import UUID
 
 import psycopg
 
+from infra.erasure import Erasure
 from infra.threads import BackgroundLoop
 from ledger.application import Clock, LedgerApplication, utc_now
 from projections.jobs import users_with_open_jobs_before
@@ -27,6 +29,7 @@ class Sweeper(BackgroundLoop):
         timeout: timedelta,
         interval: float,
         clock: Clock = utc_now,
+        erasure: Erasure | None = None,
     ) -> None:
         super().__init__("sweeper")
         self.url = url
@@ -34,6 +37,7 @@ class Sweeper(BackgroundLoop):
         self.timeout = timeout
         self.interval = interval
         self.clock = clock
+        self.erasure = erasure
         self.expired = 0
         self.errors = 0
 
@@ -47,6 +51,8 @@ class Sweeper(BackgroundLoop):
         if count:
             self.expired += count
             log.info("sweeper: expired and refunded %d stale reservations", count)
+        if self.erasure is not None:
+            self.erasure.run()
         return result.value
 
     def run(self) -> None:

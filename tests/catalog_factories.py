@@ -13,7 +13,7 @@ from sqlalchemy import text
 from tests.api_factories import Caller
 
 API = "/api/v1"
-CATALOG_TABLES = ("collections", "projects", "project_shares", "products", "assets")
+CATALOG_TABLES = ("collections", "projects", "project_shares", "project_invitations", "products", "assets")
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -67,11 +67,40 @@ def upload_asset(client: Any, caller: Caller, type_: str = "model", **image: Any
     return response.json()
 
 
+def verify_email(services: Any, caller: Caller) -> None:
+    """Marks the caller's address verified (as following the mailed link does)."""
+    with services.sessions() as session:
+        session.execute(text("UPDATE users SET email_verified_at = now() WHERE id = :u"), {"u": caller.id})
+        session.commit()
+
+
+def invite(client: Any, owner: Caller, project_id: str, email: str, role: str | None = None) -> Any:
+    """The owner's ``POST /projects/{id}/shares`` (an invitation to ``email``); the response."""
+    body = {"email": email} if role is None else {"email": email, "role": role}
+    return client.post(f"{API}/projects/{project_id}/shares", json=body, headers=owner.headers)
+
+
+def accept_invitation(client: Any, invitee: Caller, project_id: str) -> dict[str, Any]:
+    """The invitee accepts their open invitation to the project; the project."""
+    mine = client.get(f"{API}/invitations", headers=invitee.headers)
+    assert mine.status_code == 200, mine.text
+    (invitation,) = [i for i in mine.json()["items"] if i["project"]["id"] == project_id]
+    accepted = client.post(f"{API}/invitations/{invitation['id']}/accept", headers=invitee.headers)
+    assert accepted.status_code == 200, accepted.text
+    return dict(accepted.json())
+
+
 def share(client: Any, owner: Caller, project_id: str, reader: Caller, role: str | None = None) -> None:
-    """Share the project with ``reader``: as the default role (viewer), or as ``role``."""
-    body = {"email": reader.user.email} if role is None else {"email": reader.user.email, "role": role}
-    response = client.post(f"{API}/projects/{project_id}/shares", json=body, headers=owner.headers)
-    assert response.status_code in (200, 201), response.text
+    """Share the project with ``reader`` as the default role (viewer), or as ``role``: the owner
+    invites the reader's address, and the reader (address verified) accepts."""
+    response = invite(client, owner, project_id, reader.user.email, role)
+    assert response.status_code == 202, response.text
+    verify_email(services_of(client), reader)
+    accept_invitation(client, reader, project_id)
+
+
+def services_of(client: Any) -> Any:
+    return client.app.state.services
 
 
 def stored_files(services: Any) -> list[str]:

@@ -3,8 +3,12 @@ load_job_inputs, the catalog check the /vto routes make before a job is charged.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
 
@@ -14,6 +18,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from command_api.catalog.images import check_image
 from command_api.catalog.job_inputs import load_job_inputs
+from command_api.catalog.uploads import TooManyUploads, UploadLimits, UploadsBusy
 from command_api.problems import ProblemError
 from tests.api_factories import make_user
 from tests.catalog_factories import (
@@ -243,3 +248,124 @@ def test_a_corrupt_exif_block_is_a_problem_or_ignored_never_a_500() -> None:
         except ProblemError as exc:
             outcome = exc.status
         assert outcome in (415, 422) or b"Exif" not in outcome
+
+
+# --- attack 3: many large uploads at once ------------------------------------------------------
+ATTACK_SIZE = (8192, 4882)  # 40.0 megapixels, under the pixel limit
+
+
+def large_png() -> bytes:
+    """A small file (about 130 KB) that decodes to 8192 x 4882 RGB pixels (120 MB)."""
+    image = Image.new("RGB", ATTACK_SIZE, "white")
+    draw = ImageDraw.Draw(image)
+    for x in range(0, ATTACK_SIZE[0], 512):
+        draw.rectangle((x, 0, x + 200, ATTACK_SIZE[1]), fill=(x % 255, 40, 90))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=9)
+    return out.getvalue()
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def test_sixteen_concurrent_large_uploads_are_bounded_and_others_are_answered(
+    client: Any, services: Any
+) -> None:
+    """Sixteen concurrent uploads of one 40-megapixel PNG by one account: at most
+    ``upload_max_concurrent_per_account`` are taken (the others: 429 with Retry-After), they
+    decode at most ``upload_workers`` at a time (the process's peak memory stays under the
+    bound the settings give), and an unrelated ``GET /users/me`` is answered meanwhile."""
+    settings = services.settings
+    attacker, bystander = make_user(services), make_user(services)
+    data = large_png()
+    before = snapshot(services)
+    rss_before = _status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # peak RSS (VmHWM) starts again from the current RSS
+    uploading = threading.Event()
+    me: list[tuple[int, float]] = []
+
+    def upload() -> Any:
+        uploading.set()
+        return client.post(
+            f"{API}/assets",
+            data={"type": "model"},
+            files={"file": ("big.png", data, "image/png")},
+            headers=attacker.headers,
+        )
+
+    def watch(done: threading.Event) -> None:
+        uploading.wait(10)
+        while not done.is_set():
+            start = time.perf_counter()
+            status = client.get(f"{API}/users/me", headers=bystander.headers).status_code
+            me.append((status, time.perf_counter() - start))
+            done.wait(0.2)
+
+    done = threading.Event()
+    with ThreadPoolExecutor(17) as pool:
+        watcher = pool.submit(watch, done)
+        responses = list(pool.map(lambda _: upload(), range(16)))
+        done.set()
+        watcher.result()
+    peak_kb = _status_kb("VmHWM")
+
+    created = [r for r in responses if r.status_code == 201]
+    refused = [r for r in responses if r.status_code != 201]
+    assert 1 <= len(created) <= settings.upload_max_concurrent_per_account, [r.status_code for r in responses]
+    for response in refused:
+        assert_problem(response, 429, "too_many_uploads")
+        assert int(response.headers["Retry-After"]) >= 1
+    # Decoding 8192 x 4882 RGB holds about two copies of the pixels (docs/security-uploads-and-headers.md).
+    per_upload_mb = 2 * 3 * ATTACK_SIZE[0] * ATTACK_SIZE[1] / 2**20 + 20
+    bound_mb = settings.upload_workers * per_upload_mb + 150  # + the test process's own churn
+    assert (peak_kb - rss_before) / 1024 < bound_mb, (rss_before // 1024, peak_kb // 1024, bound_mb)
+    assert me and all(status == 200 for status, _ in me), me
+    assert max(seconds for _, seconds in me) < 3, me
+    after = snapshot(services)
+    assert len(after["assets"]) == len(before["assets"]) + len(created)
+
+
+def test_the_decoding_pool_runs_at_most_its_workers_and_a_turn_that_never_comes_is_503() -> None:
+    limits = UploadLimits(workers=2, per_account=3, queue_timeout_s=0.3)
+    lock, release = threading.Lock(), threading.Event()
+    counts = {"running": 0, "most": 0}
+
+    def work() -> str:
+        with lock:
+            counts["running"] += 1
+            counts["most"] = max(counts["most"], counts["running"])
+        assert release.wait(10)
+        with lock:
+            counts["running"] -= 1
+        return "done"
+
+    async def scenario() -> None:
+        held = [asyncio.create_task(limits.run(work)) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while counts["running"] < 2:
+            assert time.monotonic() < deadline, "the two workers never started"
+            await asyncio.sleep(0.01)
+        with pytest.raises(UploadsBusy) as busy:
+            await limits.run(work)  # no turn within the queue timeout
+        assert busy.value.status == 503 and busy.value.headers["Retry-After"]
+        release.set()
+        assert await asyncio.gather(*held) == ["done", "done"]
+        assert await limits.run(lambda: "next") == "next"
+
+    asyncio.run(scenario())
+    assert counts["most"] == 2
+
+    owner = uuid4()
+    with limits.account_slot(owner), limits.account_slot(owner), limits.account_slot(owner):
+        with pytest.raises(TooManyUploads) as refused, limits.account_slot(owner):
+            pass
+        assert refused.value.status == 429 and refused.value.headers["Retry-After"]
+        with limits.account_slot(uuid4()):  # another account has slots of its own
+            assert limits.in_progress(owner) == 3
+    assert limits.in_progress(owner) == 0

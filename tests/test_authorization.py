@@ -46,6 +46,7 @@ def test_authorization_matrix(client: Any, services: Any) -> None:
     asset = upload_asset(client, owner)
     share(client, owner, pid, viewer)
     share(client, owner, pid, editor, role="editor")
+    share(client, owner, pid, third)
 
     def upload() -> dict[str, Any]:
         return {"files": {"file": ("a.png", image_bytes(), "image/png")}}
@@ -76,8 +77,10 @@ def test_authorization_matrix(client: Any, services: Any) -> None:
             "POST",
             f"/projects/{pid}/shares",
             lambda: {"json": {"email": third.user.email}},
-            {**writable, "owner": 201},
+            {**writable, "owner": 202},
         ),
+        ("GET", f"/projects/{pid}/invitations", dict, writable),
+        ("PATCH", f"/projects/{pid}/shares/{viewer.id}", lambda: {"json": {"role": "viewer"}}, writable),
         ("DELETE", f"/projects/{pid}/shares/{third.id}", dict, {**writable, "owner": 204}),
         (
             "POST",

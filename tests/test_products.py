@@ -6,11 +6,15 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 from PIL import Image
 
+from command_api.catalog import images
 from tests.api_factories import make_user
 from tests.catalog_factories import (
     API,
@@ -200,3 +204,36 @@ def test_bad_uploads_change_nothing(client: Any, services: Any) -> None:
             continue
         assert_problem(response, status, code)
     assert snapshot(services) == before
+
+
+def test_an_upload_decodes_holding_no_connection_and_no_lock_on_the_project(
+    client: Any, services: Any, pg_url: str, monkeypatch: Any
+) -> None:
+    """While a product image decodes and re-encodes, its request holds no catalog connection
+    and no lock: another transaction may lock the project row at once, and the upload then
+    completes (attack 3: each upload held a connection and, for products, the project's lock)."""
+    owner = make_user(services)
+    project = create_project(client, owner)
+    entered, release = threading.Event(), threading.Event()
+    real = images.without_metadata
+
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(30), "the test did not release the decode"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(images, "without_metadata", observed)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(upload_product, client, owner, project["id"])
+        try:
+            assert entered.wait(30), "the upload never reached its re-encode"
+            assert services.engine.pool.checkedout() == 0
+            with psycopg.connect(pg_url) as conn:  # NOWAIT: fails at once if the upload holds it
+                conn.execute("SET lock_timeout = '1s'")
+                conn.execute("SELECT id FROM projects WHERE id = %s FOR UPDATE NOWAIT", (project["id"],))
+        finally:
+            release.set()
+        product = pending.result(timeout=60)
+    assert product["project_id"] == project["id"]
+    listed = client.get(f"{API}/projects/{project['id']}/products", headers=owner.headers).json()["items"]
+    assert [p["id"] for p in listed] == [product["id"]]

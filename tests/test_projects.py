@@ -1,4 +1,5 @@
-"""/projects: create, read, list, patch; sharing; counts from the project_stats read model."""
+"""/projects: create, read, list, patch; sharing by invitation (/invitations); counts from the
+project_stats read model."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from sqlalchemy import text
 from tests.api_factories import make_user
 from tests.catalog_factories import (
     API,
+    accept_invitation,
     assert_problem,
     create_collection,
     create_project,
+    invite,
     png_upload,
     share,
     snapshot,
     upload_product,
+    verify_email,
 )
 
 
@@ -113,11 +117,10 @@ def test_sharing_gives_read_access_only(client: Any, services: Any) -> None:
     pid, cid = project["id"], project["collection_id"]
     shares = f"{API}/projects/{pid}/shares"
 
-    first = client.post(shares, json={"email": reader.user.email.upper()}, headers=owner.headers)
-    assert first.status_code == 201, first.text
-    assert first.json()["shared_user_ids"] == [str(reader.id)]
-    again = client.post(shares, json={"email": reader.user.email}, headers=owner.headers)
-    assert again.status_code == 200 and again.json()["shared_user_ids"] == [str(reader.id)]
+    share(client, owner, pid, reader)
+    assert client.get(f"{API}/projects/{pid}", headers=owner.headers).json()["shared_user_ids"] == [
+        str(reader.id)
+    ]
 
     # The reader sees it (alone, and within its collection), but may not change it.
     assert client.get(f"{API}/projects/{pid}", headers=reader.headers).status_code == 200
@@ -130,29 +133,18 @@ def test_sharing_gives_read_access_only(client: Any, services: Any) -> None:
     )
     assert_problem(client.post(shares, json={"email": stranger.user.email}, headers=reader.headers), 403)
     assert_problem(client.delete(f"{shares}/{owner.id}", headers=reader.headers), 403)
+    assert_problem(
+        client.patch(f"{shares}/{reader.id}", json={"role": "editor"}, headers=reader.headers), 403
+    )
     # The stranger sees nothing at all.
     assert_problem(client.get(f"{API}/projects/{pid}", headers=stranger.headers), 404)
     assert_problem(
         client.get(f"{API}/projects", params={"collection_id": cid}, headers=stranger.headers), 404
     )
     assert client.get(f"{API}/projects", headers=stranger.headers).json()["items"] == []
-    # Targets must be live users other than the owner.
-    assert_problem(
-        client.post(shares, json={"email": "nobody@example.com"}, headers=owner.headers),
-        404,
-        "user_not_found",
-    )
     assert_problem(client.post(shares, json={"email": owner.user.email}, headers=owner.headers), 422)
     assert_problem(client.delete(f"{shares}/{stranger.id}", headers=owner.headers), 404, "share_not_found")
     assert snapshot(services) == before
-
-    gone = make_user(services)
-    with services.sessions() as session:
-        session.execute(
-            text("UPDATE users SET deleted_at = :t WHERE id = :u"), {"t": datetime.now(UTC), "u": gone.id}
-        )
-        session.commit()
-    assert_problem(client.post(shares, json={"email": gone.user.email}, headers=owner.headers), 404)
 
     # A reader may leave; the owner may remove anyone.
     assert client.delete(f"{shares}/{reader.id}", headers=reader.headers).status_code == 204
@@ -178,17 +170,17 @@ def test_share_roles_viewer_by_default_editor_on_request_and_only_the_owner_mana
     pid = project["id"]
     shares = f"{API}/projects/{pid}/shares"
 
-    first = client.post(shares, json={"email": viewer.user.email}, headers=owner.headers)
-    assert first.status_code == 201 and first.json()["shares"] == [
+    share(client, owner, pid, viewer)
+    assert client.get(f"{API}/projects/{pid}", headers=owner.headers).json()["shares"] == [
         {"user_id": str(viewer.id), "role": "viewer"}
     ]
-    made = client.post(shares, json={"email": editor.user.email, "role": "editor"}, headers=owner.headers)
-    assert made.status_code == 201
-    assert made.json()["shares"] == [
+    share(client, owner, pid, editor, role="editor")
+    made = client.get(f"{API}/projects/{pid}", headers=owner.headers).json()
+    assert made["shares"] == [
         {"user_id": str(viewer.id), "role": "viewer"},
         {"user_id": str(editor.id), "role": "editor"},
     ]
-    assert made.json()["shared_user_ids"] == [str(viewer.id), str(editor.id)]
+    assert made["shared_user_ids"] == [str(viewer.id), str(editor.id)]
 
     # A viewer adds nothing; an editor adds products, seen by everyone on the project.
     before = snapshot(services)
@@ -214,19 +206,20 @@ def test_share_roles_viewer_by_default_editor_on_request_and_only_the_owner_mana
         assert_problem(refused, 403, "forbidden")
         assert refused.json()["detail"] == "only the project's owner may change the project or its shares"
     assert_problem(
-        client.post(shares, json={"email": viewer.user.email, "role": "editor"}, headers=viewer.headers), 403
+        client.patch(f"{shares}/{viewer.id}", json={"role": "editor"}, headers=viewer.headers), 403
     )
     assert_problem(
-        client.post(shares, json={"email": editor.user.email, "role": "viewer"}, headers=editor.headers), 403
+        client.patch(f"{shares}/{editor.id}", json={"role": "viewer"}, headers=editor.headers), 403
     )
     assert_problem(client.delete(f"{shares}/{viewer.id}", headers=editor.headers), 403, "forbidden")
     assert_problem(client.delete(f"{shares}/{editor.id}", headers=viewer.headers), 403, "forbidden")
     assert_problem(client.patch(f"{API}/projects/{pid}", json={"name": "x"}, headers=editor.headers), 403)
+    assert_problem(client.get(f"{API}/projects/{pid}/invitations", headers=editor.headers), 403)
     assert snapshot(services) == before
 
-    # Sharing again changes the role (200), and takes effect at once.
-    demoted = client.post(shares, json={"email": editor.user.email, "role": "viewer"}, headers=owner.headers)
-    assert demoted.status_code == 200
+    # The owner changes a member's role (by the id the project shows), and it takes effect at once.
+    demoted = client.patch(f"{shares}/{editor.id}", json={"role": "viewer"}, headers=owner.headers)
+    assert demoted.status_code == 200, demoted.text
     assert demoted.json()["shares"][1] == {"user_id": str(editor.id), "role": "viewer"}
     assert_problem(
         client.post(
@@ -237,18 +230,160 @@ def test_share_roles_viewer_by_default_editor_on_request_and_only_the_owner_mana
         ),
         403,
     )
-    promoted = client.post(shares, json={"email": viewer.user.email, "role": "editor"}, headers=owner.headers)
+    promoted = client.patch(f"{shares}/{viewer.id}", json={"role": "editor"}, headers=owner.headers)
     assert promoted.status_code == 200
     assert promoted.json()["shares"][0] == {"user_id": str(viewer.id), "role": "editor"}
-    same = client.post(shares, json={"email": viewer.user.email, "role": "editor"}, headers=owner.headers)
+    same = client.patch(f"{shares}/{viewer.id}", json={"role": "editor"}, headers=owner.headers)
     assert same.status_code == 200 and same.json()["shares"] == promoted.json()["shares"]
     upload_product(client, viewer, pid, side="back")
+    assert_problem(client.patch(f"{shares}/{third.id}", json={"role": "editor"}, headers=owner.headers), 404)
+    # Inviting a member again, once accepted, sets the role of that invitation.
+    share(client, owner, pid, viewer, role="viewer")
+    assert client.get(f"{API}/projects/{pid}", headers=owner.headers).json()["shares"][0]["role"] == "viewer"
 
     # Any shared user may leave.
     assert client.delete(f"{shares}/{viewer.id}", headers=viewer.headers).status_code == 204
     assert client.get(f"{API}/projects/{pid}", headers=owner.headers).json()["shares"] == [
         {"user_id": str(editor.id), "role": "viewer"}
     ]
+
+
+# --- attack 8: sharing as an address-book lookup ---------------------------------------------
+INVITATION_FIELDS = {"id", "project_id", "email", "role", "status", "created_at", "expires_at"}
+
+
+def test_sharing_answers_the_same_for_known_and_unknown_addresses(client: Any, services: Any) -> None:
+    """An invitation for any address: the same status and the same fields whether an account
+    holds it, holds it deleted, or not; nothing reaches the invitee's list of projects until
+    they accept."""
+    owner, invitee = make_user(services), make_user(services)
+    gone = make_user(services)
+    with services.sessions() as session:
+        session.execute(
+            text("UPDATE users SET deleted_at = :t WHERE id = :u"), {"t": datetime.now(UTC), "u": gone.id}
+        )
+        session.commit()
+    pid = create_project(client, owner)["id"]
+    answers = {
+        "known": invite(client, owner, pid, invitee.user.email.upper(), "editor"),
+        "unknown": invite(client, owner, pid, f"nobody-{uuid4().hex[:8]}@example.com", "editor"),
+        "deleted": invite(client, owner, pid, gone.user.email, "editor"),
+    }
+    shapes = set()
+    for what, response in answers.items():
+        assert response.status_code == 202, (what, response.text)
+        body = response.json()
+        assert set(body) == INVITATION_FIELDS, (what, body)
+        assert str(invitee.id) not in response.text and str(gone.id) not in response.text
+        shapes.add((response.status_code, body["status"], body["role"], body["project_id"]))
+    assert shapes == {(202, "pending", "editor", pid)}
+    assert answers["known"].json()["email"] == invitee.user.email  # as stored: lower-cased
+
+    # Until the invitee accepts, the project is not theirs to see.
+    assert client.get(f"{API}/projects", headers=invitee.headers).json()["items"] == []
+    assert_problem(client.get(f"{API}/projects/{pid}", headers=invitee.headers), 404)
+    assert client.get(f"{API}/projects/{pid}", headers=owner.headers).json()["shares"] == []
+
+    # The owner sees every pending invitation, known addresses and unknown alike.
+    pending = client.get(f"{API}/projects/{pid}/invitations", headers=owner.headers)
+    assert pending.status_code == 200
+    assert sorted(i["email"] for i in pending.json()["items"]) == sorted(
+        a.json()["email"] for a in answers.values()
+    )
+
+    # The invitee lists theirs once their address is verified, and accepts: an editor now.
+    assert_problem(client.get(f"{API}/invitations", headers=invitee.headers), 403, "email_unverified")
+    invitation_id = answers["known"].json()["id"]
+    assert_problem(
+        client.post(f"{API}/invitations/{invitation_id}/accept", headers=invitee.headers),
+        403,
+        "email_unverified",
+    )
+    verify_email(services, invitee)
+    mine = client.get(f"{API}/invitations", headers=invitee.headers).json()["items"]
+    assert [(i["id"], i["role"], i["project"]["id"], i["invited_by"]["email"]) for i in mine] == [
+        (invitation_id, "editor", pid, owner.user.email)
+    ]
+    other = make_user(services)
+    verify_email(services, other)
+    assert_problem(client.post(f"{API}/invitations/{invitation_id}/accept", headers=other.headers), 404)
+    accepted = accept_invitation(client, invitee, pid)
+    assert accepted["shares"] == [{"user_id": str(invitee.id), "role": "editor"}]
+    assert [p["id"] for p in client.get(f"{API}/projects", headers=invitee.headers).json()["items"]] == [pid]
+    upload_product(client, invitee, pid)  # the editor role works
+    assert client.get(f"{API}/invitations", headers=invitee.headers).json()["items"] == []
+    again = client.post(f"{API}/invitations/{invitation_id}/accept", headers=invitee.headers)
+    assert_problem(again, 404, "invitation_not_found")
+    assert len(client.get(f"{API}/projects/{pid}/invitations", headers=owner.headers).json()["items"]) == 2
+
+
+def test_an_invitee_declines_and_an_owner_revokes(client: Any, services: Any) -> None:
+    owner, invitee = make_user(services), make_user(services)
+    verify_email(services, invitee)
+    first, second = create_project(client, owner)["id"], create_project(client, owner, name="Second")["id"]
+    declined = invite(client, owner, first, invitee.user.email).json()
+    revoked = invite(client, owner, second, invitee.user.email).json()
+    mine = client.get(f"{API}/invitations", headers=invitee.headers).json()["items"]
+    assert {i["id"] for i in mine} == {declined["id"], revoked["id"]}
+
+    response = client.post(f"{API}/invitations/{declined['id']}/decline", headers=invitee.headers)
+    assert response.status_code == 204
+    assert client.get(f"{API}/projects/{first}/invitations", headers=owner.headers).json()["items"] == []
+    gone = client.delete(f"{API}/projects/{second}/invitations/{revoked['id']}", headers=owner.headers)
+    assert gone.status_code == 204
+    assert_problem(
+        client.delete(f"{API}/projects/{second}/invitations/{revoked['id']}", headers=owner.headers), 404
+    )
+    assert client.get(f"{API}/invitations", headers=invitee.headers).json()["items"] == []
+    for invitation in (declined, revoked):
+        refused = client.post(f"{API}/invitations/{invitation['id']}/accept", headers=invitee.headers)
+        assert_problem(refused, 404, "invitation_not_found")
+    assert client.get(f"{API}/projects", headers=invitee.headers).json()["items"] == []
+    # Another owner's project: 404 for its invitations, as for the project itself.
+    stranger = make_user(services)
+    assert_problem(client.get(f"{API}/projects/{first}/invitations", headers=stranger.headers), 404)
+    assert_problem(
+        client.delete(f"{API}/projects/{first}/invitations/{declined['id']}", headers=stranger.headers), 404
+    )
+
+
+def test_an_invitation_expires(client: Any, services: Any) -> None:
+    owner, invitee = make_user(services), make_user(services)
+    verify_email(services, invitee)
+    pid = create_project(client, owner)["id"]
+    invitation = invite(client, owner, pid, invitee.user.email).json()
+    with services.sessions() as session:
+        session.execute(
+            text("UPDATE project_invitations SET expires_at = now() - interval '1 second' WHERE id = :i"),
+            {"i": invitation["id"]},
+        )
+        session.commit()
+    assert client.get(f"{API}/invitations", headers=invitee.headers).json()["items"] == []
+    refused = client.post(f"{API}/invitations/{invitation['id']}/accept", headers=invitee.headers)
+    assert_problem(refused, 404, "invitation_not_found")
+    (listed,) = client.get(f"{API}/projects/{pid}/invitations", headers=owner.headers).json()["items"]
+    assert listed["status"] == "expired"
+    renewed = invite(client, owner, pid, invitee.user.email).json()  # inviting again renews it
+    assert renewed["id"] == invitation["id"] and renewed["status"] == "pending"
+    accept_invitation(client, invitee, pid)
+
+
+def test_invitations_are_rate_limited_per_account(client: Any, services: Any) -> None:
+    owner = make_user(services)
+    pid = create_project(client, owner)["id"]
+    allowed = services.settings.share_invitations_per_window
+    for index in range(allowed):
+        assert invite(client, owner, pid, f"guess-{index}@example.com").status_code == 202
+    before = snapshot(services)
+    refused = invite(client, owner, pid, "one-more@example.com")
+    assert_problem(refused, 429, "too_many_invitations")
+    assert 1 <= int(refused.headers["Retry-After"]) <= services.settings.share_invitation_window_s
+    assert snapshot(services) == before
+    # Another owner has invitations of their own.
+    other = make_user(services)
+    assert (
+        invite(client, other, create_project(client, other)["id"], "one-more@example.com").status_code == 202
+    )
 
 
 def test_project_bad_input_changes_nothing(client: Any, services: Any) -> None:
@@ -288,6 +423,10 @@ def test_project_bad_input_changes_nothing(client: Any, services: Any) -> None:
         ("POST", f"/projects/{pid}/shares", {"json": {"email": "a@example.com", "role": "owner"}}, 422),
         ("POST", f"/projects/{pid}/shares", {"json": {"email": "a@example.com", "role": None}}, 422),
         ("DELETE", f"/projects/{pid}/shares/not-a-uuid", {}, 422),
+        ("PATCH", f"/projects/{pid}/shares/{owner.id}", {"json": {"role": "owner"}}, 422),
+        ("PATCH", f"/projects/{pid}/shares/{owner.id}", {"json": {}}, 422),
+        ("DELETE", f"/projects/{pid}/invitations/not-a-uuid", {}, 422),
+        ("POST", "/invitations/not-a-uuid/accept", {}, 422),
     ]
     for method, path, kwargs, status in cases:
         headers = {**owner.headers, **kwargs.pop("headers", {})}

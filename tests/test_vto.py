@@ -26,6 +26,7 @@ from generator_worker.runtime import Pipeline
 from infra.kafka.client import KafkaQueue
 from infra.queue.base import PipelineOptions
 from tests.api_factories import Caller, make_user
+from tests.catalog_factories import share
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 SIZE = {"width": 192, "height": 256, "seed": 3, "num_outputs": 1}
@@ -375,10 +376,8 @@ def test_an_editors_job_is_charged_to_the_editor_and_lands_in_the_owners_project
     result in the project's gallery and counts); a viewer may not (403, nothing charged)."""
     owner, editor, viewer = make_user(services), make_user(services), make_user(services)
     items = catalog(client, owner)
-    shares = f"/api/v1/projects/{items['project_id']}/shares"
     for caller, role in ((editor, "editor"), (viewer, "viewer")):
-        response = client.post(shares, json={"email": caller.user.email, "role": role}, headers=owner.headers)
-        assert response.status_code == 201, response.text
+        share(client, owner, items["project_id"], caller, role=role)
         services.ledger.grant(caller.id, "test", tickets={"lookbook": 1})
 
     def own_model(caller: Caller) -> dict[str, str]:

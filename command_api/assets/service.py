@@ -1,35 +1,32 @@
-"""Assets: upload and read back the caller's own. Never commits."""
+"""Assets: add (the image already checked and stored: ``command_api.catalog.uploads``), read
+back and delete the caller's own. Never commits."""
 
 from __future__ import annotations
 
 import uuid
-from typing import BinaryIO
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from command_api.catalog.images import check_image, read_limited
-from command_api.catalog.media import store
+from command_api.catalog.deletion import erase_later
 from command_api.catalog.models import Asset
 from command_api.pagination import keyset_page
-from infra.storage import Storage
+from command_api.problems import NotFound
+from infra.settings import Settings
 
 
 def add(
     session: Session,
-    storage: Storage,
     owner_id: uuid.UUID,
-    upload: BinaryIO,
+    asset_id: uuid.UUID,
+    stored: dict[str, Any],
     *,
-    max_bytes: int,
     type_: str,
     name: str | None,
 ) -> Asset:
-    image = check_image(read_limited(upload, max_bytes))
-    asset_id = uuid.uuid4()
-    asset = Asset(
-        id=asset_id, owner_id=owner_id, type=type_, name=name, **store(storage, "assets", asset_id, image)
-    )
+    """The row of an image stored as ``stored`` (``catalog.media.store``'s columns)."""
+    asset = Asset(id=asset_id, owner_id=owner_id, type=type_, name=name, **stored)
     session.add(asset)
     session.flush()
     return asset
@@ -42,3 +39,14 @@ def list_owned(
     if type_ is not None:
         query = query.where(Asset.type == type_)
     return keyset_page(session, query, Asset, limit, cursor, descending=True)
+
+
+def delete_owned(session: Session, settings: Settings, owner_id: uuid.UUID, asset_id: uuid.UUID) -> None:
+    """Deletes the caller's asset (404 for anyone else's); its object is erased once no job
+    ordered before can need it (``catalog.deletion``)."""
+    key = session.scalar(
+        delete(Asset).where(Asset.id == asset_id, Asset.owner_id == owner_id).returning(Asset.storage_key)
+    )
+    if key is None:
+        raise NotFound("asset")
+    erase_later(session, settings, [key], "asset deleted")

@@ -22,9 +22,11 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from sqlalchemy import Connection, exists, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import ForUpdateParameter
 
 from command_api.catalog.errors import NotProjectOwner, ReadOnlyProject
 from command_api.catalog.models import Asset, Collection, Project, ProjectShare, ShareRole
@@ -108,8 +110,18 @@ def owned_project(
     return project
 
 
-def owned_collection(session: Session, user_id: uuid.UUID, collection_id: uuid.UUID) -> Collection:
-    collection = session.get(Collection, collection_id)
+def owned_collection(
+    session: Session,
+    user_id: uuid.UUID,
+    collection_id: uuid.UUID,
+    *,
+    lock: Literal["key_share", "update"] | None = None,
+) -> Collection:
+    """The collection if ``user_id`` owns it; 404 otherwise. ``lock``: ``key_share`` while a
+    project is added to it, ``update`` while it is deleted (the two wait for each other, so a
+    project is never added to a collection being deleted)."""
+    modes: dict[str | None, ForUpdateParameter] = {None: None, "key_share": {"read": True, "key_share": True}}
+    collection = session.get(Collection, collection_id, with_for_update=modes.get(lock, True))
     if collection is None or collection.owner_id != user_id:
         raise NotFound("collection")
     return collection

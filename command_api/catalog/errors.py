@@ -44,13 +44,6 @@ class WrongAssetType(DomainError):
     status, code = 422, "wrong_asset_type"
 
 
-class UserNotFound(DomainError):
-    status, code = 404, "user_not_found"
-
-    def __init__(self) -> None:
-        super().__init__("no user with that email")
-
-
 class CannotShareWithOwner(DomainError):
     status, code = 422, "cannot_share_with_owner"
 
@@ -63,3 +56,32 @@ class ShareNotFound(DomainError):
 
     def __init__(self) -> None:
         super().__init__("the project is not shared with that user")
+
+
+class InvitationNotFound(DomainError):
+    status, code = 404, "invitation_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("no open invitation with that id for you (accepted, declined, revoked or expired)")
+
+
+class EmailUnverified(Forbidden):
+    """Invitations go to an address: only the account that proved it holds the address sees
+    and answers them (an unverified account may hold someone else's address)."""
+
+    code = "email_unverified"
+
+    def __init__(self) -> None:
+        super().__init__("verify your email address to see and answer the invitations sent to it")
+
+
+class TooManyInvitations(DomainError):
+    status, code = 429, "too_many_invitations"
+
+    def __init__(self, limit: int, window_s: int, retry_after_s: int) -> None:
+        super().__init__(f"at most {limit} invitations in {window_s} s; retry after {retry_after_s} s")
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class TooManyOpenInvitations(DomainError):
+    status, code = 409, "too_many_open_invitations"

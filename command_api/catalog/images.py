@@ -19,7 +19,7 @@ from command_api.problems import PayloadTooLarge
 
 MIN_SIDE = 64
 MAX_SIDE = 8192
-MAX_PIXELS = 40_000_000  # below Pillow's own decompression-bomb threshold
+MAX_PIXELS = 40_000_000  # the default of VTO_UPLOAD_MAX_PIXELS; below Pillow's bomb threshold
 FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
 # How each format is written back: JPEG and WebP at a high quality (the photo is re-encoded
 # once), PNG losslessly.
@@ -63,9 +63,14 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def check_image(data: bytes) -> CheckedImage:
+def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> CheckedImage:
     """The decoded facts of ``data``, or a problem: 415 for anything but PNG/JPEG/WebP (other
-    image formats and non-images alike), 422 for a corrupt, truncated or oversized image."""
+    image formats and non-images alike), 422 for a corrupt, truncated or oversized image (more
+    than ``max_pixels``, refused from the header before anything is decoded).
+
+    Memory: the decoded pixels (at most 4 bytes each: RGBA, CMYK, 32-bit grey) and at most one
+    copy of them at a time (orientation, then colour conversion; each step frees the one
+    before), plus ``data`` and the encoded result: about 8 bytes a pixel at worst, 6 for RGB."""
     fmt = sniff(data)
     if fmt is None:
         raise UnsupportedImage()
@@ -78,8 +83,8 @@ def check_image(data: bytes) -> CheckedImage:
                     raise InvalidImage(
                         f"the image is {width}x{height} px; each side must be {MIN_SIDE}..{MAX_SIDE} px"
                     )
-                if width * height > MAX_PIXELS:
-                    raise InvalidImage(f"the image has more than {MAX_PIXELS} pixels")
+                if width * height > max_pixels:
+                    raise InvalidImage(f"the image has more than {max_pixels} pixels")
                 probe.verify()  # structure and checksums (PNG chunk CRCs)
             with Image.open(io.BytesIO(data), formats=[fmt]) as image:
                 image.load()  # the full decode: truncated or corrupt data fails here
@@ -87,7 +92,7 @@ def check_image(data: bytes) -> CheckedImage:
     except InvalidImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImage(f"the image has more than {MAX_PIXELS} pixels") from None
+        raise InvalidImage(f"the image has more than {max_pixels} pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise InvalidImage(f"the file is not a decodable {fmt} image") from exc
     media_type, extension = FORMATS[fmt]
@@ -129,11 +134,21 @@ def _orientation(image: Image.Image) -> int:
 
 def without_metadata(image: Image.Image, fmt: str) -> tuple[bytes, tuple[int, int]]:
     """``image`` upright (its EXIF orientation applied) and re-encoded from its pixels alone,
-    and its size."""
+    and its size. ``image`` is closed here: each intermediate copy of the pixels is freed as
+    soon as the next one exists, so at most two are held at a time."""
     kept: dict[str | tuple[int, int], Any] = {key: image.info[key] for key in KEPT_INFO if key in image.info}
+    icc = image.info.get("icc_profile")
     method = _UPRIGHT.get(_orientation(image))
-    pixels = _in_srgb(image.transpose(method) if method is not None else image, image.info.get("icc_profile"))
-    pixels.info = kept  # the decoded image is discarded after this: no copy of it is needed
+    pixels = image
+    if method is not None:
+        pixels = image.transpose(method)
+        image.close()
+    converted = _in_srgb(pixels, icc)
+    if converted is not pixels:
+        pixels.close()
+    converted.info = kept
     out = io.BytesIO()
-    pixels.save(out, format=fmt, **SAVE_OPTIONS[fmt])
-    return out.getvalue(), pixels.size
+    converted.save(out, format=fmt, **SAVE_OPTIONS[fmt])
+    size = converted.size
+    converted.close()
+    return out.getvalue(), size

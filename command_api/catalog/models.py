@@ -1,6 +1,6 @@
-"""The catalog tables (created by migration 0004_catalog; share roles by 0007): collections,
-projects, project shares, products and assets. Image bytes live in the object storage under
-``storage_key``."""
+"""The catalog tables (created by migration 0004_catalog; share roles by 0007, invitations by
+0012): collections, projects, project shares and invitations, products and assets. Image bytes
+live in the object storage under ``storage_key``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from infra.orm import Base, CreatedMixin, IdMixin, utcnow
@@ -60,6 +60,48 @@ class ProjectShare(CreatedMixin, Base):
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(16), default=ShareRole.VIEWER.value)
+
+
+class InvitationStatus(StrEnum):
+    PENDING = "pending"  # open until ``expires_at``
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    REVOKED = "revoked"  # by the owner
+
+
+class ProjectInvitation(IdMixin, CreatedMixin, Base):
+    """The owner's offer to share a project with an address (migration 0012): the account that
+    holds the address, verified, accepts it (then a ``ProjectShare`` with its role exists) or
+    declines it. Made for any address, known or not, so that sharing reveals no account."""
+
+    __tablename__ = "project_invitations"
+    __table_args__ = (
+        # one open invitation per project and address (inviting again renews it)
+        Index(
+            "project_invitations_open_key",
+            "project_id",
+            "email",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "project_invitations_email_idx",
+            "email",
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("project_invitations_sender_idx", "invited_by", "created_at"),
+    )
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
+    email: Mapped[str] = mapped_column(String(320))  # normalised as ``users.email``
+    role: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=InvitationStatus.PENDING.value)
+    invited_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    accepted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
 
 
 class StoredImage:

@@ -25,6 +25,8 @@ def problem_response(status: int, code: str, detail: str) -> dict[str, Any]:
                         413: "Content Too Large",
                         415: "Unsupported Media Type",
                         422: "Unprocessable Content",
+                        429: "Too Many Requests",
+                        503: "Service Unavailable",
                     }[status],
                     "status": status,
                     "detail": detail,
@@ -47,6 +49,13 @@ UPLOAD: Responses = {
     **TOO_LARGE,
     415: problem_response(415, "unsupported_media_type", "upload a PNG, JPEG or WebP image"),
     422: problem_response(422, "invalid_image", "the file is not a decodable PNG image"),
+    429: {
+        **problem_response(
+            429, "too_many_uploads", "the account already has as many uploads in progress as it may"
+        ),
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
+    503: problem_response(503, "uploads_busy", "every image worker stayed busy; retry after Retry-After"),
 }
 
 

@@ -1,15 +1,15 @@
-"""POST /collections, GET /collections, PATCH /collections/{id}."""
+"""POST /collections, GET /collections, PATCH and DELETE /collections/{id}."""
 
 from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from command_api.catalog.responses import CURSOR, INVALID, NOT_FOUND, TOO_LARGE, problems
 from command_api.collections import service
 from command_api.collections.schemas import CollectionIn, CollectionOut, CollectionPatch
-from command_api.deps import CurrentUser, SessionDep
+from command_api.deps import CurrentUser, SessionDep, SettingsDep
 from command_api.pagination import Cursor, Limit, Page
 
 router = APIRouter(prefix="/collections", tags=["collections"])
@@ -39,3 +39,16 @@ def update_collection(
     collection_id: uuid.UUID, body: CollectionPatch, user: CurrentUser, session: SessionDep
 ) -> CollectionOut:
     return CollectionOut.model_validate(service.update(session, user.id, collection_id, body))
+
+
+@router.delete(
+    "/{collection_id}",
+    status_code=204,
+    summary="Delete a collection with every project in it (owner only; jobs keep their outputs)",
+    responses=problems(NOT_FOUND, INVALID),
+)
+def delete_collection(
+    collection_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    service.delete_owned(session, settings, user.id, collection_id)
+    return Response(status_code=204)

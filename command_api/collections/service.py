@@ -1,4 +1,5 @@
-"""Collections: create, list (the caller's, newest first), rename. Never commits."""
+"""Collections: create, list (the caller's, newest first), rename, delete (with their projects).
+Never commits."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from command_api.catalog.access import owned_collection
-from command_api.catalog.models import Collection
+from command_api.catalog.deletion import delete_projects
+from command_api.catalog.models import Collection, Project
 from command_api.collections.schemas import CollectionIn, CollectionPatch
 from command_api.pagination import keyset_page
+from infra.settings import Settings
 
 
 def create(session: Session, owner_id: uuid.UUID, body: CollectionIn) -> Collection:
@@ -35,3 +38,12 @@ def update(
         setattr(collection, field, getattr(body, field))
     session.flush()
     return collection
+
+
+def delete_owned(session: Session, settings: Settings, owner_id: uuid.UUID, collection_id: uuid.UUID) -> None:
+    """Deletes the caller's collection and every project in it (404 for anyone else's)."""
+    collection = owned_collection(session, owner_id, collection_id, lock="update")
+    projects = select(Project.id).where(Project.collection_id == collection_id).with_for_update()
+    delete_projects(session, settings, list(session.scalars(projects)), "collection deleted")
+    session.delete(collection)
+    session.flush()

@@ -1,4 +1,4 @@
-"""Request ids, structured access logs and latency metrics."""
+"""Request ids, structured access logs and latency metrics; security headers."""
 
 from __future__ import annotations
 
@@ -101,3 +101,41 @@ class Observe:
                     }
                 )
             )
+
+
+# What every response says to a browser: never sniff a content type, never render inside a
+# frame (both headers, for old and new browsers), send no Referer to links followed from it.
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ("Referrer-Policy", "no-referrer"),
+)
+# Over TLS only (RFC 6797: a host sends it over a secure transport): two years, the preload
+# list's figure; no includeSubDomains, which would bind every other host of the domain.
+HSTS = ("Strict-Transport-Security", "max-age=63072000")
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware around the whole app (``command_api.app.Api`` puts it outside
+    Starlette's error middleware, so a 500 carries them too): the ``SECURITY_HEADERS`` on every
+    response, and ``HSTS`` when the request came over TLS (``scope["scheme"]`` is ``https``: a
+    TLS listener, or a trusted proxy's ``X-Forwarded-Proto``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = SECURITY_HEADERS + ((HSTS,) if scope.get("scheme") == "https" else ())
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra:
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
