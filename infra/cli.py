@@ -20,10 +20,11 @@ from uuid import UUID
 
 import typer
 
+from infra.console import announce_stop, configure_logging, divert_native_stderr
 from infra.database import database_url
 from infra.migrate import upgrade
 from infra.orm import make_engine, make_sessionmaker
-from infra.settings import get_settings
+from infra.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -173,30 +174,72 @@ def projector() -> None:
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log everything: database, migrations, model runtimes, requests."
+    ),
 ) -> None:
-    """Run everything in one process: API, projections and the job pipeline. With no
-    configuration it uses the embedded defaults (embedded PostgreSQL in ./.vto, in-process
-    queue, local files, offline generator)."""
+    """Run everything in one process: API, projections and the job pipeline.
+
+    With no configuration it uses the embedded defaults: PostgreSQL, files and mail in
+    ./.vto, the in-process queue and the offline generator."""
+    from command_api.serve import PortUnavailable, bind_socket
+
+    try:  # before anything touches the data directory
+        sock = bind_socket(host, port)
+    except PortUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
     from command_api.app import create_app
     from command_api.serve import run_http
     from command_api.services import build_services
     from generator_worker.embedded import start_pipeline
 
-    _log_to_stderr()
-    warn_retired_variables()
     settings = get_settings()
+    if not verbose:
+        divert_native_stderr(settings.data_dir / "logs" / "native.log")
+    configure_logging(verbose)
+    warn_retired_variables()
     services = build_services(settings, run_projections=True)
     try:
         pipeline = start_pipeline(settings, services.url, services.ledger, services.storage)
         try:
-            mode = "embedded defaults" if settings.embedded else "configured database"
-            typer.echo(f"VTO API on http://{host}:{port} ({mode}); docs: http://{host}:{port}/docs")
-            run_http(create_app(services), host, port)
+            ready = serve_banner(settings, host, sock.getsockname()[1])
+            run_http(
+                create_app(services),
+                host,
+                port,
+                sock=sock,
+                quiet=not verbose,
+                on_ready=lambda: typer.echo(ready),
+                on_signal=announce_stop,
+            )
         finally:
+            finish_stopping()
             pipeline.stop()
     finally:
         services.close()
+
+
+def serve_banner(settings: Settings, host: str, port: int) -> str:
+    """What ``vto serve`` prints once it listens: where it is, and what to do next."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, host)  # noqa: S104
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    base = f"http://{shown}:{port}"
+    mode = "the embedded defaults" if settings.embedded else "the configured database"
+    return "\n".join(
+        [
+            f"VTO is up on {mode}. Ctrl+C stops.",
+            f"  API       {base}/api/v1",
+            f"  API docs  {base}/docs",
+            f"  data      {settings.data_dir.resolve()} (files, mail, logs)",
+            "Next: register an account (POST /api/v1/auth/register), then in another",
+            "terminal make it an admin with `uv run vto admin add YOUR_EMAIL` and grant",
+            "it points (POST /api/v1/admin/grants). The README's quickstart does it all.",
+        ]
+    )
 
 
 @app.command()
@@ -207,10 +250,10 @@ def api(
 ) -> None:
     """Run the HTTP API alone (projections, relay, workers run as their own processes)."""
     from command_api.app import create_app
-    from command_api.serve import run_http, run_http_workers
+    from command_api.serve import PortUnavailable, bind_socket, run_http, run_http_workers
     from command_api.services import build_services
 
-    _log_to_stderr()
+    configure_logging(verbose=True)
     warn_retired_variables()
     settings = get_settings()
     if workers > 1:
@@ -218,16 +261,25 @@ def api(
         typer.echo(f"VTO API on http://{host}:{port} with {workers} workers; docs: http://{host}:{port}/docs")
         run_http_workers(host, port, workers)
         return
+    try:
+        sock = bind_socket(host, port)
+    except PortUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     services = build_services(settings, run_projections=False)
     try:
-        typer.echo(f"VTO API on http://{host}:{port}; docs: http://{host}:{port}/docs")
-        run_http(create_app(services), host, port)
+        base = f"http://{host}:{sock.getsockname()[1]}"
+        run_http(
+            create_app(services),
+            host,
+            port,
+            sock=sock,
+            on_ready=lambda: typer.echo(f"VTO API on {base}; docs: {base}/docs"),
+            on_signal=announce_stop,
+        )
     finally:
+        finish_stopping()
         services.close()
-
-
-def _log_to_stderr() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def warn_retired_variables() -> list[str]:
@@ -275,23 +327,31 @@ def stop_on_signals() -> None:
     cleanly, exit status 0: the first one raises ``SystemExit`` in the main thread, so every
     ``finally`` and ``atexit`` handler runs (``vto serve`` stops its pipeline and services,
     then pgserver stops the embedded PostgreSQL when this was its last user). Later signals
-    are ignored while that runs. uvicorn takes both signals over while it serves and raises
-    the one it got again once it has shut down gracefully, which lands here. The pipeline
+    are ignored while that runs, and the first prints one line (``infra.console``). While the
+    HTTP server runs it takes both signals over (``command_api.serve.run_http``) and returns
+    once it has shut down gracefully; ``finish_stopping`` then ignores later ones. The pipeline
     processes (``vto relay``, ``worker``, ...) install their own handlers that set their stop
     event (``generator_worker.runtime``)."""
 
     def stop(signum: int, _frame: object) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _already_stopping)
-        logging.getLogger("vto").info("%s: stopping", signal.Signals(signum).name)
+        announce_stop(signum)  # one line, however many signals arrive
         raise SystemExit(0)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
 
 
+def finish_stopping() -> None:
+    """The HTTP server has stopped (a signal, or a failure): what follows (the pipeline, the
+    services, the embedded PostgreSQL) runs to its end whatever signal arrives now."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_stopping)
+
+
 def _already_stopping(signum: int, _frame: object) -> None:
-    logging.getLogger("vto").info("%s: already stopping", signal.Signals(signum).name)
+    announce_stop(signum)
 
 
 def main() -> None:
