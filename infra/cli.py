@@ -39,19 +39,26 @@ RETIRED_VARIABLES = {
 }
 
 app = typer.Typer(
-    help="VTO backend: try-on generation with an event-sourced point ledger.", no_args_is_help=True
+    help="VTO backend: try-on generation with an event-sourced point ledger.\n\n"
+    "Start with `vto serve`; `vto COMMAND --help` tells more.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",  # paragraphs reflowed to the terminal's width
 )
+START, DATA, PROCESSES = "Start here", "Database and ledger", "Processes of a deployment (one each)"
 
 
-@app.command()
 def migrate(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
-    """Apply the database migrations (to VTO_DATABASE_URL, or the embedded PostgreSQL)."""
+    """Apply the database migrations.
+
+    To VTO_DATABASE_URL, or to the embedded PostgreSQL in the data directory when it is unset."""
     upgrade(database_url(get_settings()), revision)
     typer.echo(f"database migrated to {revision}")
 
 
-ledger_app = typer.Typer(help="The point ledger: audit (and rebuild) its read models.", no_args_is_help=True)
-app.add_typer(ledger_app, name="ledger")
+ledger_app = typer.Typer(
+    help="Audit the point ledger against its read models; rebuild them.", no_args_is_help=True
+)
 
 
 @ledger_app.command("audit")
@@ -62,7 +69,8 @@ def ledger_audit(
         typer.Option("--wait", min=0, help="Seconds to wait for the read models to catch up (default 10)."),
     ] = None,
 ) -> None:
-    """Replay the event store, check the ledger invariants and compare with the read models.
+    """Replay the event store, check the invariants, compare the read models.
+
     Exit status 0 only when everything matches."""
     from projections.audit import audit
 
@@ -77,7 +85,7 @@ def ledger_audit(
 def ledger_rebuild(
     name: list[str] | None = typer.Argument(None, help="Projections to rebuild (default: all)."),  # noqa: B008
 ) -> None:
-    """Rebuild read models from the start of the log into fresh tables and swap them in."""
+    """Rebuild read models from the whole log into fresh tables, then swap them in."""
     from projections.rebuild import rebuild
     from projections.registry import all_projections, projection
 
@@ -89,10 +97,9 @@ def ledger_rebuild(
 
 
 admin_app = typer.Typer(
-    help="Administrators: the accounts holding the stored admin role (the only way to become one).",
+    help="Grant, take and list the admin role (the only way to be one).",
     no_args_is_help=True,
 )
-app.add_typer(admin_app, name="admin")
 
 ADMIN_GRANTED_BY = "vto admin add"  # recorded as ``user_roles.granted_by``
 
@@ -111,8 +118,10 @@ def _database_session() -> Iterator[Session]:
 
 @admin_app.command("add")
 def admin_add(email: Annotated[str, typer.Argument(help="The email of a registered account.")]) -> None:
-    """Make the registered account of EMAIL an admin (effective at its next request).
-    Exit status 1 when no live account has that email."""
+    """Make the account of EMAIL an admin.
+
+    The account must have registered; the role counts from its next request. Exit status 1
+    when no live account has that email."""
     from command_api.users import roles
     from command_api.users.errors import NoLiveUser
 
@@ -127,8 +136,9 @@ def admin_add(email: Annotated[str, typer.Argument(help="The email of a register
 
 @admin_app.command("remove")
 def admin_remove(email: Annotated[str, typer.Argument(help="The email of an admin's account.")]) -> None:
-    """Take the admin role from the account of EMAIL (effective at its next request).
-    Exit status 1 when no live account has that email."""
+    """Take the admin role from the account of EMAIL.
+
+    Effective at its next request. Exit status 1 when no live account has that email."""
     from command_api.users import roles
     from command_api.users.errors import NoLiveUser
 
@@ -143,7 +153,7 @@ def admin_remove(email: Annotated[str, typer.Argument(help="The email of an admi
 
 @admin_app.command("list")
 def admin_list() -> None:
-    """The admins: email, user id, when and by what the role was granted."""
+    """List the admins: email, user id, when and by what the role was granted."""
     from command_api.users import roles
 
     with _database_session() as session:
@@ -157,9 +167,8 @@ def admin_list() -> None:
         typer.echo("no admins (grant the role with: vto admin add EMAIL)", err=True)
 
 
-@app.command()
 def projector() -> None:
-    """Run every projection runner until interrupted."""
+    """Keep the read models up to date (every projection runner)."""
     import threading
 
     from projections.runner import Projector
@@ -171,7 +180,6 @@ def projector() -> None:
             threading.Event().wait()
 
 
-@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
@@ -179,7 +187,7 @@ def serve(
         False, "--verbose", "-v", help="Log everything: database, migrations, model runtimes, requests."
     ),
 ) -> None:
-    """Run everything in one process: API, projections and the job pipeline.
+    """Run everything in one process: API, projections, job pipeline.
 
     With no configuration it uses the embedded defaults: PostgreSQL, files and mail in
     ./.vto, the in-process queue and the offline generator."""
@@ -242,13 +250,15 @@ def serve_banner(settings: Settings, host: str, port: int) -> str:
     )
 
 
-@app.command()
 def api(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, max=64, help="uvicorn worker processes."),
 ) -> None:
-    """Run the HTTP API alone (projections, relay, workers run as their own processes)."""
+    """Run the HTTP API alone.
+
+    The projections, the relay, the workers, the ingestor and the sweeper run as their own
+    processes."""
     from command_api.app import create_app
     from command_api.serve import PortUnavailable, bind_socket, run_http, run_http_workers
     from command_api.services import build_services
@@ -290,33 +300,29 @@ def warn_retired_variables() -> list[str]:
     return found
 
 
-@app.command()
 def relay() -> None:
-    """Publish job requests from the event store to the queue (outbox relay)."""
+    """Publish each paid job request to the queue (the outbox relay)."""
     from generator_worker.runtime import run_relay
 
     run_relay(get_settings())
 
 
-@app.command()
 def worker(concurrency: int = typer.Option(1, min=1, max=32, help="Worker threads.")) -> None:
-    """Consume job requests, generate, store outputs and publish results."""
+    """Generate the outputs of job requests; publish the results."""
     from generator_worker.runtime import run_worker
 
     run_worker(get_settings(), concurrency=concurrency)
 
 
-@app.command()
 def ingestor() -> None:
-    """Apply job results to the ledger (settle, or fail and refund), once per job."""
+    """Apply job results to the ledger: settle, or fail and refund."""
     from generator_worker.runtime import run_ingestor
 
     run_ingestor(get_settings())
 
 
-@app.command()
 def sweeper() -> None:
-    """Fail and refund reservations older than VTO_JOB_TIMEOUT_S."""
+    """Fail and refund the jobs with no result after VTO_JOB_TIMEOUT_S."""
     from generator_worker.runtime import run_sweeper
 
     run_sweeper(get_settings())
@@ -352,6 +358,19 @@ def finish_stopping() -> None:
 
 def _already_stopping(signum: int, _frame: object) -> None:
     announce_stop(signum)
+
+
+# The commands, listed by ``vto --help`` in this order, under these headings.
+app.command(rich_help_panel=START)(serve)
+app.add_typer(admin_app, name="admin", rich_help_panel=START)
+app.command(rich_help_panel=DATA)(migrate)
+app.add_typer(ledger_app, name="ledger", rich_help_panel=DATA)
+app.command(rich_help_panel=PROCESSES)(api)
+app.command(rich_help_panel=PROCESSES)(projector)
+app.command(rich_help_panel=PROCESSES)(relay)
+app.command(rich_help_panel=PROCESSES)(worker)
+app.command(rich_help_panel=PROCESSES)(ingestor)
+app.command(rich_help_panel=PROCESSES)(sweeper)
 
 
 def main() -> None:
