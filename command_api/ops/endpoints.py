@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from command_api.deps import ServicesDep
@@ -23,7 +23,7 @@ router = APIRouter(tags=["operations"])
 @contextmanager
 def _pooled(services: Services) -> Iterator[psycopg.Connection[Any]]:
     """A connection of the API's catalog pool, as psycopg's: within the connection budget,
-    where a connection per call would not be (README "Connection budget")."""
+    where a connection per call would not be (docs/operations.md "Connection budget")."""
     with services.engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
@@ -46,7 +46,7 @@ def healthz() -> dict[str, str]:
         },
     },
 )
-def readyz(services: ServicesDep) -> Response:
+def readyz(request: Request, services: ServicesDep) -> Response:
     checks: dict[str, object] = {}
     problems: list[str] = []
     try:
@@ -65,7 +65,7 @@ def readyz(services: ServicesDep) -> Response:
     checks["projections"] = "ok" if not problems else "; ".join(problems)
     if all(v == "ok" for v in checks.values()):
         return Response(content='{"status": "ready"}', media_type="application/json")
-    return problem(503, "not_ready", "a dependency is not ready", checks=checks)
+    return problem(503, "not_ready", "a dependency is not ready", request=request, checks=checks)
 
 
 @router.get(
