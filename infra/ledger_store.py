@@ -89,7 +89,7 @@ def ledger_pool(ledger: LedgerApplication) -> ConnectionPool[Any]:
 
 def postgres_ledger(settings: Settings, url: str, clock: Clock = utc_now) -> LedgerApplication:
     """The ledger of a process, its pool sized by the settings ``ledger_pool_size``,
-    ``ledger_max_overflow`` and ``db_pool_timeout_s`` (README "Connection budget")."""
+    ``ledger_max_overflow`` and ``db_pool_timeout_s`` (docs/operations.md "Connection budget")."""
     env = postgres_env(
         url, settings.ledger_pool_size, settings.ledger_max_overflow, settings.db_pool_timeout_s
     )

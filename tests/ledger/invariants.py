@@ -1,4 +1,4 @@
-"""The ledger invariants of DESIGN.md section 2, checked from an account's events (each event's
+"""The ledger invariants of docs/ledger.md, checked from an account's events (each event's
 flows and job change are its effect, ``ledger.effects``)."""
 
 from __future__ import annotations
