@@ -68,6 +68,16 @@ def test_every_code_the_api_answers_with_is_described() -> None:
     assert sorted(set(statuses()) - set(DESCRIPTIONS)) == []
 
 
+def test_every_code_an_operation_names_is_described_and_every_operation_named_exists() -> None:
+    from command_api.reference.openapi import BY_DEPENDENCY, BY_OPERATION
+
+    named = {p if isinstance(p, str) else p[0] for ps in BY_OPERATION.values() for p in ps}
+    named |= {code for codes in BY_DEPENDENCY.values() for code in codes}
+    assert sorted(named - set(catalog())) == []
+    existing = {f"{m.upper()} {path}" for path, item in SPEC["paths"].items() for m in item}
+    assert sorted(set(BY_OPERATION) - existing) == []
+
+
 def test_each_problem_type_is_a_page_of_the_app_describing_its_code(client: Any) -> None:
     missing = client.get("/api/v1/users/me")  # no token
     assert missing.status_code == 401
