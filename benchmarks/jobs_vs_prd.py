@@ -350,7 +350,7 @@ def quiesce(url: str, timeout: float = 120) -> None:
     """Let the previous cell's tail pass before the next load, the same for either side: wait
     until no autovacuum worker runs (they start after a cell's inserts, on either side's
     tables). No checkpoint is forced: the full-page writes after one would fall on the next
-    cell, on the side measured first (README, Benchmarks)."""
+    cell, on the side measured first (docs/benchmarks.md)."""
     with psycopg.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + timeout
         while conn.execute(

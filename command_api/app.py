@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
@@ -13,11 +14,25 @@ from command_api import problems
 from command_api.body_limit import BodyLimit
 from command_api.ops import endpoints as ops
 from command_api.ops.middleware import Observe, SecurityHeaders
+from command_api.reference import endpoints as reference
+from command_api.reference import openapi
 from command_api.serve import tune_gc
 from command_api.services import Services, build_services
 from infra.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
+DESCRIPTION = """Order virtual try-on images and videos of a project's garments on a person photo,
+paid from an event-sourced point ledger.
+
+1. `POST /api/v1/auth/register`, then `POST /api/v1/auth/login`: send its `access_token` as
+   `Authorization: Bearer <token>` (the **Authorize** button).
+2. An admin grants points (`POST /api/v1/admin/grants`); the server's operator makes an account
+   an admin with `uv run vto admin add EMAIL`.
+3. Upload garments to a project and a person photo as an asset, then `POST /api/v1/vto/jobs`
+   and follow `GET /api/v1/vto/jobs/{job_id}` until `succeeded`: each output has a signed `url`.
+
+Errors are `application/problem+json`: `code` says what happened, `type` links to a page that
+says what to do ([every code](/problems))."""
 
 # CORS, when VTO_CORS_ORIGINS names origins: what their pages may send and read. No
 # credentials: the API authenticates with the Authorization header, never with cookies.
@@ -27,13 +42,18 @@ CORS_EXPOSED = ("X-Request-ID", "Retry-After", "Location")
 CORS_MAX_AGE_S = 600
 
 
-class Api(FastAPI):
-    """The app, with ``SecurityHeaders`` around everything: Starlette builds the middleware
-    stack itself with its error middleware outermost (the one that answers a 500), and
-    ``build_middleware_stack`` is where it does."""
+def with_security_headers(app: FastAPI) -> FastAPI:
+    """``app`` with ``SecurityHeaders`` around everything: Starlette builds the middleware stack
+    itself, with its error middleware outermost (the one that answers a 500), in
+    ``build_middleware_stack``, which this wraps (on the instance: fastapi-offline builds the
+    app, so it cannot be a subclass)."""
+    build = app.build_middleware_stack
 
-    def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(super().build_middleware_stack())
+    def wrapped() -> ASGIApp:
+        return SecurityHeaders(build())
+
+    app.build_middleware_stack = wrapped  # type: ignore[method-assign]
+    return app
 
 
 def api_router() -> APIRouter:
@@ -76,15 +96,20 @@ def create_app(
             if owned:
                 app.state.services.close()
 
-    app = Api(
+    # Swagger UI (/docs) and ReDoc (/redoc) from the files fastapi-offline ships: no CDN.
+    app = FastAPIOffline(
         title="VTO API",
         version="1.0.0",
         summary="Virtual try-on for fashion commerce: catalog, generation jobs, points.",
+        description=DESCRIPTION,
         lifespan=lifespan,
         docs_url="/docs",
+        redoc_url="/redoc",
         openapi_url="/openapi.json",
+        static_url="/docs-static",
     )
     problems.install(app)
+    openapi.install(app)
     app.add_middleware(BodyLimit)  # inside ``Observe``: refused bodies are logged and measured too
     origins = (settings or (services.settings if services is not None else get_settings())).cors_origins
     if origins:  # outside ``BodyLimit``: a refused body still tells the page why
@@ -98,5 +123,6 @@ def create_app(
         )
     app.add_middleware(Observe)
     app.include_router(ops.router)
+    app.include_router(reference.router)
     app.include_router(api_router())
-    return app
+    return with_security_headers(app)

@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,7 +70,10 @@ class BodyLimit:
         if declared is not None and not (
             declared.isascii() and declared.isdigit() and int(declared) <= limit
         ):
-            await problem(413, "payload_too_large", f"{DETAIL} (limit {limit} bytes)")(scope, receive, send)
+            too_large = problem(
+                413, "payload_too_large", f"{DETAIL} (limit {limit} bytes)", request=Request(scope)
+            )
+            await too_large(scope, receive, send)
             return
         received = 0
         started = False
@@ -93,4 +97,6 @@ class BodyLimit:
         except BodyTooLarge as exc:  # read outside FastAPI's handlers: answered here
             if started:
                 raise
-            await problem(413, "payload_too_large", str(exc.detail))(scope, receive, send)
+            await problem(413, "payload_too_large", str(exc.detail), request=Request(scope))(
+                scope, receive, send
+            )

@@ -27,7 +27,7 @@ from command_api.auth.errors import Unauthorized
 from command_api.auth.oauth import OAuthProviders
 from command_api.catalog.media import UrlSigner
 from command_api.own_reads import check_token, revoked
-from command_api.problems import Forbidden
+from command_api.problems import Forbidden, public_base
 from command_api.services import Services
 from command_api.users import repository as users
 from command_api.users import roles
@@ -61,8 +61,9 @@ async def get_storage(services: ServicesDep) -> Storage:
     return services.storage
 
 
-async def get_signer(services: ServicesDep) -> UrlSigner:
-    return UrlSigner(services.storage, services.settings.signed_url_ttl_s)
+async def get_signer(request: Request, services: ServicesDep) -> UrlSigner:
+    """Signed links, absolute: under ``VTO_PUBLIC_BASE_URL``, or the request's own base URL."""
+    return UrlSigner(services.storage, services.settings.signed_url_ttl_s, public_base(request))
 
 
 async def get_oauth(services: ServicesDep) -> OAuthProviders:
@@ -76,7 +77,7 @@ async def get_mailer(services: ServicesDep) -> Mailer:
 class SessionGate:
     """At most as many requests hold a session as the catalog pool has connections; the
     others wait on the event loop (holding no worker thread) at most ``timeout`` seconds,
-    then get ``sqlalchemy.exc.TimeoutError`` (503 + Retry-After, README "Connection budget").
+    then get ``sqlalchemy.exc.TimeoutError`` (503 + Retry-After, docs/operations.md "Connection budget").
 
     Without it, worker threads would wait inside the pool for a connection, and a request
     holding one could find no thread left to run its endpoint or to give its connection
@@ -288,7 +289,10 @@ CurrentSignIn = Annotated[uuid.UUID | None, Depends(current_sign_in)]
 def admin_user(session: SessionDep, user: CurrentUser) -> User:
     """The caller, if they hold the stored admin role (``vto admin add``); 403 otherwise."""
     if not roles.is_admin(session, user):
-        raise Forbidden("this endpoint is for administrators")
+        raise Forbidden(
+            "this endpoint is for administrators; the server's operator makes an account an admin "
+            "with `uv run vto admin add EMAIL`"
+        )
     return user
 
 

@@ -1,7 +1,9 @@
 """Errors as ``application/problem+json`` (RFC 9457), from one set of exception handlers.
 
 Every error response has ``type``, ``title``, ``status``, ``detail`` and a machine-readable
-``code``. Domain errors of the ledger map to their status by ``code``."""
+``code``; ``type`` is the URL of the page that describes the code (``/problems/{code}``,
+served by ``command_api.reference``). Domain errors of the ledger map to their status by
+``code``. The OpenAPI document lists each operation's problems (``command_api.reference.openapi``)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
 
-# The database refused or dropped a connection, or a pool of the connection budget (README
+# The database refused or dropped a connection, or a pool of the connection budget (docs/operations.md
 # "Connection budget") had none free within VTO_DB_POOL_TIMEOUT_S: 503 + Retry-After.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,  # connection refused, too many clients, dropped
@@ -52,6 +54,7 @@ LEDGER_STATUS: dict[str, int] = {
     "unknown_source": 422,
     "ledger_busy": 503,
 }
+LEDGER_DEFAULT_STATUS = 409
 
 
 class ProblemError(Exception):
@@ -96,9 +99,28 @@ class PayloadTooLarge(DomainError):
     status, code = 413, "payload_too_large"
 
 
-def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+PROBLEM_PAGES = "/problems"
+
+
+def public_base(request: Request) -> str:
+    """The base of the links the API returns: ``VTO_PUBLIC_BASE_URL`` when set, otherwise
+    the request's own base URL (scheme, host and root path the client used)."""
+    services = getattr(request.app.state, "services", None)
+    configured = services.settings.public_base_url if services is not None else ""
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+def problem_type(code: str, request: Request | None = None) -> str:
+    """The URL of the page describing ``code`` (relative without a request)."""
+    base = public_base(request) if request is not None else ""
+    return f"{base}{PROBLEM_PAGES}/{code}"
+
+
+def problem(
+    status: int, code: str, detail: str, *, request: Request | None = None, **extra: Any
+) -> JSONResponse:
     body = {
-        "type": "about:blank",
+        "type": problem_type(code, request),
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
@@ -109,7 +131,7 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -123,99 +145,59 @@ _HTTP_CODES = {
 }
 
 
-async def _problem_error(_: Request, exc: Exception) -> JSONResponse:
+async def _problem_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    response = problem(exc.status, exc.code, exc.detail, **exc.extra)
+    response = problem(exc.status, exc.code, exc.detail, request=request, **exc.extra)
     response.headers.update(exc.headers)
     return response
 
 
-async def _ledger_error(_: Request, exc: Exception) -> JSONResponse:
+# What to do, appended to the ledger's own message (the ledger knows nothing of HTTP).
+LEDGER_ADVICE = {
+    "insufficient_entitlement": "an admin grants credits, tickets or a subscription "
+    "(POST /api/v1/admin/grants); GET /api/v1/points shows what the account holds",
+}
+
+
+async def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LedgerError)
-    return problem(LEDGER_STATUS.get(exc.code, 409), exc.code, str(exc))
+    advice = LEDGER_ADVICE.get(exc.code)
+    detail = f"{exc}; {advice}" if advice else str(exc)
+    return problem(LEDGER_STATUS.get(exc.code, LEDGER_DEFAULT_STATUS), exc.code, detail, request=request)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    return problem(422, "validation_error", "the request is not valid", errors=errors)
+    return problem(422, "validation_error", "the request is not valid", request=request, errors=errors)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "error")
-    return problem(exc.status_code, code, str(exc.detail))
+    code = HTTP_CODES.get(exc.status_code, "error")
+    return problem(exc.status_code, code, str(exc.detail), request=request)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database refused or dropped the connection, or the pool had none free in time: the
     request changed nothing (its transaction did not commit) and may be retried."""
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-    response = problem(503, DATABASE_UNAVAILABLE_CODE, "the database is busy or unreachable; retry shortly")
+    response = problem(
+        503, DATABASE_UNAVAILABLE_CODE, "the database is busy or unreachable; retry shortly", request=request
+    )
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
-
-
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail", "code"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string"},
-    },
-    "additionalProperties": True,
-}
-
-
-def document(openapi: dict[str, Any]) -> dict[str, Any]:
-    """Every error answer of every operation documented as what it is: a ``Problem`` in
-    ``application/problem+json`` (FastAPI documents its 422 and declared errors as JSON)."""
-    openapi.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
-    for route, path in openapi.get("paths", {}).items():
-        for operation in path.values():
-            if not isinstance(operation, dict) or "responses" not in operation:
-                continue
-            if route not in NO_DATABASE:
-                _document_database_unavailable(operation["responses"])
-            for status, response in operation["responses"].items():
-                if status.isdigit() and int(status) >= 400:
-                    response["content"] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    return openapi
-
-
-def _document_database_unavailable(responses: dict[str, Any]) -> None:
-    """The 503 every operation on the database may answer when its pool is exhausted or the
-    database refuses (beside an operation's own 503, if it has one)."""
-    what = f"{DATABASE_UNAVAILABLE_CODE}: the database is busy or unreachable; retry after Retry-After"
-    response = responses.setdefault("503", {})
-    own = response.get("description")
-    response["description"] = f"{own}; or {what}" if own else what
-    response.setdefault("headers", {})["Retry-After"] = {
-        "description": "Seconds to wait before retrying (on database_unavailable)",
-        "schema": {"type": "integer"},
-    }
+    return problem(500, "internal_error", "an unexpected error occurred; it has been logged", request=request)
 
 
 def install(app: FastAPI) -> None:
-    original = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = document(original())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
     app.add_exception_handler(ProblemError, _problem_error)
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -20,10 +20,11 @@ from uuid import UUID
 
 import typer
 
+from infra.console import announce_stop, configure_logging, divert_native_stderr
 from infra.database import database_url
 from infra.migrate import upgrade
 from infra.orm import make_engine, make_sessionmaker
-from infra.settings import get_settings
+from infra.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -38,19 +39,26 @@ RETIRED_VARIABLES = {
 }
 
 app = typer.Typer(
-    help="VTO backend: try-on generation with an event-sourced point ledger.", no_args_is_help=True
+    help="VTO backend: try-on generation with an event-sourced point ledger.\n\n"
+    "Start with `vto serve`; `vto COMMAND --help` tells more.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",  # paragraphs reflowed to the terminal's width
 )
+START, DATA, PROCESSES = "Start here", "Database and ledger", "Processes of a deployment (one each)"
 
 
-@app.command()
 def migrate(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
-    """Apply the database migrations (to VTO_DATABASE_URL, or the embedded PostgreSQL)."""
+    """Apply the database migrations.
+
+    To VTO_DATABASE_URL, or to the embedded PostgreSQL in the data directory when it is unset."""
     upgrade(database_url(get_settings()), revision)
     typer.echo(f"database migrated to {revision}")
 
 
-ledger_app = typer.Typer(help="The point ledger: audit (and rebuild) its read models.", no_args_is_help=True)
-app.add_typer(ledger_app, name="ledger")
+ledger_app = typer.Typer(
+    help="Audit the point ledger against its read models; rebuild them.", no_args_is_help=True
+)
 
 
 @ledger_app.command("audit")
@@ -61,7 +69,8 @@ def ledger_audit(
         typer.Option("--wait", min=0, help="Seconds to wait for the read models to catch up (default 10)."),
     ] = None,
 ) -> None:
-    """Replay the event store, check the ledger invariants and compare with the read models.
+    """Replay the event store, check the invariants, compare the read models.
+
     Exit status 0 only when everything matches."""
     from projections.audit import audit
 
@@ -76,7 +85,7 @@ def ledger_audit(
 def ledger_rebuild(
     name: list[str] | None = typer.Argument(None, help="Projections to rebuild (default: all)."),  # noqa: B008
 ) -> None:
-    """Rebuild read models from the start of the log into fresh tables and swap them in."""
+    """Rebuild read models from the whole log into fresh tables, then swap them in."""
     from projections.rebuild import rebuild
     from projections.registry import all_projections, projection
 
@@ -88,10 +97,9 @@ def ledger_rebuild(
 
 
 admin_app = typer.Typer(
-    help="Administrators: the accounts holding the stored admin role (the only way to become one).",
+    help="Grant, take and list the admin role (the only way to be one).",
     no_args_is_help=True,
 )
-app.add_typer(admin_app, name="admin")
 
 ADMIN_GRANTED_BY = "vto admin add"  # recorded as ``user_roles.granted_by``
 
@@ -110,8 +118,10 @@ def _database_session() -> Iterator[Session]:
 
 @admin_app.command("add")
 def admin_add(email: Annotated[str, typer.Argument(help="The email of a registered account.")]) -> None:
-    """Make the registered account of EMAIL an admin (effective at its next request).
-    Exit status 1 when no live account has that email."""
+    """Make the account of EMAIL an admin.
+
+    The account must have registered; the role counts from its next request. Exit status 1
+    when no live account has that email."""
     from command_api.users import roles
     from command_api.users.errors import NoLiveUser
 
@@ -126,8 +136,9 @@ def admin_add(email: Annotated[str, typer.Argument(help="The email of a register
 
 @admin_app.command("remove")
 def admin_remove(email: Annotated[str, typer.Argument(help="The email of an admin's account.")]) -> None:
-    """Take the admin role from the account of EMAIL (effective at its next request).
-    Exit status 1 when no live account has that email."""
+    """Take the admin role from the account of EMAIL.
+
+    Effective at its next request. Exit status 1 when no live account has that email."""
     from command_api.users import roles
     from command_api.users.errors import NoLiveUser
 
@@ -142,7 +153,7 @@ def admin_remove(email: Annotated[str, typer.Argument(help="The email of an admi
 
 @admin_app.command("list")
 def admin_list() -> None:
-    """The admins: email, user id, when and by what the role was granted."""
+    """List the admins: email, user id, when and by what the role was granted."""
     from command_api.users import roles
 
     with _database_session() as session:
@@ -156,9 +167,8 @@ def admin_list() -> None:
         typer.echo("no admins (grant the role with: vto admin add EMAIL)", err=True)
 
 
-@app.command()
 def projector() -> None:
-    """Run every projection runner until interrupted."""
+    """Keep the read models up to date (every projection runner)."""
     import threading
 
     from projections.runner import Projector
@@ -170,47 +180,90 @@ def projector() -> None:
             threading.Event().wait()
 
 
-@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log everything: database, migrations, model runtimes, requests."
+    ),
 ) -> None:
-    """Run everything in one process: API, projections and the job pipeline. With no
-    configuration it uses the embedded defaults (embedded PostgreSQL in ./.vto, in-process
-    queue, local files, offline generator)."""
+    """Run everything in one process: API, projections, job pipeline.
+
+    With no configuration it uses the embedded defaults: PostgreSQL, files and mail in
+    ./.vto, the in-process queue and the offline generator."""
+    from command_api.serve import PortUnavailable, bind_socket
+
+    try:  # before anything touches the data directory
+        sock = bind_socket(host, port)
+    except PortUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
     from command_api.app import create_app
     from command_api.serve import run_http
     from command_api.services import build_services
     from generator_worker.embedded import start_pipeline
 
-    _log_to_stderr()
-    warn_retired_variables()
     settings = get_settings()
+    if not verbose:
+        divert_native_stderr(settings.data_dir / "logs" / "native.log")
+    configure_logging(verbose)
+    warn_retired_variables()
     services = build_services(settings, run_projections=True)
     try:
         pipeline = start_pipeline(settings, services.url, services.ledger, services.storage)
         try:
-            mode = "embedded defaults" if settings.embedded else "configured database"
-            typer.echo(f"VTO API on http://{host}:{port} ({mode}); docs: http://{host}:{port}/docs")
-            run_http(create_app(services), host, port)
+            ready = serve_banner(settings, host, sock.getsockname()[1])
+            run_http(
+                create_app(services),
+                host,
+                port,
+                sock=sock,
+                quiet=not verbose,
+                on_ready=lambda: typer.echo(ready),
+                on_signal=announce_stop,
+            )
         finally:
+            finish_stopping()
             pipeline.stop()
     finally:
         services.close()
 
 
-@app.command()
+def serve_banner(settings: Settings, host: str, port: int) -> str:
+    """What ``vto serve`` prints once it listens: where it is, and what to do next."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, host)  # noqa: S104
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    base = f"http://{shown}:{port}"
+    mode = "the embedded defaults" if settings.embedded else "the configured database"
+    return "\n".join(
+        [
+            f"VTO is up on {mode}. Ctrl+C stops.",
+            f"  API       {base}/api/v1",
+            f"  API docs  {base}/docs",
+            f"  data      {settings.data_dir.resolve()} (files, mail, logs)",
+            "Next: register an account (POST /api/v1/auth/register), then in another",
+            "terminal make it an admin with `uv run vto admin add YOUR_EMAIL` and grant",
+            "it points (POST /api/v1/admin/grants). The README's quickstart does it all.",
+        ]
+    )
+
+
 def api(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, max=64, help="uvicorn worker processes."),
 ) -> None:
-    """Run the HTTP API alone (projections, relay, workers run as their own processes)."""
+    """Run the HTTP API alone.
+
+    The projections, the relay, the workers, the ingestor and the sweeper run as their own
+    processes."""
     from command_api.app import create_app
-    from command_api.serve import run_http, run_http_workers
+    from command_api.serve import PortUnavailable, bind_socket, run_http, run_http_workers
     from command_api.services import build_services
 
-    _log_to_stderr()
+    configure_logging(verbose=True)
     warn_retired_variables()
     settings = get_settings()
     if workers > 1:
@@ -218,16 +271,25 @@ def api(
         typer.echo(f"VTO API on http://{host}:{port} with {workers} workers; docs: http://{host}:{port}/docs")
         run_http_workers(host, port, workers)
         return
+    try:
+        sock = bind_socket(host, port)
+    except PortUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     services = build_services(settings, run_projections=False)
     try:
-        typer.echo(f"VTO API on http://{host}:{port}; docs: http://{host}:{port}/docs")
-        run_http(create_app(services), host, port)
+        base = f"http://{host}:{sock.getsockname()[1]}"
+        run_http(
+            create_app(services),
+            host,
+            port,
+            sock=sock,
+            on_ready=lambda: typer.echo(f"VTO API on {base}; docs: {base}/docs"),
+            on_signal=announce_stop,
+        )
     finally:
+        finish_stopping()
         services.close()
-
-
-def _log_to_stderr() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def warn_retired_variables() -> list[str]:
@@ -238,33 +300,29 @@ def warn_retired_variables() -> list[str]:
     return found
 
 
-@app.command()
 def relay() -> None:
-    """Publish job requests from the event store to the queue (outbox relay)."""
+    """Publish each paid job request to the queue (the outbox relay)."""
     from generator_worker.runtime import run_relay
 
     run_relay(get_settings())
 
 
-@app.command()
 def worker(concurrency: int = typer.Option(1, min=1, max=32, help="Worker threads.")) -> None:
-    """Consume job requests, generate, store outputs and publish results."""
+    """Generate the outputs of job requests; publish the results."""
     from generator_worker.runtime import run_worker
 
     run_worker(get_settings(), concurrency=concurrency)
 
 
-@app.command()
 def ingestor() -> None:
-    """Apply job results to the ledger (settle, or fail and refund), once per job."""
+    """Apply job results to the ledger: settle, or fail and refund."""
     from generator_worker.runtime import run_ingestor
 
     run_ingestor(get_settings())
 
 
-@app.command()
 def sweeper() -> None:
-    """Fail and refund reservations older than VTO_JOB_TIMEOUT_S."""
+    """Fail and refund the jobs with no result after VTO_JOB_TIMEOUT_S."""
     from generator_worker.runtime import run_sweeper
 
     run_sweeper(get_settings())
@@ -275,23 +333,44 @@ def stop_on_signals() -> None:
     cleanly, exit status 0: the first one raises ``SystemExit`` in the main thread, so every
     ``finally`` and ``atexit`` handler runs (``vto serve`` stops its pipeline and services,
     then pgserver stops the embedded PostgreSQL when this was its last user). Later signals
-    are ignored while that runs. uvicorn takes both signals over while it serves and raises
-    the one it got again once it has shut down gracefully, which lands here. The pipeline
+    are ignored while that runs, and the first prints one line (``infra.console``). While the
+    HTTP server runs it takes both signals over (``command_api.serve.run_http``) and returns
+    once it has shut down gracefully; ``finish_stopping`` then ignores later ones. The pipeline
     processes (``vto relay``, ``worker``, ...) install their own handlers that set their stop
     event (``generator_worker.runtime``)."""
 
     def stop(signum: int, _frame: object) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _already_stopping)
-        logging.getLogger("vto").info("%s: stopping", signal.Signals(signum).name)
+        announce_stop(signum)  # one line, however many signals arrive
         raise SystemExit(0)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
 
 
+def finish_stopping() -> None:
+    """The HTTP server has stopped (a signal, or a failure): what follows (the pipeline, the
+    services, the embedded PostgreSQL) runs to its end whatever signal arrives now."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_stopping)
+
+
 def _already_stopping(signum: int, _frame: object) -> None:
-    logging.getLogger("vto").info("%s: already stopping", signal.Signals(signum).name)
+    announce_stop(signum)
+
+
+# The commands, listed by ``vto --help`` in this order, under these headings.
+app.command(rich_help_panel=START)(serve)
+app.add_typer(admin_app, name="admin", rich_help_panel=START)
+app.command(rich_help_panel=DATA)(migrate)
+app.add_typer(ledger_app, name="ledger", rich_help_panel=DATA)
+app.command(rich_help_panel=PROCESSES)(api)
+app.command(rich_help_panel=PROCESSES)(projector)
+app.command(rich_help_panel=PROCESSES)(relay)
+app.command(rich_help_panel=PROCESSES)(worker)
+app.command(rich_help_panel=PROCESSES)(ingestor)
+app.command(rich_help_panel=PROCESSES)(sweeper)
 
 
 def main() -> None:

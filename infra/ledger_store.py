@@ -92,9 +92,9 @@ def postgres_ledger(
     settings: Settings, url: str, clock: Clock = utc_now, *, reference: bool = False
 ) -> LedgerApplication:
     """The ledger of a process, its pool sized by the settings ``ledger_pool_size``,
-    ``ledger_max_overflow`` and ``db_pool_timeout_s`` (README "Connection budget"), on the fast
-    account store; ``reference``: on the library's own path instead (``ledger.store``), for
-    the tests that hold the two side by side."""
+    ``ledger_max_overflow`` and ``db_pool_timeout_s`` (docs/operations.md "Connection
+    budget"), on the fast account store; ``reference``: on the library's own path instead
+    (``ledger.store``), for the tests that hold the two side by side."""
     env = postgres_env(
         url, settings.ledger_pool_size, settings.ledger_max_overflow, settings.db_pool_timeout_s
     )

@@ -30,7 +30,7 @@ class CreatedMixin:
 
 def make_engine(url: str, pool_size: int, max_overflow: int = 0, pool_timeout: float = 5.0) -> Engine:
     """An engine that opens at most ``pool_size + max_overflow`` connections (the settings
-    ``db_pool_size``, ``db_max_overflow``; README "Connection budget"). A checkout that finds
+    ``db_pool_size``, ``db_max_overflow``; docs/operations.md "Connection budget"). A checkout that finds
     them all in use waits ``pool_timeout`` seconds, then raises ``sqlalchemy.exc.TimeoutError``,
     which the API answers with 503 and ``Retry-After``. FastAPI's thread pool (40 threads) may
     run more requests than that at once: the others wait for a connection, bounded.
@@ -53,7 +53,7 @@ def engine_from_settings(url: str, settings: Settings) -> Engine:
 
 
 def api_process_connections(settings: Settings) -> int:
-    """The most PostgreSQL connections one ``vto api`` process opens (README "Connection
+    """The most PostgreSQL connections one ``vto api`` process opens (docs/operations.md "Connection
     budget"): its catalog pool, its ledger's pool and the position watcher's LISTEN."""
     catalog = settings.db_pool_size + settings.db_max_overflow
     return catalog + settings.ledger_pool_size + settings.ledger_max_overflow + 1

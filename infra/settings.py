@@ -1,8 +1,9 @@
 """The one settings object of every VTO process (environment variables, prefix ``VTO_``).
 
-With no variable set, everything runs on the embedded defaults (DESIGN.md section 5): an
+With no variable set, everything runs on the embedded defaults (docs/configuration.md): an
 embedded PostgreSQL in the data dir, an in-process queue, local files and the offline
-generator. Outside that embedded mode the settings refuse insecure defaults.
+generator. Outside that embedded mode the settings refuse insecure defaults. The table of
+docs/configuration.md is ``markdown_table()`` (a test keeps it current).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Settings(BaseSettings):
         "PostgreSQL (pgserver) in data_dir.",
     )
     data_dir: Path = Field(default=Path(".vto"), description="Embedded database, files, secrets.")
-    # Connection budget (README "Connection budget"): every process's pools are bounded, and a
+    # Connection budget (docs/operations.md): every process's pools are bounded, and a
     # request that finds its pool exhausted waits db_pool_timeout_s, then gets 503 + Retry-After.
     db_pool_size: int = Field(
         default=10, ge=1, le=200, description="Catalog (SQLAlchemy) connections an API process keeps open."
@@ -102,7 +103,9 @@ class Settings(BaseSettings):
     )
 
     # --- queue and pipeline ----------------------------------------------------------------
-    kafka_bootstrap_servers: str | None = None
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Kafka brokers, host:port[,host:port]; unset: the in-process queue."
+    )
     kafka_api_version: str | None = Field(
         default=None, description='Broker API version, e.g. "0.9"; unset: auto-detect.'
     )
@@ -159,14 +162,18 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Projection runners' poll fallback beside LISTEN."
     )
     read_your_writes_timeout_s: float = Field(
-        default=5.0, gt=0, description="How long a command waits for the read models to show it."
+        default=5.0,
+        gt=0,
+        description="How long a read waits for the read models to include the caller's newest ledger event.",
     )
 
     # --- files -----------------------------------------------------------------------------
     s3_bucket: str | None = Field(default=None, description="Unset: local files in data_dir/files.")
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    signed_url_ttl_s: int = Field(default=3600, ge=10)
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, R2...); unset: AWS S3."
+    )
+    s3_region: str | None = Field(default=None, description="The bucket's region.")
+    signed_url_ttl_s: int = Field(default=3600, ge=10, description="How long a signed file link works.")
     deleted_account_retention_days: int = Field(
         default=30,
         ge=0,
@@ -214,12 +221,20 @@ class Settings(BaseSettings):
     )
 
     # --- auth ------------------------------------------------------------------------------
-    jwt_secret: SecretStr | None = None
-    public_base_url: str = Field(default="", description="Prefix of links the API returns.")
-    google_client_id: str | None = None
-    google_client_secret: SecretStr | None = None
-    kakao_client_id: str | None = None
-    kakao_client_secret: SecretStr | None = None
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs tokens and file links; unset: generated in data_dir (embedded mode only; "
+        "at least 32 random characters are required with VTO_DATABASE_URL).",
+    )
+    public_base_url: str = Field(
+        default="",
+        description="Base of the links the API returns (file and output URLs, problem types), e.g. "
+        "https://vto.example.com; unset: the base URL each request came to.",
+    )
+    google_client_id: str | None = Field(default=None, description="Google sign-in; unset: not offered.")
+    google_client_secret: SecretStr | None = Field(default=None, description="Google sign-in's secret.")
+    kakao_client_id: str | None = Field(default=None, description="Kakao sign-in; unset: not offered.")
+    kakao_client_secret: SecretStr | None = Field(default=None, description="Kakao sign-in's secret.")
 
     # --- sharing (command_api/projects; invitations by address) -----------------------------
     share_invitation_ttl_s: int = Field(
@@ -282,8 +297,17 @@ class Settings(BaseSettings):
     )
 
     # --- generation ------------------------------------------------------------------------
-    generator: str = Field(default="offline")
-    generator_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    generator: str = Field(
+        default="offline",
+        description="Generation backend: offline, qwen-image-edit, catvton or wan "
+        "(generator_worker/README.md).",
+    )
+    generator_failure_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of generations that fail with a retryable error (tests and chaos runs).",
+    )
     gpu_model_dir: Path | None = Field(
         default=None,
         description="Local directory of the GPU image backend's weights in the published layout "
@@ -437,3 +461,37 @@ def jwt_secret(settings: Settings) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def _shown(value: object) -> str:
+    if value is None or value == "":
+        return "unset"
+    if isinstance(value, dict):
+        return "`" + json.dumps(value) + "`"
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """Every setting as a row of a Markdown table: variable, default, description."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `VTO_{name.upper()}` | {_shown(default)} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+TABLE_START = "<!-- settings table: generated by `uv run python -m infra.settings`; do not edit -->\n"
+TABLE_END = "<!-- end of the settings table -->\n"
+
+
+def with_table(document: str) -> str:
+    """``document`` with the text between its table markers replaced by ``markdown_table()``."""
+    head, rest = document.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}{markdown_table()}{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":  # rewrite the table of docs/configuration.md
+    doc = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    doc.write_text(with_table(doc.read_text()))

@@ -18,8 +18,8 @@ class InsufficientEntitlement(LedgerError):
 
     def __init__(self, kind: str, cost: int, credits: int) -> None:
         super().__init__(
-            f"no active subscription or {kind} ticket, and {credits} credits "
-            f"are fewer than the {cost} a {kind} job costs"
+            f"nothing pays for this {kind} job: no active subscription or ticket for it, and "
+            f"{credits} credits are fewer than the {cost} it costs"
         )
         self.kind, self.cost, self.credits = kind, cost, credits
 

@@ -1,4 +1,4 @@
-"""The pipeline's Kafka messages (DESIGN.md section 3): JSON values, key = job id.
+"""The pipeline's Kafka messages (docs/operations.md "The messages"): JSON values, key = job id.
 
 ``vto.jobs.requested``: ``job_id, user_id, project_id, kind, inputs, options, pose,
 requested_at``. ``inputs`` are storage keys, taken from the ``JobRequested`` event's request

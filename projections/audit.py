@@ -1,5 +1,5 @@
 """The ledger audit: replay the whole event store, recompute every account from its events,
-check the invariants of DESIGN.md section 2, and compare with the read models
+check the invariants of docs/ledger.md, and compare with the read models
 (``point_balance``, ``point_usage``). The recomputation never reads a read model: it evolves
 each ``Account`` and takes each event's flows and usage line from its effect
 (``ledger.effects``), then compares.

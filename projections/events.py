@@ -39,7 +39,7 @@ EVENTS_TABLE = "ledger_events"
 CHANNEL = "ledger_events"  # eventsourcing NOTIFYs this channel on every insert
 TRACKING_CHANNEL = "projection_tracking"  # runners NOTIFY it (payload: name) on every commit
 PARALLEL_FROM = 200_000  # events from which a replay (audit, rebuild) runs in worker processes
-MAX_WORKERS = 4  # each opens 2 connections (README "Connection budget")
+MAX_WORKERS = 4  # each opens 2 connections (docs/operations.md "Connection budget")
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,7 @@ def options() -> Any:
         relay_poll_interval_s=0.2,
     )
     return PipelineOptions.from_settings(settings)
+
+
+# Every status answered during the run must be documented (tests/openapi_statuses.py).
+from tests.openapi_statuses import pytest_sessionfinish  # noqa: E402, F401

@@ -93,7 +93,7 @@ def test_authorization_matrix(client: Any, services: Any) -> None:
         ("GET", "/assets", dict, everyone),
         ("GET", f"/assets/{asset['id']}", dict, owner_only),
         # The signed link is the credential: anyone holding it may fetch, nobody without it.
-        ("GET", product["url"].removeprefix(API), dict, {role: 200 for role in ROLES}),
+        ("GET", product["url"].removeprefix(f"http://testserver{API}"), dict, {role: 200 for role in ROLES}),
         ("GET", f"/files/products/{product['id']}.png", dict, {role: 403 for role in ROLES}),
     ]
     failures = []

@@ -1,6 +1,6 @@
 """Fuzzing the HTTP API from its OpenAPI schema (schemathesis): every operation, as a user and
 as an administrator, with generated valid and invalid input. No answer may be a 5xx, and every
-answer must match the schema (status, content type, body).
+answer must match the schema (a documented status, content type, body).
 
 The example count per operation is bounded (``VTO_FUZZ_EXAMPLES``, default 15) so that the
 test command stays fast; raise it for a longer local run."""
@@ -16,7 +16,11 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import text
 
 from command_api.app import create_app
@@ -25,7 +29,8 @@ from tests.api_factories import make_user
 from tests.conftest import fresh_database
 
 EXAMPLES = int(os.environ.get("VTO_FUZZ_EXAMPLES", "15"))
-CHECKS = [not_a_server_error, content_type_conformance, response_schema_conformance]
+# status_code_conformance: every status an operation answers is documented for it.
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")

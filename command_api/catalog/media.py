@@ -28,14 +28,20 @@ def store(storage: Storage, prefix: str, object_id: object, image: CheckedImage)
 
 @dataclass(frozen=True)
 class UrlSigner:
-    """Expiring signed links to stored objects (``VTO_SIGNED_URL_TTL_S``)."""
+    """Expiring signed links to stored objects (``VTO_SIGNED_URL_TTL_S``), absolute: a
+    storage's relative link (local files: ``/api/v1/files/...``) is put under ``base`` (the
+    public base URL, or the request's)."""
 
     storage: Storage
     ttl_s: int
+    base: str = ""
 
     def __call__(self, key: str | None) -> str:
         """The link of ``key``; ``""`` for an object with no key (nothing stored)."""
-        return self.storage.signed_url(key, expires_in=self.ttl_s) if key else ""
+        if not key:
+            return ""
+        url = self.storage.signed_url(key, expires_in=self.ttl_s)
+        return f"{self.base}{url}" if url.startswith("/") else url
 
 
 class StoredImageOut(BaseModel):

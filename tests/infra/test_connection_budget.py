@@ -1,4 +1,4 @@
-"""The connection budget (README "Connection budget"): the settings size every pool, and an API
+"""The connection budget (docs/operations.md "Connection budget"): the settings size every pool, and an API
 process under more concurrent requests than it has connections never opens more than
 ``api_process_connections(settings)``; the requests wait their turn and succeed."""
 
@@ -63,12 +63,12 @@ def test_settings_size_the_pools(budget_settings: Settings, api_process: Any) ->
     assert (ledger.min_size, ledger.max_size, ledger.timeout) == (1, 3, 30)
     assert api_process_connections(budget_settings) == 2 + 2 + 1 + 2 + 1
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    # README "Connection budget": 21 per API process by default.
+    # docs/operations.md "Connection budget": 21 per API process by default.
     assert api_process_connections(defaults) == 21
 
 
 def deployment_connections(settings: Settings, api: int, workers: int, concurrency: int = 1) -> int:
-    """The README's formula: the most connections of a split deployment with ``api`` API
+    """The formula of docs/operations.md: the most connections of a split deployment with ``api`` API
     processes and ``workers`` worker processes (``--concurrency``), beside one projector,
     relay, ingestor and sweeper. Every pipeline process builds a ledger (its pool)."""
     ledger = settings.ledger_pool_size + settings.ledger_max_overflow
@@ -83,7 +83,7 @@ def deployment_connections(settings: Settings, api: int, workers: int, concurren
 
 def test_the_default_deployment_fits_the_embedded_servers_max_connections(pg_server_url: str) -> None:
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    # README: 21 x 2 API + 6 x 2 workers + 4 + 7 + 6 + 6 = 77.
+    # docs/operations.md: 21 x 2 API + 6 x 2 workers + 4 + 7 + 6 + 6 = 77.
     assert deployment_connections(defaults, api=2, workers=2) == 77
     with psycopg.connect(pg_server_url) as conn:
         row = conn.execute("SHOW max_connections").fetchone()

@@ -1,4 +1,4 @@
-"""The ledger invariants of the design (docs), checked from an account's events.
+"""The ledger invariants of docs/ledger.md, checked from an account's events.
 
 The expected balances, lots and reservations are computed here from the events' own fields (a
 grant's ``amount``, a reservation's ``source``, ``amount`` and ``lots``, a refund's, an

@@ -1,4 +1,4 @@
-"""The deduction policy (DESIGN.md section 2), on in-memory and PostgreSQL storage."""
+"""The deduction policy (docs/ledger.md), on in-memory and PostgreSQL storage."""
 
 from __future__ import annotations
 
