@@ -176,3 +176,27 @@ def test_grants_and_refunds_record_the_acting_admins_id(client: Any, services: A
     ]
     assert [line["reason"] for line in lines if line["type"] == "refund"] == ["admin: blurry video"]
     assert not any(admin.user.email in (line["reason"] or "") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [
+        {"credits": True},
+        {"credits": "7"},
+        {"credits": 7.0},
+        {"tickets": {"lookbook": True}},
+        {"tickets": {"lookbook": "2"}},
+        {"subscription": {"plan": "pro", "days": "30"}},
+        {"subscription": {"plan": "pro", "days": True}},
+        {"subscription": {"plan": "pro", "days": 30, "daily_quota": True}},
+    ],
+)
+def test_grant_amounts_are_strict_integers(client: Any, services: Any, amounts: dict[str, Any]) -> None:
+    """Attack: ``true`` or ``"7"`` as an amount was read as 1 or 7; every amount must be a JSON
+    integer (422 otherwise) and nothing is granted."""
+    admin, target = make_user(services, admin=True), make_user(services)
+    position = services.ledger.position()
+    body = {"email": target.user.email, "reason": "strict", **amounts}
+    response = client.post(f"{API}/admin/grants", json=body, headers=admin.headers)
+    is_problem(response, 422, "validation_error")
+    assert services.ledger.position() == position
