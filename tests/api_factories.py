@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from command_api.auth import tokens
@@ -26,13 +27,20 @@ class Caller:
 
 
 def make_user(
-    services: Any, email: str | None = None, *, admin: bool = False, name: str = "Test User"
+    services: Any,
+    email: str | None = None,
+    *,
+    admin: bool = False,
+    name: str = "Test User",
+    verified: bool = False,
 ) -> Caller:
     """A live user row (and its ledger account) plus a valid access token; ``admin``: the user
-    holds the stored admin role (as ``vto admin add`` gives it)."""
+    holds the stored admin role (as ``vto admin add`` gives it); ``verified``: its email counts
+    as proven."""
     email = email or f"{'admin' if admin else 'user'}-{uuid.uuid4().hex[:12]}@example.com"
     with services.sessions() as session:
         user = User(email=email.lower(), name=name, language="en", password_hash=None, token_version=0)
+        user.email_verified_at = datetime.now(UTC) if verified else None
         session.add(user)
         session.flush()
         if admin:
