@@ -63,11 +63,12 @@ def pg_server_url() -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database(pg_server_url: str) -> Iterator[str]:
-    """A fresh database, migrated (a copy of the template), dropped at the end."""
+def fresh_database(pg_server_url: str, template: str = TEMPLATE) -> Iterator[str]:
+    """A fresh database, migrated (a copy of the template), dropped at the end;
+    ``template="template0"``: an empty one (for migration tests)."""
     name = f"vto_test_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     try:
         yield with_dbname(pg_server_url, name)
     finally:

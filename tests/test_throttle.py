@@ -14,7 +14,7 @@ from sqlalchemy import text
 from command_api.app import create_app
 from command_api.services import build_services
 from infra.settings import Settings
-from tests.auth_helpers import PASSWORD, is_problem, login, register
+from tests.auth_helpers import PASSWORD, is_problem, login, register, wide
 
 WRONG = "not the password"
 
@@ -97,3 +97,18 @@ def test_unknown_emails_are_counted_like_accounts(client: Any) -> None:
     for _ in range(5):
         is_problem(login(client, "nobody@example.com", WRONG), 401)
     throttled(login(client, "nobody@example.com", WRONG))
+
+
+def test_look_alike_spellings_of_an_address_share_its_counter(client: Any) -> None:
+    """The account counter is keyed by the canonical address: full-width, upper-case or IDNA
+    spellings of one address get no guesses of their own."""
+    register(client, "victim@bücher.example")
+    for typed in [
+        "VICTIM@bücher.example",
+        f"{wide('v')}ictim@bücher.example",
+        "victim@xn--bcher-kva.example",
+        f"victim{wide('@')}BÜCHER.example",
+        " victim@bücher.example ",
+    ]:
+        is_problem(login(client, typed, WRONG), 401)
+    throttled(login(client, "victim@bücher.example"))

@@ -17,7 +17,7 @@ from command_api.users.models import MailToken, User
 from infra.mail import parse_smtp_url
 from infra.settings import Settings
 from tests.api_factories import make_user
-from tests.auth_helpers import API, PASSWORD, bearer, is_problem, login, refresh, register
+from tests.auth_helpers import API, PASSWORD, bearer, is_problem, login, refresh, register, wide
 from tests.mail_fixtures import Inbox, free_port, link_token, smtp_server  # noqa: F401  (fixture)
 
 NEW_PASSWORD = "a new horse battery"
@@ -283,6 +283,36 @@ def test_email_change_applies_when_the_new_address_confirms(
     register(client, "race@example.com")
     is_problem(verify(client, change_link, access), 409, "email_taken")
     assert me(client, access).json()["email"] == "new@example.com"
+
+
+def test_look_alike_addresses_are_one_address_for_reset_and_email_change(
+    client: Any,
+    services: Any,
+    smtp_server: Inbox,  # noqa: F811
+) -> None:
+    register(client, "owner@example.com")
+    register(client, "kim@bücher.example")
+    access = signed_in(client, "owner@example.com")["access_token"]
+    path, headers = f"{API}/users/me/email", bearer(access)
+    for look_alike in [
+        f"{wide('o')}wner@example.com",
+        f"OWNER@{wide('e')}xample.com",
+    ]:  # its own address, spelt otherwise
+        changed = client.post(path, json={"email": look_alike, "password": PASSWORD}, headers=headers)
+        is_problem(changed, 409, "email_unchanged")
+    for look_alike in [f"{wide('k')}im@bücher.example", "kim@XN--BCHER-KVA.example"]:  # another account's
+        changed = client.post(path, json={"email": look_alike, "password": PASSWORD}, headers=headers)
+        is_problem(changed, 409, "email_taken")
+    sent = len(smtp_server.messages)
+    assert (
+        client.post(
+            f"{API}/auth/password/forgot", json={"email": f"{wide('k')}im@xn--bcher-kva.example"}
+        ).status_code
+        == 202
+    )
+    [reset] = smtp_server.messages[sent:]
+    assert reset["Subject"] == "Reset your password"
+    assert reset["To"] == "kim@xn--bcher-kva.example"  # the ASCII form of the one account's address
 
 
 def test_a_mail_failure_is_logged_and_counted_and_the_account_is_kept(

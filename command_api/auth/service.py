@@ -23,7 +23,8 @@ from command_api.auth.errors import (
     SignInConflict,
 )
 from command_api.auth.oauth import ProviderIdentity
-from command_api.auth.schemas import EMAIL_MAX, RegisterIn, TokenPair
+from command_api.auth.schemas import RegisterIn, TokenPair
+from command_api.users.emails import valid_email
 from command_api.users.models import OAuthIdentity, RefreshToken, User
 from command_api.users.repository import live_user_by_email
 from command_api.users.schemas import NAME_MAX
@@ -54,7 +55,7 @@ def register(session: Session, ledger: LedgerApplication, body: RegisterIn) -> U
     if live_user_by_email(session, body.email) is not None:
         raise EmailTaken()
     user = User(
-        email=body.email.lower(),
+        email=body.email,  # canonical (schemas)
         password_hash=passwords.hash_password(body.password),
         name=body.name,
         language=body.language,
@@ -164,10 +165,14 @@ def end_every_session(session: Session, user: User, now: datetime | None = None)
 
 # --- social login -----------------------------------------------------------------------------
 def _usable_email(identity: ProviderIdentity) -> str | None:
-    email = (identity.email or "").strip().lower()
-    if not identity.email_verified or "@" not in email or len(email) > EMAIL_MAX:
+    """The provider's verified email in its canonical form; None when it shared none, did not
+    verify it, or sent something that is not a valid address."""
+    if not identity.email_verified or identity.email is None:
         return None
-    return email
+    try:
+        return valid_email(identity.email)
+    except ValueError:
+        return None
 
 
 def take_over_for_provider(session: Session, user: User) -> None:
@@ -209,7 +214,7 @@ def oauth_user(session: Session, ledger: LedgerApplication, identity: ProviderId
         )
     user = live_user_by_email(session, email, for_update=True)
     if user is None:
-        name = (identity.name or "").strip()[:NAME_MAX] or None
+        name = (identity.name or "")[:NAME_MAX].strip() or None
         user = _add_user(
             session,
             ledger,

@@ -26,6 +26,7 @@ from command_api.auth.errors import (
 )
 from command_api.auth.mail_tokens import consume, issue, sent_recently
 from command_api.auth.service import end_every_session
+from command_api.users.emails import canonical_email
 from command_api.users.models import (
     CHANGE_EMAIL,
     RESET_PASSWORD,
@@ -171,7 +172,7 @@ def email_change_mail(
     when a live account has that address; None when one was sent in the last
     ``mail_min_interval_s``."""
     _check_password(user, password)
-    email = email.strip().lower()
+    email = canonical_email(email)
     if email == user.email:
         raise EmailUnchanged()
     if live_user_by_email(session, email) is not None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from command_api.inputs import InputModel
+from command_api.users.emails import EmailAddress
 
 
 class SubscriptionOut(BaseModel):
@@ -88,7 +89,7 @@ class GrantIn(InputModel):
             }
         },
     )
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     user_id: uuid.UUID | None = None
     credits: StrictInt = Field(default=0, ge=0, le=10_000_000)
     tickets: dict[str, StrictInt] = Field(default_factory=dict)

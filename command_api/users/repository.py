@@ -9,6 +9,7 @@ from sqlalchemy import RowMapping, delete, exists, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from command_api.users.emails import canonical_email
 from command_api.users.models import User, UserRole
 from projections.events import EVENTS_TABLE
 
@@ -24,9 +25,9 @@ _TOKEN_STATE = text(
 
 
 def live_user_by_email(session: Session, email: str, *, for_update: bool = False) -> User | None:
-    """The user (not deleted) with this email; emails are stored trimmed and lower-cased.
-    ``for_update``: its row locked until the transaction ends."""
-    query = select(User).where(User.email == email.strip().lower(), User.deleted_at.is_(None))
+    """The user (not deleted) with this email, compared in its canonical form (as stored:
+    ``command_api.users.emails``). ``for_update``: its row locked until the transaction ends."""
+    query = select(User).where(User.email == canonical_email(email), User.deleted_at.is_(None))
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).first()

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from command_api.users import repository
+from command_api.users.emails import canonical_email
 from command_api.users.errors import NoLiveUser, UnverifiedEmail
 from command_api.users.models import ADMIN, User
 
@@ -27,7 +28,7 @@ class Admin:
 def _live_user(session: Session, email: str) -> User:
     user = repository.live_user_by_email(session, email)
     if user is None:
-        raise NoLiveUser(email.strip().lower())
+        raise NoLiveUser(canonical_email(email))
     return user
 
 
