@@ -139,6 +139,23 @@ def client(services: Any) -> Iterator[Any]:
         yield test_client
 
 
+@pytest.fixture
+def replica(api_settings: Settings, pg_url: str) -> Iterator[Any]:
+    """A second API process on the same database as ``client`` (its own services, engine and
+    pool): what one replica stores, another must see."""
+    from fastapi.testclient import TestClient
+
+    from command_api.app import create_app
+    from command_api.services import build_services
+
+    built = build_services(api_settings, pg_url, migrate=False, run_projections=False)
+    try:
+        with TestClient(create_app(built)) as test_client:
+            yield test_client
+    finally:
+        built.close()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # kafka-python reads its protocol schemas with a deprecated importlib.resources call.
     config.addinivalue_line("filterwarnings", "ignore:.*is deprecated. Use files:DeprecationWarning")

@@ -514,6 +514,24 @@ def test_authorize_gives_a_pkce_url_and_a_state_checked_on_return(client: Any, s
     is_problem(client.get(f"{API}/auth/oauth/google/authorize"), 422, "validation_error")
 
 
+def test_an_oauth_state_is_used_once_across_replicas(client: Any, replica: Any, services: Any) -> None:
+    """An OAuth ``state`` (with its code) could be used twice; now the first finished sign-in
+    uses it up, in the database, so no replica takes it again (400 before the provider is
+    called). A state that failed its checks is not used up."""
+    fake = FakeProviders(userinfo={"google": google_user("g-once", "once@gmail.com")})
+    fake.install(services)
+    started = client.get(f"{API}/auth/oauth/google/authorize", params={"redirect_uri": REDIRECT}).json()
+    flow = {"state": started["state"], "code_verifier": started["code_verifier"]}
+    is_problem(oauth(client, "google", **{**flow, "code_verifier": "w" * 43}), 400, "invalid_state")
+    first = oauth(client, "google", **flow)
+    assert first.status_code == 200, first.text
+    calls = len(fake.requests)
+    for app in (client, replica):
+        again = is_problem(oauth(app, "google", **flow), 400, "invalid_state")
+        assert "already used" in again["detail"]
+    assert len(fake.requests) == calls
+
+
 # --- sign-in linking: the provider's verified email against our accounts ----------------------
 def mark_verified(services: Any, user_id: str) -> None:
     with services.sessions() as session:

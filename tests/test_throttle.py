@@ -3,7 +3,6 @@ API replica sees the same counters; 429 with Retry-After, the password is then n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from command_api.app import create_app
-from command_api.services import build_services
 from infra.settings import Settings
 from tests.auth_helpers import PASSWORD, is_problem, login, register, wide
 
@@ -28,17 +25,6 @@ def api_settings(tmp_path: Path) -> Settings:
         login_max_failures_per_address=12,
         login_window_s=900,
     )
-
-
-@pytest.fixture
-def replica(api_settings: Settings, pg_url: str) -> Iterator[TestClient]:
-    """A second API process on the same database (its own services, engine and pool)."""
-    services = build_services(api_settings, pg_url, migrate=False, run_projections=False)
-    try:
-        with TestClient(create_app(services)) as client:
-            yield client
-    finally:
-        services.close()
 
 
 def throttled(response: Any, window_s: int = 900) -> None:

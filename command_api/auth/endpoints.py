@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 
 from command_api import problems
-from command_api.auth import service, verification
+from command_api.auth import oauth_states, service, verification
 from command_api.auth.errors import RefreshTokenReused
 from command_api.auth.oauth import STATE_MAX_AGE_S
 from command_api.auth.schemas import (
@@ -120,7 +120,7 @@ def authorize(
     summary="Finish a social login: exchange the provider's code for our tokens",
     responses=problem_responses(
         {
-            400: "oauth_code_rejected, invalid_state or oauth_email_required",
+            400: "oauth_code_rejected, invalid_state (also: a state already used) or oauth_email_required",
             404: "unknown_provider",
             502: "oauth_provider_error: the provider could not be reached or answered badly",
             503: "oauth_not_configured",
@@ -137,6 +137,7 @@ def oauth_login(
 ) -> TokenPair:
     oauth.provider(provider)  # 404 / 503 before anything else
     oauth.check_state(body.state, provider, body.redirect_uri, body.code_verifier)
+    oauth_states.use_up(services.engine, body.state, STATE_MAX_AGE_S)  # single use, every replica
     identity = oauth.exchange(provider, body.code, body.redirect_uri, body.code_verifier)
     user = service.oauth_user(session, ledger, identity)
     return service.issue_tokens(session, services.secret, user)
