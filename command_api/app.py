@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from command_api import problems
 from command_api.body_limit import BodyLimit
@@ -64,6 +65,9 @@ def create_app(
     problems.install(app)
     app.add_middleware(BodyLimit)  # inside ``Observe``: refused bodies are logged and measured too
     app.add_middleware(Observe)
+    trusted = (services.settings if services is not None else settings or get_settings()).trusted_proxies
+    if trusted:  # outermost: everything inside sees the client behind the proxies
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(trusted))
     app.include_router(ops.router)
     app.include_router(api_router())
     return app

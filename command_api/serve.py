@@ -34,18 +34,27 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run_http(app: FastAPI, host: str, port: int) -> None:
-    """Serve ``app`` in this process until interrupted."""
-    tune_gc()
-    uvicorn.run(
+def http_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+    """How ``app`` is served. uvicorn's own proxy-header handling is off: by default it believes
+    ``X-Forwarded-For`` from 127.0.0.1 (its ``FORWARDED_ALLOW_IPS``), which lets any client on
+    the host choose its address; the app believes only ``VTO_TRUSTED_PROXIES``
+    (``command_api.app``)."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="info",
         access_log=False,
+        proxy_headers=False,
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+
+
+def run_http(app: FastAPI, host: str, port: int) -> None:
+    """Serve ``app`` in this process until interrupted."""
+    tune_gc()
+    uvicorn.Server(http_config(app, host, port)).run()
 
 
 def run_http_workers(host: str, port: int, workers: int) -> None:
@@ -58,6 +67,7 @@ def run_http_workers(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         access_log=False,
+        proxy_headers=False,  # as in http_config
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

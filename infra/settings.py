@@ -7,12 +7,14 @@ generator. Outside that embedded mode the settings refuse insecure defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ledger.policy import DEFAULT_CREDIT_COSTS, DEFAULT_TICKET_KINDS, PricingPolicy
 
@@ -173,7 +175,16 @@ class Settings(BaseSettings):
     kakao_client_id: str | None = None
     kakao_client_secret: SecretStr | None = None
 
-    # --- failed-login throttling (command_api/auth/throttle.py; shared through PostgreSQL) ---
+    # --- client addresses (command_api/app.py; docs/security-accounts-and-sessions.md) -----
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Addresses or networks (comma-separated, e.g. 10.0.0.0/8,192.0.2.1) of the "
+        "reverse proxies in front of the API: only their X-Forwarded-For (and X-Forwarded-Proto) "
+        "is believed, read from the right. Empty (the default): no header is believed, the TCP "
+        "peer is the client.",
+    )
+
+    # --- password throttling (command_api/auth/throttle.py; shared through PostgreSQL) -------
     login_window_s: int = Field(
         default=15 * 60, ge=1, description="Window in which failed logins are counted (fixed, per key)."
     )
@@ -182,6 +193,14 @@ class Settings(BaseSettings):
     )
     login_max_failures_per_address: int = Field(
         default=30, ge=1, description="Failed logins per client address in a window; then 429."
+    )
+
+    reauthentication_max_age_s: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="An account without a password may be deleted this long after signing in "
+        "with its provider (the proof the owner is there; accounts with one give the password).",
     )
 
     # --- mail (verification and password-reset links; infra/mail.py) -----------------------
@@ -250,6 +269,23 @@ class Settings(BaseSettings):
         description="vto worker serves its Prometheus metrics (GPU memory, images/s, batches) on this port; "
         "unset: not served.",
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """Each entry an address or network (``ValueError`` otherwise), kept as a network."""
+        if isinstance(value, str):
+            value = value.replace(";", ",").split(",")
+        if not isinstance(value, list | tuple):
+            return value
+        try:
+            return tuple(
+                str(ipaddress.ip_network(str(item).strip(), strict=False))
+                for item in value
+                if str(item).strip()
+            )
+        except ValueError as exc:
+            raise ValueError(f"VTO_TRUSTED_PROXIES: {exc}") from None
 
     @property
     def embedded(self) -> bool:

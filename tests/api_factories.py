@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from command_api.auth import tokens
+from command_api.auth import passwords, tokens
 from command_api.users import repository
 from command_api.users.models import ADMIN, User
 
@@ -33,13 +33,15 @@ def make_user(
     admin: bool = False,
     name: str = "Test User",
     verified: bool = False,
+    password: str | None = None,
 ) -> Caller:
     """A live user row (and its ledger account) plus a valid access token; ``admin``: the user
     holds the stored admin role (as ``vto admin add`` gives it); ``verified``: its email counts
-    as proven."""
+    as proven; ``password``: the account has one (hashed: slower)."""
     email = email or f"{'admin' if admin else 'user'}-{uuid.uuid4().hex[:12]}@example.com"
     with services.sessions() as session:
-        user = User(email=email.lower(), name=name, language="en", password_hash=None, token_version=0)
+        hashed = passwords.hash_password(password) if password is not None else None
+        user = User(email=email.lower(), name=name, language="en", password_hash=hashed, token_version=0)
         user.email_verified_at = datetime.now(UTC) if verified else None
         session.add(user)
         session.flush()

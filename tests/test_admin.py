@@ -12,7 +12,7 @@ from command_api.users import roles
 from infra.settings import Settings
 from ledger.account import Account
 from tests.api_factories import make_user
-from tests.auth_helpers import API, bearer, is_problem, login, register
+from tests.auth_helpers import API, PASSWORD, bearer, is_problem, login, register
 from tests.factories import job_request
 
 
@@ -121,9 +121,10 @@ def test_registering_an_address_once_listed_as_admin_gives_no_admin_rights(
 
 
 def test_a_deleted_admins_email_registered_again_is_not_an_admin(client: Any, services: Any) -> None:
-    admin = make_user(services, admin=True)
+    admin = make_user(services, admin=True, password=PASSWORD)
     assert client.get(f"{API}/users/me", headers=admin.headers).json()["roles"] == ["admin"]
-    assert client.delete(f"{API}/users/me", headers=admin.headers).status_code == 204
+    gone = client.request("DELETE", f"{API}/users/me", json={"password": PASSWORD}, headers=admin.headers)
+    assert gone.status_code == 204
     # the same address, registered by someone else: a new account, without the role
     assert register(client, admin.user.email)["roles"] == ["user"]
     tokens = login(client, admin.user.email).json()

@@ -24,8 +24,18 @@ from command_api.auth.schemas import (
     TokenPair,
     problem_responses,
 )
-from command_api.auth.throttle import LoginThrottle, client_address
-from command_api.deps import CurrentUser, LedgerDep, MailerDep, OAuthDep, ServicesDep, SessionDep
+from command_api.auth.sessions import SignIn
+from command_api.auth.throttle import client_address
+from command_api.deps import (
+    CurrentClaims,
+    CurrentUser,
+    LedgerDep,
+    MailerDep,
+    OAuthDep,
+    PasswordGuardDep,
+    ServicesDep,
+    SessionDep,
+)
 from command_api.inputs import Text
 from command_api.users.schemas import UserOut
 from command_api.users.service import user_out
@@ -60,18 +70,32 @@ def register(
     responses=problem_responses(
         {
             401: "invalid_credentials (unknown email, wrong password, deleted account)",
-            429: "too_many_login_attempts: too many failed logins for this email or from this "
-            "address; Retry-After says when to try again",
+            429: "too_many_login_attempts: too many failed password checks for this email (or "
+            "a failure from an address with too many); Retry-After says when to try again",
         }
     ),
 )
-def login(body: LoginIn, request: Request, session: SessionDep, services: ServicesDep) -> TokenPair:
-    throttle = LoginThrottle.of(services.engine, services.settings)
-    address = client_address(request)
-    throttle.admit(body.email, address)  # counted and committed before the password is checked
-    tokens = service.login(session, services.secret, body.email, body.password)
-    throttle.succeeded(body.email, address)
-    return tokens
+def login(
+    body: LoginIn, request: Request, session: SessionDep, services: ServicesDep, guard: PasswordGuardDep
+) -> TokenPair:
+    sign_in = _sign_in(request, "password")
+    return service.login(session, services.secret, guard, body.email, body.password, sign_in)
+
+
+def _sign_in(request: Request, method: str) -> SignIn:
+    return SignIn(method, request.headers.get("user-agent"), client_address(request))
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End this session: its refresh token and access tokens stop at once (others stay)",
+    responses=problem_responses({401: "unauthorized"}),
+)
+def logout(user: CurrentUser, claims: CurrentClaims, session: SessionDep) -> Response:
+    if claims.family is not None:
+        service.revoke_family(session, user.id, claims.family)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
@@ -130,6 +154,7 @@ def authorize(
 def oauth_login(
     provider: str,
     body: OAuthCodeIn,
+    request: Request,
     session: SessionDep,
     ledger: LedgerDep,
     services: ServicesDep,
@@ -140,7 +165,7 @@ def oauth_login(
     oauth_states.use_up(services.engine, body.state, STATE_MAX_AGE_S)  # single use, every replica
     identity = oauth.exchange(provider, body.code, body.redirect_uri, body.code_verifier)
     user = service.oauth_user(session, ledger, identity)
-    return service.issue_tokens(session, services.secret, user)
+    return service.issue_tokens(session, services.secret, user, sign_in=_sign_in(request, provider))
 
 
 # --- mailed links -----------------------------------------------------------------------------

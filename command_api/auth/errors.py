@@ -100,6 +100,13 @@ class WrongPassword(DomainError):
         super().__init__("the current password is not correct")
 
 
+class ReauthenticationRequired(DomainError):
+    """A step that needs the owner there now (deleting the account): the password, or a
+    provider sign-in that has just happened."""
+
+    status, code = 403, "reauthentication_required"
+
+
 class PasswordNotSet(DomainError):
     status, code = 409, "password_not_set"
 

@@ -25,7 +25,8 @@ from command_api.auth.errors import (
     WrongPassword,
 )
 from command_api.auth.mail_tokens import consume, issue, sent_recently
-from command_api.auth.service import end_every_session
+from command_api.auth.service import end_every_session, revoke_all
+from command_api.auth.throttle import PasswordGuard
 from command_api.users.emails import canonical_email
 from command_api.users.models import (
     CHANGE_EMAIL,
@@ -129,27 +130,33 @@ def reset_password(session: Session, token: str, password: str) -> User:
 
 
 # --- signed-in changes ------------------------------------------------------------------------
-def _check_password(user: User, password: str) -> None:
-    if user.password_hash is None:
+def check_password(guard: PasswordGuard, user: User, password: str) -> None:
+    """The signed-in caller's password, counted like a login (the same account counter and
+    429: ``command_api.auth.throttle``); 403 ``wrong_password``, 409 ``password_not_set``."""
+    password_hash = user.password_hash
+    if password_hash is None:
         raise PasswordNotSet()
-    if not passwords.verify_password(user.password_hash, password):
+    if not guard.check(user.email, lambda: passwords.verify_password(password_hash, password)):
         raise WrongPassword()
 
 
 def change_password(
-    session: Session, user: User, current: str, new: str, keep_family: uuid.UUID | None
+    session: Session,
+    guard: PasswordGuard,
+    user: User,
+    current: str,
+    new: str,
+    keep_family: uuid.UUID | None,
 ) -> None:
     """Every other session ends. The caller's own sign-in (``keep_family``, the refresh family
     of its access token) is carried over: its access token stops like every other, and its
     refresh token gives the next pair. Without a family every session ends. Reset and
     email-change links sent before stop working."""
-    _check_password(user, current)
+    check_password(guard, user, current)
     now = _now()
     user.password_hash = passwords.hash_password(new)
     user.token_version += 1
-    others = update(RefreshToken).where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
     if keep_family is not None:
-        others = others.where(RefreshToken.family != keep_family)
         session.execute(
             update(RefreshToken)
             .where(
@@ -160,18 +167,18 @@ def change_password(
             )
             .values(token_version=user.token_version)
         )
-    session.execute(others.values(revoked_at=now))
+    revoke_all(session, user.id, now, keep=keep_family)
     mail_tokens.revoke(session, user.id, (RESET_PASSWORD, CHANGE_EMAIL), now)
     session.flush()
 
 
 def email_change_mail(
-    session: Session, settings: Settings, user: User, email: str, password: str
+    session: Session, settings: Settings, guard: PasswordGuard, user: User, email: str, password: str
 ) -> Mail | None:
     """A link to the new address; the change applies when it is followed (``verify``). 409
     when a live account has that address; None when one was sent in the last
     ``mail_min_interval_s``."""
-    _check_password(user, password)
+    check_password(guard, user, password)
     email = canonical_email(email)
     if email == user.email:
         raise EmailUnchanged()

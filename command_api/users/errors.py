@@ -25,3 +25,12 @@ class UnverifiedEmail(DomainError):
         super().__init__(
             f"the account {email!r} has not verified its email address: whoever registered it may not own it"
         )
+
+
+class SessionNotFound(DomainError):
+    """No live sign-in session of the caller's has that id (another user's answers the same)."""
+
+    status, code = 404, "session_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("no live session of yours has this id")

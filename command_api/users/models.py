@@ -91,3 +91,23 @@ class UserRole(Base):
     role: Mapped[str] = mapped_column(Text, primary_key=True)
     granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     granted_by: Mapped[str | None] = mapped_column(Text)
+
+
+class SignInSession(Base):
+    """One sign-in: the family of refresh tokens it started (``id`` = the family, which every
+    access and refresh token of it names as ``fam``). Ending it (logout, ``DELETE
+    /users/me/sessions/{id}``, a password change or reset, a refresh token used twice, the
+    account deleted) revokes its refresh tokens and stops its access tokens at once."""
+
+    __tablename__ = "sign_in_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    # How the user signed in: password, google or kakao (null: before sessions were recorded).
+    method: Mapped[str | None] = mapped_column(String(16))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # of its newest refresh token
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -18,6 +18,8 @@ from projections.events import EVENTS_TABLE
 # user's stream, by its primary key): what the read models must include for read-your-writes.
 _TOKEN_STATE = text(
     "SELECT u.token_version, u.deleted_at IS NOT NULL AS deleted, "  # noqa: S608 (a constant table name)
+    "(SELECT s.ended_at IS NOT NULL FROM sign_in_sessions s "
+    " WHERE s.id = CAST(:family AS uuid) AND s.user_id = u.id) AS session_ended, "
     f"(SELECT e.notification_id FROM {EVENTS_TABLE} e WHERE e.originator_id = u.id "
     " ORDER BY e.originator_version DESC LIMIT 1) AS position "
     "FROM users u WHERE u.id = :id"
@@ -39,10 +41,11 @@ def live_user(session: Session, user_id: uuid.UUID) -> User | None:
     return None if user is None or user.is_deleted else user
 
 
-def token_state(session: Session, user_id: uuid.UUID) -> RowMapping | None:
-    """``token_version``, ``deleted`` and the ``position`` of the user's newest ledger event
-    (None before their first); None for an unknown id."""
-    return session.execute(_TOKEN_STATE, {"id": user_id}).mappings().first()
+def token_state(session: Session, user_id: uuid.UUID, family: uuid.UUID | None) -> RowMapping | None:
+    """``token_version``, ``deleted``, ``session_ended`` (whether sign-in session ``family``
+    ended; null without one) and the ``position`` of the user's newest ledger event (None
+    before their first); None for an unknown id."""
+    return session.execute(_TOKEN_STATE, {"id": user_id, "family": family}).mappings().first()
 
 
 def has_role(session: Session, user_id: uuid.UUID, role: str) -> bool:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from infra import cli
 from infra.settings import get_settings
 from tests.api_factories import make_user
-from tests.auth_helpers import API, bearer, is_problem, login, register
+from tests.auth_helpers import API, PASSWORD, bearer, is_problem, login, register
 
 
 @pytest.fixture
@@ -77,8 +77,9 @@ def test_admin_add_refuses_an_unknown_or_deleted_email(vto: Any, client: Any, se
     assert "no registered account has the email 'nobody@example.com'" in unknown.stderr
     assert vto("admin", "remove", "nobody@example.com").exit_code == 1
 
-    gone = make_user(services)
-    assert client.delete(f"{API}/users/me", headers=gone.headers).status_code == 204
+    gone = make_user(services, password=PASSWORD)
+    ended = client.request("DELETE", f"{API}/users/me", json={"password": PASSWORD}, headers=gone.headers)
+    assert ended.status_code == 204
     deleted = vto("admin", "add", gone.user.email)
     assert deleted.exit_code == 1 and "no registered account" in deleted.stderr
     assert vto("admin", "list").stdout == ""
