@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from command_api.auth import sessions, tokens
 from command_api.auth.errors import Unauthorized
+from command_api.auth.mail_limits import MailLimits
 from command_api.auth.oauth import OAuthProviders
 from command_api.auth.throttle import PasswordGuard, client_address
 from command_api.catalog.media import UrlSigner
@@ -151,7 +152,13 @@ async def get_password_guard(request: Request, services: ServicesDep) -> Passwor
     return PasswordGuard.of(services.engine, services.settings, client_address(request))
 
 
+async def get_mail_limits(request: Request, services: ServicesDep) -> MailLimits:
+    """The mail limits of this request (per account, recipient and client address)."""
+    return MailLimits(services.settings, client_address(request))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+MailLimitsDep = Annotated[MailLimits, Depends(get_mail_limits)]
 PasswordGuardDep = Annotated[PasswordGuard, Depends(get_password_guard)]
 LedgerDep = Annotated[LedgerApplication, Depends(get_ledger)]
 StorageDep = Annotated[Storage, Depends(get_storage)]

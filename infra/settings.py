@@ -224,6 +224,26 @@ class Settings(BaseSettings):
     mail_min_interval_s: int = Field(
         default=60, ge=0, description="At most one mail of a kind per account in this many seconds."
     )
+    mail_window_s: int = Field(
+        default=3600,
+        ge=1,
+        description="Window of the mail limits per recipient and per client address, and in which "
+        "one address is sent one verification or email-change link whichever accounts ask.",
+    )
+    mail_max_per_recipient: int = Field(
+        default=3, ge=1, description="Mails to one address in mail_window_s (every kind, every account)."
+    )
+    mail_max_per_client_address: int = Field(
+        default=10, ge=1, description="Mails that one client address causes in mail_window_s."
+    )
+    register_window_s: int = Field(
+        default=3600, ge=1, description="Window of the registration limit per client address."
+    )
+    register_max_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="Registrations (attempts) per client address in register_window_s; then 429.",
+    )
 
     # --- generation ------------------------------------------------------------------------
     generator: str = Field(default="offline")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -116,6 +117,26 @@ def test_register_rejects_bad_input_and_stores_nothing(client: Any, services: An
     assert counts(services) == (0, 0, 0)
     # the same body, well-formed, is accepted
     assert client.post(f"{API}/auth/register", json=ok).status_code == 201
+
+
+def test_registration_is_throttled_per_client_address(client: Any, services: Any, replica: Any) -> None:
+    """Attack 4: 40 concurrent registrations from one address were all 201. At most
+    ``VTO_REGISTER_MAX_PER_ADDRESS`` (20) per address in ``VTO_REGISTER_WINDOW_S``, across
+    replicas; every attempt counts (a 409 too: registering is how one asks whether an address
+    has an account)."""
+
+    def attempt(n: int) -> int:
+        app = client if n % 2 else replica
+        body = {"email": f"burst{n}@example.com", "password": PASSWORD}
+        return int(app.post(f"{API}/auth/register", json=body).status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(attempt, range(40)))
+    assert sorted(answers) == [201] * 20 + [429] * 20
+    refused = client.post(f"{API}/auth/register", json={"email": "late@example.com", "password": PASSWORD})
+    body = is_problem(refused, 429, "too_many_registrations")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3600 and body["retry_after"] >= 1
+    assert counts(services)[0] == 20
 
 
 # --- login ------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def test_a_success_clears_the_account_counter(client: Any, services: Any) -> Non
         is_problem(login(client, "seller@example.com", WRONG), 401)
     throttled(login(client, "seller@example.com"))
     with services.engine.connect() as conn:
-        rows = conn.execute(text("SELECT kind, failures FROM login_throttle ORDER BY kind")).all()
+        query = "SELECT kind, failures FROM login_throttle WHERE kind <> 'register' ORDER BY kind"
+        rows = conn.execute(text(query)).all()
     assert [tuple(r) for r in rows] == [("account", 6), ("address", 10)]  # the success took its own back
 
 

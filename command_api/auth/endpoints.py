@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 
 from command_api import problems
-from command_api.auth import oauth_states, service, verification
+from command_api.auth import oauth_states, service, throttle, verification
 from command_api.auth.errors import RefreshTokenReused
 from command_api.auth.oauth import STATE_MAX_AGE_S
 from command_api.auth.schemas import (
@@ -31,6 +31,7 @@ from command_api.deps import (
     CurrentUser,
     LedgerDep,
     MailerDep,
+    MailLimitsDep,
     OAuthDep,
     PasswordGuardDep,
     ServicesDep,
@@ -47,18 +48,27 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     "/register",
     status_code=status.HTTP_201_CREATED,
     summary="Create an account with email and password",
-    responses=problem_responses({409: "email_taken: a live account has this email", 422: "validation_error"}),
+    responses=problem_responses(
+        {
+            409: "email_taken: a live account has this email",
+            422: "validation_error",
+            429: "too_many_registrations: too many from this client address; Retry-After says when",
+        }
+    ),
 )
 def register(
     body: RegisterIn,
+    request: Request,
     session: SessionDep,
     ledger: LedgerDep,
     services: ServicesDep,
+    limits: MailLimitsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> UserOut:
+    throttle.admit_registration(services.engine, services.settings, client_address(request))
     user = service.register(session, ledger, body)
-    mail = verification.verification_mail(session, services.settings, user)
+    mail = verification.verification_mail(session, limits, user)
     if mail is not None:
         background.add_task(mailer.deliver, mail)
     return user_out(session, user)
@@ -196,11 +206,11 @@ def verify_email(body: MailTokenIn, user: CurrentUser, session: SessionDep) -> R
 def resend_verification(
     user: CurrentUser,
     session: SessionDep,
-    services: ServicesDep,
+    limits: MailLimitsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> Response:
-    mail = verification.verification_mail(session, services.settings, user, resend=True)
+    mail = verification.verification_mail(session, limits, user)
     if mail is not None:
         background.add_task(mailer.deliver, mail)
     return Response(status_code=status.HTTP_202_ACCEPTED)
@@ -216,11 +226,11 @@ def resend_verification(
 def forgot_password(
     body: ForgotPasswordIn,
     session: SessionDep,
-    services: ServicesDep,
+    limits: MailLimitsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> Response:
-    mail = verification.password_reset_mail(session, services.settings, body.email)
+    mail = verification.password_reset_mail(session, limits, body.email)
     if mail is not None:
         background.add_task(mailer.deliver, mail)
     return Response(status_code=status.HTTP_202_ACCEPTED)

@@ -135,3 +135,16 @@ class TooManyLoginAttempts(DomainError):
             retry_after=retry_after,
             headers={"Retry-After": str(retry_after)},
         )
+
+
+class TooManyRegistrations(DomainError):
+    """Too many registrations from this client address (``auth/throttle.py``)."""
+
+    status, code = 429, "too_many_registrations"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many registrations from this address; try again in {retry_after} s",
+            retry_after=retry_after,
+            headers={"Retry-After": str(retry_after)},
+        )

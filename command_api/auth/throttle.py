@@ -21,7 +21,10 @@ The rules (``PasswordGuard.check``):
   tells nothing about which emails have accounts (an unknown email is checked against a dummy
   hash, as always, so the time does not tell either). Guessing against known accounts is
   bounded by their own counters; see docs/security-accounts-and-sessions.md for why.
-- A success clears the account's counter and takes its own attempt back from the address."""
+- A success clears the account's counter and takes its own attempt back from the address.
+
+Registrations are counted per client address too (``admit_registration``, kind
+``register``), every attempt, in a window of their own."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from sqlalchemy import Engine
 from starlette.requests import Request
 
 from command_api.auth import throttle_repository as repository
-from command_api.auth.errors import TooManyLoginAttempts
+from command_api.auth.errors import TooManyLoginAttempts, TooManyRegistrations
 from infra.settings import Settings
 
 UNKNOWN_ADDRESS = "unknown"  # a transport that names no peer (all such clients share one counter)
@@ -74,7 +77,7 @@ class PasswordGuard:
             by_address, address_left = repository.count(
                 conn, "address", self.address, self.window_s, COUNT_CAP
             )
-            repository.forget_expired(conn, self.window_s, FORGET_BATCH)
+            repository.forget_expired(conn, ["account", "address"], self.window_s, FORGET_BATCH)
         if tries > self.max_per_account:
             raise TooManyLoginAttempts(max(1, math.ceil(account_left)))
         if verify():
@@ -85,3 +88,15 @@ class PasswordGuard:
         if by_address > self.max_per_address:
             raise TooManyLoginAttempts(max(1, math.ceil(address_left)))
         return False
+
+
+def admit_registration(engine: Engine, settings: Settings, address: str) -> None:
+    """Count a registration from ``address`` (committed at once, whatever its outcome: a 409
+    tells whether an address has an account); ``TooManyRegistrations`` past
+    ``register_max_per_address`` in ``register_window_s``."""
+    window = settings.register_window_s
+    with engine.begin() as conn:
+        count, left = repository.count(conn, "register", address, window, COUNT_CAP)
+        repository.forget_expired(conn, ["register"], window, FORGET_BATCH)
+    if count > settings.register_max_per_address:
+        raise TooManyRegistrations(max(1, math.ceil(left)))

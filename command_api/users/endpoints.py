@@ -14,6 +14,7 @@ from command_api.deps import (
     CurrentSignIn,
     CurrentUser,
     MailerDep,
+    MailLimitsDep,
     PasswordGuardDep,
     ServicesDep,
     SessionDep,
@@ -148,11 +149,11 @@ def change_email(
     user: CurrentUser,
     session: SessionDep,
     guard: PasswordGuardDep,
-    services: ServicesDep,
+    limits: MailLimitsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> Response:
-    mail = verification.email_change_mail(session, services.settings, guard, user, body.email, body.password)
+    mail = verification.email_change_mail(session, limits, guard, user, body.email, body.password)
     if mail is not None:
         background.add_task(mailer.deliver, mail)
     return Response(status_code=status.HTTP_202_ACCEPTED)

@@ -74,6 +74,7 @@ class MailToken(CreatedMixin, Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     purpose: Mapped[str] = mapped_column(String(16))
     email: Mapped[str] = mapped_column(String(320))  # where it was sent
+    client_address: Mapped[str | None] = mapped_column(String(64))  # who asked (mail limits)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # used or revoked
 
