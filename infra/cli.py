@@ -35,6 +35,8 @@ log = logging.getLogger("vto")
 RETIRED_VARIABLES = {
     "VTO_ADMIN_EMAILS": "an email address no longer makes an admin; admins are the accounts "
     "holding the stored admin role: grant it with `vto admin add EMAIL` (see `vto admin list`)",
+    "FORWARDED_ALLOW_IPS": "uvicorn's own proxy headers are off; name the proxies whose "
+    "X-Forwarded-For is believed in VTO_TRUSTED_PROXIES",
 }
 
 app = typer.Typer(
