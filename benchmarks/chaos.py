@@ -108,7 +108,7 @@ class Config:
 def make_admin(deployment: Deployment, email: str) -> None:
     """Give the (registered) account of ``email`` the stored admin role, as an operator does:
     ``vto admin add EMAIL`` on the deployment's database (effective at the next request)."""
-    done = deployment.cli("admin", "add", email)
+    done = deployment.cli("admin", "add", "--force", email)  # the harness registered it
     if done.returncode != 0:
         raise RuntimeError(f"vto admin add {email} failed: {done.stdout}{done.stderr}")
 
@@ -1069,6 +1069,9 @@ def run(config: Config) -> int:
         "VTO_JOB_TIMEOUT_S": str(config.job_timeout_s),
         "VTO_SWEEPER_INTERVAL_S": "2",
         "VTO_DB_POOL_SIZE": "5",
+        # The harness registers every seller from this one address (one burst, as a load test).
+        "VTO_REGISTER_MAX_PER_ADDRESS": str(10 * config.users + 10),
+        "VTO_MAIL_MAX_PER_CLIENT_ADDRESS": str(10 * config.users + 10),
     }
     deployment = Deployment(root, env)
     duplicator: Duplicator | None = None

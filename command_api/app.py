@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from command_api import problems
 from command_api.body_limit import BodyLimit
@@ -42,15 +44,20 @@ CORS_EXPOSED = ("X-Request-ID", "Retry-After", "Location")
 CORS_MAX_AGE_S = 600
 
 
-def with_security_headers(app: FastAPI) -> FastAPI:
-    """``app`` with ``SecurityHeaders`` around everything: Starlette builds the middleware stack
+def with_outer_layers(app: FastAPI, trusted_proxies: list[str]) -> FastAPI:
+    """``app`` with ``SecurityHeaders`` around everything, and, when proxies are trusted,
+    ``ProxyHeadersMiddleware`` around that (so that everything inside, the HSTS decision
+    included, sees the client and scheme behind them). Starlette builds the middleware stack
     itself, with its error middleware outermost (the one that answers a 500), in
     ``build_middleware_stack``, which this wraps (on the instance: fastapi-offline builds the
     app, so it cannot be a subclass)."""
     build = app.build_middleware_stack
 
     def wrapped() -> ASGIApp:
-        return SecurityHeaders(build())
+        stack: ASGIApp = SecurityHeaders(build())
+        if trusted_proxies:  # uvicorn's ASGI types are its own; the app is a Starlette ASGIApp
+            return cast(ASGIApp, ProxyHeadersMiddleware(cast(Any, stack), trusted_hosts=trusted_proxies))
+        return stack
 
     app.build_middleware_stack = wrapped  # type: ignore[method-assign]
     return app
@@ -125,4 +132,5 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(reference.router)
     app.include_router(api_router())
-    return with_security_headers(app)
+    trusted = (services.settings if services is not None else settings or get_settings()).trusted_proxies
+    return with_outer_layers(app, list(trusted))

@@ -19,12 +19,14 @@ import sqlalchemy.exc
 from anyio import CapacityLimiter
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from command_api.auth import tokens
+from command_api.auth import sessions, tokens
 from command_api.auth.errors import Unauthorized
+from command_api.auth.mail_limits import MailLimits
 from command_api.auth.oauth import OAuthProviders
+from command_api.auth.throttle import PasswordGuard, client_address
 from command_api.catalog.media import UrlSigner
 from command_api.own_reads import check_token, revoked
 from command_api.problems import Forbidden, public_base
@@ -147,7 +149,19 @@ def _end(session: Session, *, commit: bool) -> None:
         session.close()
 
 
+async def get_password_guard(request: Request, services: ServicesDep) -> PasswordGuard:
+    """The password checks of this request (throttled per account and client address)."""
+    return PasswordGuard.of(services.engine, services.settings, client_address(request))
+
+
+async def get_mail_limits(request: Request, services: ServicesDep) -> MailLimits:
+    """The mail limits of this request (per account, recipient and client address)."""
+    return MailLimits(services.settings, client_address(request))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+MailLimitsDep = Annotated[MailLimits, Depends(get_mail_limits)]
+PasswordGuardDep = Annotated[PasswordGuard, Depends(get_password_guard)]
 LedgerDep = Annotated[LedgerApplication, Depends(get_ledger)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 OAuthDep = Annotated[OAuthProviders, Depends(get_oauth)]
@@ -174,10 +188,16 @@ def current_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     claims = _claims(services, credentials)
-    user = session.get(User, claims.user_id)
+    if claims.family is None:
+        user, ended = session.get(User, claims.user_id), None
+    else:  # the user and whether the token's session ended, in one query
+        found = session.execute(
+            select(User, sessions.ended(claims.family)).where(User.id == claims.user_id)
+        ).first()
+        user, ended = found if found is not None else (None, None)
     if user is None:
         raise revoked()
-    check_token(claims, user.token_version, user.is_deleted)
+    check_token(claims, user.token_version, user.is_deleted, ended)
     return user
 
 
@@ -204,10 +224,10 @@ def caught_up_caller(
     at most ``read_your_writes_timeout_s``). Commands therefore answer without waiting for
     the projections: whichever process serves the caller's next read catches up first."""
     claims = _claims(services, credentials)
-    state = users.token_state(session, claims.user_id)
+    state = users.token_state(session, claims.user_id, claims.family)
     if state is None:
         raise revoked()
-    check_token(claims, state["token_version"], state["deleted"])
+    check_token(claims, state["token_version"], state["deleted"], state["session_ended"])
     services.wait_for(state["position"])
     return Caller(claims.user_id)
 
@@ -284,6 +304,14 @@ def current_sign_in(
 
 
 CurrentSignIn = Annotated[uuid.UUID | None, Depends(current_sign_in)]
+
+
+async def current_claims(user: CurrentUser, claims: AccessClaims) -> tokens.Claims:
+    """The claims of the caller's access token, already checked by ``current_user``."""
+    return claims
+
+
+CurrentClaims = Annotated[tokens.Claims, Depends(current_claims)]
 
 
 def admin_user(session: SessionDep, user: CurrentUser) -> User:

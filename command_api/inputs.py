@@ -30,6 +30,12 @@ def check_text(text: str) -> str:
     return text
 
 
+def without_controls(text: str) -> str:
+    """``text`` with each refused character replaced by a space: for text that comes from a
+    party that cannot be answered 422 (a provider's profile), so the same rule holds."""
+    return _REFUSED.sub(" ", text)
+
+
 NoControls = AfterValidator(check_text)
 """Refuses control characters (422); put it after a ``StringConstraints`` it goes with."""
 

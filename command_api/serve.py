@@ -41,8 +41,13 @@ GC_THRESHOLDS = (100_000, 50, 1_000)
 # The options of every uvicorn this project starts (``run_http``, ``run_http_workers``). No
 # ``server`` header: the banner names the software (and, in other servers, its version) to
 # anyone scanning for it, and tells the API's own clients nothing.
+#
+# uvicorn's own proxy-header handling is off: by default it believes ``X-Forwarded-For`` from
+# 127.0.0.1 (its ``FORWARDED_ALLOW_IPS``), which lets any client on the host choose its
+# address; the app believes only ``VTO_TRUSTED_PROXIES`` (``command_api.app``).
 SERVER_OPTIONS: dict[str, Any] = {
     "access_log": False,
+    "proxy_headers": False,
     "timeout_keep_alive": KEEP_ALIVE_S,
     "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     "server_header": False,
@@ -149,10 +154,15 @@ def run_http(
     """Serve ``app`` in this process until interrupted, on ``sock`` (from ``bind_socket``)
     or on ``host:port``. ``quiet``: uvicorn logs warnings and errors only."""
     tune_gc()
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning" if quiet else "info", **SERVER_OPTIONS
-    )
+    config = http_config(app, host, port, quiet=quiet)
     _Server(config, on_ready, on_signal).run(sockets=None if sock is None else [sock])
+
+
+def http_config(app: FastAPI, host: str, port: int, *, quiet: bool = False) -> uvicorn.Config:
+    """How ``app`` is served in this process (``SERVER_OPTIONS``); ``quiet``: uvicorn logs
+    warnings and errors only."""
+    log_level = "warning" if quiet else "info"
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, **SERVER_OPTIONS)
 
 
 def run_http_workers(host: str, port: int, workers: int) -> None:

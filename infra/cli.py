@@ -36,6 +36,8 @@ log = logging.getLogger("vto")
 RETIRED_VARIABLES = {
     "VTO_ADMIN_EMAILS": "an email address no longer makes an admin; admins are the accounts "
     "holding the stored admin role: grant it with `vto admin add EMAIL` (see `vto admin list`)",
+    "FORWARDED_ALLOW_IPS": "uvicorn's own proxy headers are off; name the proxies whose "
+    "X-Forwarded-For is believed in VTO_TRUSTED_PROXIES",
 }
 
 app = typer.Typer(
@@ -117,20 +119,46 @@ def _database_session() -> Iterator[Session]:
 
 
 @admin_app.command("add")
-def admin_add(email: Annotated[str, typer.Argument(help="The email of a registered account.")]) -> None:
+def admin_add(
+    email: Annotated[str, typer.Argument(help="The email of a registered account.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Grant the role even though the account has not verified its email (anyone can "
+            "register any address: be sure who holds this account).",
+        ),
+    ] = False,
+) -> None:
     """Make the account of EMAIL an admin.
 
-    The account must have registered; the role counts from its next request. Exit status 1
-    when no live account has that email."""
+    The account must have registered and verified its email; the role counts from its next
+    request. Exit status 1 when no live account has that email, or when its owner has not
+    verified the address (someone else may have registered it; --force grants it anyway)."""
     from command_api.users import roles
-    from command_api.users.errors import NoLiveUser
+    from command_api.users.errors import NoLiveUser, UnverifiedEmail
 
     try:
         with _database_session() as session:
-            user, added = roles.add_admin(session, email, granted_by=ADMIN_GRANTED_BY)
+            user, added = roles.add_admin(session, email, granted_by=ADMIN_GRANTED_BY, allow_unverified=force)
+            verified = user.email_verified_at is not None
     except NoLiveUser as exc:
         typer.echo(f"error: {exc.detail}; the account must register first", err=True)
         raise typer.Exit(1) from None
+    except UnverifiedEmail as exc:
+        typer.echo(
+            f"error: {exc.detail}. Ask the owner to confirm the address (the link mailed at "
+            "registration, or POST /auth/verify-email/resend), or use --force if you know who "
+            "holds this account",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    if not verified:
+        typer.echo(
+            f"warning: {user.email} has not verified its email address; it was made an admin "
+            "because of --force",
+            err=True,
+        )
     typer.echo(f"{user.email} ({user.id}) {'is now' if added else 'was already'} an admin")
 
 
@@ -153,13 +181,17 @@ def admin_remove(email: Annotated[str, typer.Argument(help="The email of an admi
 
 @admin_app.command("list")
 def admin_list() -> None:
-    """List the admins: email, user id, when and by what the role was granted."""
+    """List the admins: email, user id, when and by what the role was granted, verified.
+
+    One per line, tab-separated; the last column says whether the account verified its email
+    (verified or unverified)."""
     from command_api.users import roles
 
     with _database_session() as session:
-        admins = roles.admins(session)
         lines = [
-            f"{a.user.email}\t{a.user.id}\t{a.granted_at.isoformat()}\t{a.granted_by or ''}" for a in admins
+            f"{a.user.email}\t{a.user.id}\t{a.granted_at.isoformat()}\t{a.granted_by or ''}\t"
+            f"{'unverified' if a.user.email_verified_at is None else 'verified'}"
+            for a in roles.admins(session)
         ]
     for line in lines:
         typer.echo(line)

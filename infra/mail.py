@@ -11,6 +11,11 @@ SMTP URL forms (user and password optional, percent-encoded):
 - ``smtp://host:587?starttls=required`` — STARTTLS or nothing (``?starttls=off``: never)
 - ``smtps://user:pass@host:465`` — TLS from the first byte (port 465 by default)
 
+Addresses: an address whose local part is ASCII goes out in ASCII, its domain in IDNA form
+(``bob@xn--bcher-kva.de`` for ``bob@bücher.de``); one whose local part is not ASCII needs a
+server that offers SMTPUTF8 (RFC 6531) and goes out as it is, its domain included (a server
+without SMTPUTF8 refuses it: a delivery failure like any other).
+
 Delivery never raises for mail trouble: a refused, unreachable or timed-out server (or an
 unwritable mail directory) is logged and counted through ``on_failure``. Callers send only
 after the transaction that caused the message has committed (FastAPI background tasks, which
@@ -25,12 +30,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
 
 from infra.settings import Settings
 
@@ -76,6 +83,18 @@ def parse_smtp_url(url: str) -> SmtpServer:
     )
 
 
+def outgoing_address(address: str) -> tuple[str, bool]:
+    """The address as it is written in ``To:`` and the envelope, and whether it needs
+    SMTPUTF8: ASCII with an IDNA domain when the local part is ASCII, else as it is."""
+    try:
+        valid = validate_email(address, check_deliverability=False, test_environment=True)
+    except EmailNotValidError:
+        return address, not address.isascii()
+    if valid.ascii_email is not None:
+        return valid.ascii_email, False
+    return valid.normalized, True
+
+
 @dataclass(frozen=True)
 class Mail:
     """One message to one person; ``link`` is the action link its text carries."""
@@ -98,9 +117,12 @@ class Mailer:
     on_failure: Callable[[], object] | None = None  # e.g. a metrics counter's ``inc``
 
     def message(self, mail: Mail) -> EmailMessage:
-        message = EmailMessage()
+        to, utf8 = outgoing_address(mail.to)
+        # Without SMTPUTF8 the header would hide a non-ASCII address in an encoded word, which
+        # no server can deliver to; with it the address is written as it is.
+        message = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.default)
         message["From"] = self.sender
-        message["To"] = mail.to
+        message["To"] = to
         message["Subject"] = mail.subject
         message["Date"] = format_datetime(datetime.now(UTC))
         message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2].strip("> ") or None)
@@ -117,6 +139,7 @@ class Mailer:
             else:
                 await aiosmtplib.send(
                     message,
+                    recipients=[str(message["To"])],
                     hostname=self.smtp.hostname,
                     port=self.smtp.port,
                     username=self.smtp.username,

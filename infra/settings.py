@@ -8,6 +8,7 @@ docs/configuration.md is ``markdown_table()`` (a test keeps it current).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import secrets
@@ -263,7 +264,16 @@ class Settings(BaseSettings):
         "is not ready only to it (everyone else gets a plain 200 or 503). Unset: /metrics is off.",
     )
 
-    # --- failed-login throttling (command_api/auth/throttle.py; shared through PostgreSQL) ---
+    # --- client addresses (command_api/app.py; docs/security-accounts-and-sessions.md) -----
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Addresses or networks (comma-separated, e.g. 10.0.0.0/8,192.0.2.1) of the "
+        "reverse proxies in front of the API: only their X-Forwarded-For (and X-Forwarded-Proto) "
+        "is believed, read from the right. Empty (the default): no header is believed, the TCP "
+        "peer is the client.",
+    )
+
+    # --- password throttling (command_api/auth/throttle.py; shared through PostgreSQL) -------
     login_window_s: int = Field(
         default=15 * 60, ge=1, description="Window in which failed logins are counted (fixed, per key)."
     )
@@ -272,6 +282,14 @@ class Settings(BaseSettings):
     )
     login_max_failures_per_address: int = Field(
         default=30, ge=1, description="Failed logins per client address in a window; then 429."
+    )
+
+    reauthentication_max_age_s: int = Field(
+        default=300,
+        ge=30,
+        le=3600,
+        description="An account without a password may be deleted this long after signing in "
+        "with its provider (the proof the owner is there; accounts with one give the password).",
     )
 
     # --- mail (verification and password-reset links; infra/mail.py) -----------------------
@@ -294,6 +312,26 @@ class Settings(BaseSettings):
     password_reset_ttl_s: int = Field(default=3600, ge=60, description="How long a reset link works.")
     mail_min_interval_s: int = Field(
         default=60, ge=0, description="At most one mail of a kind per account in this many seconds."
+    )
+    mail_window_s: int = Field(
+        default=3600,
+        ge=1,
+        description="Window of the mail limits per recipient and per client address, and in which "
+        "one address is sent one verification or email-change link whichever accounts ask.",
+    )
+    mail_max_per_recipient: int = Field(
+        default=3, ge=1, description="Mails to one address in mail_window_s (every kind, every account)."
+    )
+    mail_max_per_client_address: int = Field(
+        default=10, ge=1, description="Mails that one client address causes in mail_window_s."
+    )
+    register_window_s: int = Field(
+        default=3600, ge=1, description="Window of the registration limit per client address."
+    )
+    register_max_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="Registrations (attempts) per client address in register_window_s; then 429.",
     )
 
     # --- generation ------------------------------------------------------------------------
@@ -405,6 +443,23 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("VTO_OPS_TOKEN must be at least 16 characters (a random value)")
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """Each entry an address or network (``ValueError`` otherwise), kept as a network."""
+        if isinstance(value, str):
+            value = value.replace(";", ",").split(",")
+        if not isinstance(value, list | tuple):
+            return value
+        try:
+            return tuple(
+                str(ipaddress.ip_network(str(item).strip(), strict=False))
+                for item in value
+                if str(item).strip()
+            )
+        except ValueError as exc:
+            raise ValueError(f"VTO_TRUSTED_PROXIES: {exc}") from None
 
     @property
     def embedded(self) -> bool:

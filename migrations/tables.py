@@ -23,6 +23,8 @@ SQL_TABLES = frozenset(
         "job_attempts",
         # the login throttle (0009)
         "login_throttle",
+        # single-use OAuth states (0016)
+        "oauth_states",
         # erasing stored objects (0014)
         "storage_erasures",
         "erased_accounts",

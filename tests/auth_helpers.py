@@ -62,3 +62,8 @@ def user_id_of(access_token: str) -> str:
 
 def refresh(client: Any, token: str) -> Any:
     return client.post(f"{API}/auth/refresh", json={"refresh_token": token})
+
+
+def wide(text: str) -> str:
+    """``text`` in full-width forms (``wide("a")`` is U+FF41): look-alikes of ASCII addresses."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)

@@ -63,11 +63,12 @@ def pg_server_url() -> Iterator[str]:
 
 
 @contextmanager
-def fresh_database(pg_server_url: str) -> Iterator[str]:
-    """A fresh database, migrated (a copy of the template), dropped at the end."""
+def fresh_database(pg_server_url: str, template: str = TEMPLATE) -> Iterator[str]:
+    """A fresh database, migrated (a copy of the template), dropped at the end;
+    ``template="template0"``: an empty one (for migration tests)."""
     name = f"vto_test_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     try:
         yield with_dbname(pg_server_url, name)
     finally:
@@ -139,6 +140,23 @@ def client(services: Any) -> Iterator[Any]:
 
     with TestClient(create_app(services)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def replica(api_settings: Settings, pg_url: str) -> Iterator[Any]:
+    """A second API process on the same database as ``client`` (its own services, engine and
+    pool): what one replica stores, another must see."""
+    from fastapi.testclient import TestClient
+
+    from command_api.app import create_app
+    from command_api.services import build_services
+
+    built = build_services(api_settings, pg_url, migrate=False, run_projections=False)
+    try:
+        with TestClient(create_app(built)) as test_client:
+            yield test_client
+    finally:
+        built.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -61,14 +61,25 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[Inbox]:
-    """An SMTP server on 127.0.0.1 for one test (no TLS, no auth)."""
+def _serve(**options: Any) -> Iterator[Inbox]:
     port = free_port()
     inbox = Inbox(url=f"smtp://127.0.0.1:{port}")
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield inbox
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Inbox]:
+    """An SMTP server on 127.0.0.1 for one test (no TLS, no auth; it offers SMTPUTF8)."""
+    yield from _serve()
+
+
+@pytest.fixture
+def ascii_smtp_server() -> Iterator[Inbox]:
+    """The same without SMTPUTF8 (RFC 6531): it cannot take an address whose local part is not
+    ASCII."""
+    yield from _serve(enable_SMTPUTF8=False)

@@ -12,7 +12,7 @@ from command_api.users import roles
 from infra.settings import Settings
 from ledger.account import Account
 from tests.api_factories import make_user
-from tests.auth_helpers import API, bearer, is_problem, login, register
+from tests.auth_helpers import API, PASSWORD, bearer, is_problem, login, register
 from tests.factories import job_request
 
 
@@ -121,9 +121,10 @@ def test_registering_an_address_once_listed_as_admin_gives_no_admin_rights(
 
 
 def test_a_deleted_admins_email_registered_again_is_not_an_admin(client: Any, services: Any) -> None:
-    admin = make_user(services, admin=True)
+    admin = make_user(services, admin=True, password=PASSWORD)
     assert client.get(f"{API}/users/me", headers=admin.headers).json()["roles"] == ["admin"]
-    assert client.delete(f"{API}/users/me", headers=admin.headers).status_code == 204
+    gone = client.request("DELETE", f"{API}/users/me", json={"password": PASSWORD}, headers=admin.headers)
+    assert gone.status_code == 204
     # the same address, registered by someone else: a new account, without the role
     assert register(client, admin.user.email)["roles"] == ["user"]
     tokens = login(client, admin.user.email).json()
@@ -176,3 +177,27 @@ def test_grants_and_refunds_record_the_acting_admins_id(client: Any, services: A
     ]
     assert [line["reason"] for line in lines if line["type"] == "refund"] == ["admin: blurry video"]
     assert not any(admin.user.email in (line["reason"] or "") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "amounts",
+    [
+        {"credits": True},
+        {"credits": "7"},
+        {"credits": 7.0},
+        {"tickets": {"lookbook": True}},
+        {"tickets": {"lookbook": "2"}},
+        {"subscription": {"plan": "pro", "days": "30"}},
+        {"subscription": {"plan": "pro", "days": True}},
+        {"subscription": {"plan": "pro", "days": 30, "daily_quota": True}},
+    ],
+)
+def test_grant_amounts_are_strict_integers(client: Any, services: Any, amounts: dict[str, Any]) -> None:
+    """Attack: ``true`` or ``"7"`` as an amount was read as 1 or 7; every amount must be a JSON
+    integer (422 otherwise) and nothing is granted."""
+    admin, target = make_user(services, admin=True), make_user(services)
+    position = services.ledger.position()
+    body = {"email": target.user.email, "reason": "strict", **amounts}
+    response = client.post(f"{API}/admin/grants", json=body, headers=admin.headers)
+    is_problem(response, 422, "validation_error")
+    assert services.ledger.position() == position

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -23,6 +24,7 @@ from command_api.auth import tokens
 from command_api.auth.oauth import OAuthProviders
 from command_api.users.models import MailToken, OAuthIdentity, RefreshToken, User
 from infra.settings import Settings
+from tests.api_factories import make_user
 from tests.auth_helpers import (
     API,
     PASSWORD,
@@ -34,6 +36,7 @@ from tests.auth_helpers import (
     register,
     stored_user,
     user_id_of,
+    wide,
 )
 
 REDIRECT = "https://app.example.com/oauth/callback"
@@ -116,6 +119,26 @@ def test_register_rejects_bad_input_and_stores_nothing(client: Any, services: An
     assert client.post(f"{API}/auth/register", json=ok).status_code == 201
 
 
+def test_registration_is_throttled_per_client_address(client: Any, services: Any, replica: Any) -> None:
+    """Attack 4: 40 concurrent registrations from one address were all 201. At most
+    ``VTO_REGISTER_MAX_PER_ADDRESS`` (20) per address in ``VTO_REGISTER_WINDOW_S``, across
+    replicas; every attempt counts (a 409 too: registering is how one asks whether an address
+    has an account)."""
+
+    def attempt(n: int) -> int:
+        app = client if n % 2 else replica
+        body = {"email": f"burst{n}@example.com", "password": PASSWORD}
+        return int(app.post(f"{API}/auth/register", json=body).status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(attempt, range(40)))
+    assert sorted(answers) == [201] * 20 + [429] * 20
+    refused = client.post(f"{API}/auth/register", json={"email": "late@example.com", "password": PASSWORD})
+    body = is_problem(refused, 429, "too_many_registrations")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3600 and body["retry_after"] >= 1
+    assert counts(services)[0] == 20
+
+
 # --- login ------------------------------------------------------------------------------------
 def test_login_gives_tokens_and_one_answer_for_every_failure(client: Any, services: Any) -> None:
     user = register(client, "buyer@example.com")
@@ -154,6 +177,45 @@ def test_login_gives_tokens_and_one_answer_for_every_failure(client: Any, servic
     malformed = client.post(f"{API}/auth/login", content=b"{", headers={"content-type": "application/json"})
     is_problem(malformed, 422)
     assert counts(services) == before
+
+
+def test_look_alike_addresses_are_one_address_everywhere(client: Any, services: Any) -> None:
+    """Emails are compared after NFKC and IDNA normalisation, the same way at registration,
+    login and every lookup: a full-width ``alice@…`` (U+FF41 ...) cannot register beside ``alice@…``, and a
+    full-width (or IDNA) domain works at login as it did at registration."""
+    alice = register(client, "alice@example.com")
+    for look_alike in [
+        f"{wide('alice')}@example.com",
+        f"ALICE@{wide('example')}.{wide('com')}",
+        f"alice{wide('@')}example.com",
+    ]:
+        taken = client.post(f"{API}/auth/register", json={"email": look_alike, "password": PASSWORD})
+        is_problem(taken, 409, "email_taken")
+        assert login(client, look_alike).status_code == 200
+    bob = register(client, f"{wide('b')}ob@{wide('e')}xample.com")
+    assert bob["email"] == "bob@example.com"
+    for typed in [f"bob@{wide('e')}xample.com", f"{wide('BOB')}@EXAMPLE.COM", "bob@example.com"]:
+        response = login(client, typed)
+        assert response.status_code == 200, (typed, response.text)
+        assert user_id_of(response.json()["access_token"]) == bob["id"]
+    idn = register(client, "kim@XN--BCHER-KVA.example")
+    assert idn["email"] == "kim@bücher.example"  # one form for the domain: Unicode
+    assert login(client, "kim@bücher.example").status_code == 200
+    assert login(client, "kim@xn--bcher-kva.example").status_code == 200
+    is_problem(
+        client.post(f"{API}/auth/register", json={"email": "KIM@Bücher.example", "password": PASSWORD}),
+        409,
+        "email_taken",
+    )
+    with services.sessions() as session:
+        emails = sorted(session.scalars(select(User.email)))
+    assert emails == ["alice@example.com", "bob@example.com", "kim@bücher.example"]
+    # An admin's grant by a look-alike address reaches the same account.
+    admin = make_user(services, admin=True)
+    grant = {"email": f"{wide('alice')}@example.com", "credits": 3, "reason": "look-alike"}
+    granted = client.post(f"{API}/admin/grants", json=grant, headers=admin.headers)
+    assert granted.status_code == 201, granted.text
+    assert granted.json()["user_id"] == alice["id"]
 
 
 # --- refresh ----------------------------------------------------------------------------------
@@ -344,6 +406,55 @@ def test_kakao_links_by_verified_email_to_an_existing_user(client: Any, services
     assert counts(services) == before
 
 
+def test_provider_profiles_pass_the_text_rules_of_every_input(client: Any, services: Any) -> None:
+    """Attack 6: a Google or Kakao profile holding NUL was a 500 (PostgreSQL refuses it), and
+    U+0085 was stored as given. A profile name is cleaned by the rule every input obeys (each
+    refused character becomes a space); an email or subject holding one is unusable."""
+    fake = FakeProviders(
+        userinfo={
+            "google": {**google_user("g-nul", "nul@gmail.com"), "name": "Evil\x00Name"},
+            "kakao": {
+                "id": 4242,
+                "kakao_account": {
+                    "email": "nel@kakao.com",
+                    "is_email_valid": True,
+                    "is_email_verified": True,
+                    "profile": {"nickname": "Line\u0085Break\u009b"},
+                },
+            },
+        }
+    )
+    fake.install(services)
+    for provider, name in [("google", "Evil Name"), ("kakao", "Line Break")]:
+        response = oauth(client, provider)
+        assert response.status_code == 200, response.text
+        me = client.get(f"{API}/users/me", headers=bearer(response.json()["access_token"])).json()
+        assert me["name"].split() == name.split() and not any(0x80 <= ord(c) <= 0x9F for c in me["name"])
+        assert "\x00" not in me["name"]
+
+    before = counts(services)
+    for info in [
+        google_user("g-2", "bad\x00@gmail.com"),
+        google_user("g-3", "bad\u0085@gmail.com"),
+        {**google_user("g-4", "x@gmail.com"), "email": 12},
+        {**google_user("g-5", "x@gmail.com"), "email": "not an address"},
+    ]:
+        fake.userinfo["google"] = info
+        is_problem(oauth(client, "google"), 400, "oauth_email_required")
+    for info in [
+        google_user("g-\x00", "sub@gmail.com"),
+        {**google_user("", "sub@gmail.com"), "sub": None},
+        {**google_user("", "sub@gmail.com"), "sub": {"id": 1}},
+    ]:
+        fake.userinfo["google"] = info
+        is_problem(oauth(client, "google"), 502, "oauth_provider_error")
+    fake.userinfo["google"] = {**google_user("g-6", "odd@gmail.com"), "name": ["not", "text"]}
+    odd = oauth(client, "google")
+    assert odd.status_code == 200, odd.text
+    assert client.get(f"{API}/users/me", headers=bearer(odd.json()["access_token"])).json()["name"] is None
+    assert counts(services)[0] == before[0] + 1
+
+
 def test_oauth_failures_are_problems_and_store_nothing(client: Any, services: Any) -> None:
     fake = FakeProviders(userinfo={"google": google_user("g-2", "x@gmail.com")})
     fake.install(services)
@@ -422,6 +533,24 @@ def test_authorize_gives_a_pkce_url_and_a_state_checked_on_return(client: Any, s
     assert done.status_code == 200, done.text
     assert fake.token_form(0)["code_verifier"] == verifier
     is_problem(client.get(f"{API}/auth/oauth/google/authorize"), 422, "validation_error")
+
+
+def test_an_oauth_state_is_used_once_across_replicas(client: Any, replica: Any, services: Any) -> None:
+    """An OAuth ``state`` (with its code) could be used twice; now the first finished sign-in
+    uses it up, in the database, so no replica takes it again (400 before the provider is
+    called). A state that failed its checks is not used up."""
+    fake = FakeProviders(userinfo={"google": google_user("g-once", "once@gmail.com")})
+    fake.install(services)
+    started = client.get(f"{API}/auth/oauth/google/authorize", params={"redirect_uri": REDIRECT}).json()
+    flow = {"state": started["state"], "code_verifier": started["code_verifier"]}
+    is_problem(oauth(client, "google", **{**flow, "code_verifier": "w" * 43}), 400, "invalid_state")
+    first = oauth(client, "google", **flow)
+    assert first.status_code == 200, first.text
+    calls = len(fake.requests)
+    for app in (client, replica):
+        again = is_problem(oauth(app, "google", **flow), 400, "invalid_state")
+        assert "already used" in again["detail"]
+    assert len(fake.requests) == calls
 
 
 # --- sign-in linking: the provider's verified email against our accounts ----------------------

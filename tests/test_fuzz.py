@@ -56,10 +56,11 @@ def fuzz_client(fuzz_services: Any) -> Iterator[Any]:
 @pytest.fixture
 def caller_headers(fuzz_services: Any) -> Callable[[bool], dict[str, str]]:
     """Headers of a fresh caller per example (an example may delete the account or end its
-    sessions)."""
+    sessions), signed in with a provider just now: its token has a live session (logout, the
+    session routes and account deletion take their real paths)."""
 
     def make(admin: bool) -> dict[str, str]:
-        return make_user(fuzz_services, admin=admin).headers
+        return make_user(fuzz_services, admin=admin, sign_in="google").headers
 
     return make
 

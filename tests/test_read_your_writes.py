@@ -132,7 +132,7 @@ def cluster(pg_server_url: str) -> Iterator[Cluster]:
             )
             with a, b:
                 admin = sign_in(a, ADMIN)
-                made = deployment.cli("admin", "add", ADMIN)
+                made = deployment.cli("admin", "add", "--force", ADMIN)
                 assert made.returncode == 0, made.stdout + made.stderr
                 yield Cluster(deployment, url, a, b, admin)
             statuses = deployment.stop_all()

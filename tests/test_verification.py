@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from command_api.auth.mail_tokens import digest
 from command_api.ops.metrics import REGISTRY
@@ -17,7 +17,7 @@ from command_api.users.models import MailToken, User
 from infra.mail import parse_smtp_url
 from infra.settings import Settings
 from tests.api_factories import make_user
-from tests.auth_helpers import API, PASSWORD, bearer, is_problem, login, refresh, register
+from tests.auth_helpers import API, PASSWORD, bearer, is_problem, login, refresh, register, wide
 from tests.mail_fixtures import Inbox, free_port, link_token, smtp_server  # noqa: F401  (fixture)
 
 NEW_PASSWORD = "a new horse battery"
@@ -32,6 +32,8 @@ def api_settings(tmp_path: Path, smtp_server: Inbox) -> Settings:  # noqa: F811
         mail_from="VTO <no-reply@vto.example>",
         app_url="https://app.vto.example",
         mail_min_interval_s=0,
+        mail_max_per_recipient=100,  # the limits have tests of their own (at the end)
+        mail_max_per_client_address=100,
     )
 
 
@@ -285,6 +287,36 @@ def test_email_change_applies_when_the_new_address_confirms(
     assert me(client, access).json()["email"] == "new@example.com"
 
 
+def test_look_alike_addresses_are_one_address_for_reset_and_email_change(
+    client: Any,
+    services: Any,
+    smtp_server: Inbox,  # noqa: F811
+) -> None:
+    register(client, "owner@example.com")
+    register(client, "kim@bücher.example")
+    access = signed_in(client, "owner@example.com")["access_token"]
+    path, headers = f"{API}/users/me/email", bearer(access)
+    for look_alike in [
+        f"{wide('o')}wner@example.com",
+        f"OWNER@{wide('e')}xample.com",
+    ]:  # its own address, spelt otherwise
+        changed = client.post(path, json={"email": look_alike, "password": PASSWORD}, headers=headers)
+        is_problem(changed, 409, "email_unchanged")
+    for look_alike in [f"{wide('k')}im@bücher.example", "kim@XN--BCHER-KVA.example"]:  # another account's
+        changed = client.post(path, json={"email": look_alike, "password": PASSWORD}, headers=headers)
+        is_problem(changed, 409, "email_taken")
+    sent = len(smtp_server.messages)
+    assert (
+        client.post(
+            f"{API}/auth/password/forgot", json={"email": f"{wide('k')}im@xn--bcher-kva.example"}
+        ).status_code
+        == 202
+    )
+    [reset] = smtp_server.messages[sent:]
+    assert reset["Subject"] == "Reset your password"
+    assert reset["To"] == "kim@xn--bcher-kva.example"  # the ASCII form of the one account's address
+
+
 def test_a_mail_failure_is_logged_and_counted_and_the_account_is_kept(
     client: Any, services: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -299,3 +331,65 @@ def test_a_mail_failure_is_logged_and_counted_and_the_account_is_kept(
         client.post(f"{API}/auth/password/forgot", json={"email": "unlucky@example.com"}).status_code == 202
     )
     assert REGISTRY.get_sample_value("vto_mail_failures_total") == failures + 2
+
+
+# --- mail limits: per account, per recipient, per client address -------------------------------
+def test_repeated_registrations_of_one_address_mail_it_once(
+    client: Any,
+    services: Any,
+    smtp_server: Inbox,  # noqa: F811
+) -> None:
+    """Attack 4: register, log in, delete the account, five times over with a victim's
+    address: five mails reached the victim (the limit was per account, each a new one)."""
+    for _ in range(5):
+        created = register(client, "victim@example.com")
+        assert created["email_verified"] is False  # the account works, unverified
+        access = signed_in(client, "victim@example.com")["access_token"]
+        gone = client.request(
+            "DELETE", f"{API}/users/me", json={"password": PASSWORD}, headers=bearer(access)
+        )
+        assert gone.status_code == 204
+    assert len(smtp_server.to("victim@example.com")) == 1
+
+
+def test_accounts_asking_for_one_new_address_mail_it_once(
+    client: Any,
+    services: Any,
+    smtp_server: Inbox,  # noqa: F811
+) -> None:
+    """Attack 4: four accounts each asking to change their email to the victim's: four mails."""
+    for n in range(4):
+        make_user(services, f"asker{n}@example.com", password=PASSWORD)
+        access = signed_in(client, f"asker{n}@example.com")["access_token"]
+        body = {"email": "victim@example.com", "password": PASSWORD}
+        asked = client.post(f"{API}/users/me/email", json=body, headers=bearer(access))
+        assert asked.status_code == 202, asked.text  # the same answer: nothing tells it was held
+    assert len(smtp_server.to("victim@example.com")) == 1
+    # The account that got the link may ask again (a lost mail), within the other limits.
+    access = signed_in(client, "asker0@example.com")["access_token"]
+    again = {"email": "victim@example.com", "password": PASSWORD}
+    assert client.post(f"{API}/users/me/email", json=again, headers=bearer(access)).status_code == 202
+    assert len(smtp_server.to("victim@example.com")) == 2
+
+
+def test_mail_is_limited_per_recipient_and_per_client_address(
+    client: Any,
+    services: Any,
+    smtp_server: Inbox,  # noqa: F811
+) -> None:
+    services.settings.mail_max_per_recipient = 3
+    services.settings.mail_max_per_client_address = 6
+    make_user(services, "target@example.com")
+    for _ in range(5):  # forgot needs no account of the caller's, and answers 202 every time
+        forgot = client.post(f"{API}/auth/password/forgot", json={"email": "target@example.com"})
+        assert forgot.status_code == 202
+    assert len(smtp_server.to("target@example.com")) == 3
+    for n in range(5):  # one mail each to many addresses, from one client address
+        make_user(services, f"sprayed{n}@example.com")
+        assert (
+            client.post(f"{API}/auth/password/forgot", json={"email": f"sprayed{n}@example.com"}).status_code
+            == 202
+        )
+    assert sum(len(smtp_server.to(f"sprayed{n}@example.com")) for n in range(5)) == 3  # 6 in all
+    with services.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(MailToken)) == 6

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 
 from command_api import problems
-from command_api.auth import service, verification
+from command_api.auth import oauth_states, service, throttle, verification
 from command_api.auth.errors import RefreshTokenReused
 from command_api.auth.oauth import STATE_MAX_AGE_S
 from command_api.auth.schemas import (
@@ -24,8 +24,19 @@ from command_api.auth.schemas import (
     TokenPair,
     problem_responses,
 )
-from command_api.auth.throttle import LoginThrottle, client_address
-from command_api.deps import CurrentUser, LedgerDep, MailerDep, OAuthDep, ServicesDep, SessionDep
+from command_api.auth.sessions import SignIn
+from command_api.auth.throttle import client_address
+from command_api.deps import (
+    CurrentClaims,
+    CurrentUser,
+    LedgerDep,
+    MailerDep,
+    MailLimitsDep,
+    OAuthDep,
+    PasswordGuardDep,
+    ServicesDep,
+    SessionDep,
+)
 from command_api.inputs import Text
 from command_api.users.schemas import UserOut
 from command_api.users.service import user_out
@@ -37,18 +48,27 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     "/register",
     status_code=status.HTTP_201_CREATED,
     summary="Create an account with email and password",
-    responses=problem_responses({409: "email_taken: a live account has this email", 422: "validation_error"}),
+    responses=problem_responses(
+        {
+            409: "email_taken: a live account has this email",
+            422: "validation_error",
+            429: "too_many_registrations: too many from this client address; Retry-After says when",
+        }
+    ),
 )
 def register(
     body: RegisterIn,
+    request: Request,
     session: SessionDep,
     ledger: LedgerDep,
     services: ServicesDep,
+    limits: MailLimitsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> UserOut:
+    throttle.admit_registration(services.engine, services.settings, client_address(request))
     user = service.register(session, ledger, body)
-    mail = verification.verification_mail(session, services.settings, user)
+    mail = verification.verification_mail(session, limits, user)
     if mail is not None:
         background.add_task(mailer.deliver, mail)
     return user_out(session, user)
@@ -60,18 +80,32 @@ def register(
     responses=problem_responses(
         {
             401: "invalid_credentials (unknown email, wrong password, deleted account)",
-            429: "too_many_login_attempts: too many failed logins for this email or from this "
-            "address; Retry-After says when to try again",
+            429: "too_many_login_attempts: too many failed password checks for this email (or "
+            "a failure from an address with too many); Retry-After says when to try again",
         }
     ),
 )
-def login(body: LoginIn, request: Request, session: SessionDep, services: ServicesDep) -> TokenPair:
-    throttle = LoginThrottle.of(services.engine, services.settings)
-    address = client_address(request)
-    throttle.admit(body.email, address)  # counted and committed before the password is checked
-    tokens = service.login(session, services.secret, body.email, body.password)
-    throttle.succeeded(body.email, address)
-    return tokens
+def login(
+    body: LoginIn, request: Request, session: SessionDep, services: ServicesDep, guard: PasswordGuardDep
+) -> TokenPair:
+    sign_in = _sign_in(request, "password")
+    return service.login(session, services.secret, guard, body.email, body.password, sign_in)
+
+
+def _sign_in(request: Request, method: str) -> SignIn:
+    return SignIn(method, request.headers.get("user-agent"), client_address(request))
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End this session: its refresh token and access tokens stop at once (others stay)",
+    responses=problem_responses({401: "unauthorized"}),
+)
+def logout(user: CurrentUser, claims: CurrentClaims, session: SessionDep) -> Response:
+    if claims.family is not None:
+        service.revoke_family(session, user.id, claims.family)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
@@ -120,7 +154,7 @@ def authorize(
     summary="Finish a social login: exchange the provider's code for our tokens",
     responses=problem_responses(
         {
-            400: "oauth_code_rejected, invalid_state or oauth_email_required",
+            400: "oauth_code_rejected, invalid_state (also: a state already used) or oauth_email_required",
             404: "unknown_provider",
             502: "oauth_provider_error: the provider could not be reached or answered badly",
             503: "oauth_not_configured",
@@ -130,6 +164,7 @@ def authorize(
 def oauth_login(
     provider: str,
     body: OAuthCodeIn,
+    request: Request,
     session: SessionDep,
     ledger: LedgerDep,
     services: ServicesDep,
@@ -137,9 +172,10 @@ def oauth_login(
 ) -> TokenPair:
     oauth.provider(provider)  # 404 / 503 before anything else
     oauth.check_state(body.state, provider, body.redirect_uri, body.code_verifier)
+    oauth_states.use_up(services.engine, body.state, STATE_MAX_AGE_S)  # single use, every replica
     identity = oauth.exchange(provider, body.code, body.redirect_uri, body.code_verifier)
     user = service.oauth_user(session, ledger, identity)
-    return service.issue_tokens(session, services.secret, user)
+    return service.issue_tokens(session, services.secret, user, sign_in=_sign_in(request, provider))
 
 
 # --- mailed links -----------------------------------------------------------------------------
@@ -170,11 +206,11 @@ def verify_email(body: MailTokenIn, user: CurrentUser, session: SessionDep) -> R
 def resend_verification(
     user: CurrentUser,
     session: SessionDep,
-    services: ServicesDep,
+    limits: MailLimitsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> Response:
-    mail = verification.verification_mail(session, services.settings, user, resend=True)
+    mail = verification.verification_mail(session, limits, user)
     if mail is not None:
         background.add_task(mailer.deliver, mail)
     return Response(status_code=status.HTTP_202_ACCEPTED)
@@ -190,11 +226,11 @@ def resend_verification(
 def forgot_password(
     body: ForgotPasswordIn,
     session: SessionDep,
-    services: ServicesDep,
+    limits: MailLimitsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
 ) -> Response:
-    mail = verification.password_reset_mail(session, services.settings, body.email)
+    mail = verification.password_reset_mail(session, limits, body.email)
     if mail is not None:
         background.add_task(mailer.deliver, mail)
     return Response(status_code=status.HTTP_202_ACCEPTED)

@@ -100,6 +100,13 @@ class WrongPassword(DomainError):
         super().__init__("the current password is not correct")
 
 
+class ReauthenticationRequired(DomainError):
+    """A step that needs the owner there now (deleting the account): the password, or a
+    provider sign-in that has just happened."""
+
+    status, code = 403, "reauthentication_required"
+
+
 class PasswordNotSet(DomainError):
     status, code = 409, "password_not_set"
 
@@ -125,6 +132,19 @@ class TooManyLoginAttempts(DomainError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(
             f"too many failed sign-ins; try again in {retry_after} s",
+            retry_after=retry_after,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class TooManyRegistrations(DomainError):
+    """Too many registrations from this client address (``auth/throttle.py``)."""
+
+    status, code = 429, "too_many_registrations"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many registrations from this address; try again in {retry_after} s",
             retry_after=retry_after,
             headers={"Retry-After": str(retry_after)},
         )

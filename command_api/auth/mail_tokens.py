@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from command_api.auth.errors import InvalidMailToken
@@ -28,8 +28,11 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue(session: Session, user: User, purpose: str, email: str, ttl_s: int) -> str:
-    """A new token for ``email`` (returned in clear, stored as its hash)."""
+def issue(
+    session: Session, user: User, purpose: str, email: str, ttl_s: int, client_address: str | None = None
+) -> str:
+    """A new token for ``email`` (returned in clear, stored as its hash), asked for from
+    ``client_address``."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     session.add(
         MailToken(
@@ -37,24 +40,12 @@ def issue(session: Session, user: User, purpose: str, email: str, ttl_s: int) ->
             user_id=user.id,
             purpose=purpose,
             email=email,
+            client_address=client_address,
             expires_at=_now() + timedelta(seconds=ttl_s),
         )
     )
     session.flush()
     return token
-
-
-def sent_recently(session: Session, user: User, purpose: str, interval_s: int) -> bool:
-    """Whether a token of this purpose was issued to the user in the last ``interval_s``."""
-    if interval_s <= 0:
-        return False
-    since = _now() - timedelta(seconds=interval_s)
-    query = select(
-        exists().where(
-            MailToken.user_id == user.id, MailToken.purpose == purpose, MailToken.created_at > since
-        )
-    )
-    return bool(session.scalar(query))
 
 
 def consume(session: Session, token: str, purposes: Sequence[str]) -> MailToken:

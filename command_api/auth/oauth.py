@@ -30,6 +30,7 @@ from command_api.auth.errors import (
     OAuthProviderError,
     UnknownProvider,
 )
+from command_api.inputs import has_control, without_controls
 from infra.settings import Settings
 
 STATE_MAX_AGE_S = 600
@@ -40,7 +41,11 @@ _STATE_SALT = "vto.oauth.state"
 
 @dataclass(frozen=True)
 class ProviderIdentity:
-    """Who the provider says the user is."""
+    """Who the provider says the user is, under the text rule of every input
+    (``command_api.inputs``): ``email`` is None when the provider sent something that is not
+    text or holds a refused character (NUL, U+0085, ...); ``name`` is None when it is not text,
+    and has each refused character replaced by a space (a provider's profile cannot be answered
+    422, and its user cannot fix it here). The subject is checked by ``exchange``."""
 
     provider: str
     subject: str
@@ -48,16 +53,26 @@ class ProviderIdentity:
     email_verified: bool
     name: str | None
 
+    @classmethod
+    def of(
+        cls, provider: str, subject: object, email: object, verified: bool, name: object
+    ) -> ProviderIdentity:
+        return cls(
+            provider=provider,
+            # Text or a number (Kakao's ids); anything else (null, true, an object) is no
+            # subject: ``exchange`` refuses an empty one.
+            subject=str(subject) if isinstance(subject, str | int) and not isinstance(subject, bool) else "",
+            email=email if isinstance(email, str) and not has_control(email) else None,
+            email_verified=verified,
+            name=without_controls(name) if isinstance(name, str) else None,
+        )
+
 
 def _google_identity(info: Mapping[str, Any]) -> ProviderIdentity:
     # OpenID Connect userinfo: sub, email, email_verified, name.
     verified = info.get("email_verified")
-    return ProviderIdentity(
-        provider="google",
-        subject=str(info["sub"]),
-        email=info.get("email"),
-        email_verified=verified is True or verified == "true",
-        name=info.get("name"),
+    return ProviderIdentity.of(
+        "google", info["sub"], info.get("email"), verified is True or verified == "true", info.get("name")
     )
 
 
@@ -66,13 +81,8 @@ def _kakao_identity(info: Mapping[str, Any]) -> ProviderIdentity:
     # is_email_verified, profile.nickname}.
     account = info.get("kakao_account") or {}
     profile = account.get("profile") or {}
-    return ProviderIdentity(
-        provider="kakao",
-        subject=str(info["id"]),
-        email=account.get("email"),
-        email_verified=account.get("is_email_valid") is True and account.get("is_email_verified") is True,
-        name=profile.get("nickname"),
-    )
+    verified = account.get("is_email_valid") is True and account.get("is_email_verified") is True
+    return ProviderIdentity.of("kakao", info["id"], account.get("email"), verified, profile.get("nickname"))
 
 
 @dataclass(frozen=True)
@@ -219,6 +229,6 @@ class OAuthProviders:
             identity = provider.identity(info)
         except (KeyError, TypeError, AttributeError) as exc:
             raise OAuthProviderError(name, "the user info has no subject") from exc
-        if not identity.subject or len(identity.subject) > 255:
+        if not identity.subject or len(identity.subject) > 255 or has_control(identity.subject):
             raise OAuthProviderError(name, "the user info subject is unusable")
         return identity

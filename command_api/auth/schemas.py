@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from command_api.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from command_api.inputs import InputModel
+from command_api.users.emails import EMAIL_MAX, EmailAddress, canonical_email
 from command_api.users.schemas import NAME_MAX, Language, clean_name
 
-EMAIL_MAX = 320
 TOKEN_MAX = 4096
 URL_MAX = 2048
 
@@ -21,10 +21,6 @@ def problem_responses(by_status: dict[int, str]) -> dict[int | str, dict[str, An
         status: {"description": text, "content": {"application/problem+json": {}}}
         for status, text in by_status.items()
     }
-
-
-def _lower(value: str) -> str:
-    return value.strip().lower()
 
 
 class RegisterIn(InputModel):
@@ -41,15 +37,12 @@ class RegisterIn(InputModel):
             ]
         },
     )
-    email: EmailStr = Field(max_length=EMAIL_MAX, description="stored lower-cased")
+    email: EmailAddress = Field(
+        description="stored in one form (NFKC, lower-cased, IDNA domain): look-alikes are one address"
+    )
     password: str = Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH)
     name: str | None = Field(default=None, max_length=NAME_MAX)
     language: Language = Field(default="en", description="one of ko, en, ja, zh")
-
-    @field_validator("email")
-    @classmethod
-    def _normalize_email(cls, value: str) -> str:
-        return _lower(value)
 
     @field_validator("name")
     @classmethod
@@ -71,7 +64,7 @@ class LoginIn(InputModel):
     @field_validator("email")
     @classmethod
     def _normalize_email(cls, value: str) -> str:
-        return _lower(value)
+        return canonical_email(value)
 
 
 class RefreshIn(InputModel):
@@ -168,7 +161,7 @@ class ForgotPasswordIn(InputModel):
     @field_validator("email")
     @classmethod
     def _normalize_email(cls, value: str) -> str:
-        return _lower(value)
+        return canonical_email(value)
 
 
 class ResetPasswordIn(InputModel):
@@ -200,10 +193,5 @@ class EmailChangeIn(InputModel):
         extra="forbid",
         json_schema_extra={"examples": [{"email": "new@example.com", "password": "correct horse battery"}]},
     )
-    email: EmailStr = Field(max_length=EMAIL_MAX, description="the new address; a link is sent there")
+    email: EmailAddress = Field(description="the new address; a link is sent there")
     password: str = Field(min_length=1, max_length=MAX_LENGTH, description="the current password")
-
-    @field_validator("email")
-    @classmethod
-    def _normalize_email(cls, value: str) -> str:
-        return _lower(value)

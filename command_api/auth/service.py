@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from command_api.auth import mail_tokens, passwords, tokens
+from command_api.auth import mail_tokens, passwords, sessions, tokens
 from command_api.auth.errors import (
     EmailTaken,
     InvalidCredentials,
@@ -23,7 +23,10 @@ from command_api.auth.errors import (
     SignInConflict,
 )
 from command_api.auth.oauth import ProviderIdentity
-from command_api.auth.schemas import EMAIL_MAX, RegisterIn, TokenPair
+from command_api.auth.schemas import RegisterIn, TokenPair
+from command_api.auth.sessions import SignIn
+from command_api.auth.throttle import PasswordGuard
+from command_api.users.emails import valid_email
 from command_api.users.models import OAuthIdentity, RefreshToken, User
 from command_api.users.repository import live_user_by_email
 from command_api.users.schemas import NAME_MAX
@@ -54,7 +57,7 @@ def register(session: Session, ledger: LedgerApplication, body: RegisterIn) -> U
     if live_user_by_email(session, body.email) is not None:
         raise EmailTaken()
     user = User(
-        email=body.email.lower(),
+        email=body.email,  # canonical (schemas)
         password_hash=passwords.hash_password(body.password),
         name=body.name,
         language=body.language,
@@ -63,27 +66,54 @@ def register(session: Session, ledger: LedgerApplication, body: RegisterIn) -> U
     return _add_user(session, ledger, user)
 
 
-def login(session: Session, secret: str, email: str, password: str) -> TokenPair:
-    """Tokens for a live user with this password; the same 401 for every failure."""
-    user = live_user_by_email(session, email)
-    if not passwords.verify_password(user.password_hash if user else None, password) or user is None:
+def login(
+    session: Session, secret: str, guard: PasswordGuard, email: str, password: str, sign_in: SignIn
+) -> TokenPair:
+    """Tokens for a live user with this password; the same 401 for every failure (429 from
+    the ``guard``: ``command_api.auth.throttle``). ``email`` is canonical (``LoginIn``)."""
+    found: list[User] = []
+
+    def verify() -> bool:
+        user = live_user_by_email(session, email)
+        found.extend([user] if user is not None else [])
+        return passwords.verify_password(user.password_hash if user else None, password) and user is not None
+
+    if not guard.check(email, verify):
         raise InvalidCredentials()
+    [user] = found
     assert user.password_hash is not None
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
-    return issue_tokens(session, secret, user)
+    return issue_tokens(session, secret, user, sign_in=sign_in)
 
 
 # --- tokens -----------------------------------------------------------------------------------
-def issue_tokens(session: Session, secret: str, user: User, family: uuid.UUID | None = None) -> TokenPair:
-    """An access token and a refresh token (recorded by its jti, in ``family``: a new one for
-    a new sign-in, the old one on rotation). The access token names its family too, so that a
-    password change can tell the caller's sign-in from the others."""
+def issue_tokens(
+    session: Session,
+    secret: str,
+    user: User,
+    family: uuid.UUID | None = None,
+    *,
+    sign_in: SignIn | None = None,
+) -> TokenPair:
+    """An access token and a refresh token (recorded by its jti, in ``family``: the old one on
+    rotation; a new one, a new session started by ``sign_in``, otherwise). The access token
+    names its family too: its session (``command_api.auth.sessions``), which a logout or a
+    password change can end or keep."""
+    if (family is None) == (sign_in is None):
+        raise ValueError("give the family of a rotation, or the sign-in of a new session")
+    new = family is None
     family = family or uuid.uuid4()
     access, _ = tokens.issue(secret, user.id, user.token_version, "access", tokens.ACCESS_TTL, family=family)
     refresh, claims = tokens.issue(
         secret, user.id, user.token_version, "refresh", tokens.REFRESH_TTL, family=family
     )
+    if sign_in is not None:
+        sessions.start(session, user.id, family, sign_in, claims.expires_at)
+    else:
+        sessions.touch(session, family, claims.expires_at)
+    if new:
+        session.flush()  # the session row before its first token (foreign keys in time order)
     session.add(RefreshToken(jti=claims.jti, family=family, user_id=user.id, expires_at=claims.expires_at))
     session.flush()
     return TokenPair(
@@ -126,7 +156,7 @@ def refresh(session: Session, secret: str, token: str) -> TokenPair:
         if row.revoked_at is not None:
             raise InvalidRefreshToken("the refresh token was revoked")
         if row.used_at is not None:
-            revoke_family(session, row.family, now)
+            revoke_family(session, row.user_id, row.family, now)
             raise RefreshTokenReused()
         raise InvalidRefreshToken()
     # A password change may have carried this sign-in over to the new token version.
@@ -138,21 +168,34 @@ def refresh(session: Session, secret: str, token: str) -> TokenPair:
     return issue_tokens(session, secret, user, family=claims.family)
 
 
-def revoke_family(session: Session, family: uuid.UUID, now: datetime | None = None) -> None:
+def revoke_family(
+    session: Session, user_id: uuid.UUID, family: uuid.UUID, now: datetime | None = None
+) -> bool:
+    """End the user's session ``family``: its refresh tokens are revoked, its access tokens
+    stop. False when it was not a live session of the user's."""
+    now = now or _now()
+    ended = sessions.end(session, user_id, family=family, now=now)
     session.execute(
         update(RefreshToken)
-        .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now or _now())
+        .where(
+            RefreshToken.family == family, RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
+        )
+        .values(revoked_at=now)
     )
+    return bool(ended)
 
 
-def revoke_all(session: Session, user_id: uuid.UUID, now: datetime | None = None) -> None:
-    """Revoke every refresh token of the user (access tokens die with ``token_version``)."""
-    session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now or _now())
-    )
+def revoke_all(
+    session: Session, user_id: uuid.UUID, now: datetime | None = None, *, keep: uuid.UUID | None = None
+) -> None:
+    """End every session of the user but ``keep``: their refresh tokens are revoked (access
+    tokens die with their session, and with ``token_version`` where the caller bumps it)."""
+    now = now or _now()
+    sessions.end(session, user_id, keep=keep, now=now)
+    query = update(RefreshToken).where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(RefreshToken.family != keep)
+    session.execute(query.values(revoked_at=now))
 
 
 def end_every_session(session: Session, user: User, now: datetime | None = None) -> None:
@@ -164,10 +207,14 @@ def end_every_session(session: Session, user: User, now: datetime | None = None)
 
 # --- social login -----------------------------------------------------------------------------
 def _usable_email(identity: ProviderIdentity) -> str | None:
-    email = (identity.email or "").strip().lower()
-    if not identity.email_verified or "@" not in email or len(email) > EMAIL_MAX:
+    """The provider's verified email in its canonical form; None when it shared none, did not
+    verify it, or sent something that is not a valid address."""
+    if not identity.email_verified or identity.email is None:
         return None
-    return email
+    try:
+        return valid_email(identity.email)
+    except ValueError:
+        return None
 
 
 def take_over_for_provider(session: Session, user: User) -> None:
@@ -209,7 +256,7 @@ def oauth_user(session: Session, ledger: LedgerApplication, identity: ProviderId
         )
     user = live_user_by_email(session, email, for_update=True)
     if user is None:
-        name = (identity.name or "").strip()[:NAME_MAX] or None
+        name = (identity.name or "")[:NAME_MAX].strip() or None
         user = _add_user(
             session,
             ledger,

@@ -1,4 +1,4 @@
-"""Queries of ``login_throttle`` (migration 0009): one counter per (kind, key) with the start
+"""Queries of ``login_throttle`` (migrations 0009, 0015): one counter per (kind, key) with the start
 of its fixed window. Every statement uses the database clock (``now()``), so the replicas of
 the API, whatever their own clocks say, share one notion of the window."""
 
@@ -8,7 +8,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, text
 
-Kind = Literal["account", "address"]
+Kind = Literal["account", "address", "register"]
 
 # The counter of a key whose window has passed starts again at 1 in a new window.
 _COUNT = text(
@@ -32,7 +32,7 @@ _FORGET = text(
     """
     DELETE FROM login_throttle WHERE ctid IN (
         SELECT ctid FROM login_throttle
-        WHERE window_start < now() - make_interval(secs => :window_s) LIMIT :batch
+        WHERE kind = ANY(:kinds) AND window_start < now() - make_interval(secs => :window_s) LIMIT :batch
     )
     """
 )
@@ -53,6 +53,7 @@ def clear(conn: Connection, kind: Kind, key: str) -> None:
     conn.execute(_CLEAR, {"kind": kind, "key": key})
 
 
-def forget_expired(conn: Connection, window_s: int, batch: int) -> None:
-    """Delete up to ``batch`` counters whose window has passed (they count for nothing)."""
-    conn.execute(_FORGET, {"window_s": window_s, "batch": batch})
+def forget_expired(conn: Connection, kinds: list[Kind], window_s: int, batch: int) -> None:
+    """Delete up to ``batch`` counters of ``kinds`` whose window has passed (they count for
+    nothing)."""
+    conn.execute(_FORGET, {"kinds": kinds, "window_s": window_s, "batch": batch})

@@ -24,8 +24,11 @@ from command_api.auth.errors import (
     PasswordNotSet,
     WrongPassword,
 )
-from command_api.auth.mail_tokens import consume, issue, sent_recently
-from command_api.auth.service import end_every_session
+from command_api.auth.mail_limits import MailLimits
+from command_api.auth.mail_tokens import consume, issue
+from command_api.auth.service import end_every_session, revoke_all
+from command_api.auth.throttle import PasswordGuard
+from command_api.users.emails import canonical_email
 from command_api.users.models import (
     CHANGE_EMAIL,
     RESET_PASSWORD,
@@ -47,16 +50,15 @@ def _link(settings: Settings, page: str, token: str) -> str:
 
 
 # --- email verification -----------------------------------------------------------------------
-def verification_mail(
-    session: Session, settings: Settings, user: User, *, resend: bool = False
-) -> Mail | None:
-    """A link proving ``user.email``; None when already verified (or, on a resend, when one
-    was sent in the last ``mail_min_interval_s``)."""
-    if user.email_verified_at is not None:
+def verification_mail(session: Session, limits: MailLimits, user: User) -> Mail | None:
+    """A link proving ``user.email``; None when already verified, or over a mail limit
+    (``mail_limits``: e.g. another account claimed the address in the window)."""
+    settings = limits.settings
+    if user.email_verified_at is not None or not limits.allow(session, user, VERIFY_EMAIL, user.email):
         return None
-    if resend and sent_recently(session, user, VERIFY_EMAIL, settings.mail_min_interval_s):
-        return None
-    token = issue(session, user, VERIFY_EMAIL, user.email, settings.email_verification_ttl_s)
+    token = issue(
+        session, user, VERIFY_EMAIL, user.email, settings.email_verification_ttl_s, limits.client_address
+    )
     link = _link(settings, "verify-email", token)
     hours = settings.email_verification_ttl_s // 3600
     text = (
@@ -94,13 +96,16 @@ def verify(session: Session, caller: User, token: str) -> None:
 
 
 # --- password reset ---------------------------------------------------------------------------
-def password_reset_mail(session: Session, settings: Settings, email: str) -> Mail | None:
+def password_reset_mail(session: Session, limits: MailLimits, email: str) -> Mail | None:
     """A reset link for the live account with this email; None (and no trace of it in the
-    answer) for an unknown email, or when one was sent in the last ``mail_min_interval_s``."""
+    answer) for an unknown email, or over a mail limit (``mail_limits``)."""
+    settings = limits.settings
     user = live_user_by_email(session, email)
-    if user is None or sent_recently(session, user, RESET_PASSWORD, settings.mail_min_interval_s):
+    if user is None or not limits.allow(session, user, RESET_PASSWORD, user.email):
         return None
-    token = issue(session, user, RESET_PASSWORD, user.email, settings.password_reset_ttl_s)
+    token = issue(
+        session, user, RESET_PASSWORD, user.email, settings.password_reset_ttl_s, limits.client_address
+    )
     link = _link(settings, "reset-password", token)
     minutes = settings.password_reset_ttl_s // 60
     text = (
@@ -128,27 +133,33 @@ def reset_password(session: Session, token: str, password: str) -> User:
 
 
 # --- signed-in changes ------------------------------------------------------------------------
-def _check_password(user: User, password: str) -> None:
-    if user.password_hash is None:
+def check_password(guard: PasswordGuard, user: User, password: str) -> None:
+    """The signed-in caller's password, counted like a login (the same account counter and
+    429: ``command_api.auth.throttle``); 403 ``wrong_password``, 409 ``password_not_set``."""
+    password_hash = user.password_hash
+    if password_hash is None:
         raise PasswordNotSet()
-    if not passwords.verify_password(user.password_hash, password):
+    if not guard.check(user.email, lambda: passwords.verify_password(password_hash, password)):
         raise WrongPassword()
 
 
 def change_password(
-    session: Session, user: User, current: str, new: str, keep_family: uuid.UUID | None
+    session: Session,
+    guard: PasswordGuard,
+    user: User,
+    current: str,
+    new: str,
+    keep_family: uuid.UUID | None,
 ) -> None:
     """Every other session ends. The caller's own sign-in (``keep_family``, the refresh family
     of its access token) is carried over: its access token stops like every other, and its
     refresh token gives the next pair. Without a family every session ends. Reset and
     email-change links sent before stop working."""
-    _check_password(user, current)
+    check_password(guard, user, current)
     now = _now()
     user.password_hash = passwords.hash_password(new)
     user.token_version += 1
-    others = update(RefreshToken).where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
     if keep_family is not None:
-        others = others.where(RefreshToken.family != keep_family)
         session.execute(
             update(RefreshToken)
             .where(
@@ -159,27 +170,30 @@ def change_password(
             )
             .values(token_version=user.token_version)
         )
-    session.execute(others.values(revoked_at=now))
+    revoke_all(session, user.id, now, keep=keep_family)
     mail_tokens.revoke(session, user.id, (RESET_PASSWORD, CHANGE_EMAIL), now)
     session.flush()
 
 
 def email_change_mail(
-    session: Session, settings: Settings, user: User, email: str, password: str
+    session: Session, limits: MailLimits, guard: PasswordGuard, user: User, email: str, password: str
 ) -> Mail | None:
     """A link to the new address; the change applies when it is followed (``verify``). 409
-    when a live account has that address; None when one was sent in the last
-    ``mail_min_interval_s``."""
-    _check_password(user, password)
-    email = email.strip().lower()
+    when a live account has that address; None over a mail limit (``mail_limits``: e.g.
+    another account asked for this address in the window)."""
+    settings = limits.settings
+    check_password(guard, user, password)
+    email = canonical_email(email)
     if email == user.email:
         raise EmailUnchanged()
     if live_user_by_email(session, email) is not None:
         raise EmailTaken()
-    if sent_recently(session, user, CHANGE_EMAIL, settings.mail_min_interval_s):
+    if not limits.allow(session, user, CHANGE_EMAIL, email):
         return None
     mail_tokens.revoke(session, user.id, (CHANGE_EMAIL,))  # only the newest request counts
-    token = issue(session, user, CHANGE_EMAIL, email, settings.email_verification_ttl_s)
+    token = issue(
+        session, user, CHANGE_EMAIL, email, settings.email_verification_ttl_s, limits.client_address
+    )
     link = _link(settings, "verify-email", token)
     text = (
         f"Confirm that {email} should become the address of the VTO account {user.email}:\n\n"

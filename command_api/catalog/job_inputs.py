@@ -16,7 +16,7 @@ from command_api.auth import tokens
 from command_api.catalog.access import parse_id
 from command_api.catalog.errors import NoProducts, ReadOnlyProject, WrongAssetType
 from command_api.catalog.models import ShareRole
-from command_api.own_reads import check_token, revoked
+from command_api.own_reads import SESSION_ENDED, check_token, revoked
 from command_api.problems import NotFound
 from projections.events import EVENTS_TABLE
 
@@ -30,6 +30,7 @@ _IMAGE += "'width', {t}.width, 'height', {t}.height"
 # account it holds up to date before it decides (``ledger.store.StreamNews``).
 _JOB_INPUTS = text(
     "SELECT u.token_version, u.deleted_at IS NOT NULL AS deleted, p.id AS project_id, p.owner_id, "  # noqa: S608 (fixed fragments; every value is bound)
+    f"{SESSION_ENDED} AS session_ended, "
     "(SELECT s.role FROM project_shares s WHERE s.project_id = p.id AND s.user_id = :user) AS role, "
     "(SELECT coalesce(json_agg(json_build_object("
     + _IMAGE.format(t="x")
@@ -84,6 +85,7 @@ def load_job_inputs(
             _JOB_INPUTS,
             {
                 "user": user_id,
+                "family": claims.family if claims is not None else None,
                 "project": project,
                 "products": wanted,
                 "assets": [model] if background is None else [model, background],
@@ -96,7 +98,7 @@ def load_job_inputs(
     if claims is not None:
         if row is None:
             raise revoked()
-        check_token(claims, row["token_version"], row["deleted"])
+        check_token(claims, row["token_version"], row["deleted"], row["session_ended"])
     if row is None or row["project_id"] is None or (row["owner_id"] != user_id and row["role"] is None):
         raise NotFound("project")
     if row["owner_id"] != user_id and row["role"] == ShareRole.VIEWER:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from command_api.inputs import InputModel
+from command_api.users.emails import EmailAddress
 
 
 class SubscriptionOut(BaseModel):
@@ -66,11 +67,13 @@ class RefundOut(BaseModel):
     amount: int
 
 
+# Amounts are JSON integers only (``StrictInt``): ``true``, ``"7"`` or ``7.0`` are 422, never
+# read as 1 or 7.
 class SubscriptionGrant(InputModel):
     model_config = ConfigDict(extra="forbid")
     plan: str = Field(min_length=1, max_length=64)
-    days: int = Field(ge=1, le=3660)
-    daily_quota: int | None = Field(default=None, ge=1, le=1_000_000)
+    days: StrictInt = Field(ge=1, le=3660)
+    daily_quota: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class GrantIn(InputModel):
@@ -86,10 +89,10 @@ class GrantIn(InputModel):
             }
         },
     )
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     user_id: uuid.UUID | None = None
-    credits: int = Field(default=0, ge=0, le=10_000_000)
-    tickets: dict[str, int] = Field(default_factory=dict)
+    credits: StrictInt = Field(default=0, ge=0, le=10_000_000)
+    tickets: dict[str, StrictInt] = Field(default_factory=dict)
     subscription: SubscriptionGrant | None = None
     reason: str = Field(min_length=1, max_length=500)
 

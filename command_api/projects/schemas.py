@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
 from command_api.catalog.fields import MarketingCopy, Name, PatchBody
@@ -15,6 +15,7 @@ from command_api.catalog.models import ProjectInvitation, ShareRole
 from command_api.inputs import InputModel
 from command_api.products.schemas import EXAMPLE as PRODUCT_EXAMPLE
 from command_api.products.schemas import ProductOut
+from command_api.users.emails import EmailAddress
 
 EXAMPLE: JsonDict = {
     "id": "9a3e5f10-4c2d-4e8b-a1f7-3b6c9d0e2f44",
@@ -90,18 +91,13 @@ class ShareIn(InputModel):
         extra="forbid",
         json_schema_extra={"example": {"email": "colleague@example.com", "role": "editor"}},
     )
-    email: EmailStr = Field(max_length=320, description="stored lower-cased, as account addresses are")
+    email: EmailAddress = Field(description="stored in its canonical form, as account addresses are")
     role: ShareRole = Field(
         default=ShareRole.VIEWER,
         description="viewer (default): reads the project, its products and results; editor: also "
         "adds products and orders jobs in it (charged to the editor). Inviting an address again renews "
         "its open invitation with the role given.",
     )
-
-    @field_validator("email")
-    @classmethod
-    def _normalize_email(cls, value: str) -> str:
-        return value.strip().lower()
 
 
 class ShareRoleIn(InputModel):

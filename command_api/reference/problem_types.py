@@ -86,6 +86,24 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "(or `/auth/refresh` once it expired). A token stops working when its account changes "
         "password, is deleted, or signs out everywhere.",
     ),
+    "email_not_verified": (
+        "the account has not verified its email address",
+        "Whoever registered an address may not own it: the account's owner verifies it first "
+        "(the mailed link), then retry.",
+    ),
+    "reauthentication_required": (
+        "this step needs you to sign in again",
+        "Send your current password with the request; an account without one signs in with its "
+        "provider again and retries within a few minutes.",
+    ),
+    "session_not_found": (
+        "no live session of yours has this id",
+        "`GET /api/v1/users/me/sessions` lists them.",
+    ),
+    "too_many_registrations": (
+        "too many registrations from this address",
+        "Wait the number of seconds in `Retry-After`, then register again.",
+    ),
     "invalid_credentials": (
         "the email or password is not correct",
         "Check both, or reset the password with `POST /api/v1/auth/password/forgot`.",

@@ -72,13 +72,18 @@ class MailToken(CreatedMixin, Base):
     account's email, reset its password, or move it to the new ``email``."""
 
     __tablename__ = "mail_tokens"
-    __table_args__ = (Index("mail_tokens_user_purpose_idx", "user_id", "purpose", "created_at"),)
+    __table_args__ = (
+        Index("mail_tokens_user_purpose_idx", "user_id", "purpose", "created_at"),
+        Index("mail_tokens_email_idx", "email", "created_at"),  # mail limits (0018)
+        Index("mail_tokens_client_address_idx", "client_address", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     purpose: Mapped[str] = mapped_column(String(16))
     email: Mapped[str] = mapped_column(String(320))  # where it was sent
+    client_address: Mapped[str | None] = mapped_column(String(64))  # who asked (mail limits)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # used or revoked
 
@@ -96,3 +101,24 @@ class UserRole(Base):
     role: Mapped[str] = mapped_column(Text, primary_key=True)
     granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     granted_by: Mapped[str | None] = mapped_column(Text)
+
+
+class SignInSession(Base):
+    """One sign-in: the family of refresh tokens it started (``id`` = the family, which every
+    access and refresh token of it names as ``fam``). Ending it (logout, ``DELETE
+    /users/me/sessions/{id}``, a password change or reset, a refresh token used twice, the
+    account deleted) revokes its refresh tokens and stops its access tokens at once."""
+
+    __tablename__ = "sign_in_sessions"
+    __table_args__ = (Index("sign_in_sessions_user_idx", "user_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    # How the user signed in: password, google or kakao (null: before sessions were recorded).
+    method: Mapped[str | None] = mapped_column(String(16))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # of its newest refresh token
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

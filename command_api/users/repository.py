@@ -9,6 +9,7 @@ from sqlalchemy import RowMapping, delete, exists, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from command_api.users.emails import canonical_email
 from command_api.users.models import User, UserRole
 from projections.events import EVENTS_TABLE
 
@@ -17,6 +18,8 @@ from projections.events import EVENTS_TABLE
 # user's stream, by its primary key): what the read models must include for read-your-writes.
 _TOKEN_STATE = text(
     "SELECT u.token_version, u.deleted_at IS NOT NULL AS deleted, "  # noqa: S608 (a constant table name)
+    "(SELECT s.ended_at IS NOT NULL FROM sign_in_sessions s "
+    " WHERE s.id = CAST(:family AS uuid) AND s.user_id = u.id) AS session_ended, "
     f"(SELECT e.notification_id FROM {EVENTS_TABLE} e WHERE e.originator_id = u.id "
     " ORDER BY e.originator_version DESC LIMIT 1) AS position "
     "FROM users u WHERE u.id = :id"
@@ -24,9 +27,9 @@ _TOKEN_STATE = text(
 
 
 def live_user_by_email(session: Session, email: str, *, for_update: bool = False) -> User | None:
-    """The user (not deleted) with this email; emails are stored trimmed and lower-cased.
-    ``for_update``: its row locked until the transaction ends."""
-    query = select(User).where(User.email == email.strip().lower(), User.deleted_at.is_(None))
+    """The user (not deleted) with this email, compared in its canonical form (as stored:
+    ``command_api.users.emails``). ``for_update``: its row locked until the transaction ends."""
+    query = select(User).where(User.email == canonical_email(email), User.deleted_at.is_(None))
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).first()
@@ -38,10 +41,11 @@ def live_user(session: Session, user_id: uuid.UUID) -> User | None:
     return None if user is None or user.is_deleted else user
 
 
-def token_state(session: Session, user_id: uuid.UUID) -> RowMapping | None:
-    """``token_version``, ``deleted`` and the ``position`` of the user's newest ledger event
-    (None before their first); None for an unknown id."""
-    return session.execute(_TOKEN_STATE, {"id": user_id}).mappings().first()
+def token_state(session: Session, user_id: uuid.UUID, family: uuid.UUID | None) -> RowMapping | None:
+    """``token_version``, ``deleted``, ``session_ended`` (whether sign-in session ``family``
+    ended; null without one) and the ``position`` of the user's newest ledger event (None
+    before their first); None for an unknown id."""
+    return session.execute(_TOKEN_STATE, {"id": user_id, "family": family}).mappings().first()
 
 
 def has_role(session: Session, user_id: uuid.UUID, role: str) -> bool:

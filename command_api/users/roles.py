@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from command_api.users import repository
-from command_api.users.errors import NoLiveUser
+from command_api.users.emails import canonical_email
+from command_api.users.errors import NoLiveUser, UnverifiedEmail
 from command_api.users.models import ADMIN, User
 
 PLAIN_USER = "user"  # what ``roles`` shows for an account holding no stored role
@@ -27,14 +28,20 @@ class Admin:
 def _live_user(session: Session, email: str) -> User:
     user = repository.live_user_by_email(session, email)
     if user is None:
-        raise NoLiveUser(email.strip().lower())
+        raise NoLiveUser(canonical_email(email))
     return user
 
 
-def add_admin(session: Session, email: str, granted_by: str | None) -> tuple[User, bool]:
+def add_admin(
+    session: Session, email: str, granted_by: str | None, *, allow_unverified: bool = False
+) -> tuple[User, bool]:
     """Give the live account of ``email`` the admin role; (user, newly granted).
-    ``NoLiveUser`` for an email no live account has (unregistered or deleted)."""
+    ``NoLiveUser`` for an email no live account has (unregistered or deleted);
+    ``UnverifiedEmail`` for an account whose owner never proved the address (anyone can
+    register any address), unless ``allow_unverified``."""
     user = _live_user(session, email)
+    if user.email_verified_at is None and not allow_unverified:
+        raise UnverifiedEmail(user.email)
     return user, repository.add_role(session, user.id, ADMIN, granted_by)
 
 

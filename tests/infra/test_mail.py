@@ -12,7 +12,7 @@ import pytest
 
 from infra.mail import Mail, Mailer, SmtpServer, mailer_from_settings, parse_smtp_url
 from infra.settings import Settings
-from tests.mail_fixtures import Inbox, free_port, smtp_server  # noqa: F401  (fixture)
+from tests.mail_fixtures import Inbox, ascii_smtp_server, free_port, smtp_server  # noqa: F401  (fixtures)
 
 MAIL = Mail(
     to="buyer@example.com",
@@ -108,3 +108,49 @@ def test_a_failed_delivery_is_logged_and_counted_not_raised(
     assert asyncio.run(unwritable.deliver(MAIL)) is False
     assert failures == [1, 1]
     assert caplog.text.count("mail to buyer@example.com could not be delivered") == 2
+
+
+def _to(address: str) -> Mail:
+    return Mail(to=address, subject=MAIL.subject, text=MAIL.text, link=MAIL.link)
+
+
+def test_an_internationalised_domain_is_kept_as_its_ascii_form(smtp_server: Inbox, tmp_path: Path) -> None:  # noqa: F811
+    """An ASCII local part at a Unicode domain goes out as plain ASCII (IDNA): the domain was
+    lost before (an encoded word in place of the domain)."""
+    settings = Settings(_env_file=None, data_dir=tmp_path, smtp_url=smtp_server.url)  # type: ignore[call-arg]
+    assert asyncio.run(mailer_from_settings(settings).deliver(_to("bob@bücher.example"))) is True
+    [message] = smtp_server.messages
+    assert message["To"] == "bob@xn--bcher-kva.example"
+    assert smtp_server.envelopes[0][1] == ["bob@xn--bcher-kva.example"]
+
+
+def test_a_unicode_local_part_goes_by_smtputf8_with_its_domain(
+    smtp_server: Inbox,  # noqa: F811
+    ascii_smtp_server: Inbox,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    address = "用户@例子.广告"
+    settings = Settings(_env_file=None, data_dir=tmp_path, smtp_url=smtp_server.url)  # type: ignore[call-arg]
+    assert asyncio.run(mailer_from_settings(settings).deliver(_to(address))) is True
+    [message] = smtp_server.messages
+    assert message["To"] == address
+    assert smtp_server.envelopes[0][1] == [address]
+    # A server without SMTPUTF8 cannot take it: a failure, logged and counted, not an error.
+    failures: list[int] = []
+    plain = Settings(_env_file=None, data_dir=tmp_path, smtp_url=ascii_smtp_server.url)  # type: ignore[call-arg]
+    mailer = mailer_from_settings(plain, on_failure=lambda: failures.append(1))
+    assert asyncio.run(mailer.deliver(_to(address))) is False
+    assert failures == [1] and ascii_smtp_server.messages == []
+    assert "could not be delivered" in caplog.text
+
+
+def test_the_mail_directory_keeps_an_internationalised_address(tmp_path: Path) -> None:
+    mailer = mailer_from_settings(Settings(_env_file=None, data_dir=tmp_path))  # type: ignore[call-arg]
+    for address in ("用户@例子.广告", "bob@bücher.example"):
+        assert asyncio.run(mailer.deliver(_to(address))) is True
+    written = {
+        str(message_from_bytes(path.read_bytes(), policy=policy.default)["To"])
+        for path in (tmp_path / "mail").glob("*.eml")
+    }
+    assert written == {"用户@例子.广告", "bob@xn--bcher-kva.example"}

@@ -108,3 +108,17 @@ def test_consumer_settings_that_cannot_work_are_refused(
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VTO_TRUSTED_PROXIES", raising=False)
+    assert Settings().trusted_proxies == ()  # none by default: no X-Forwarded-For is believed
+    monkeypatch.setenv("VTO_TRUSTED_PROXIES", " 10.0.0.0/8, 192.0.2.1,,2001:db8::/32 ")
+    assert Settings().trusted_proxies == ("10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32")
+    monkeypatch.setenv("VTO_TRUSTED_PROXIES", '["172.30.0.0/24"]')
+    with pytest.raises(ValidationError, match="VTO_TRUSTED_PROXIES"):
+        Settings()  # one form: comma-separated
+    for bad in ("proxy.internal", "10.0.0.0/33", "*"):
+        monkeypatch.setenv("VTO_TRUSTED_PROXIES", bad)
+        with pytest.raises(ValidationError, match="VTO_TRUSTED_PROXIES"):
+            Settings()

@@ -55,7 +55,7 @@ def sign_in(client: httpx.Client, email: str) -> Caller:
 
 def seller_with_credits(serve: Serve, client: httpx.Client, credits: int) -> tuple[Caller, dict[str, str]]:
     admin = sign_in(client, ADMIN)
-    made = serve.cli("admin", "add", ADMIN)  # the operator's command, beside the running server
+    made = serve.cli("admin", "add", "--force", ADMIN)  # the operator's command, beside the running server
     assert made.returncode == 0, made.stdout + made.stderr
     seller = sign_in(client, "seller@shutdown.example.com")
     me = client.get("/api/v1/users/me", headers=seller.headers).json()
