@@ -38,7 +38,6 @@ from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
     IntegrityError,
-    JSONTranscoder,
     Mapper,
     StoredEvent,
     Transcoder,
@@ -56,6 +55,7 @@ from ledger.errors import (
 )
 from ledger.policy import SUBSCRIPTION, PricingPolicy
 from ledger.status import ReservationStatus
+from ledger.transcoding import OrjsonTranscoder
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -144,9 +144,10 @@ class LedgerOptions:
     cache_size: int
 
 
-def event_transcoder() -> JSONTranscoder:
-    """The JSON transcoder of the ledger's stored events (UUIDs, datetimes, decimals)."""
-    transcoder = JSONTranscoder()
+def event_transcoder() -> OrjsonTranscoder:
+    """The transcoder of the ledger's stored events (UUIDs, datetimes, decimals): the JSON
+    that eventsourcing's ``JSONTranscoder`` stores, read and written with orjson."""
+    transcoder = OrjsonTranscoder()
     for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
         transcoder.register(transcoding)
     return transcoder
