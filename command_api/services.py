@@ -79,7 +79,7 @@ def build_services(
         mailer=mailer_from_settings(settings, on_failure=MAIL_FAILURES.inc),
     )
     if run_projections:
-        services.projector = Projector(url, poll_interval=settings.projection_poll_interval_s).start()
+        services.projector = Projector.configured(url, settings).start()
     else:
         services.watcher = PositionWatcher(url, READ_MODELS).start()
     return services
