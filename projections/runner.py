@@ -357,6 +357,10 @@ class Projector:
             behind = [runner for runner in behind if runner.full]
         return total
 
+    def position(self) -> int:
+        """The position every runner has committed (or seen committed)."""
+        return min(runner.position for runner in self.runners)
+
     def wait_for(self, position: int | None, timeout: float) -> bool:
         """Wait until every runner has committed ``position`` (a command's
         ``CommandResult.position``; None = nothing written = nothing to wait for)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from command_api.deps import ServicesDep
 from command_api.ops import metrics
@@ -84,4 +84,4 @@ def prometheus(services: ServicesDep) -> Response:
         stuck = {name: failures for name, failures, _, _ in tracking.failing(conn)}
         for name in tracking.positions(conn):
             metrics.PROJECTION_STUCK.labels(name).set(stuck.get(name, 0))
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
