@@ -5,6 +5,7 @@ changes them (inside the runner's transaction); how a batch's rows are written (
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -38,12 +39,23 @@ def read_model_json(value: Any) -> bytes:
     refuses (an integer beyond 64 bits, a key that is not text, a datetime, a subclass of a
     JSON type) is written by ``json.dumps``, as before, which writes it or raises. Where the
     two differ, ``orjson``'s answer is the one PostgreSQL can store: a NaN or an infinity is
-    ``null`` (``json.dumps`` writes ``NaN``, which ``jsonb`` refuses, and the projection
-    would stop on the event), a UUID its text."""
+    ``null``, whichever writes it (``json.dumps`` writes ``NaN``, which ``jsonb`` refuses: the
+    projection stopped on such an event), a UUID its text."""
     try:
         return orjson.dumps(value, option=_PASSTHROUGH)
     except TypeError:  # orjson.JSONEncodeError is one
-        return json.dumps(value).encode()
+        return json.dumps(_finite(value)).encode()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with each NaN or infinite float replaced by None (as ``orjson`` writes them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 _PASSTHROUGH = (

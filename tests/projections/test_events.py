@@ -18,6 +18,7 @@ from ledger.effects import effect
 from projections.events import (
     EVENTS_TABLE,
     Notified,
+    SharedDecoding,
     decode,
     ledger_mapper,
     select_after,
@@ -79,3 +80,21 @@ def test_replay_workers_fork_only_a_process_of_one_thread() -> None:
     finally:
         stop.set()
         thread.join()
+
+
+def test_shared_decoding_decodes_each_event_once_and_keeps_the_newest(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    random_history(pg_ledger, users=4, events=300, seed=8)
+    with psycopg.connect(pg_url) as conn, conn.cursor(binary=True) as cur:
+        rows = select_after(cur, 0, 10_000)
+    shared = SharedDecoding(ledger_mapper(), keep=100)
+    first = shared.decode(rows[:150])
+    again = shared.decode(rows[50:150])  # what another runner reads
+    assert all(x is y for x, y in zip(first[50:], again, strict=True))
+    reference = decode(rows, Mapper[UUID](transcoder=json_transcoder()))
+    assert [(n.position, n.event.__dict__) for n in first] == [
+        (n.position, n.event.__dict__) for n in reference[:150]
+    ]
+    assert shared.decode(rows[:50])[0] is not first[0]  # the oldest were let go: decoded anew
+    assert len(shared._events) <= 100
