@@ -95,6 +95,8 @@ def upsert_rows(
     not repeat a key (``ON CONFLICT DO UPDATE`` refuses to change a row twice)."""
     if not rows:
         return
+    if cur.connection.autocommit:  # the staged rows would be gone before the INSERT read them
+        raise ValueError("upsert_rows needs a transaction")
     stage = f"stage_{table}"
     names = ", ".join(name for name, _ in columns)
     cur.execute(

@@ -73,3 +73,5 @@ def test_upsert_rows_writes_a_batch_in_one_statement(pg_url: str) -> None:
         staged = conn.execute("SELECT count(*) FROM stage_t_upsert").fetchone()
     assert stored == [(b, 2, None, None, None), (a, 11, {"y": None}, None, "bad")]
     assert staged == (0,)
+    with psycopg.connect(pg_url, autocommit=True) as conn, pytest.raises(ValueError, match="transaction"):
+        upsert_rows(conn.cursor(), "t_upsert", COLUMNS, [(a, 1, None, None, None)], CONFLICT)
