@@ -24,6 +24,7 @@ from sqlalchemy import Connection, RowMapping, TextClause, text
 
 from command_api.auth import tokens
 from command_api.auth.errors import Unauthorized
+from command_api.ops.metrics import READ_YOUR_WRITES_WAIT
 from projections.events import EVENTS_TABLE
 
 READ_MODELS = ("points", "jobs")  # the projections the API reads
@@ -86,6 +87,8 @@ def read(
     check_token(claims, first["caller_token_version"], first["caller_deleted"], first["caller_session_ended"])
     position = first["caller_position"]
     if position is not None and (first["caller_projected"] or 0) < position:
-        wait(position)
+        wait(position)  # ``Services.wait_for``: observes how long it waited
         rows = conn.execute(statement, bound).mappings().all()
+    else:
+        READ_YOUR_WRITES_WAIT.observe(0.0)  # the read models had the caller's writes already
     return [row for row in rows if row["found"]]

@@ -22,6 +22,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from command_api.ops.metrics import shared_across_processes
+
 # uvicorn's default (5 s) closes kept-alive connections that clients and load balancers still
 # hold; 30 s stays under the usual 60 s idle timeout of load balancers.
 KEEP_ALIVE_S = 30
@@ -167,7 +169,9 @@ def http_config(app: FastAPI, host: str, port: int, *, quiet: bool = False) -> u
 
 def run_http_workers(host: str, port: int, workers: int) -> None:
     """Serve the API from ``workers`` uvicorn processes, each building its own services from
-    the settings (``command_api.app:api_app``)."""
-    uvicorn.run(
-        "command_api.app:api_app", factory=True, host=host, port=port, workers=workers, **SERVER_OPTIONS
-    )
+    the settings (``command_api.app:api_app``); ``/metrics`` shows them all together
+    (``command_api.ops.metrics``)."""
+    with shared_across_processes():
+        uvicorn.run(
+            "command_api.app:api_app", factory=True, host=host, port=port, workers=workers, **SERVER_OPTIONS
+        )

@@ -5,13 +5,14 @@ the ``Annotated`` dependencies in ``command_api.deps``."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from command_api.auth.oauth import OAuthProviders
-from command_api.ops.metrics import MAIL_FAILURES
+from command_api.ops.metrics import MAIL_FAILURES, READ_YOUR_WRITES_WAIT
 from command_api.own_reads import READ_MODELS
 from infra.database import database_url
 from infra.ledger_store import postgres_ledger
@@ -41,14 +42,19 @@ class Services:
 
     def wait_for(self, position: int | None, timeout: float | None = None) -> bool:
         """Read-your-writes: wait until the read models include ``position`` (at most the
-        setting ``read_your_writes_timeout_s``)."""
+        setting ``read_your_writes_timeout_s``). How long it waited is observed in
+        ``vto_read_your_writes_wait_seconds`` (0 when there was nothing to wait for)."""
         timeout = self.settings.read_your_writes_timeout_s if timeout is None else timeout
-        if position is None:
+        follower = self.projector if self.projector is not None else self.watcher
+        assert follower is not None  # build_services starts one or the other
+        if position is None or follower.position() >= position:
+            READ_YOUR_WRITES_WAIT.observe(0.0)
             return True
-        if self.projector is not None:
-            return self.projector.wait_for(position, timeout=timeout)
-        assert self.watcher is not None  # build_services starts one or the other
-        return self.watcher.wait_for(position, timeout)
+        started = time.perf_counter()
+        try:
+            return follower.wait_for(position, timeout)
+        finally:
+            READ_YOUR_WRITES_WAIT.observe(time.perf_counter() - started)
 
     def close(self) -> None:
         if self.projector is not None:
@@ -79,7 +85,7 @@ def build_services(
         mailer=mailer_from_settings(settings, on_failure=MAIL_FAILURES.inc),
     )
     if run_projections:
-        services.projector = Projector(url, poll_interval=settings.projection_poll_interval_s).start()
+        services.projector = Projector.configured(url, settings).start()
     else:
         services.watcher = PositionWatcher(url, READ_MODELS).start()
     return services

@@ -206,7 +206,7 @@ def projector() -> None:
     from projections.runner import Projector
 
     settings = get_settings()
-    with Projector(database_url(settings), poll_interval=settings.projection_poll_interval_s):
+    with Projector.configured(database_url(settings), settings):
         typer.echo("projections running; Ctrl-C to stop")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()

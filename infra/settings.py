@@ -162,6 +162,16 @@ class Settings(BaseSettings):
     projection_poll_interval_s: float = Field(
         default=1.0, gt=0, description="Projection runners' poll fallback beside LISTEN."
     )
+    projection_batch_size: int = Field(
+        default=500, ge=1, le=100_000, description="Most events a projection runner applies per transaction."
+    )
+    projection_catch_up_batch_size: int = Field(
+        default=5000,
+        ge=1,
+        le=100_000,
+        description="Most events a projection runner applies in one transaction while it is behind "
+        "(its last batch was full); at least projection_batch_size.",
+    )
     read_your_writes_timeout_s: float = Field(
         default=5.0,
         gt=0,

@@ -26,7 +26,6 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
-    JSONTranscoder,
     Mapper,
     Transcoder,
     UUIDAsHex,
@@ -38,6 +37,7 @@ from ledger.lots import Category
 from ledger.policy import SUBSCRIPTION, PricingPolicy
 from ledger.status import ReservationStatus
 from ledger.store import AccountStore, CommandResult, ConflictStats, ReferenceStore, StreamNews
+from ledger.transcoding import OrjsonTranscoder
 
 __all__ = ["CommandResult", "LedgerApplication", "LedgerOptions", "StreamNews", "event_mapper", "utc_now"]
 
@@ -61,9 +61,10 @@ class LedgerOptions:
     cache_size: int
 
 
-def event_transcoder() -> JSONTranscoder:
-    """The JSON transcoder of the ledger's stored events (UUIDs, datetimes, decimals)."""
-    transcoder = JSONTranscoder()
+def event_transcoder() -> OrjsonTranscoder:
+    """The transcoder of the ledger's stored events (UUIDs, datetimes, decimals): the JSON
+    that eventsourcing's ``JSONTranscoder`` stores, read and written with orjson."""
+    transcoder = OrjsonTranscoder()
     for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
         transcoder.register(transcoding)
     return transcoder

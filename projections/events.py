@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import gc
 import itertools
-import json
 import multiprocessing
 import operator
 import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing.context import BaseContext
 from typing import Any
-from uuid import UUID, SafeUUID
+from uuid import UUID
 
-import orjson
 import psycopg
-from eventsourcing.persistence import (
-    DatetimeAsISO,
-    JSONTranscoder,
-    Mapper,
-    StoredEvent,
-    UUIDAsHex,
-    find_id_convertor,
-)
-from eventsourcing.utils import resolve_topic
+from eventsourcing.persistence import Mapper, StoredEvent
 
 from ledger.application import event_mapper
 from ledger.effects import Effect, effect
@@ -42,20 +31,23 @@ PARALLEL_FROM = 200_000  # events from which a replay (audit, rebuild) runs in w
 MAX_WORKERS = 4  # each opens 2 connections (docs/operations.md "Connection budget")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Notified:
-    """One event of the log with its position (notification id)."""
+    """One event of the log with its position (notification id). Made for every event a
+    replay reads: slots and no frozen ``__init__`` make it about twice as cheap to create.
+    Treat it as read-only."""
 
     position: int
     event: Any
+    _effect: Effect | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def effect(self) -> Effect:
         """What the event does (``ledger.effects``), computed once for every reader of it
-        (kept beside the fields: not a field, so not compared or shown)."""
-        fx: Effect | None = self.__dict__.get("_effect")
+        (kept beside the fields: not compared or shown)."""
+        fx = self._effect
         if fx is None:
-            fx = self.__dict__["_effect"] = effect(self.event)
+            fx = self._effect = effect(self.event)
         return fx
 
 
@@ -65,157 +57,46 @@ def ledger_mapper() -> Mapper[Any]:
     return event_mapper()
 
 
-_new_uuid = object.__new__
-_set = object.__setattr__
-_UUID_SLOTS = ("int", "is_safe", "__weakref__")
-
-
-def uuid_of(text: str) -> UUID:
-    """``UUID(text)``, made faster for the usual text (32 hex digits, dashes or not): the same
-    value, and for any other text ``UUID(text)`` itself (its answer or its error). Any text
-    ``int(..., 16)`` reads once its dashes are gone is what ``UUID`` reads too: the prefixes
-    and braces ``UUID`` strips are not digits."""
-    digits = text.replace("-", "")
-    if len(digits) == 32 and UUID.__slots__ == _UUID_SLOTS:
-        try:
-            value = int(digits, 16)
-        except ValueError:
-            return UUID(text)
-        uuid = _new_uuid(UUID)
-        _set(uuid, "int", value)
-        _set(uuid, "is_safe", SafeUUID.unknown)
-        return uuid
-    return UUID(text)
-
-
-class _Unusual(Exception):
-    """JSON that ``orjson`` may read otherwise than ``json`` (a number with a fraction or an
-    exponent, or an integer too large for 64 bits, which ``orjson`` reads as a float)."""
-
-
-class Decoder:
-    """Stored events to domain events exactly as ``mapper.to_domain_event`` makes them (the
-    same transcoder, topics, originator id conversion and upcasting), with what it looks up
-    per topic resolved once and the JSON of the usual transcodings (UUIDs, datetimes) decoded
-    without a call through the transcoder. A mapper that encrypts or compresses, or a
-    transcoder that is not the JSON one, is left to the mapper.
-
-    The JSON is read by ``orjson`` and its transcodings (``{"_type_": ..., "_data_": ...}``
-    objects, at any depth) converted afterwards, innermost first, as the transcoder's
-    ``object_hook`` converts them while ``json`` reads; JSON that holds a float, or that
-    ``orjson`` refuses, is read by ``json`` with that hook (and what that refuses, by the
-    mapper, which raises its own error)."""
-
-    def __init__(self, mapper: Mapper[Any]) -> None:
-        self.mapper = mapper
-        self._classes: dict[str, tuple[type[Any], Callable[[Any], Any], int, list[Callable[..., None]]]] = {}
-        transcoder = mapper.transcoder
-        self._decode_state: Callable[[bytes], Any] | None = None
-        if mapper.cipher is None and mapper.compressor is None and type(transcoder) is JSONTranscoder:
-            fast: dict[str, Callable[[Any], Any]] = {}
-            for name, transcoding in transcoder.names.items():
-                if type(transcoding) is UUIDAsHex:
-                    fast[name] = uuid_of
-                elif type(transcoding) is DatetimeAsISO:
-                    fast[name] = datetime.fromisoformat
-                else:
-                    fast[name] = transcoding.decode
-            general = transcoder._decode_obj
-
-            def hook(d: dict[str, Any]) -> Any:
-                if len(d) == 2 and "_data_" in d:
-                    decode = fast.get(d.get("_type_"))  # type: ignore[arg-type]
-                    if decode is not None and isinstance(d["_data_"], str):
-                        return decode(d["_data_"])
-                    return general(d)  # the transcoder's own answer (and errors)
-                return d
-
-            def transcoded(d: dict[str, Any]) -> Any:
-                """A JSON object of orjson's, its values converted in place (innermost first)
-                as ``hook`` converts them while ``json`` reads, and then itself by ``hook``."""
-                for key, value in d.items():  # values replaced in place: the keys stay
-                    t = type(value)
-                    if t is dict:
-                        if (
-                            len(value) == 2
-                            and type(value.get("_data_")) is str
-                            and type(value.get("_type_")) is str
-                        ):
-                            decode = fast.get(value["_type_"])  # no object inside: what ``hook`` does
-                            d[key] = general(value) if decode is None else decode(value["_data_"])
-                        else:
-                            d[key] = transcoded(value)
-                    elif t is list:
-                        in_list(value)
-                    elif t is float:
-                        raise _Unusual
-                return hook(d) if len(d) == 2 else d
-
-            def in_list(items: list[Any]) -> None:
-                for i, value in enumerate(items):
-                    t = type(value)
-                    if t is dict:
-                        items[i] = transcoded(value)
-                    elif t is list:
-                        in_list(value)
-                    elif t is float:
-                        raise _Unusual
-
-            decoder = json.JSONDecoder(object_hook=hook)
-            loads = orjson.loads
-
-            def decode_state(data: bytes) -> Any:
-                try:
-                    state = loads(data)
-                    if type(state) is not dict:
-                        raise _Unusual
-                    return transcoded(state)
-                except Exception:  # noqa: BLE001 - json says what it makes of it (or raises)
-                    return decoder.decode(data.decode("utf8"))
-
-            self._decode_state = decode_state
-
-    def _resolve(self, topic: str) -> tuple[type[Any], Callable[[Any], Any], int, list[Callable[..., None]]]:
-        cls = resolve_topic(topic)
-        version = getattr(cls, "class_version", 1)
-        upcasts = [getattr(cls, f"upcast_v{v}_v{v + 1}") for v in range(1, version)]
-        entry = self._classes[topic] = (cls, find_id_convertor(cls, UUID), version, upcasts)
-        return entry
-
-    def event(self, originator_id: Any, version: int, topic: str, state: bytes) -> Any:
-        decode_state = self._decode_state
-        if decode_state is None or type(originator_id) is not UUID:
-            return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
-        entry = self._classes.get(topic)
-        if entry is None:
-            entry = self._resolve(topic)
-        cls, convert, class_version, upcasts = entry
-        try:
-            event_state = decode_state(state)
-        except Exception:  # noqa: BLE001 - the mapper raises its own error, naming the event
-            return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
-        if type(event_state) is not dict:  # JSON that is no object: the mapper says what it is
-            return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
-        event_state["originator_id"] = convert(originator_id)
-        event_state["originator_version"] = version
-        from_version = event_state.pop("class_version", 1)
-        while from_version < class_version:
-            upcasts[from_version - 1](event_state)
-            from_version += 1
-        domain_event = object.__new__(cls)
-        object.__setattr__(domain_event, "__dict__", event_state)
-        return domain_event
-
-
-@lru_cache(maxsize=8)
-def decoder(mapper: Mapper[Any]) -> Decoder:
-    return Decoder(mapper)
-
-
 def decode(rows: Sequence[tuple[Any, ...]], mapper: Mapper[Any]) -> list[Notified]:
-    """Rows ``(notification_id, originator_id, originator_version, topic, state)``."""
-    event = decoder(mapper).event
-    return [Notified(row[0], event(row[1], row[2], row[3], bytes(row[4]))) for row in rows]
+    """Rows ``(notification_id, originator_id, originator_version, topic, state)``, decoded
+    by the mapper (``Mapper.to_domain_event``: its transcoder, topics, upcasting)."""
+    event = mapper.to_domain_event
+    return [Notified(row[0], event(StoredEvent(row[1], row[2], row[3], row[4]))) for row in rows]
+
+
+class SharedDecoding:
+    """The events of the log decoded once for several runners of one process (a
+    ``Projector``'s): each runner reads its rows itself, in its own transaction, and takes
+    the events another runner decoded from the same rows (by position) instead of decoding
+    them again. Keeps the last ``keep`` events decoded; one that is gone is decoded again.
+    The events are shared: readers do not change them (the projections never do)."""
+
+    def __init__(self, mapper: Mapper[Any], keep: int) -> None:
+        self.mapper = mapper
+        self.keep = keep
+        self._events: dict[int, Notified] = {}  # in the order they were decoded
+        self._lock = threading.Lock()
+
+    def decode(self, rows: Sequence[tuple[Any, ...]]) -> list[Notified]:
+        """``decode(rows, mapper)``, an event decoded already taken as it is."""
+        known = self._events.get
+        event = self.mapper.to_domain_event
+        batch: list[Notified] = []
+        new: dict[int, Notified] = {}
+        for row in rows:
+            n = known(row[0])
+            if n is None:
+                n = new[row[0]] = Notified(row[0], event(StoredEvent(row[1], row[2], row[3], row[4])))
+            batch.append(n)
+        if new:
+            with self._lock:
+                events = self._events
+                events.update(new)
+                excess = len(events) - self.keep
+                if excess > 0:  # the oldest decoded go first
+                    for position in list(itertools.islice(events, excess)):
+                        del events[position]
+        return batch
 
 
 def select_after(cur: psycopg.Cursor[Any], position: int, limit: int) -> list[tuple[Any, ...]]:
@@ -372,7 +253,7 @@ def read_streams(
     originator_version``, the primary key): each stream's id and its events, decoded. Read
     by a thread of its own a page ahead (``read_pages``), in the binary format, each
     originator id as text: one ``UUID`` is made per stream, not per event."""
-    event = decoder(mapper).event
+    event = mapper.to_domain_event
     where, params = streams.where("originator_id")
     pages = read_pages(
         url,
@@ -385,7 +266,10 @@ def read_streams(
     )
     for text, rows in itertools.groupby(itertools.chain.from_iterable(pages), key=_first):
         originator_id = UUID(text)
-        yield originator_id, [Notified(r[1], event(originator_id, r[2], r[3], r[4])) for r in rows]
+        yield (
+            originator_id,
+            [Notified(r[1], event(StoredEvent(originator_id, r[2], r[3], r[4]))) for r in rows],
+        )
 
 
 _first = operator.itemgetter(0)

@@ -10,6 +10,7 @@ reservation. ``running`` (and ``started_at``) will come from the worker's progre
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -17,40 +18,53 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ledger.account import Account
 from ledger.status import JobStatus
+from projections.base import copy_rows, jsonb, upsert_rows
 from projections.events import Notified
 
-JOB_COLUMNS = (
-    "job_id",
-    "user_id",
-    "project_id",
-    "kind",
-    "status",
-    "charge_source",
-    "charge_amount",
-    "charged",
-    "refund_source",
-    "refund_amount",
-    "refund_cause",
-    "request",
-    "outputs",
-    "error",
-    "idempotency_key",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "refunded_at",
-    "updated_at",
-    "position",
+JOB_TYPES = (
+    ("job_id", "uuid"),
+    ("user_id", "uuid"),
+    ("project_id", "text"),
+    ("kind", "text"),
+    ("status", "text"),
+    ("charge_source", "text"),
+    ("charge_amount", "bigint"),
+    ("charged", "boolean"),
+    ("refund_source", "text"),
+    ("refund_amount", "bigint"),
+    ("refund_cause", "text"),
+    ("request", "jsonb"),
+    ("outputs", "jsonb"),
+    ("error", "jsonb"),
+    ("idempotency_key", "text"),
+    ("created_at", "timestamptz"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+    ("refunded_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+    ("position", "bigint"),
 )
+JOB_COLUMNS = tuple(name for name, _ in JOB_TYPES)
 _JSON = {"request", "outputs", "error"}
-GALLERY_COLUMNS = (
-    "job_id, output_index, project_id, user_id, storage_key, media_type, width, height, duration, size, "
-    "created_at, position"
+GALLERY_TYPES = (
+    ("job_id", "uuid"),
+    ("output_index", "integer"),
+    ("project_id", "text"),
+    ("user_id", "uuid"),
+    ("storage_key", "text"),
+    ("media_type", "text"),
+    ("width", "integer"),
+    ("height", "integer"),
+    ("duration", "double precision"),
+    ("size", "bigint"),
+    ("created_at", "timestamptz"),
+    ("position", "bigint"),
 )
+GALLERY_COLUMNS = ", ".join(name for name, _ in GALLERY_TYPES)
+STATS_TYPES = (("project_id", "text"), ("image_count", "bigint"), ("video_count", "bigint"))
 _JOB_EVENTS = (
     Account.EntitlementReserved,
     Account.JobRequested,
@@ -75,8 +89,23 @@ def _float(value: Any) -> float | None:
         return None
 
 
+_job_values = operator.itemgetter(*JOB_COLUMNS)
+_JSON_AT = [i for i, c in enumerate(JOB_COLUMNS) if c in _JSON]
+
+
 def _job_row(job: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(Jsonb(job[c]) if c in _JSON and job[c] is not None else job[c] for c in JOB_COLUMNS)
+    row = list(_job_values(job))
+    for i in _JSON_AT:
+        if row[i] is not None:
+            row[i] = jsonb(row[i])
+    return tuple(row)
+
+
+def _first_outputs(gallery: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The gallery rows, the first of each (job, output index) only: as ``ON CONFLICT DO
+    NOTHING`` keeps them (a success delivered again after its job's refund)."""
+    first = {(row[0], row[1]): row for row in reversed(gallery)}
+    return list(reversed(first.values()))
 
 
 def media_class(media_type: str | None, kind: str) -> str:
@@ -99,19 +128,14 @@ class JobsProjection:
             return
         jobs = self._load(cur, tables["vto_job"], {n.event.job_id for n in relevant})
         changed, gallery, stats = self._fold(relevant, jobs)
-        columns = ", ".join(JOB_COLUMNS)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:])
-        cur.executemany(
-            f"INSERT INTO {tables['vto_job']} ({columns}) VALUES ({', '.join(['%s'] * len(JOB_COLUMNS))}) "
-            f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
+        upsert_rows(
+            cur,
+            tables["vto_job"],
+            JOB_TYPES,
             [_job_row(jobs[j]) for j in changed],
+            "ON CONFLICT (job_id) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in JOB_COLUMNS[1:]),
         )
-        if gallery:
-            cur.executemany(
-                f"INSERT INTO {tables['gallery']} ({GALLERY_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                gallery,
-            )
+        upsert_rows(cur, tables["gallery"], GALLERY_TYPES, _first_outputs(gallery), "ON CONFLICT DO NOTHING")
         self._add_stats(cur, tables, stats)
 
     def apply_new(
@@ -122,13 +146,8 @@ class JobsProjection:
         computed in memory and copied in (``COPY``), each written once."""
         jobs: dict[UUID, dict[str, Any]] = {}
         _, gallery, stats = self._fold([n for n in batch if isinstance(n.event, _JOB_EVENTS)], jobs)
-        with cur.copy(f"COPY {tables['vto_job']} ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
-            for job in jobs.values():
-                copy.write_row(_job_row(job))
-        first = {(row[0], row[1]): row for row in reversed(gallery)}  # as ON CONFLICT DO NOTHING
-        with cur.copy(f"COPY {tables['gallery']} ({GALLERY_COLUMNS}) FROM STDIN") as copy:
-            for row in first.values():
-                copy.write_row(row)
+        copy_rows(cur, tables["vto_job"], JOB_TYPES, map(_job_row, jobs.values()))
+        copy_rows(cur, tables["gallery"], GALLERY_TYPES, _first_outputs(gallery))
         self._add_stats(cur, tables, stats)
 
     def _fold(
@@ -207,14 +226,14 @@ class JobsProjection:
     def _add_stats(
         cur: psycopg.Cursor[Any], tables: Mapping[str, str], stats: dict[str, Counter[str]]
     ) -> None:
-        if stats:
-            cur.executemany(
-                f"INSERT INTO {tables['project_stats']} AS s (project_id, image_count, video_count) "
-                "VALUES (%s, %s, %s) ON CONFLICT (project_id) DO UPDATE SET "
-                "image_count = s.image_count + EXCLUDED.image_count, "
-                "video_count = s.video_count + EXCLUDED.video_count",
-                [(p, c["image"], c["video"]) for p, c in sorted(stats.items())],
-            )
+        upsert_rows(
+            cur,
+            tables["project_stats"],
+            STATS_TYPES,
+            [(p, c["image"], c["video"]) for p, c in sorted(stats.items())],
+            "ON CONFLICT (project_id) DO UPDATE SET image_count = t.image_count + EXCLUDED.image_count, "
+            "video_count = t.video_count + EXCLUDED.video_count",
+        )
 
     @staticmethod
     def _load(cur: psycopg.Cursor[Any], table: str, job_ids: set[UUID]) -> dict[UUID, dict[str, Any]]:

@@ -7,6 +7,7 @@ evolves by; this module only applies it to the rows."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -14,15 +15,25 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from ledger.effects import Balances, Effect, give_back_quota, held, move, use_quota
+from projections.base import copy_rows, jsonb, upsert_rows
 from projections.events import Notified
 
-BALANCE_COLUMNS = (
-    "user_id, credits, tickets, subscription_plan, subscription_period_end, daily_quota, "
-    "quota_day, used_today, pending_reservations, position, updated_at"
+BALANCE_TYPES = (
+    ("user_id", "uuid"),
+    ("credits", "bigint"),
+    ("tickets", "jsonb"),
+    ("subscription_plan", "text"),
+    ("subscription_period_end", "timestamptz"),
+    ("daily_quota", "integer"),
+    ("quota_day", "date"),
+    ("used_today", "integer"),
+    ("pending_reservations", "integer"),
+    ("position", "bigint"),
+    ("updated_at", "timestamptz"),
 )
+BALANCE_COLUMNS = ", ".join(name for name, _ in BALANCE_TYPES)
 
 
 @dataclass
@@ -43,7 +54,7 @@ class Balance:
         return (
             self.user_id,
             self.credits,
-            Jsonb(self.tickets),
+            jsonb(self.tickets),
             self.plan,
             self.period_end,
             self.daily_quota,
@@ -55,7 +66,26 @@ class Balance:
         )
 
 
-RESERVATION_COLUMNS = "job_id, user_id, source, amount, quota_day, open"
+RESERVATION_TYPES = (
+    ("job_id", "uuid"),
+    ("user_id", "uuid"),
+    ("source", "text"),
+    ("amount", "bigint"),
+    ("quota_day", "date"),
+    ("open", "boolean"),
+)
+RESERVATION_COLUMNS = ", ".join(name for name, _ in RESERVATION_TYPES)
+USAGE_TYPES = (
+    ("position", "bigint"),
+    ("user_id", "uuid"),
+    ("job_id", "uuid"),
+    ("type", "text"),
+    ("source", "text"),
+    ("amount", "bigint"),
+    ("balance_after", "bigint"),
+    ("reason", "text"),
+    ("created_at", "timestamptz"),
+)
 
 
 @dataclass
@@ -83,6 +113,10 @@ class UsageLine:
     balance_after: int | None
     reason: str | None
     created_at: datetime
+
+
+# A usage line's values in the order of ``USAGE_TYPES`` (the order of its fields).
+_line_values = operator.attrgetter(*(name for name, _ in USAGE_TYPES))
 
 
 def usage_line(n: Notified, fx: Effect, balances: Balances, reservation: Reserved | None) -> UsageLine | None:
@@ -124,23 +158,21 @@ class PointsProjection:
         wanted = {j.job_id for j in jobs} - reserved_here
         reservations = self._load_reservations(cur, tables["point_reservation"], wanted)
         touched, lines = self._fold(batch, balances, reservations)
-        cur.executemany(
-            f"INSERT INTO {tables['point_balance']} ({BALANCE_COLUMNS}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET "
-            "credits = EXCLUDED.credits, tickets = EXCLUDED.tickets, "
-            "subscription_plan = EXCLUDED.subscription_plan, "
-            "subscription_period_end = EXCLUDED.subscription_period_end, "
-            "daily_quota = EXCLUDED.daily_quota, quota_day = EXCLUDED.quota_day, "
-            "used_today = EXCLUDED.used_today, pending_reservations = EXCLUDED.pending_reservations, "
-            "position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
+        upsert_rows(
+            cur,
+            tables["point_balance"],
+            BALANCE_TYPES,
             [b.row() for b in balances.values() if b.updated_at is not None],
+            "ON CONFLICT (user_id) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in BALANCE_TYPES[1:]),
         )
-        if touched:
-            cur.executemany(
-                f"INSERT INTO {tables['point_reservation']} ({RESERVATION_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET open = EXCLUDED.open",
-                [_reservation_row(reservations[j]) for j in touched],
-            )
+        upsert_rows(
+            cur,
+            tables["point_reservation"],
+            RESERVATION_TYPES,
+            [_reservation_row(reservations[j]) for j in touched],
+            "ON CONFLICT (job_id) DO UPDATE SET open = EXCLUDED.open",
+        )
         self._copy_lines(cur, tables, lines)
 
     def apply_new(
@@ -153,12 +185,10 @@ class PointsProjection:
         reservations: dict[UUID, Reserved] = {}
         _, lines = self._fold(batch, balances, reservations)
         rows = [b.row() for b in balances.values() if b.updated_at is not None]
-        with cur.copy(f"COPY {tables['point_balance']} ({BALANCE_COLUMNS}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        with cur.copy(f"COPY {tables['point_reservation']} ({RESERVATION_COLUMNS}) FROM STDIN") as copy:
-            for r in reservations.values():
-                copy.write_row(_reservation_row(r))
+        copy_rows(cur, tables["point_balance"], BALANCE_TYPES, rows)
+        copy_rows(
+            cur, tables["point_reservation"], RESERVATION_TYPES, map(_reservation_row, reservations.values())
+        )
         self._copy_lines(cur, tables, lines)
 
     def _fold(
@@ -188,24 +218,7 @@ class PointsProjection:
     def _copy_lines(cur: psycopg.Cursor[Any], tables: Mapping[str, str], lines: list[UsageLine]) -> None:
         if not lines:
             return
-        with cur.copy(
-            f"COPY {tables['point_usage']} (position, user_id, job_id, type, source, amount, "
-            "balance_after, reason, created_at) FROM STDIN"
-        ) as copy:
-            for u in lines:
-                copy.write_row(
-                    (
-                        u.position,
-                        u.user_id,
-                        u.job_id,
-                        u.type,
-                        u.source,
-                        u.amount,
-                        u.balance_after,
-                        u.reason,
-                        u.created_at,
-                    )
-                )
+        copy_rows(cur, tables["point_usage"], USAGE_TYPES, map(_line_values, lines))
 
     @staticmethod
     def _evolve(b: Balance, reservations: dict[UUID, Reserved], fx: Effect) -> Reserved | None:

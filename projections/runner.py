@@ -19,6 +19,7 @@ next commit clears them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,10 +31,19 @@ import psycopg
 from eventsourcing.persistence import Mapper
 from tenacity import RetryCallState
 
+from infra.settings import Settings
 from infra.threads import BackgroundLoop, Stopping, backoff
 from projections import tracking
 from projections.base import Projection, identity
-from projections.events import CHANNEL, Notified, decode, ledger_mapper, select_after
+from projections.events import (
+    CHANNEL,
+    Notified,
+    SharedDecoding,
+    decode,
+    few_collections,
+    ledger_mapper,
+    select_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +73,23 @@ class ProjectionRunner(BackgroundLoop):
         poll_interval: float,
         mapper: Mapper[Any] | None = None,
         batch_size: int = 500,
+        catch_up_batch_size: int | None = None,
         listen: bool = True,
+        decoding: SharedDecoding | None = None,
     ) -> None:
+        """``batch_size``: the most events a batch applies; ``catch_up_batch_size`` (default:
+        the same), the most while the runner is behind (its last batch was full): fewer,
+        larger transactions when there is a backlog, short ones otherwise. ``decoding``: the
+        events decoded once for the runners of a ``Projector`` (of the same mapper)."""
         super().__init__(f"projection-{projection.name}")
         self.url = url
         self.projection = projection
         self.name = projection.name
         self.tables = identity(projection.tables)
         self.mapper = mapper or ledger_mapper()
+        self.decoding = decoding
         self.batch_size = batch_size
+        self.catch_up_batch_size = max(batch_size, catch_up_batch_size or batch_size)
         self.poll_interval = poll_interval
         self.listen = listen
         # Test seam: called inside the transaction after the read model was written and
@@ -128,14 +146,22 @@ class ProjectionRunner(BackgroundLoop):
         applied. After a failed batch, events up to that batch's end are fetched one at a
         time, so that a second failure names the event."""
         conn = self._connection()
-        limit = 1 if self._position < self._careful_until else self.batch_size
+        if self._position < self._careful_until:
+            limit = 1
+        else:
+            limit = self.catch_up_batch_size if self.full else self.batch_size
         rows: list[tuple[Any, ...]] = []
+        # Catching up (a batch as large as allowed came before): a batch allocates many
+        # objects that live until it ends; the default collector thresholds scan them, and
+        # everything else the process holds, again and again (``few_collections``).
+        collections = few_collections() if self.full else contextlib.nullcontext()
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            # Rows in the binary format: cheaper to send and to read than text.
+            with collections, conn.transaction(), conn.cursor(binary=True) as cur:
                 position = tracking.lock(cur, self.name)
                 if notifications is None:
                     rows = select_after(cur, position, limit)
-                    batch = decode(rows, self.mapper)
+                    batch = decode(rows, self.mapper) if self.decoding is None else self.decoding.decode(rows)
                 else:
                     batch = [n for n in notifications if n.position > position]
                     rows = [(n.position,) for n in batch]
@@ -285,7 +311,8 @@ class Projector:
         **options: Any,
     ) -> None:
         """``poll_interval``: the setting ``projection_poll_interval_s``; ``options`` go to
-        each ``ProjectionRunner``."""
+        each ``ProjectionRunner``. The runners decode each event once between them
+        (``SharedDecoding``)."""
         from projections.registry import all_projections
 
         self.url = url
@@ -293,6 +320,22 @@ class Projector:
             ProjectionRunner(url, p, poll_interval=poll_interval, **options)
             for p in (projections or all_projections())
         ]
+        # Runners two catch-up batches apart still share; further apart, they decode again.
+        decoding = SharedDecoding(
+            self.runners[0].mapper, keep=2 * max(r.catch_up_batch_size for r in self.runners)
+        )
+        for runner in self.runners:
+            runner.decoding = decoding
+
+    @classmethod
+    def configured(cls, url: str, settings: Settings) -> Projector:
+        """Every projection, run as the settings say (``projection_*``)."""
+        return cls(
+            url,
+            poll_interval=settings.projection_poll_interval_s,
+            batch_size=settings.projection_batch_size,
+            catch_up_batch_size=settings.projection_catch_up_batch_size,
+        )
 
     def start(self) -> Projector:
         for runner in self.runners:
@@ -304,7 +347,19 @@ class Projector:
             runner.stop()
 
     def catch_up(self) -> int:
-        return sum(runner.catch_up() for runner in self.runners)
+        """Apply batches until every runner has exhausted the log, the runners taking turns
+        (a batch each), so that each event is decoded once for all of them."""
+        total = 0
+        behind = list(self.runners)
+        while behind:
+            for runner in behind:
+                total += runner.deliver()
+            behind = [runner for runner in behind if runner.full]
+        return total
+
+    def position(self) -> int:
+        """The position every runner has committed (or seen committed)."""
+        return min(runner.position for runner in self.runners)
 
     def wait_for(self, position: int | None, timeout: float) -> bool:
         """Wait until every runner has committed ``position`` (a command's

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 
+from benchmarks.chaos import Deployment
 from command_api.deps import get_services
+from command_api.ops.metrics import MULTIPROCESS_DIR, shared_across_processes
 from infra.database import sqlalchemy_url
 from infra.orm import make_sessionmaker
 from infra.settings import Settings
 from tests.api_factories import make_user
+from tests.infra.test_shutdown import sign_in, wait_until
 
 OPS_TOKEN = "operator-token-0123456789abcdef"
 OPERATOR = {"Authorization": f"Bearer {OPS_TOKEN}"}
@@ -257,3 +263,101 @@ def test_without_an_operator_token_metrics_are_off(services: Any) -> None:
             response = plain.get("/metrics", headers=headers)
             assert response.status_code == 404 and "VTO_OPS_TOKEN" in response.json()["detail"]
         assert plain.get("/readyz").json() == {"status": "ready"}
+
+
+# ------------------------------------------------------------------ read-your-writes waits
+def _waits(text: str) -> tuple[float, float, float]:
+    """``vto_read_your_writes_wait_seconds``: (count, sum, count in the ``le="0.0"`` bucket)."""
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("vto_read_your_writes_wait_seconds"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return (
+        values["vto_read_your_writes_wait_seconds_count"],
+        values["vto_read_your_writes_wait_seconds_sum"],
+        values['vto_read_your_writes_wait_seconds_bucket{le="0.0"}'],
+    )
+
+
+def test_read_your_writes_waits_are_measured(client: Any, services: Any, pg_url: str) -> None:
+    """A read whose writes the read models show already waited 0; one that must wait for the
+    projections is observed with how long it waited."""
+    caller = make_user(services)
+    wait_until(lambda: services.projector.position() >= (services.ledger.position() or 0), 30, "projections")
+    count, total, zero = _waits(client.get("/metrics", headers=OPERATOR).text)
+    assert client.get("/api/v1/points", headers=caller.headers).status_code == 200
+    after = _waits(client.get("/metrics", headers=OPERATOR).text)
+    assert after == (count + 1, total, zero + 1)
+
+    held_for = 0.3  # how long the projection is held back: the wait to be measured
+    with psycopg.connect(pg_url) as conn:  # the points runner waits for this lock
+        conn.execute("SELECT 1 FROM projection_tracking WHERE name = 'points' FOR UPDATE")
+        services.ledger.grant_credits(caller.id, 5, "test")
+        with ThreadPoolExecutor(1) as pool:
+            read = pool.submit(client.get, "/api/v1/points", headers=caller.headers)
+            time.sleep(held_for)
+            conn.rollback()
+            assert read.result(timeout=30).json()["credit"] == 5
+    count, total, zero = _waits(client.get("/metrics", headers=OPERATOR).text)
+    assert (count, zero) == (after[0] + 1, after[2])
+    assert 0 < total - after[1] < services.settings.read_your_writes_timeout_s  # it waited
+
+
+@pytest.mark.slow
+def test_metrics_of_api_workers_are_shown_together(pg_url: str, tmp_path: Path) -> None:
+    """``vto api --workers 2``: whichever worker answers ``/metrics``, it shows the requests
+    of both (prometheus_client's multiprocess mode, one value file per worker)."""
+    shared = tmp_path / "metrics"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VTO_")},
+        "VTO_DATABASE_URL": pg_url,
+        "VTO_DATA_DIR": str(tmp_path / "data"),
+        "VTO_JWT_SECRET": "metrics-" + "m" * 32,
+        "VTO_OPS_TOKEN": OPS_TOKEN,
+        "PROMETHEUS_MULTIPROC_DIR": str(shared),
+    }
+    deployment = Deployment(tmp_path, env, apis=1, workers=0)
+    deployment.commands["api-0"] += ["--workers", "2"]
+    base = f"http://127.0.0.1:{deployment.ports['api-0']}"
+    try:
+        for name in ("projector", "api-0"):
+            deployment.start(name)
+        deployment.wait_api("api-0")
+        with httpx.Client(base_url=base, timeout=60) as api:
+            caller = sign_in(api, "metrics@workers.example.com")
+            wait_until(
+                lambda: api.get("/api/v1/points", headers=caller.headers).status_code == 200, 60, "points"
+            )
+
+        def waits() -> float:  # a connection of its own each time: either worker may answer
+            return _waits(httpx.get(f"{base}/metrics", headers=OPERATOR, timeout=60).text)[0]
+
+        before = waits()
+        reads = 40
+        for _ in range(reads):
+            assert httpx.get(f"{base}/api/v1/points", headers=caller.headers, timeout=60).status_code == 200
+        workers = {path.stem.split("_")[-1] for path in shared.glob("histogram_*.db")}
+        assert len(workers) == 2, f"the reads were not served by both workers: {sorted(workers)}"
+        assert [waits() for _ in range(8)] == [before + reads] * 8
+        statuses = deployment.stop_all()
+        assert statuses == dict.fromkeys(deployment.processes, 0), f"logs in {deployment.logs}"
+    finally:
+        deployment.kill_all()
+
+
+def test_api_workers_share_a_metrics_directory_while_they_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(MULTIPROCESS_DIR, raising=False)
+    with shared_across_processes() as made:
+        assert os.environ[MULTIPROCESS_DIR] == str(made) and made.is_dir()
+    assert MULTIPROCESS_DIR not in os.environ and not made.exists()
+    given = tmp_path / "given"  # the operator's: its value files of an earlier run go
+    given.mkdir()
+    (given / "counter_123.db").write_bytes(b"stale")
+    (given / "notes.txt").write_text("kept")
+    monkeypatch.setenv(MULTIPROCESS_DIR, str(given))
+    with shared_across_processes() as used:
+        assert used == given and not (given / "counter_123.db").exists()
+    assert (given / "notes.txt").exists() and os.environ[MULTIPROCESS_DIR] == str(given)

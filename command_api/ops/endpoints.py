@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from command_api.auth.errors import Unauthorized
 from command_api.deps import ServicesDep
@@ -123,4 +123,4 @@ def prometheus(services: ServicesDep, credentials: OperatorCredentials) -> Respo
         stuck = {name: failures for name, failures, _, _ in tracking.failing(conn)}
         for name in tracking.positions(conn):
             metrics.PROJECTION_STUCK.labels(name).set(stuck.get(name, 0))
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

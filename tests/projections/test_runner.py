@@ -3,24 +3,29 @@ duplicate delivery, restart, LISTEN and the poll fallback, read-your-writes, lag
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import timedelta
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from eventsourcing.persistence import Mapper, StoredEvent
 
-from ledger.application import LedgerApplication
+from ledger.application import LedgerApplication, event_transcoder
 from projections.events import decode, ledger_mapper, select_after
 from projections.jobs import JobsProjection
 from projections.lag import lag
 from projections.points import PointsProjection
 from projections.rebuild import rebuild
+from projections.registry import all_projections
 from projections.runner import ProjectionRunner, Projector
 from projections.tracking import failing as tracking_failing
 from projections.wait import wait_for_position
 from tests.factories import job_request, new_user
 from tests.projections.helpers import dump, one, tracking
+from tests.projections.history import random_history
 
 BALANCE_SQL = "SELECT %s FROM point_balance WHERE user_id = %%s"
 
@@ -241,7 +246,8 @@ def test_an_event_the_projection_cannot_apply_is_named_and_stops_waiters(
         assert time.monotonic() - started < 1.0
         with psycopg.connect(pg_url) as conn:
             assert tracking_failing(conn) == [("points", runner.failing.failures, bad, runner_error(conn))]
-            assert "NUL" in runner_error(conn) and "Adjusted" in runner_error(conn)
+            error = runner_error(conn)  # PostgreSQL's words (COPY in the binary format)
+            assert "0x00" in error and "column reason" in error and "Adjusted" in error
         assert any(f"cannot apply event {bad}" in r.getMessage() for r in caplog.records)
     finally:
         runner.stop()
@@ -277,3 +283,79 @@ def runner_error(conn: psycopg.Connection[object]) -> str:
     row = conn.execute("SELECT error FROM projection_tracking WHERE name = 'points'").fetchone()
     assert row is not None
     return str(row[0])
+
+
+# ------------------------------------------------------------------ catching up
+class CountingMapper(Mapper[UUID]):
+    """The ledger's mapper, counting the events it decodes."""
+
+    def __init__(self) -> None:
+        super().__init__(transcoder=event_transcoder())
+        self.decoded = 0
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        self.decoded += 1
+        return super().to_domain_event(stored_event)
+
+
+def test_a_projector_decodes_each_event_once_for_its_runners(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    random_history(pg_ledger, users=6, events=700, seed=5)
+    head = pg_ledger.position()
+    assert head is not None
+    mapper = CountingMapper()
+    projector = Projector(pg_url, batch_size=50, catch_up_batch_size=200, poll_interval=1.0, mapper=mapper)
+    assert projector.catch_up() == 2 * head
+    assert mapper.decoded == head  # not once per runner
+    assert tracking(pg_url) == {"points": head, "jobs": head}
+
+
+def test_a_runner_behind_takes_larger_batches(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    user = new_user(pg_ledger)
+    for _ in range(24):
+        pg_ledger.grant_credits(user, 1, "test")
+    runner = ProjectionRunner(
+        pg_url, PointsProjection(), batch_size=3, catch_up_batch_size=10, poll_interval=1.0
+    )
+    sizes: list[int] = []
+    runner.before_commit = lambda batch: sizes.append(len(batch))
+    assert runner.catch_up() == 25
+    assert sizes == [3, 10, 10, 2]  # small first; larger once a batch came full
+    pg_ledger.grant_credits(user, 1, "test")
+    assert runner.catch_up() == 1 and sizes[-1] == 1
+    assert runner.batch_size == 3 and not runner.full
+
+
+def test_live_runners_catching_up_a_backlog_make_what_a_rebuild_makes(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    """The runners' threads share their decoded events and take large batches while behind
+    (with fewer collector passes): the read models equal a rebuild's."""
+    random_history(pg_ledger, users=10, events=1500, seed=11)
+    head = pg_ledger.position()
+    assert head is not None
+    with Projector(pg_url, batch_size=7, catch_up_batch_size=120, poll_interval=0.05) as projector:
+        assert projector.wait_for(head, timeout=120)
+        assert projector.position() >= head
+    live = dump(pg_url)
+    assert live["point_usage"] and live["gallery"]
+    rebuild(pg_url, all_projections())
+    assert dump(pg_url) == live
+
+
+def test_an_output_with_a_nan_duration_is_projected(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    """JSON has no NaN and jsonb refuses it: the output's duration is null in the job's
+    outputs (it stopped the projection before), and NaN in the gallery's float column."""
+    user = new_user(pg_ledger, credits=10)
+    job = uuid4()
+    pg_ledger.request_job(user, job, "video", job_request())
+    outputs = [{"storage_key": "out/v.mp4", "media_type": "video/mp4", "duration": math.nan, "big": 2**70}]
+    position = pg_ledger.complete_job(user, job, outputs).position
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    assert tracking(pg_url) == {"points": position, "jobs": position}
+    stored, status = one(pg_url, "SELECT outputs, status FROM vto_job WHERE job_id = %s", job)
+    assert stored == [{"storage_key": "out/v.mp4", "media_type": "video/mp4", "duration": None, "big": 2**70}]
+    assert status == "succeeded"
+    (duration,) = one(pg_url, "SELECT duration FROM gallery WHERE job_id = %s", job)
+    assert math.isnan(duration)
