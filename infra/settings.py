@@ -154,7 +154,12 @@ class Settings(BaseSettings):
     s3_bucket: str | None = Field(default=None, description="Unset: local files in data_dir/files.")
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
-    signed_url_ttl_s: int = Field(default=3600, ge=10)
+    signed_url_ttl_s: int = Field(
+        default=3600,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="How long a signed file URL works (S3: at most 7 days).",
+    )
     max_upload_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest accepted upload (multipart routes)."
     )
