@@ -267,7 +267,10 @@ AUDIT_BREAKS: tuple[Break, ...] = (
         AUDIT,
         'replay.fail(f"point_usage line {position}", None, _shown(line))',
         "pass",
-        (f"{AUDIT_TESTS}::test_audit_fails_naming_the_user_of_an_altered_usage_line[added]",),
+        (
+            f"{AUDIT_TESTS}::test_audit_fails_naming_the_user_of_an_altered_usage_line[added]",
+            f"{CHECKS}::test_a_usage_line_no_event_wrote",
+        ),
         "a usage line that no event wrote, among a user's lines, passes",
     ),
     Break(
@@ -293,6 +296,25 @@ AUDIT_BREAKS: tuple[Break, ...] = (
         "while False",
         (f"{CHECKS}::test_the_audit_waits_for_the_read_model_to_reach_the_head_it_saw",),
         "the audit does not wait for the read model to reach the head it saw",
+    ),
+    Break(
+        "audit-lists-one-more",
+        AUDIT,
+        "if len(self.mismatches) < MAX_LISTED:",
+        "if len(self.mismatches) <= MAX_LISTED:",
+        (f"{CHECKS}::test_the_report_lists_the_first_50_mismatches_and_counts_them_all",),
+        "the report lists one mismatch more than MAX_LISTED",
+    ),
+    Break(
+        "audit-report-says-ok",
+        AUDIT,
+        'out.append("OK" if self.ok else "FAILED")',
+        'out.append("OK")',
+        (
+            f"{CHECKS}::test_the_report_lists_the_first_50_mismatches_and_counts_them_all",
+            f"{AUDIT_TESTS}::test_audit_fails_naming_the_user_of_an_altered_balance",
+        ),
+        "the report's last line says OK whatever it found",
     ),
     Break(
         "audit-ok-ignores-mismatches",

@@ -25,7 +25,7 @@ from eventsourcing.persistence import StoredEvent
 import projections.tracking
 from ledger.account import Account
 from ledger.policy import PricingPolicy
-from projections.audit import AuditReport, audit
+from projections.audit import MAX_LISTED, AuditReport, Mismatch, audit
 from projections.events import EVENTS_TABLE, ledger_mapper
 from projections.points import PointsProjection
 from projections.runner import ProjectionRunner
@@ -191,6 +191,16 @@ def test_a_story_told_with_the_accounts_rules_passes(pg_url: str) -> None:
         "ticket:lookbook": Counter(granted=1, reserved=1, refunded=1),
         "subscription": Counter(settled=1),
     }
+    lines = [line for line in report.lines() if not line.startswith("lag ")]
+    assert lines[0].startswith("audited 30 events of 2 users up to position 30 (head 30) in ")
+    assert lines[1:] == [
+        "totals per source (granted, reserved, refunded, adjusted, settled jobs):",
+        "  credit: granted 13, reserved 7, refunded 6, adjusted -1, settled 0",
+        "  subscription: granted 0, reserved 0, refunded 0, adjusted 0, settled 1",
+        "  ticket:lookbook: granted 1, reserved 1, refunded 1, adjusted 0, settled 0",
+        "mismatches: 0",
+        "OK",
+    ]
 
 
 def test_the_audit_waits_for_the_read_model_to_reach_the_head_it_saw(
@@ -486,3 +496,37 @@ def test_a_balance_row_deleted_or_without_events(pg_url: str) -> None:
         ],
         key=str,
     )
+
+
+def test_a_usage_line_no_event_wrote(pg_url: str) -> None:
+    """An accounting line added among a user's own lines (a position no event of theirs has)."""
+    a = account(credits=10)
+    write(pg_url, a)
+    project(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO point_usage SELECT position + 1000, user_id, job_id, type, source, amount, "
+            "balance_after, reason, created_at FROM point_usage WHERE user_id = %s",
+            (a.id,),
+        )
+    grant = position(pg_url, a)
+    added = (grant + 1000, None, "grant", "credit", 10, 10, "test grant", AT)
+    assert findings(audit(pg_url)) == [(a.id, f"point_usage line {grant + 1000}", None, added)]
+
+
+def test_the_report_lists_the_first_50_mismatches_and_counts_them_all(pg_url: str) -> None:
+    a = account()
+    for _ in range(MAX_LISTED + 1):
+        a.grant_credits(1, "drip", AT)
+    write(pg_url, a)
+    project(pg_url)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE point_usage SET reason = 'altered' WHERE user_id = %s", (a.id,))
+    report = audit(pg_url)
+    assert (report.mismatch_count, len(report.mismatches)) == (MAX_LISTED + 1, MAX_LISTED)
+    assert report.lines()[-3:] == [f"  {report.mismatches[-1]}", "  ... and 1 more", "FAILED"]
+    part = AuditReport()  # each worker's report is bounded too (it is sent back whole)
+    for i in range(MAX_LISTED + 1):
+        part.mismatch(Mismatch(a.id, f"finding {i}", 0, 1))
+    assert (part.mismatch_count, len(part.mismatches)) == (MAX_LISTED + 1, MAX_LISTED)
+    assert part.mismatches[-1].what == f"finding {MAX_LISTED - 1}"
