@@ -184,7 +184,12 @@ class Settings(BaseSettings):
         default=None, description="S3-compatible endpoint (MinIO, R2...); unset: AWS S3."
     )
     s3_region: str | None = Field(default=None, description="The bucket's region.")
-    signed_url_ttl_s: int = Field(default=3600, ge=10, description="How long a signed file link works.")
+    signed_url_ttl_s: int = Field(
+        default=3600,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="How long a signed file link works (S3: at most 7 days).",
+    )
     deleted_account_retention_days: int = Field(
         default=30,
         ge=0,

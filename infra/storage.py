@@ -111,9 +111,15 @@ class S3Storage:
 
     def __init__(self, bucket: str, endpoint_url: str | None = None, region: str | None = None) -> None:
         import boto3  # imported here: only the S3 configuration needs it
+        from botocore.config import Config
 
         self.bucket = bucket
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        # Signature Version 4 everywhere: botocore would presign with the deprecated SigV2 in
+        # us-east-1 (or with no region), which S3 buckets created since 2020, R2 and recent
+        # MinIO refuse. A SigV4 presigned URL lives at most 7 days (``signed_url_ttl_s``).
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=Config(signature_version="s3v4")
+        )
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type)
@@ -142,10 +148,14 @@ class S3Storage:
         return removed
 
     def exists(self, key: str) -> bool:
+        """False when S3 answers 404; any other error (access denied, throttling) is raised,
+        never read as a missing object."""
         try:
             self.client.head_object(Bucket=self.bucket, Key=check_key(key))
-        except self.client.exceptions.ClientError:
-            return False
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
         return True
 
     def signed_url(self, key: str, expires_in: int) -> str:

@@ -54,6 +54,20 @@ from projections.lag import Lag, lag
 from projections.points import BALANCE_COLUMNS, Balance, Reserved, UsageLine, usage_line
 
 POINTS = "points"
+# The statuses an event may move a job's reservation to, from each status (the ``Account``'s
+# rules): a reservation is closed once (by its result, a failure, a cancel or the sweeper),
+# and only a job the sweeper expired may still succeed (delivered free).
+_NEXT_STATUS: dict[ReservationStatus | None, frozenset[ReservationStatus]] = {
+    ReservationStatus.RESERVED: frozenset(
+        {
+            ReservationStatus.SUCCEEDED,
+            ReservationStatus.FAILED,
+            ReservationStatus.CANCELED,
+            ReservationStatus.EXPIRED,
+        }
+    ),
+    ReservationStatus.EXPIRED: frozenset({ReservationStatus.SUCCEEDED}),
+}
 MAX_LISTED = 50
 AUDIT_WAIT_S = 10.0  # how long the audit waits for the read models to reach the head it saw
 
@@ -130,6 +144,7 @@ class _Replay:
         self.reservations: dict[UUID, Reserved] = {}
         self.refunds: Counter[UUID] = Counter()
         self.settled: Counter[UUID] = Counter()
+        self.status: dict[UUID, ReservationStatus] = {}
         self.lines: list[UsageLine] = []
 
     def fail(self, what: str, expected: Any, actual: Any) -> None:
@@ -168,10 +183,21 @@ class _Replay:
                     self.fail(f"job {job_id} refunded", "a reservation", None)
                 elif refund != (reservation.source, reservation.amount):
                     self.fail(f"job {job_id} refund", (reservation.source, reservation.amount), refund)
-            if change.status is ReservationStatus.SUCCEEDED:
+            status = change.status
+            if status is not None:
+                before = self.status.get(job_id)
+                if change.reserved is None and status not in _NEXT_STATUS.get(before, ()):
+                    allowed = sorted(s.value for s in _NEXT_STATUS.get(before, ()))
+                    after = "no reservation" if before is None else before.value
+                    self.fail(f"job {job_id} status after {after}", allowed or "none", status.value)
+                self.status[job_id] = status
+            if status is ReservationStatus.SUCCEEDED:
                 self.settled[job_id] += 1
                 if self.settled[job_id] > 1:
                     self.fail(f"job {job_id} completions", 1, self.settled[job_id])
+            refunds = self.refunds[job_id]
+            if change.settled and refunds:  # a charge kept after it was given back
+                self.fail(f"job {job_id} settled", "a charge not refunded", f"refunded {refunds}")
             if change.settled and reservation is not None:
                 totals[reservation.source][Flow.SETTLED] += 1
         account = self.account

@@ -210,15 +210,15 @@ class ProjectionRunner(BackgroundLoop):
                     event or "?",
                     cause,
                 )
-        with self._changed:
-            self.failing = Failure(failures, position, event, cause)
-            self._changed.notify_all()
-        if position is not None:
+        if position is not None:  # recorded before it is published: a reader of either finds both
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                     tracking.record_failure(conn, self.name, failures, position, event, cause)
             except psycopg.Error as error:
                 log.warning("projection %s: cannot record the failure: %s", self.name, error)
+        with self._changed:
+            self.failing = Failure(failures, position, event, cause)
+            self._changed.notify_all()
 
     def catch_up(self) -> int:
         """Apply batches until the log is exhausted; returns how many events were applied."""

@@ -75,15 +75,27 @@ def test_only_backends_that_batch_are_batched() -> None:
     assert not batches(TinyGenerator())  # the offline kind: one request at a time
 
 
+def frozen() -> float:
+    """A batcher's clock that never moves: a batch waits until it is full or the batcher
+    closes (which runs what is waiting), however slowly the requests arrive."""
+    return 0.0
+
+
+def submitted(batcher: BatchingGenerator, requests: list[GenerationRequest], pool: ThreadPoolExecutor) -> Any:
+    """Submit every request, wait until each is waiting in the batcher or already run, then
+    close it (the batches left run): the futures of the results, in order."""
+    futures = [pool.submit(batcher.generate, r) for r in requests]
+    wait_until(lambda: len(batcher._pending) + sum(batcher.sizes) == len(requests), 30, "requests queued")
+    batcher.close()
+    return futures
+
+
 def test_compatible_requests_share_a_model_call_and_incompatible_ones_do_not() -> None:
     inner = FakeBatchGenerator(name="fake-compatible")
-    batcher = BatchingGenerator(inner, max_batch=4, max_wait_s=0.5)
+    batcher = BatchingGenerator(inner, max_batch=4, clock=frozen)
     requests = [request(128, 128, seed=i) for i in range(4)] + [request(192, 128, seed=9)] * 2
-    try:
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            results = list(pool.map(batcher.generate, requests))
-    finally:
-        batcher.close()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = [f.result() for f in submitted(batcher, requests, pool)]
     # every caller gets the result of its own request
     assert [r.outputs[0].width for r in results] == [128] * 4 + [192] * 2
     assert sorted(len(b) for b in inner.batches) == [2, 4]
@@ -96,14 +108,11 @@ def test_compatible_requests_share_a_model_call_and_incompatible_ones_do_not() -
 
 def test_a_batch_fills_up_to_the_limit_and_not_beyond() -> None:
     inner = FakeBatchGenerator(name="fake-limit")
-    batcher = BatchingGenerator(inner, max_batch=2, max_wait_s=0.5)
-    try:
-        with ThreadPoolExecutor(max_workers=5) as pool:
-            list(pool.map(batcher.generate, [request(seed=i) for i in range(5)]))
-    finally:
-        batcher.close()
-    assert max(len(b) for b in inner.batches) == 2
-    assert sum(len(b) for b in inner.batches) == 5
+    batcher = BatchingGenerator(inner, max_batch=2, clock=frozen)
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        results = [f.result() for f in submitted(batcher, [request(seed=i) for i in range(5)], pool)]
+    assert [r.outputs[0].width for r in results] == [128] * 5
+    assert [len(b) for b in inner.batches] == [2, 2, 1]  # full batches, then the one left at close
 
 
 def test_out_of_memory_halves_the_batch_and_caps_later_ones() -> None:
@@ -208,7 +217,7 @@ def test_a_batching_worker_generates_compatible_jobs_in_one_call(
     queue = InProcessQueue()
     user = new_user(pg_ledger, credits=10)
     inner = FakeBatchGenerator(name="fake-worker")
-    batcher = BatchingGenerator(inner, max_batch=4, max_wait_s=5.0)
+    batcher = BatchingGenerator(inner, max_batch=4, clock=frozen)  # one batch: when all 4 are in
     worker = Worker(
         queue, batcher, storage, pg_ledger.reservation_status, JobAttempts(pg_url), options, batch=4
     )

@@ -76,8 +76,10 @@ def test_audit_fails_naming_the_user_of_an_altered_balance(pg_url: str, pg_ledge
         "UPDATE point_usage SET source = 'ticket:video' WHERE user_id = %(u)s AND type = 'grant'",
         "UPDATE point_usage SET user_id = gen_random_uuid() WHERE position = (SELECT max(position) "
         "FROM point_usage WHERE user_id = %(u)s)",
+        "INSERT INTO point_usage SELECT position + 1000000, user_id, job_id, type, source, amount, "
+        "balance_after, reason, created_at FROM point_usage WHERE user_id = %(u)s AND type = 'grant'",
     ],
-    ids=["amount", "deleted", "balance_after", "job_id", "created_at", "reason", "source", "moved"],
+    ids=["amount", "deleted", "balance_after", "job_id", "created_at", "reason", "source", "moved", "added"],
 )
 def test_audit_fails_naming_the_user_of_an_altered_usage_line(
     pg_url: str, pg_ledger: LedgerApplication, tamper: str

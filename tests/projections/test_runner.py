@@ -3,6 +3,7 @@ duplicate delivery, restart, LISTEN and the poll fallback, read-your-writes, lag
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from datetime import timedelta
@@ -13,6 +14,9 @@ import psycopg
 import pytest
 from eventsourcing.persistence import Mapper, StoredEvent
 
+import projections.tracking
+from infra.ledger_store import postgres_ledger
+from infra.settings import Settings
 from ledger.application import LedgerApplication, event_transcoder
 from projections.events import decode, ledger_mapper, select_after
 from projections.jobs import JobsProjection
@@ -23,6 +27,7 @@ from projections.registry import all_projections
 from projections.runner import ProjectionRunner, Projector
 from projections.tracking import failing as tracking_failing
 from projections.wait import wait_for_position
+from tests.conftest import FakeClock
 from tests.factories import job_request, new_user
 from tests.projections.helpers import dump, one, tracking
 from tests.projections.history import random_history
@@ -208,18 +213,27 @@ def test_started_projector_gives_read_your_writes(
         assert not projector.wait_for((result.position or 0) + 1000, timeout=0.05)
 
 
-def test_lag_in_events_and_seconds(pg_url: str, pg_ledger: LedgerApplication) -> None:
-    user = new_user(pg_ledger, credits=5)
-    pg_ledger.grant_credits(user, 1, "x")
+def test_lag_in_events_and_seconds(pg_url: str, settings: Settings, clock: FakeClock) -> None:
+    """The lag's age is the oldest unapplied event's, read on the clock given (here 90 s
+    after that event was written); a clock behind the event reads 0, never a negative age."""
+    ledger = postgres_ledger(settings, pg_url, clock=clock)
+    try:
+        written_at = clock.now
+        user = new_user(ledger, credits=5)
+        clock.advance(seconds=30)
+        ledger.grant_credits(user, 1, "x")
+    finally:
+        ledger.close()
     with psycopg.connect(pg_url) as conn:
-        lags = {lg.name: lg for lg in lag(conn)}
-    assert lags["points"].events == 3 and lags["points"].position == 0
-    assert lags["points"].seconds >= 0
+        lags = {lg.name: lg for lg in lag(conn, now=written_at + timedelta(seconds=90))}
+        behind_the_event = {lg.name: lg for lg in lag(conn, now=written_at - timedelta(seconds=5))}
+    assert (lags["points"].events, lags["points"].position, lags["points"].seconds) == (3, 0, 90.0)
+    assert behind_the_event["points"].seconds == 0.0
     ProjectionRunner(pg_url, PointsProjection(), poll_interval=1.0).catch_up()
     with psycopg.connect(pg_url) as conn:
-        lags = {lg.name: lg for lg in lag(conn)}
+        lags = {lg.name: lg for lg in lag(conn, now=written_at + timedelta(seconds=90))}
     assert (lags["points"].events, lags["points"].seconds) == (0, 0.0)
-    assert lags["jobs"].events == 3
+    assert (lags["jobs"].events, lags["jobs"].seconds) == (3, 90.0)
 
 
 def test_an_event_the_projection_cannot_apply_is_named_and_stops_waiters(
@@ -235,22 +249,53 @@ def test_an_event_the_projection_cannot_apply_is_named_and_stops_waiters(
     runner = ProjectionRunner(pg_url, PointsProjection(), poll_interval=0.2)
     runner.start()
     try:
-        deadline = time.monotonic() + 30
-        while runner.failing is None or runner.failing.position is None:
-            assert time.monotonic() < deadline, "the runner never named the failing event"
-            time.sleep(0.02)
-        assert runner.failing.position == bad
-        assert runner.position == bad - 1  # everything before it was applied
-        started = time.monotonic()
-        assert runner.wait_for(after, timeout=10) is False
-        assert time.monotonic() - started < 1.0
-        with psycopg.connect(pg_url) as conn:
-            assert tracking_failing(conn) == [("points", runner.failing.failures, bad, runner_error(conn))]
-            error = runner_error(conn)  # PostgreSQL's words (COPY in the binary format)
-            assert "0x00" in error and "column reason" in error and "Adjusted" in error
-        assert any(f"cannot apply event {bad}" in r.getMessage() for r in caplog.records)
+        # Returns once the runner names the event (or at the deadline, and the test fails).
+        assert runner.wait_for(after, timeout=60) is False
+        with psycopg.connect(pg_url) as conn:  # published after it was recorded: the row is there
+            assert [(row[0], row[2]) for row in tracking_failing(conn)] == [("points", bad)]
     finally:
-        runner.stop()
+        runner.stop()  # the retries stop: what the runner and the row say stays put
+    failure = runner.failing
+    assert failure is not None and failure.position == bad
+    assert runner.position == bad - 1  # everything before it was applied
+    started = time.monotonic()
+    assert runner.wait_for(after, timeout=60) is False  # stuck on an event: no wait at all
+    assert time.monotonic() - started < 30
+    with psycopg.connect(pg_url) as conn:
+        assert tracking_failing(conn) == [("points", failure.failures, bad, runner_error(conn))]
+        error = runner_error(conn)  # PostgreSQL's words (COPY in the binary format)
+        assert "0x00" in error and "column reason" in error and "Adjusted" in error
+    assert any(f"cannot apply event {bad}" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failing_event_is_recorded_before_the_runner_publishes_it(
+    pg_url: str, pg_ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever sees ``runner.failing`` (a waiter of this process) finds the row that
+    ``/readyz`` and other processes read already written: each failure is written to
+    ``projection_tracking`` while the runner still shows the one before it."""
+    user = new_user(pg_ledger, credits=3)
+    bad = pg_ledger.adjust(user, "credit", 1, "bad\x00reason").position
+    runner = ProjectionRunner(pg_url, PointsProjection(), poll_interval=0.2)
+    shown_while_recording: list[tuple[int, int | None]] = []
+    record = projections.tracking.record_failure
+
+    def recording(conn: psycopg.Connection[Any], name: str, failures: int, *args: Any) -> None:
+        shown = runner.failing
+        shown_while_recording.append((failures, None if shown is None else shown.failures))
+        record(conn, name, failures, *args)
+
+    monkeypatch.setattr(projections.tracking, "record_failure", recording)
+    for _ in range(4):  # the batch fails, then its events are applied one at a time up to the bad one
+        with contextlib.suppress(psycopg.Error):
+            runner.deliver()
+    with pytest.raises(psycopg.Error):
+        runner.deliver()
+    runner.close()
+    assert runner.failing is not None and (runner.failing.position, runner.failing.failures) == (bad, 2)
+    assert shown_while_recording == [(1, None), (2, 1)]
+    with psycopg.connect(pg_url) as conn:
+        assert [row[:3] for row in tracking_failing(conn)] == [("points", 2, bad)]
 
 
 def test_a_commit_clears_the_failure(pg_url: str, pg_ledger: LedgerApplication) -> None:

@@ -1,4 +1,7 @@
-"""Read-your-writes from a process without runners: the shared PositionWatcher."""
+"""Read-your-writes from a process without runners: the shared PositionWatcher.
+
+Its fallback poll is set far beyond every deadline here (``NO_POLL_S``): a wait that ends
+before its deadline was ended by a NOTIFY, so these tests fail if the LISTEN is gone."""
 
 from __future__ import annotations
 
@@ -9,17 +12,20 @@ from projections.runner import Projector
 from projections.wait import PositionWatcher
 from tests.factories import new_user
 
+NO_POLL_S = 3600.0  # the watcher's fallback poll: never due within a test
+DEADLINE_S = 60.0  # a waiter's deadline: far beyond what a NOTIFY takes, far below the poll
+
 
 def test_watcher_sees_the_runners_commits(pg_url: str, pg_ledger: LedgerApplication) -> None:
-    watcher = PositionWatcher(pg_url, ["points", "jobs"], poll_interval=5.0).start()
+    watcher = PositionWatcher(pg_url, ["points", "jobs"], poll_interval=NO_POLL_S).start()
     try:
         user = new_user(pg_ledger, credits=3)
         position = pg_ledger.grant_credits(user, 1, "more").position
         assert position is not None
         assert watcher.wait_for(position, timeout=0.3) is False  # no runner yet: not applied
         with Projector(pg_url, poll_interval=1.0):
-            # Woken by the runners' NOTIFY, well before the 5 s poll fallback.
-            assert watcher.wait_for(position, timeout=4.0) is True
+            # Positions read once above; only the runners' NOTIFY can tell of their commits.
+            assert watcher.wait_for(position, timeout=DEADLINE_S) is True
         assert watcher.position() >= position
         assert watcher.wait_for(None, timeout=0) is True
     finally:
@@ -31,19 +37,22 @@ def test_a_projection_stuck_in_another_process_ends_the_wait_at_once(
 ) -> None:
     """The runner (here: this process, as the projector process would) names the event it
     cannot apply; an API process waiting for a later position stops waiting right away."""
-    watcher = PositionWatcher(pg_url, ["points", "jobs"], poll_interval=5.0).start()
+    watcher = PositionWatcher(pg_url, ["points", "jobs"], poll_interval=NO_POLL_S).start()
     try:
         user = new_user(pg_ledger, credits=3)
         bad = pg_ledger.adjust(user, "credit", 1, "bad\x00reason").position
         later = pg_ledger.adjust(user, "credit", 1, "fine").position
         assert bad is not None and later is not None
+        # The watcher reads the positions now, before any runner: none stuck yet. Only a
+        # NOTIFY makes it read them again.
+        assert watcher.wait_for(bad, timeout=0.3) is False
         with Projector(pg_url, poll_interval=0.2) as projector:
             runner = projector.runner("points")
-            assert runner.wait_for(later, timeout=20) is False  # returns once the event is named
+            assert runner.wait_for(later, timeout=DEADLINE_S) is False  # returns once the event is named
             assert runner.failing is not None and runner.failing.position == bad
             started = time.monotonic()
-            assert watcher.wait_for(later, timeout=20) is False
-            assert time.monotonic() - started < 5.0  # woken by the NOTIFY, not the deadline
-            assert watcher.wait_for(bad - 1, timeout=5) is True  # what came before is there
+            assert watcher.wait_for(later, timeout=DEADLINE_S) is False
+            assert time.monotonic() - started < DEADLINE_S / 2  # woken by the NOTIFY, not the deadline
+            assert watcher.wait_for(bad - 1, timeout=DEADLINE_S) is True  # what came before is there
     finally:
         watcher.stop()
