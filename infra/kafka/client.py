@@ -1,25 +1,36 @@
 """Kafka clients (kafka-python) behind the queue interface of ``infra.queue.base``.
 
-JSON values, key = job id (UTF-8). No headers, no idempotent producer, no transactions: the
-local test broker is Kafka 0.9 (DESIGN.md sections 3 and 6), which also needs the API version
-pinned on every client (``VTO_KAFKA_API_VERSION=0.9``); unset, the clients auto-detect (3.x).
-Consumers never auto-commit: the pipeline commits a message's offset after its effect is
-durable (at-least-once); a commit the broker refuses raises ``CommitFailed``.
+JSON values, key = job id (UTF-8), record headers where the broker carries them. Consumers
+never auto-commit: the pipeline commits a message's offset after its effect is durable
+(at-least-once); a commit the broker refuses raises ``CommitFailed``.
 
-A consumer's poll size, max poll interval, session timeout and heartbeats come from its
-``ConsumerConfig`` (the settings ``VTO_KAFKA_*``, ``VTO_WORKER_MAX_POLL_*``). kafka-python
-heartbeats from a background thread; a member that does not poll again within its max poll
-interval leaves its group (so a job may run that long). Brokers older than 0.10.1 (the local
-0.9 test broker) know no max poll interval, and kafka-python then insists on one value for
-both; the client keeps the short session timeout for the broker (a killed member is noticed
-within it) and gives its heartbeat thread the long max poll interval (``_stretch_poll_interval``).
-The one thing 0.9 cannot give: a rebalance while a member is busy waits for it only until its
-session timeout; after that its commit fails (counted) and the new owner handles the message
-again (deduplicated). Pin the API version for such brokers (``VTO_KAFKA_API_VERSION``)."""
+The API version is detected, never pinned (docs/kafka.md): kafka-python asks a broker that
+knows ApiVersions (KIP-35, Kafka 0.10 and later) for the version of every request; one older
+than that (the local 0.9 test broker), which kafka-python 3 cannot bootstrap from, is
+recognised by ``detect_api_version`` and given ``(0, 9)``. ``VTO_KAFKA_API_VERSION`` still
+pins one where an operator must. What follows from the version:
+- producers: ``acks=all`` always; idempotent (kafka-python's default, a producer id from the
+  broker, so a retried send is written once) from 0.11; record headers from 0.11, so the
+  request id and the W3C ``traceparent`` travel with each message (``infra.tracing``); a
+  pre-0.11 producer sends the value alone (``KafkaPublisher.carries_headers`` is False).
+- consumers: a consumer's poll size, max poll interval, session timeout and heartbeats come
+  from its ``ConsumerConfig`` (the settings ``VTO_KAFKA_*``, ``VTO_WORKER_MAX_POLL_*``).
+  kafka-python heartbeats from a background thread; a member that does not poll again within
+  its max poll interval leaves its group (so a job may run that long), and one whose
+  heartbeats stop (a killed process) leaves it after its session timeout. From 0.10.1
+  (KIP-62) the broker knows both: a rebalance waits up to the max poll interval for a member
+  busy with a job. Brokers older than that know only the session timeout, and kafka-python
+  then insists on one value for both; the client keeps the short session timeout for the
+  broker and gives its heartbeat thread the long max poll interval
+  (``_stretch_poll_interval``). The one thing 0.9 cannot give: a rebalance while a member is
+  busy waits for it only until its session timeout; after that its commit fails (counted)
+  and the new owner handles the message again (deduplicated)."""
 
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -45,8 +56,62 @@ def parse_api_version(value: str | None) -> tuple[int, ...] | None:
     return parts
 
 
+# Before 0.10 (KIP-35) a broker knows no ApiVersions request: it closes the connection.
+LEGACY_API_VERSION = (0, 9)
+# From 0.11 (KIP-98, KIP-82): the idempotent producer and record headers.
+HEADERS_SINCE = (0, 11)
+_API_VERSIONS_KEY = 18
+_METADATA_KEY = 3
+
+
+def _split_server(server: str) -> tuple[str, int]:
+    host, _, port = server.rpartition(":")
+    return host.strip("[]") or "localhost", int(port or 9092)
+
+
+def _answers(server: str, api_key: int, timeout: float) -> bool:
+    """Whether the broker answers a version-0 request of ``api_key`` (ApiVersions, or Metadata
+    for all topics: both have an empty body in version 0 but for Metadata's empty topic array);
+    False when it closes the connection instead. Raises ``OSError`` when it cannot be reached."""
+    client_id = b"vto-version-probe"
+    body = struct.pack(">i", 0) if api_key == _METADATA_KEY else b""
+    request = struct.pack(">hhih", api_key, 0, 1, len(client_id)) + client_id + body
+    with socket.create_connection(_split_server(server), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        header = b""
+        while len(header) < 8:
+            chunk = sock.recv(8 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    return struct.unpack(">ii", header)[1] == 1  # the response to our correlation id
+
+
+def detect_api_version(bootstrap_servers: Sequence[str], timeout: float = 5.0) -> tuple[int, ...] | None:
+    """``None`` when the cluster answers ApiVersions (Kafka 0.10 and later: kafka-python
+    negotiates every request's version itself), ``LEGACY_API_VERSION`` when it closes the
+    connection on ApiVersions but answers Metadata (a broker that predates KIP-35).
+    kafka-python 3 no longer recognises such brokers; this probe is the few bytes of the
+    protocol it takes. Raises ``NoBrokersAvailable`` when no bootstrap server answers (the
+    caller tries again later)."""
+    from kafka.errors import NoBrokersAvailable
+
+    failures = []
+    for server in bootstrap_servers:
+        try:
+            if _answers(server, _API_VERSIONS_KEY, timeout):
+                return None
+            if _answers(server, _METADATA_KEY, timeout):
+                return LEGACY_API_VERSION
+            failures.append(f"{server}: closed the connection on ApiVersions and on Metadata")
+        except (OSError, ValueError) as exc:
+            failures.append(f"{server}: {exc}")
+    raise NoBrokersAvailable(f"no Kafka broker answered ({'; '.join(failures)})")
+
+
 class KafkaQueue:
-    """Factory of producers and consumers for one cluster."""
+    """Factory of producers and consumers for one cluster. ``api_version`` pins the clients'
+    version (``VTO_KAFKA_API_VERSION``); None: detected when the first client is made."""
 
     def __init__(
         self,
@@ -60,24 +125,48 @@ class KafkaQueue:
             parse_api_version(api_version) if isinstance(api_version, str | None) else api_version
         )
         self.client_id = client_id
+        self._detected: tuple[tuple[int, ...] | None] | None = None  # (version,) once probed
+        self._detect_lock = threading.Lock()
+
+    def client_api_version(self) -> tuple[int, ...] | None:
+        """The version every client is given: the pinned one, or the probed one (``None``:
+        kafka-python negotiates it; see ``detect_api_version``). Probed once, on first use;
+        raises ``NoBrokersAvailable`` while the cluster cannot be reached."""
+        if self.api_version is not None:
+            return self.api_version
+        with self._detect_lock:
+            if self._detected is None:
+                self._detected = (detect_api_version(self.bootstrap_servers),)
+                if self._detected[0] is not None:
+                    log.info(
+                        "Kafka at %s predates ApiVersions (KIP-35): clients speak API %s",
+                        ",".join(self.bootstrap_servers),
+                        ".".join(map(str, self._detected[0])),
+                    )
+            return self._detected[0]
 
     def _common(self) -> dict[str, Any]:
         config: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id}
-        if self.api_version is not None:
-            config["api_version"] = self.api_version
+        version = self.client_api_version()
+        if version is not None:
+            config["api_version"] = version
         return config
 
     def _producer(self, **config: Any) -> Any:
+        """A producer with ``acks=all``; idempotent wherever the broker can be (kafka-python's
+        default from 0.11; set off explicitly below that, where it would only warn)."""
         from kafka import KafkaProducer
 
-        return KafkaProducer(**self._common(), enable_idempotence=False, **config)
+        common = self._common()
+        if common.get("api_version", HEADERS_SINCE) < HEADERS_SINCE:
+            config.setdefault("enable_idempotence", False)
+        return KafkaProducer(**common, acks="all", **config)
 
     def publisher(self) -> KafkaPublisher:
         """A publisher whose producer is created on first use (so a process starts while the
         cluster is unreachable; its first publish raises until it is reachable again)."""
         return KafkaPublisher(
             lambda: self._producer(
-                acks="all",
                 linger_ms=0,
                 max_block_ms=15_000,
                 request_timeout_ms=15_000,
@@ -98,7 +187,7 @@ class KafkaQueue:
         from kafka.errors import InvalidTopicError, KafkaTimeoutError
 
         unsettled = (InvalidTopicError, KafkaTimeoutError)
-        producer = self._producer(max_block_ms=int(timeout * 1000))
+        producer = self._producer(max_block_ms=int(timeout * 1000), enable_idempotence=False)
         try:
             for topic in topics:
                 retrying = Retrying(
@@ -139,7 +228,8 @@ class KafkaQueue:
 
     def _before_poll_intervals(self) -> bool:
         """A broker older than 0.10.1 (KIP-62): no max poll interval in its protocol."""
-        return self.api_version is not None and self.api_version < (0, 10, 1)
+        version = self.client_api_version()
+        return version is not None and version < (0, 10, 1)
 
     def consumer(
         self, topics: Sequence[str], group_id: str, config: ConsumerConfig | None = None
@@ -180,19 +270,44 @@ class KafkaPublisher:
         self._producer: Any = None
         self._lock = threading.Lock()
         self._pending: list[Any] = []
+        self.carries_headers: bool | None = None  # known once the producer exists
+        self.idempotent: bool | None = None
+        self.dropped_headers = 0  # messages sent without their headers (a pre-0.11 broker)
 
     def _get_producer(self) -> Any:
         with self._lock:
             if self._producer is None:
-                self._producer = self._factory()
+                producer = self._factory()
+                version = producer.config["api_version"]
+                self.carries_headers = version >= HEADERS_SINCE
+                self.idempotent = bool(producer.config["enable_idempotence"])
+                log.info(
+                    "Kafka producer on API %s: acks=all, idempotent %s, record headers %s",
+                    ".".join(map(str, version)),
+                    "yes" if self.idempotent else "no",
+                    "yes" if self.carries_headers else "no (a trace stops at the sender)",
+                )
+                self._producer = producer
             return self._producer
 
-    def publish(self, topic: str, key: str | None, value: Mapping[str, Any]) -> None:
-        self.publish_raw(topic, key, encode_value(value))
+    def publish(
+        self, topic: str, key: str | None, value: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.publish_raw(topic, key, encode_value(value), headers)
 
-    def publish_raw(self, topic: str, key: str | None, value: bytes) -> None:
+    def publish_raw(
+        self, topic: str, key: str | None, value: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
         producer = self._get_producer()
-        future = producer.send(topic, key=None if key is None else key.encode("utf-8"), value=value)
+        record_headers = None
+        if headers:
+            if self.carries_headers:
+                record_headers = [(name, text.encode("utf-8")) for name, text in headers.items()]
+            else:
+                self.dropped_headers += 1
+        future = producer.send(
+            topic, key=None if key is None else key.encode("utf-8"), value=value, headers=record_headers
+        )
         with self._lock:
             self._pending.append(future)
 
@@ -228,6 +343,7 @@ class KafkaConsumerAdapter:
                 r.offset,
                 None if r.key is None else r.key.decode("utf-8", errors="replace"),
                 r.value if r.value is not None else b"",
+                tuple((name, value or b"") for name, value in r.headers or ()),
             )
             for tp in sorted(records, key=lambda tp: (tp.topic, tp.partition))
             for r in records[tp]
