@@ -64,49 +64,50 @@ _API_VERSIONS_KEY = 18
 _METADATA_KEY = 3
 
 
-def _split_server(server: str) -> tuple[str, int]:
-    host, _, port = server.rpartition(":")
-    return host.strip("[]") or "localhost", int(port or 9092)
-
-
-def _answers(server: str, api_key: int, timeout: float) -> bool:
-    """Whether the broker answers a version-0 request of ``api_key`` (ApiVersions, or Metadata
-    for all topics: both have an empty body in version 0 but for Metadata's empty topic array);
-    False when it closes the connection instead. Raises ``OSError`` when it cannot be reached."""
+def _frame(api_key: int, correlation_id: int, body: bytes = b"") -> bytes:
+    """A version-0 request of the Kafka protocol: size, header (key, version, correlation id,
+    client id), body."""
     client_id = b"vto-version-probe"
-    body = struct.pack(">i", 0) if api_key == _METADATA_KEY else b""
-    request = struct.pack(">hhih", api_key, 0, 1, len(client_id)) + client_id + body
-    with socket.create_connection(_split_server(server), timeout=timeout) as sock:
-        sock.sendall(struct.pack(">i", len(request)) + request)
+    request = struct.pack(">hhih", api_key, 0, correlation_id, len(client_id)) + client_id + body
+    return struct.pack(">i", len(request)) + request
+
+
+def _probe(server: str, timeout: float) -> tuple[int, ...] | None:
+    """Send ApiVersions (correlation id 1) then Metadata for all topics (2) on one connection.
+    A broker answers a connection's requests in order: a modern one answers 1 first; one that
+    predates KIP-35 skips the request it does not know (Kafka 0.9 logs it and answers nothing)
+    and answers 2. Raises ``OSError`` when the broker cannot be reached or says nothing."""
+    host, _, port = server.rpartition(":")
+    address = (host.strip("[]") or "localhost", int(port or 9092))
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(_frame(_API_VERSIONS_KEY, 1) + _frame(_METADATA_KEY, 2, struct.pack(">i", 0)))
         header = b""
         while len(header) < 8:
             chunk = sock.recv(8 - len(header))
             if not chunk:
-                return False
+                raise ConnectionError("the broker closed the connection")
             header += chunk
-    return struct.unpack(">ii", header)[1] == 1  # the response to our correlation id
+    correlation_id = struct.unpack(">ii", header)[1]
+    if correlation_id not in (1, 2):
+        raise ConnectionError(f"an answer to no request of ours (correlation id {correlation_id})")
+    return None if correlation_id == 1 else LEGACY_API_VERSION
 
 
-def detect_api_version(bootstrap_servers: Sequence[str], timeout: float = 5.0) -> tuple[int, ...] | None:
+def detect_api_version(bootstrap_servers: Sequence[str], timeout: float = 10.0) -> tuple[int, ...] | None:
     """``None`` when the cluster answers ApiVersions (Kafka 0.10 and later: kafka-python
-    negotiates every request's version itself), ``LEGACY_API_VERSION`` when it closes the
-    connection on ApiVersions but answers Metadata (a broker that predates KIP-35).
-    kafka-python 3 no longer recognises such brokers; this probe is the few bytes of the
-    protocol it takes. Raises ``NoBrokersAvailable`` when no bootstrap server answers (the
-    caller tries again later)."""
-    from kafka.errors import NoBrokersAvailable
+    negotiates every request's version itself), ``LEGACY_API_VERSION`` when it predates KIP-35
+    (``_probe``). kafka-python 3 no longer recognises such brokers (it cannot bootstrap from
+    them); this probe is the few bytes of the protocol it takes. Raises
+    ``KafkaConnectionError`` when no bootstrap server answers (the caller tries again later)."""
+    from kafka.errors import KafkaConnectionError
 
     failures = []
     for server in bootstrap_servers:
         try:
-            if _answers(server, _API_VERSIONS_KEY, timeout):
-                return None
-            if _answers(server, _METADATA_KEY, timeout):
-                return LEGACY_API_VERSION
-            failures.append(f"{server}: closed the connection on ApiVersions and on Metadata")
+            return _probe(server, timeout)
         except (OSError, ValueError) as exc:
             failures.append(f"{server}: {exc}")
-    raise NoBrokersAvailable(f"no Kafka broker answered ({'; '.join(failures)})")
+    raise KafkaConnectionError(f"no Kafka broker answered ({'; '.join(failures)})")
 
 
 class KafkaQueue:
@@ -131,7 +132,7 @@ class KafkaQueue:
     def client_api_version(self) -> tuple[int, ...] | None:
         """The version every client is given: the pinned one, or the probed one (``None``:
         kafka-python negotiates it; see ``detect_api_version``). Probed once, on first use;
-        raises ``NoBrokersAvailable`` while the cluster cannot be reached."""
+        raises ``KafkaConnectionError`` while the cluster cannot be reached."""
         if self.api_version is not None:
             return self.api_version
         with self._detect_lock:
@@ -145,7 +146,7 @@ class KafkaQueue:
                     )
             return self._detected[0]
 
-    def _common(self) -> dict[str, Any]:
+    def client_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, "client_id": self.client_id}
         version = self.client_api_version()
         if version is not None:
@@ -157,7 +158,7 @@ class KafkaQueue:
         default from 0.11; set off explicitly below that, where it would only warn)."""
         from kafka import KafkaProducer
 
-        common = self._common()
+        common = self.client_config()
         if common.get("api_version", HEADERS_SINCE) < HEADERS_SINCE:
             config.setdefault("enable_idempotence", False)
         return KafkaProducer(**common, acks="all", **config)
@@ -208,7 +209,7 @@ class KafkaQueue:
     def consumer_config(self, group_id: str, config: ConsumerConfig | None = None) -> dict[str, Any]:
         """kafka-python's ``KafkaConsumer`` arguments for a member of ``group_id``."""
         kwargs: dict[str, Any] = {
-            **self._common(),
+            **self.client_config(),
             "group_id": group_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -234,7 +235,7 @@ class KafkaQueue:
     def consumer(
         self, topics: Sequence[str], group_id: str, config: ConsumerConfig | None = None
     ) -> KafkaConsumerAdapter:
-        """Make the topics exist, then join the group (raises, e.g. ``NoBrokersAvailable``,
+        """Make the topics exist, then join the group (raises, e.g. ``KafkaConnectionError``,
         when the cluster cannot be reached: the consume loop tries again)."""
         from kafka import KafkaConsumer
 
