@@ -271,7 +271,8 @@ class KafkaPublisher:
         self._producer: Any = None
         self._lock = threading.Lock()
         self._pending: list[Any] = []
-        self.carries_headers: bool | None = None  # known once the producer exists
+        self.api_version: tuple[int, ...] | None = None  # the producer's, known once it exists
+        self.carries_headers: bool | None = None
         self.idempotent: bool | None = None
         self.dropped_headers = 0  # messages sent without their headers (a pre-0.11 broker)
 
@@ -279,7 +280,7 @@ class KafkaPublisher:
         with self._lock:
             if self._producer is None:
                 producer = self._factory()
-                version = producer.config["api_version"]
+                version = self.api_version = tuple(producer.config["api_version"])
                 self.carries_headers = version >= HEADERS_SINCE
                 self.idempotent = bool(producer.config["enable_idempotence"])
                 log.info(
