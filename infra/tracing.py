@@ -14,8 +14,9 @@ log (docs/kafka.md).
 
 No tracing SDK runs here; each hop that sends a message takes a span id of its own, a child
 of the one it received (``child``), so a collector added later sees a well-formed trace.
-Parsing and formatting are OpenTelemetry's (``TraceContextTextMapPropagator``): a header that
-is not a valid trace context is ignored and a new trace starts. Everything read from a
+Parsing is OpenTelemetry's (``TraceContextTextMapPropagator``: the format's rules, versions
+and invalid ids): a header that is not a valid trace context is ignored and a new trace
+starts. Writing version 00's fixed layout is one format string. Everything read from a
 message or a stored request is validated again; a request id is kept only when it is a short
 token (it goes into log lines)."""
 
@@ -119,33 +120,25 @@ class TraceContext:
     def trace_id_hex(self) -> str:
         return trace.format_trace_id(self.trace_id)
 
-    def _carrier(self) -> dict[str, str]:
-        carrier: dict[str, str] = {}
-        state = trace.TraceState.from_header([self.trace_state]) if self.trace_state else None
-        span = trace.SpanContext(
-            self.trace_id,
-            self.span_id,
-            is_remote=False,
-            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED if self.sampled else 0),
-            trace_state=state,
-        )
-        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(trace.NonRecordingSpan(span)))
-        return carrier
-
     @property
     def traceparent(self) -> str:
-        return self._carrier()[TRACEPARENT]
+        """The W3C header (version 00) of this span: a fixed layout, written directly."""
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
 
     def headers(self) -> dict[str, str]:
         """The record headers that carry this context."""
-        headers = self._carrier()
+        headers = {TRACEPARENT: self.traceparent}
+        if self.trace_state:
+            headers[TRACESTATE] = self.trace_state
         if self.request_id is not None:
             headers[REQUEST_ID] = self.request_id
         return headers
 
     def to_dict(self) -> dict[str, str]:
         """What the job request stores (``from_dict`` reads it back)."""
-        stored = {k: v for k, v in self._carrier().items() if k in (TRACEPARENT, TRACESTATE)}
+        stored = {TRACEPARENT: self.traceparent}
+        if self.trace_state:
+            stored[TRACESTATE] = self.trace_state
         if self.request_id is not None:
             stored["request_id"] = self.request_id
         return stored
