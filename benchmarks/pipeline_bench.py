@@ -9,7 +9,8 @@ For each queue, in one run on the same PostgreSQL server: a fresh migrated datab
 of its own (started here, stopped at the end), ``--jobs`` jobs ordered in the ledger first
 (spread over 50 users; not timed), then the pipeline's processes as threads of this process
 (``generator_worker.runtime.Pipeline``: the relay, ``--workers`` workers, the ingestor and the
-progress recorder, on the production settings) started, and the clock runs until the
+progress recorder, on the production settings; ``--session-timeout-ms`` shortens the groups'
+joins) started, and the clock runs until the
 ingestor has applied every result. Reported per queue: ``join_s`` (start to the first applied
 result: the consumer groups' first joins, half the session timeout on Tansu), ``total_s``,
 ``jobs/s`` over the whole run and ``steady jobs/s`` from the first applied result to the last.
@@ -33,6 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from PIL import Image
@@ -140,15 +142,22 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def run_one(name: str, url: str, root: Path, jobs: int, workers: int, timeout: float) -> Row:
+def run_one(
+    name: str, url: str, root: Path, jobs: int, workers: int, timeout: float, session_ms: int | None = None
+) -> Row:
     storage = LocalStorage(root / "files", b"bench-secret")
     _seed(url, storage, jobs)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
+    groups: dict[str, Any] = {}
+    if session_ms is not None:
+        groups["kafka_session_timeout_ms"] = session_ms
+        groups["kafka_heartbeat_interval_ms"] = max(100, session_ms // 4)
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         kafka_topic_prefix=prefix,
         worker_group=f"{prefix}-worker",
         ingestor_group=f"{prefix}-ingestor",
+        **groups,
     )
     ledger = postgres_ledger(settings, url)
     try:
@@ -203,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brokers", default=",".join(QUEUES), help=f"comma-separated, of {QUEUES}")
     parser.add_argument("--database-url", help="a PostgreSQL server (its databases are made here)")
     parser.add_argument("--timeout", type=float, default=600.0, help="per queue")
+    parser.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        help="the consumers' session timeout (default: the setting's, 10 s; Tansu's joins take half)",
+    )
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.brokers.split(",") if n.strip()]

@@ -83,6 +83,12 @@ def test_relay_publishes_each_request_once_across_a_restart(
     assert value["project_id"] and value["requested_at"]
 
 
+def _recorded_progress(url: str, job_id: uuid.UUID) -> float | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT progress FROM job_progress WHERE job_id = %s", (job_id,)).fetchone()
+    return None if row is None else float(row[0])
+
+
 def _run_one_job(
     url: str,
     ledger: LedgerApplication,
@@ -97,16 +103,13 @@ def _run_one_job(
     with build_pipeline(url, ledger, queue, options, storage, generator):
         ledger.request_job(user, job_id, "image", job_request(inputs))
         wait_until(lambda: job_status(ledger, user, job_id) == "succeeded", 60, "the job to succeed")
+        # The progress recorder took the worker's progress messages (its own consumer group,
+        # which may still be at it when the job's result is in).
+        wait_until(lambda: _recorded_progress(url, job_id) == 1.0, 30, "the progress recorded")
     completed = [e for e in ledger_events(ledger, user) if isinstance(e, Account.JobCompleted)]
     assert len(completed) == 1
     assert ledger.account(user).credits == 2  # charged once, settled
     return user, job_id, list(completed[0].outputs)
-
-
-def _recorded_progress(url: str, job_id: uuid.UUID) -> float | None:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT progress FROM job_progress WHERE job_id = %s", (job_id,)).fetchone()
-    return None if row is None else float(row[0])
 
 
 def test_end_to_end_on_kafka_and_in_process_queue_agree(
@@ -132,9 +135,6 @@ def test_end_to_end_on_kafka_and_in_process_queue_agree(
         assert {r.key.decode() for r in progress} == {str(job_id)}
         results = drain(kafka_queue, options.topics.results)
         assert [r.key.decode() for r in results] == [str(job_id)]
-        # The progress recorder took the worker's progress messages (its own consumer group,
-        # which may still be at it when the job's result is in).
-        wait_until(lambda: _recorded_progress(pg_url, job_id) == 1.0, 30, "the progress recorded")
 
         memory = InProcessQueue()
         _, _, outputs2 = _run_one_job(pg_url, pg_ledger, memory, options, storage, inputs, generator)
