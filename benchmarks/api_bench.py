@@ -162,7 +162,6 @@ def main() -> None:
             processes.env = {
                 **env,
                 "VTO_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-                "VTO_KAFKA_API_VERSION": "0.9",
             }
             # The thousands of jobs created above are not part of this measurement: the relay
             # starts after them (its tracking position moved to the head of the log).

@@ -57,6 +57,7 @@ import psycopg
 from PIL import Image, ImageDraw
 
 from infra.kafka import local
+from infra.kafka.client import KafkaQueue
 from infra.queue.base import Topics
 from ledger.effects import Charge, effect
 from ledger.status import JobStatus, ReservationStatus
@@ -708,7 +709,7 @@ class Duplicator:
     def _run(self) -> None:
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-        common = {"bootstrap_servers": self.bootstrap, "api_version": (0, 9)}
+        common = KafkaQueue(self.bootstrap).client_config()  # the API version detected
         positions: dict[Any, int] = {}
         while not self.stop.is_set():
             consumer = producer = None
@@ -854,7 +855,7 @@ def kafka_lag(bootstrap: str) -> dict[str, int]:
     lags: dict[str, int] = {}
     for group, topic in groups:
         consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, api_version=(0, 9), group_id=group, enable_auto_commit=False
+            **KafkaQueue(bootstrap).client_config(), group_id=group, enable_auto_commit=False
         )
         try:
             partitions = consumer.partitions_for_topic(topic) or set()
@@ -870,7 +871,7 @@ def messages_in(bootstrap: str, topic: str) -> int:
     """How many messages a topic holds (the sum of its partitions' end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=(0, 9), group_id=None)
+    consumer = KafkaConsumer(**KafkaQueue(bootstrap).client_config(), group_id=None)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -1059,7 +1060,6 @@ def run(config: Config) -> int:
         **{k: v for k, v in os.environ.items() if not k.startswith("VTO_")},  # only the run's own
         "VTO_DATABASE_URL": postgres.url,
         "VTO_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "VTO_KAFKA_API_VERSION": "0.9",
         "VTO_KAFKA_TOPIC_PREFIX": TOPIC_PREFIX,
         "VTO_WORKER_GROUP": WORKER_GROUP,
         "VTO_INGESTOR_GROUP": INGESTOR_GROUP,

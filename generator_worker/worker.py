@@ -28,7 +28,11 @@ its inputs (attempts used up, ``internal_error``, ``timeout``, ``backend_unavail
 sends its request to the dead-letter topic with the reason. Errors of the worker's own
 infrastructure (PostgreSQL, Kafka) are not the job's fault: they propagate, the request is
 rewound and handled again after a back-off, and they use no attempt. Undecodable requests go
-to the dead-letter topic."""
+to the dead-letter topic.
+
+The trace context the request's record headers carry (``infra.tracing``: the API's request
+id and ``traceparent``) is written in the worker's log lines about the job and sent on, as a
+span of the worker's, in the headers of its result, progress and dead-letter messages."""
 
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ from generator_worker.gpu_batch import ConcurrentConsumerLoop
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from infra.storage import ObjectNotFound, Storage
 from infra.threads import Stopping, backoff
+from infra.tracing import TraceContext, describe
 from ledger.status import ReservationStatus
 from pipeline.consume import TopicConsumer, send_to_dead_letter
 from pipeline.messages import DeadLetter, InvalidMessage, JobProgress, JobRequest, JobResult
@@ -205,40 +210,57 @@ class Worker(TopicConsumer):
             job = JobRequest.from_dict(message.json_value())
         except (ValueError, InvalidMessage) as exc:
             return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
+        received = TraceContext.from_message(message)
+        span = None if received is None else received.child()  # this worker's, sent on
+        trace = describe(received)
         status = self.job_status(job.user_id, job.job_id)
         if status is None or not status.open:
-            log.info("%s: job %s is %s; skipped", self.name, job.job_id, status or "unknown")
+            log.info("%s: job %s is %s; skipped (%s)", self.name, job.job_id, status or "unknown", trace)
             return "skipped"
         earlier = self.attempts.outcome(job.job_id)
         if earlier is not None:
             # An earlier delivery reached this outcome but its publish or commit did not
             # happen: publish it again (the ingestor applies it once).
-            self._publish(job, earlier.result, earlier.dead_letter)
+            log.info("%s: job %s: republishing its outcome (%s)", self.name, job.job_id, trace)
+            self._publish(job, earlier.result, earlier.dead_letter, span)
             return "republished"
-        self._progress(job, 0.0)
-        result, letter = self.run_job(job, message)
+        log.info("%s: job %s (%s) started (%s)", self.name, job.job_id, job.kind, trace)
+        self._progress(job, 0.0, span)
+        result, letter = self.run_job(job, message, span)
         dead_letter = None if letter is None else letter.to_dict()
         self.attempts.finish(job.job_id, result.to_dict(), dead_letter)
-        self._publish(job, result.to_dict(), dead_letter)
+        self._publish(job, result.to_dict(), dead_letter, span)
         with self._lock:
             self.jobs.append(job.job_id)
+        log.info("%s: job %s %s (%s)", self.name, job.job_id, result.status.value, trace)
         return result.status.value
 
-    def _publish(self, job: JobRequest, result: dict[str, Any], dead_letter: dict[str, Any] | None) -> None:
+    def _publish(
+        self,
+        job: JobRequest,
+        result: dict[str, Any],
+        dead_letter: dict[str, Any] | None,
+        span: TraceContext | None = None,
+    ) -> None:
+        headers = None if span is None else span.headers()
         if dead_letter is not None:
-            self.publisher.publish(self.topics.dead_letter, str(job.job_id), dead_letter)
-        self.publisher.publish(self.topics.results, str(job.job_id), result)
+            self.publisher.publish(self.topics.dead_letter, str(job.job_id), dead_letter, headers)
+        self.publisher.publish(self.topics.results, str(job.job_id), result, headers)
         self.publisher.flush(60)
 
-    def _progress(self, job: JobRequest, fraction: float) -> None:
+    def _progress(self, job: JobRequest, fraction: float, span: TraceContext | None = None) -> None:
         message = JobProgress.of(job.job_id, job.user_id, fraction)
-        self.publisher.publish(self.topics.progress, str(job.job_id), message.to_dict())
+        headers = None if span is None else span.headers()
+        self.publisher.publish(self.topics.progress, str(job.job_id), message.to_dict(), headers)
 
     # ------------------------------------------------------------------ the job's attempts
-    def run_job(self, job: JobRequest, message: Message) -> tuple[JobResult, DeadLetter | None]:
+    def run_job(
+        self, job: JobRequest, message: Message, span: TraceContext | None = None
+    ) -> tuple[JobResult, DeadLetter | None]:
         """The job's outcome: its result and, when the worker gave up for a reason other than
         the job's inputs, the dead letter of its request. Raises ``Stopping`` when the process
-        stops meanwhile, and what the worker's own infrastructure raises."""
+        stops meanwhile, and what the worker's own infrastructure raises. ``span``: the trace
+        context its progress messages carry."""
         deadline = time.monotonic() + self.options.job_timeout_s
         limit = self.options.max_attempts
         made = 0  # the job's attempts so far, earlier deliveries' included
@@ -280,7 +302,7 @@ class Worker(TopicConsumer):
             outputs = retrying(attempt)
         except _Failed as failed:
             return self._failed(job, message, failed, made)
-        self._progress(job, 1.0)
+        self._progress(job, 1.0, span)
         return JobResult.succeeded(job.job_id, job.user_id, outputs), None
 
     @staticmethod
@@ -297,7 +319,8 @@ class Worker(TopicConsumer):
         text = error.message
         if failed.exhausted and not isinstance(error, AttemptsExhaustedError):
             text = f"{text} (gave up after {attempts} attempts)"
-        log.warning("%s: job %s failed: %s: %s", self.name, job.job_id, error.code, text)
+        trace = describe(TraceContext.from_message(message))
+        log.warning("%s: job %s failed: %s: %s (%s)", self.name, job.job_id, error.code, text, trace)
         result = JobResult.failed(job.job_id, job.user_id, error.code, text, error.retryable)
         if isinstance(error, InvalidInputError):
             return result, None  # the job's own inputs: nothing for an operator to look at
@@ -306,7 +329,12 @@ class Worker(TopicConsumer):
         if isinstance(error, InternalError):
             detail += f" [{type(error.cause).__name__}: {error.cause}]"
         log.error(
-            "%s: job %s: request sent to %s (%s)", self.name, job.job_id, self.topics.dead_letter, reason
+            "%s: job %s: request sent to %s (%s; %s)",
+            self.name,
+            job.job_id,
+            self.topics.dead_letter,
+            reason,
+            trace,
         )
         return result, DeadLetter.of(message, detail, self.name, reason=reason, attempts=attempts)
 

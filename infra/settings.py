@@ -108,7 +108,10 @@ class Settings(BaseSettings):
         default=None, description="Kafka brokers, host:port[,host:port]; unset: the in-process queue."
     )
     kafka_api_version: str | None = Field(
-        default=None, description='Broker API version, e.g. "0.9"; unset: auto-detect.'
+        default=None,
+        description='Pins the clients\' Kafka API version, e.g. "3.7". Unset (recommended): detected '
+        "(kafka-python negotiates each request with a broker from 0.10; an older one, such as 0.9, is "
+        "recognised by a probe). From 0.11: idempotent producers and record headers (docs/kafka.md).",
     )
     kafka_topic_prefix: str = Field(
         default="vto",
@@ -134,8 +137,9 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(
         default=10_000,
         ge=1_000,
-        description="A member whose heartbeats stop this long leaves its group (a crashed process). "
-        "On a broker older than 0.10.1 also how long a rebalance waits for a member busy with a job.",
+        description="A member whose heartbeats stop this long leaves its group (a crashed process): how "
+        "fast a killed worker's partitions move. From Kafka 0.10.1 a rebalance waits for a member busy "
+        "with a job up to its max poll interval; before (0.9), only this long.",
     )
     kafka_heartbeat_interval_ms: int = Field(
         default=3_000, ge=100, description="Heartbeats (a background thread), below the session timeout."

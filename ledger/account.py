@@ -95,9 +95,15 @@ class Reservation:
     reserved_at: datetime
 
 
+# Recorded with a job request but not part of what was asked: where it came from (the API's
+# request id and trace context), so a retry under another request id is the same request.
+UNASKED = frozenset({"trace"})
+
+
 def fingerprint(kind: str, request: dict[str, Any]) -> str:
     """A stable digest of a job request, to tell a retry from a different request."""
-    canonical = json.dumps({"kind": kind, "request": request}, sort_keys=True, default=str)
+    asked = {k: v for k, v in request.items() if k not in UNASKED}
+    canonical = json.dumps({"kind": kind, "request": asked}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -34,6 +34,7 @@ from infra.queue.base import (
     Publisher,
 )
 from infra.threads import BackgroundLoop, Stopping, backoff
+from infra.tracing import TraceContext, describe
 from pipeline.messages import DeadLetter
 
 __all__ = ["ConsumerLoop", "Stopping", "TopicConsumer", "send_to_dead_letter"]
@@ -151,11 +152,13 @@ class ConsumerLoop(BackgroundLoop):
             except Exception:
                 self.errors += 1
                 log.exception(
-                    "%s: %s:%s@%s failed; will retry",
+                    "%s: %s:%s@%s (key %s; %s) failed; will retry",
                     self.name,
                     message.topic,
                     message.partition,
                     message.offset,
+                    message.key,
+                    describe(TraceContext.from_message(message)),
                 )
                 consumer.rewind(message)
                 blocked.add(partition)
@@ -182,17 +185,21 @@ class ConsumerLoop(BackgroundLoop):
 def send_to_dead_letter(
     publisher: Publisher, topic: str, message: Message, error: BaseException, consumer: str
 ) -> str:
-    """Publish a message that is not valid to the dead-letter topic (flushed), log it."""
+    """Publish a message that is not valid to the dead-letter topic (flushed, with the trace
+    context its headers carried), log it."""
+    trace = TraceContext.from_message(message)
     log.error(
-        "%s: %s:%s@%s is not a valid message (%s); sent to %s",
+        "%s: %s:%s@%s is not a valid message (%s); sent to %s (%s)",
         consumer,
         message.topic,
         message.partition,
         message.offset,
         error,
         topic,
+        describe(trace),
     )
-    publisher.publish(topic, message.key, DeadLetter.of(message, error, consumer).to_dict())
+    headers = None if trace is None else trace.child().headers()
+    publisher.publish(topic, message.key, DeadLetter.of(message, error, consumer).to_dict(), headers)
     publisher.flush(30)
     return "dead_letter"
 

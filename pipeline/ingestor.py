@@ -6,13 +6,15 @@ two workers that ran the same job) has one effect; a late success after the swee
 the job is delivered free (the ledger decides). A result that is not valid JSON, or names a
 job the ledger does not know (or that the ledger refuses: any ``LedgerError``, which would be
 refused again), goes to the dead-letter topic. A failure of the database is retried (the
-consume loop rewinds the result and backs off)."""
+consume loop rewinds the result and backs off). Each outcome is logged with the trace context
+the result's record headers carry (``infra.tracing``)."""
 
 from __future__ import annotations
 
 import logging
 
 from infra.queue.base import Message, MessageQueue, PipelineOptions
+from infra.tracing import TraceContext, describe
 from ledger.application import LedgerApplication
 from ledger.errors import LedgerError
 from ledger.status import JobStatus
@@ -49,4 +51,13 @@ class Ingestor(TopicConsumer):
                 changed = self.ledger.fail_job(result.user_id, result.job_id, result.error)
         except LedgerError as exc:  # AccountNotFound, JobNotFound...: the message's own fault
             return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
-        return "applied" if changed.value else "duplicate"
+        outcome = "applied" if changed.value else "duplicate"
+        log.info(
+            "%s: job %s %s: %s (%s)",
+            self.name,
+            result.job_id,
+            result.status.value,
+            outcome,
+            describe(TraceContext.from_message(message)),
+        )
+        return outcome

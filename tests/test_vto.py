@@ -142,7 +142,7 @@ def start_pipeline(
             services.settings,
             services.url,
             services.ledger,
-            queue=KafkaQueue(kafka_bootstrap, "0.9"),
+            queue=KafkaQueue(kafka_bootstrap),
             options=options,
             storage=services.storage,
             generator=build_generator("offline", failure_rate=failure_rate),
@@ -320,7 +320,7 @@ def test_a_worker_killed_mid_job_still_ends_succeeded_or_refunded(
         services.settings,
         services.url,
         services.ledger,
-        queue=KafkaQueue(kafka_bootstrap, "0.9"),
+        queue=KafkaQueue(kafka_bootstrap),
         storage=services.storage,
         workers=0,
     ).start()
@@ -330,7 +330,6 @@ def test_a_worker_killed_mid_job_still_ends_succeeded_or_refunded(
         "VTO_JWT_SECRET": "k" * 40,
         "VTO_DATA_DIR": str(services.settings.data_dir),
         "VTO_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "VTO_KAFKA_API_VERSION": "0.9",
     }
     command = [sys.executable, "-c", "from infra.cli import main; main()", "worker"]
     try:

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from command_api.ops.metrics import REQUEST_LATENCY
+from infra.tracing import TraceContext
 
 log = logging.getLogger("vto.access")
 
@@ -64,8 +65,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class Observe:
     """Pure ASGI middleware (no per-request task or stream, as ``BaseHTTPMiddleware`` has):
-    gives each request its id (``request.state.request_id``, the ``X-Request-ID`` header),
-    measures it by method, route template and status, and writes one JSON access log line."""
+    gives each request its id (``request.state.request_id``, the ``X-Request-ID`` header) and
+    its trace context (``request.state.trace``: a span in the client's W3C ``traceparent``
+    trace, or a new trace; ``infra.tracing``), measures it by method, route template and
+    status, and writes one JSON access log line (with ``trace_id``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -75,7 +78,9 @@ class Observe:
             await self.app(scope, receive, send)
             return
         rid = request_id(_header(scope, b"x-request-id"))
-        scope.setdefault("state", {})["request_id"] = rid
+        context = TraceContext.continued(_header(scope, b"traceparent"), _header(scope, b"tracestate"), rid)
+        state = scope.setdefault("state", {})
+        state["request_id"], state["trace"] = rid, context
         start = time.perf_counter()
         status = 500  # what the client gets when the app raises before it answers
 
@@ -97,6 +102,7 @@ class Observe:
                 json.dumps(
                     {
                         "request_id": rid,
+                        "trace_id": context.trace_id_hex,
                         "method": method,
                         "path": scope["path"],
                         "route": template,

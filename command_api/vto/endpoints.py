@@ -61,11 +61,14 @@ async def create_job(
     # One worker-thread hop and two round trips: the token, catalog and ledger-stream read on
     # a catalog connection, given back before the ledger append.
     ledger = services.ledger
+    trace = getattr(request.state, "trace", None)  # the access-log middleware's
     order = await run_then(
         request,
         services,
         lambda conn: service.read_order(conn, ledger, claims, body),
-        lambda order: service.place_order(ledger, claims, body, order, idempotency_key),
+        lambda order: service.place_order(
+            ledger, claims, body, order, idempotency_key, trace.to_dict() if trace else None
+        ),
     )
     if order.created:
         return service.job_from_reservation(order, body)

@@ -92,11 +92,19 @@ def read_order(conn: Connection, ledger: LedgerApplication, claims: tokens.Claim
 
 
 def place_order(
-    ledger: LedgerApplication, claims: tokens.Claims, body: JobIn, order: Order, idempotency_key: str | None
+    ledger: LedgerApplication,
+    claims: tokens.Claims,
+    body: JobIn,
+    order: Order,
+    idempotency_key: str | None,
+    trace: dict[str, str] | None = None,
 ) -> Reservation:
-    """Reserve the charge and record the job (one ledger append; no catalog connection held)."""
+    """Reserve the charge and record the job (one ledger append; no catalog connection held),
+    with ``trace`` (the request id and trace context, ``infra.tracing``: the relay sends them
+    on; not part of the request's fingerprint)."""
+    request = order.request if not trace else {**order.request, "trace": trace}
     return ledger.request_job(
-        claims.user_id, uuid.uuid4(), body.kind.value, order.request, idempotency_key, news=order.news
+        claims.user_id, uuid.uuid4(), body.kind.value, request, idempotency_key, news=order.news
     ).value
 
 

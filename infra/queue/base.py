@@ -18,17 +18,31 @@ from typing import Any, Protocol
 
 from infra.settings import Settings
 
+Headers = Mapping[str, str]  # record headers to send (``infra.tracing``: the trace context)
+
 
 @dataclass(frozen=True)
 class Message:
-    """One delivered message: where it came from, its key and its raw value (bytes; decode
-    with ``json_value`` so an undecodable message can go to the dead-letter topic)."""
+    """One delivered message: where it came from, its key, its raw value (bytes; decode
+    with ``json_value`` so an undecodable message can go to the dead-letter topic) and its
+    record headers as delivered (none from a broker older than Kafka 0.11)."""
 
     topic: str
     partition: int
     offset: int
     key: str | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The last header ``name`` as text; None when absent or not UTF-8."""
+        for key, raw in reversed(self.headers):
+            if key == name:
+                try:
+                    return raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
+        return None
 
     def json_value(self) -> Any:
         """The value as JSON; raises ``ValueError`` (``json.JSONDecodeError`` or
@@ -58,11 +72,17 @@ class ConsumerConfig:
 
 
 class Publisher(Protocol):
-    def publish(self, topic: str, key: str | None, value: Mapping[str, Any]) -> None:
-        """Send one JSON message (asynchronously; ``flush`` waits until it is acknowledged)."""
+    def publish(
+        self, topic: str, key: str | None, value: Mapping[str, Any], headers: Headers | None = None
+    ) -> None:
+        """Send one JSON message (asynchronously; ``flush`` waits until it is acknowledged),
+        with ``headers`` where the queue carries them (a Kafka broker older than 0.11 does not:
+        they are left out)."""
         ...
 
-    def publish_raw(self, topic: str, key: str | None, value: bytes) -> None: ...
+    def publish_raw(
+        self, topic: str, key: str | None, value: bytes, headers: Headers | None = None
+    ) -> None: ...
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every message published so far is acknowledged; raise if one failed."""

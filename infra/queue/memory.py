@@ -16,7 +16,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from infra.queue.base import ConsumerConfig, Message, encode_value
+from infra.queue.base import ConsumerConfig, Headers, Message, encode_value
+
+Record = tuple[str | None, bytes, tuple[tuple[str, bytes], ...]]  # key, value, headers
 
 
 def partition_for(key: str | None, partitions: int, counter: itertools.count[int]) -> int:
@@ -29,30 +31,31 @@ class InProcessQueue:
     def __init__(self, partitions: int = 4) -> None:
         self.partitions = partitions
         self._lock = threading.Condition()
-        self._logs: dict[str, list[list[tuple[str | None, bytes]]]] = {}
+        self._logs: dict[str, list[list[Record]]] = {}
         self._committed: dict[tuple[str, str, int], int] = {}  # (group, topic, partition) -> offset
         self._members: dict[str, list[InProcessConsumer]] = {}
         self._generation: dict[str, int] = {}
         self._round_robin = itertools.count()
 
-    def _log(self, topic: str) -> list[list[tuple[str | None, bytes]]]:
+    def _log(self, topic: str) -> list[list[Record]]:
         log = self._logs.get(topic)
         if log is None:
             log = self._logs[topic] = [[] for _ in range(self.partitions)]
         return log
 
-    def append(self, topic: str, key: str | None, value: bytes) -> None:
+    def append(self, topic: str, key: str | None, value: bytes, headers: Headers | None = None) -> None:
+        record = (key, value, tuple((k, v.encode("utf-8")) for k, v in (headers or {}).items()))
         with self._lock:
-            self._log(topic)[partition_for(key, self.partitions, self._round_robin)].append((key, value))
+            self._log(topic)[partition_for(key, self.partitions, self._round_robin)].append(record)
             self._lock.notify_all()
 
     def messages(self, topic: str) -> list[Message]:
         """Every message of a topic (tests, debugging)."""
         with self._lock:
             return [
-                Message(topic, p, o, k, v)
+                Message(topic, p, o, k, v, h)
                 for p, part in enumerate(self._log(topic))
-                for o, (k, v) in enumerate(part)
+                for o, (k, v, h) in enumerate(part)
             ]
 
     # ------------------------------------------------------------------ MessageQueue
@@ -105,11 +108,13 @@ class InProcessPublisher:
     def __init__(self, queue: InProcessQueue) -> None:
         self._queue = queue
 
-    def publish(self, topic: str, key: str | None, value: Mapping[str, Any]) -> None:
-        self._queue.append(topic, key, encode_value(value))
+    def publish(
+        self, topic: str, key: str | None, value: Mapping[str, Any], headers: Headers | None = None
+    ) -> None:
+        self._queue.append(topic, key, encode_value(value), headers)
 
-    def publish_raw(self, topic: str, key: str | None, value: bytes) -> None:
-        self._queue.append(topic, key, value)
+    def publish_raw(self, topic: str, key: str | None, value: bytes, headers: Headers | None = None) -> None:
+        self._queue.append(topic, key, value, headers)
 
     def flush(self, timeout: float | None = None) -> None:
         pass  # appended synchronously
@@ -138,8 +143,8 @@ class InProcessConsumer:
                     part = queue._log(topic)[partition]
                     end = min(len(part), offset + max_records - len(batch))
                     for o in range(offset, end):
-                        key, value = part[o]
-                        batch.append(Message(topic, partition, o, key, value))
+                        key, value, headers = part[o]
+                        batch.append(Message(topic, partition, o, key, value, headers))
                     self._positions[(topic, partition)] = max(offset, end)
                     if len(batch) >= max_records:
                         break

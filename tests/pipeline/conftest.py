@@ -1,11 +1,11 @@
-"""Fixtures of the pipeline tests: a real Kafka broker for the session (started through
-``infra.kafka.local``, what ``scripts/kafka`` runs, or ``VTO_TEST_KAFKA_BOOTSTRAP``), isolated
-topics per test, storage, small input images, and helpers that wait on conditions."""
+"""Fixtures of the pipeline tests: a queue on each Kafka broker under test (``kafka_broker``
+in ``tests/conftest.py``: the local 0.9 one and Tansu, the modern protocol; the API version is
+detected, never pinned), isolated topics per test, storage, small input images, and helpers
+that wait on conditions or read a topic."""
 
 from __future__ import annotations
 
 import io
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -23,16 +23,18 @@ from generator_worker.generation import (
     Generator,
 )
 from generator_worker.generation.offline import OFFLINE_INFO
+from generator_worker.runtime import Pipeline
 from infra.kafka.client import KafkaQueue
+from infra.settings import Settings
 from infra.storage import LocalStorage
 from ledger.application import LedgerApplication
-
-KAFKA_API_VERSION = os.environ.get("VTO_TEST_KAFKA_API_VERSION", "0.9")
+from tests.conftest import KafkaBroker
 
 
 @pytest.fixture
-def kafka_queue(kafka_bootstrap: str) -> KafkaQueue:
-    return KafkaQueue(kafka_bootstrap, KAFKA_API_VERSION)
+def kafka_queue(kafka_broker: KafkaBroker) -> KafkaQueue:
+    """A queue on the broker under test (its clients detect the API version)."""
+    return KafkaQueue(kafka_broker.bootstrap)
 
 
 @pytest.fixture
@@ -99,13 +101,12 @@ def job_status(ledger: LedgerApplication, user_id: uuid.UUID, job_id: uuid.UUID)
     return None if job is None else str(job["status"])
 
 
-def drain(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
-    """Every message of a topic, up to its end offsets now (no consumer group)."""
+def drain(queue: KafkaQueue, topic: str, timeout: float = 20.0) -> list[Any]:
+    """Every message of a topic, up to its end offsets now (no consumer group), read with the
+    queue's client settings (the API version it detected)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, api_version=(0, 9), enable_auto_commit=False, group_id=None
-    )
+    consumer = KafkaConsumer(**queue.client_config(), enable_auto_commit=False, group_id=None)
     try:
         partitions = wait_until(lambda: consumer.partitions_for_topic(topic), timeout, f"topic {topic}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -122,6 +123,42 @@ def drain(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
         return records
     finally:
         consumer.close()
+
+
+def partition_count(queue: KafkaQueue, topic: str) -> int:
+    """How many partitions the broker gives ``topic`` (created on first use)."""
+    from kafka import KafkaProducer
+
+    queue.ensure_topics([topic])
+    producer = KafkaProducer(**queue.client_config(), enable_idempotence=False)
+    try:
+        return len(wait_until(lambda: producer.partitions_for(topic), 20, f"partitions of {topic}"))
+    finally:
+        producer.close(timeout=5)
+
+
+def build_pipeline(
+    url: str,
+    ledger: LedgerApplication,
+    queue: Any,
+    options: Any,
+    storage: LocalStorage,
+    generator: Generator,
+    **parts: Any,
+) -> Pipeline:
+    """Relay, worker(s), ingestor and progress recorder on ``queue`` (``parts``: what
+    ``Pipeline.build`` takes, e.g. ``workers=2``, ``relay=False``); no sweeper."""
+    return Pipeline.build(
+        Settings(_env_file=None),  # type: ignore[call-arg]
+        url,
+        ledger,
+        queue=queue,
+        options=options,
+        storage=storage,
+        generator=generator,
+        sweeper=False,
+        **parts,
+    )
 
 
 class TinyGenerator(Generator):

@@ -22,7 +22,6 @@ from generator_worker.generation import (
     InjectedFailureError,
     InternalError,
 )
-from generator_worker.runtime import Pipeline
 from generator_worker.worker import Worker
 from infra.queue.base import CommitFailed, Consumer, Message, PipelineOptions
 from infra.queue.memory import InProcessPublisher, InProcessQueue
@@ -34,7 +33,7 @@ from pipeline.consume import ConsumerLoop
 from pipeline.ingestor import Ingestor
 from pipeline.messages import DeadLetter, JobRequest, JobResult
 from tests.factories import ledger_events, new_user
-from tests.pipeline.conftest import TinyGenerator, job_request, job_status, wait_until
+from tests.pipeline.conftest import TinyGenerator, build_pipeline, job_request, job_status, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,26 +89,6 @@ def _order_job(
     return user, job_id
 
 
-def _pipeline(
-    url: str,
-    ledger: LedgerApplication,
-    queue: InProcessQueue,
-    options: PipelineOptions,
-    storage: LocalStorage,
-    generator: Any,
-) -> Pipeline:
-    return Pipeline.build(
-        Settings(_env_file=None),  # type: ignore[call-arg]
-        url,
-        ledger,
-        queue=queue,
-        options=options,
-        storage=storage,
-        generator=generator,
-        sweeper=False,
-    )
-
-
 def _results(queue: InProcessQueue, options: PipelineOptions) -> dict[uuid.UUID, list[JobResult]]:
     found: dict[uuid.UUID, list[JobResult]] = {}
     for message in queue.messages(options.topics.results):
@@ -138,7 +117,7 @@ def test_a_poison_job_fails_refunded_and_the_job_behind_it_in_its_partition_succ
     generator = ScriptedGenerator(lambda: IndexError("index 904 is out of bounds for axis 1 with size 900"))
     user = new_user(pg_ledger, credits=2)
     poison, behind = uuid.uuid4(), uuid.uuid4()
-    with _pipeline(pg_url, pg_ledger, queue, quick, storage, generator) as pipeline:
+    with build_pipeline(pg_url, pg_ledger, queue, quick, storage, generator) as pipeline:
         pg_ledger.request_job(user, poison, "image", job_request(inputs, seed=POISON_SEED))
         pg_ledger.request_job(user, behind, "image", job_request(inputs))
         wait_until(
@@ -338,7 +317,7 @@ def test_a_job_past_the_job_timeout_is_abandoned_and_refunded(
     options = replace(quick, job_timeout_s=1.0)
     user = new_user(pg_ledger, credits=2)
     slow, behind = uuid.uuid4(), uuid.uuid4()
-    with _pipeline(pg_url, pg_ledger, queue, options, storage, blocking) as pipeline:
+    with build_pipeline(pg_url, pg_ledger, queue, options, storage, blocking) as pipeline:
         pg_ledger.request_job(user, slow, "image", job_request(inputs, seed=POISON_SEED))
         pg_ledger.request_job(user, behind, "image", job_request(inputs))
         wait_until(
