@@ -14,6 +14,19 @@ from command_api.products.endpoints import router as products
 from command_api.projects.endpoints import router as projects
 from command_api.users.endpoints import router as users
 from command_api.vto.endpoints import router as vto
+from command_api.webhooks.endpoints import router as webhooks
 
 # Routes are matched in this order, one after the other: the areas that carry the load first.
-ALL: list[APIRouter] = [vto, points, files, auth, users, collections, projects, products, assets, admin]
+ALL: list[APIRouter] = [
+    vto,
+    points,
+    files,
+    auth,
+    users,
+    collections,
+    projects,
+    products,
+    assets,
+    admin,
+    webhooks,
+]

@@ -23,5 +23,11 @@ SQL_TABLES = frozenset(
         "job_attempts",
         # the login throttle (0009)
         "login_throttle",
+        # signed job webhooks (0013)
+        "webhook_secrets",
+        "webhook_jobs",
+        "webhook_messages",
+        "webhook_attempts",
+        "webhook_endpoints_gone",
     }
 )

@@ -14,6 +14,7 @@ from command_api.deps import ServicesDep
 from command_api.ops import metrics
 from command_api.problems import problem
 from command_api.services import Services
+from pipeline.webhooks import metrics as webhook_metrics
 from projections import tracking
 from projections.lag import lag
 
@@ -84,4 +85,6 @@ def prometheus(services: ServicesDep) -> Response:
         stuck = {name: failures for name, failures, _, _ in tracking.failing(conn)}
         for name in tracking.positions(conn):
             metrics.PROJECTION_STUCK.labels(name).set(stuck.get(name, 0))
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        webhook_metrics.refresh(conn)
+    body = generate_latest(metrics.REGISTRY) + generate_latest(webhook_metrics.REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
