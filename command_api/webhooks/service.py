@@ -109,7 +109,7 @@ def job_renderer(
     """What the webhook dispatcher puts in a webhook's ``data``: the job as
     ``GET /vto/jobs/{id}`` shows it (its read model row, ``JobOut``), with absolute links
     signed for ``link_ttl_s``; None while the read model does not have the job."""
-    sessions = make_sessionmaker(engine)
+    sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))  # one round trip
     sign = AbsoluteSigner(storage, link_ttl_s, base_url)
 
     def render(job_id: uuid.UUID) -> Mapping[str, Any] | None:

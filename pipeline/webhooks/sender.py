@@ -11,8 +11,9 @@ An attempt: the body (rendered once, from the job as ``GET /vto/jobs/{id}`` show
 kept, so every attempt sends the same bytes), signed with every secret of the account still in
 force, posted through ``CheckedTransport`` (the target's addresses checked again) with at most
 ``webhook_timeout_s`` for all of it, no redirect followed, at most
-``webhook_response_max_bytes`` of the answer read. Then, in one transaction, the attempt is
-logged and the message moves on: 2xx delivered; 410 stopped, and every later message to that
+``webhook_response_max_bytes`` of the answer read. Then the attempt is logged and the
+message moves on, in one transaction with the other attempts that ended meanwhile (a group
+commit): 2xx delivered; 410 stopped, and every later message to that
 URL for a job ordered before then stopped too; anything else (a status, a timeout, a refused
 address, a connection error) retried after the next delay of the schedule (with jitter),
 or, for 429, 502, 503 and 504, after ``Retry-After`` when that is later; failed once the
@@ -30,8 +31,8 @@ import logging
 import random
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ from infra.threads import BackgroundLoop
 from pipeline.webhooks import metrics, signing, store
 from pipeline.webhooks.events import body as message_body
 from pipeline.webhooks.events import webhook_id
-from pipeline.webhooks.store import Attempt, Candidate, Leased
+from pipeline.webhooks.store import Attempt, Candidate, Leased, Recorded
 from pipeline.webhooks.targets import AsyncResolve, CheckedTransport, TargetNotAllowed, resolve_async
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ USER_AGENT = "VTO-Webhooks/1.0 (+https://www.standardwebhooks.com)"
 NOT_RENDERED_RETRY_S = 1.0  # a message whose job is not in the read model yet waits this long
 ROUND_GAP_S = 0.005  # wake-ups closer than this are taken together
 STATS_EVERY_S = 1.0
+RECORD_BATCH = 500  # outcomes committed together at most
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,49 @@ def choose(
     return chosen
 
 
+class AccountClients:
+    """An HTTP client per account with attempts in progress, each with its own small pool of
+    kept-alive connections (at most the account's limit of attempts at once): the pool of one
+    account never waits on another's connections, and httpcore's pool, which scans all its
+    connections for each request, stays small. Clients of accounts with nothing in flight are
+    closed, oldest first, beyond ``keep``."""
+
+    def __init__(self, options: SenderOptions, resolver: AsyncResolve, keep: int = 256) -> None:
+        self.options = options
+        self.resolver = resolver
+        self.keep = keep
+        self.ssl_context = httpx.create_ssl_context()  # loading the CA bundle once
+        self._clients: OrderedDict[uuid.UUID, httpx.AsyncClient] = OrderedDict()
+
+    def of(self, user_id: uuid.UUID) -> httpx.AsyncClient:
+        client = self._clients.get(user_id)
+        if client is None:
+            transport = CheckedTransport(
+                self.options.allow_private,
+                resolver=self.resolver,
+                max_connections=self.options.max_in_flight_per_account,
+                ssl_context=self.ssl_context,
+            )
+            client = self._clients[user_id] = httpx.AsyncClient(
+                transport=transport,
+                follow_redirects=False,
+                timeout=httpx.Timeout(self.options.timeout),
+                trust_env=False,
+                headers={"user-agent": USER_AGENT},
+            )
+        self._clients.move_to_end(user_id)
+        return client
+
+    async def trim(self, in_flight: Mapping[uuid.UUID, int]) -> None:
+        idle = [user for user in self._clients if not in_flight.get(user)]
+        for user in idle[: max(0, len(self._clients) - self.keep)]:
+            await self._clients.pop(user).aclose()
+
+    async def aclose(self) -> None:
+        while self._clients:
+            await self._clients.popitem()[1].aclose()
+
+
 class WebhookSender(BackgroundLoop):
     def __init__(
         self,
@@ -158,7 +203,7 @@ class WebhookSender(BackgroundLoop):
         options: SenderOptions,
         *,
         resolver: AsyncResolve = resolve_async,
-        render_threads: int = 4,
+        render_threads: int = 2,
     ) -> None:
         super().__init__("webhook-sender", stop_timeout=options.timeout + 10)
         self.url = url
@@ -172,6 +217,7 @@ class WebhookSender(BackgroundLoop):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._records: asyncio.Queue[tuple[Recorded, asyncio.Future[None]]] | None = None
         self._stats_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
@@ -192,24 +238,18 @@ class WebhookSender(BackgroundLoop):
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._records = asyncio.Queue()
         renderer = ThreadPoolExecutor(self.render_threads, thread_name_prefix="webhook-render")
-        transport = CheckedTransport(
-            self.options.allow_private, resolver=self.resolver, max_connections=self.options.max_in_flight
-        )
         pool = AsyncConnectionPool(
             self.url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False, name="webhook-sender"
         )
-        client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            timeout=httpx.Timeout(self.options.timeout),
-            trust_env=False,
-            headers={"user-agent": USER_AGENT},
-        )
+        client = AccountClients(self.options, self.resolver)
         listener: asyncio.Task[None] | None = None
+        recorder: asyncio.Task[None] | None = None
         try:
             await pool.open(wait=False)
             listener = asyncio.create_task(self._listen())
+            recorder = asyncio.create_task(self._record_loop(pool))
             failures = 0
             while not self.stopping:
                 self._wake.clear()
@@ -228,6 +268,8 @@ class WebhookSender(BackgroundLoop):
             if listener is not None:
                 listener.cancel()
             await self._drain()
+            if recorder is not None:
+                recorder.cancel()
             await client.aclose()
             await pool.close()
             renderer.shutdown(wait=False, cancel_futures=True)
@@ -260,7 +302,7 @@ class WebhookSender(BackgroundLoop):
 
     # ------------------------------------------------------------------ rounds
     async def _round(
-        self, pool: AsyncConnectionPool[Any], client: httpx.AsyncClient, renderer: ThreadPoolExecutor
+        self, pool: AsyncConnectionPool[Any], client: AccountClients, renderer: ThreadPoolExecutor
     ) -> float:
         """Claims what is due and starts its attempts; returns how long to wait at most."""
         options = self.options
@@ -276,34 +318,68 @@ class WebhookSender(BackgroundLoop):
                 chosen = choose(candidates, self.in_flight, options.max_in_flight_per_account, free)
                 leased = await store.lease(conn, [c.id for c in chosen], options.lease_s) if chosen else []
                 if leased:
-                    gone = await store.gone_since(conn, ((m.user_id, m.url) for m in leased))
-                    keys = await store.signing_keys(conn, (m.user_id for m in leased))
-                    for message in leased:
-                        self._start(
-                            message, gone.get((message.user_id, message.url)), keys, pool, client, renderer
-                        )
+                    await self._prepare(conn, leased, client, renderer)
                 busy = [
                     u for u, count in self.in_flight.items() if count >= options.max_in_flight_per_account
                 ]
+            await client.trim(self.in_flight)
             if sum(self.in_flight.values()) >= options.max_in_flight:
                 return options.poll_interval  # a finished attempt wakes the loop
             due = await store.next_due_in(conn, busy)
         return options.poll_interval if due is None else min(options.poll_interval, max(due, 0.0))
 
-    def _start(
+    async def _prepare(
         self,
-        message: Leased,
-        gone_at: datetime | None,
-        keys: Mapping[uuid.UUID, list[bytes]],
-        pool: AsyncConnectionPool[Any],
-        client: httpx.AsyncClient,
+        conn: psycopg.AsyncConnection[Any],
+        leased: list[Leased],
+        client: AccountClients,
         renderer: ThreadPoolExecutor,
     ) -> None:
+        """Stops the messages of endpoints gone since their job was ordered; renders the bodies
+        not rendered yet (together, kept in one statement); starts the attempts."""
+        gone = await store.gone_since(conn, ((m.user_id, m.url) for m in leased))
+        keys = await store.signing_keys(conn, (m.user_id for m in leased))
+        sendable = []
+        for message in leased:
+            gone_at = gone.get((message.user_id, message.url))
+            if gone_at is not None and message.requested_at < gone_at and not message.manual:
+                stopped = Recorded(message, None, "stopped", message.attempts, None)
+                self._track(message, self._record(stopped))
+                metrics.DELIVERIES.labels("stopped").inc()
+            else:
+                sendable.append(message)
+        unrendered = [m for m in sendable if m.body is None]
+        if unrendered:
+            loop = asyncio.get_running_loop()
+            data = await asyncio.gather(
+                *(loop.run_in_executor(renderer, self.render, m.job_id) for m in unrendered)
+            )
+            bodies = {
+                m.id: message_body(m.event_type, m.event_at, found)
+                for m, found in zip(unrendered, data, strict=True)
+                if found is not None
+            }
+            stored = await store.store_bodies(conn, bodies)
+            later = [m.id for m in unrendered if m.id not in stored]
+            if later:
+                log.warning("webhooks: %d jobs are not in the read model yet; later", len(later))
+                await store.postpone(conn, later, NOT_RENDERED_RETRY_S)
+            for message in unrendered:
+                message.body = stored.get(message.id)
+        for message in sendable:
+            if message.body is not None:
+                self._track(
+                    message,
+                    self._attempt(
+                        message, message.body, keys.get(message.user_id, []), client.of(message.user_id)
+                    ),
+                )
+
+    def _track(self, message: Leased, work: Coroutine[Any, Any, None]) -> None:
+        """Runs ``work`` for ``message``, counted in flight for its account until it ends."""
         self.in_flight[message.user_id] += 1
         metrics.IN_FLIGHT.inc()
-        task = asyncio.create_task(
-            self._attempt(message, gone_at, keys.get(message.user_id, []), pool, client, renderer)
-        )
+        task = asyncio.create_task(work)
         self._tasks.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -320,34 +396,38 @@ class WebhookSender(BackgroundLoop):
 
         task.add_done_callback(done)
 
+    # ------------------------------------------------------------------ records
+    async def _record(self, outcome: Recorded) -> None:
+        """Waits until ``outcome`` is committed (with the others that ended meanwhile)."""
+        assert self._records is not None
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._records.put((outcome, future))
+        await future
+
+    async def _record_loop(self, pool: AsyncConnectionPool[Any]) -> None:
+        """Commits the outcomes in groups: all that ended while the previous group was written,
+        in one transaction (a commit per attempt would make the database's flushes the limit)."""
+        assert self._records is not None
+        while True:
+            batch = [await self._records.get()]
+            while len(batch) < RECORD_BATCH and not self._records.empty():
+                batch.append(self._records.get_nowait())
+            try:
+                async with pool.connection() as conn:
+                    await store.record(conn, [outcome for outcome, _ in batch])
+            except (psycopg.Error, OSError) as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
     # ------------------------------------------------------------------ one attempt
     async def _attempt(
-        self,
-        message: Leased,
-        gone_at: datetime | None,
-        keys: list[bytes],
-        pool: AsyncConnectionPool[Any],
-        client: httpx.AsyncClient,
-        renderer: ThreadPoolExecutor,
+        self, message: Leased, body: str, keys: list[bytes], client: httpx.AsyncClient
     ) -> None:
-        if gone_at is not None and message.requested_at < gone_at and not message.manual:
-            async with pool.connection() as conn:
-                await store.record(
-                    conn, message, None, state="stopped", attempts=message.attempts, retry_in=None
-                )
-            metrics.DELIVERIES.labels("stopped").inc()
-            return
-        body = message.body
-        if body is None:
-            data = await asyncio.get_running_loop().run_in_executor(renderer, self.render, message.job_id)
-            async with pool.connection() as conn:
-                if data is None:
-                    log.warning("webhooks: job %s is not in the read model yet; later", message.job_id)
-                    await store.postpone(conn, message.id, NOT_RENDERED_RETRY_S)
-                    return
-                body = await store.store_body(
-                    conn, message.id, message_body(message.event_type, message.event_at, data)
-                )
         at = datetime.now(UTC)
         outcome = await self._post(client, message, body.encode(), keys)
         metrics.ATTEMPTS.labels(outcome.result).inc()
@@ -357,17 +437,8 @@ class WebhookSender(BackgroundLoop):
             at, outcome.status_code, outcome.duration_ms, outcome.error, outcome.response_body, message.manual
         )
         state, attempts, retry_in = self._next(message, outcome)
-        async with pool.connection() as conn:
-            await store.record(
-                conn,
-                message,
-                attempt,
-                state=state,
-                attempts=attempts,
-                retry_in=retry_in,
-                gone=outcome.result == "gone",
-                back=message.manual and outcome.result == "success",
-            )
+        gone, back = outcome.result == "gone", message.manual and outcome.result == "success"
+        await self._record(Recorded(message, attempt, state, attempts, retry_in, gone, back))
         if state != message.state and state != "pending":
             metrics.DELIVERIES.labels(state).inc()
 

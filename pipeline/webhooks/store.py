@@ -5,7 +5,7 @@ sender's claims and records (asynchronous)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -272,22 +272,27 @@ async def signing_keys(
     return keys
 
 
-async def store_body(conn: psycopg.AsyncConnection[Any], message: uuid.UUID, body: str) -> str:
-    """Keeps the body rendered for the first attempt (every attempt sends the same bytes);
-    returns the one stored (another sender's, if it was first)."""
+async def store_bodies(
+    conn: psycopg.AsyncConnection[Any], bodies: Mapping[uuid.UUID, str]
+) -> dict[uuid.UUID, str]:
+    """Keeps the bodies rendered for the first attempts (every attempt sends the same bytes),
+    in one statement; returns the bodies stored (another sender's, where it was first)."""
+    if not bodies:
+        return {}
     cursor = await conn.execute(
-        "UPDATE webhook_messages SET body = coalesce(body, %s) WHERE id = %s RETURNING body", (body, message)
+        "UPDATE webhook_messages m SET body = coalesce(m.body, b.body) "
+        "FROM unnest(%s::uuid[], %s::text[]) AS b(id, body) WHERE m.id = b.id RETURNING m.id, m.body",
+        (list(bodies), list(bodies.values())),
     )
-    row = await cursor.fetchone()
-    return str(row[0]) if row else body
+    return {row[0]: str(row[1]) for row in await cursor.fetchall()}
 
 
-async def postpone(conn: psycopg.AsyncConnection[Any], message: uuid.UUID, seconds: float) -> None:
-    """Gives a message back unattempted (its job is not in the read model yet)."""
+async def postpone(conn: psycopg.AsyncConnection[Any], messages: Sequence[uuid.UUID], seconds: float) -> None:
+    """Gives messages back unattempted (their job is not in the read model yet)."""
     await conn.execute(
         "UPDATE webhook_messages SET leased_until = NULL, "
-        "next_attempt_at = greatest(next_attempt_at, now() + make_interval(secs => %s)) WHERE id = %s",
-        (seconds, message),
+        "next_attempt_at = greatest(next_attempt_at, now() + make_interval(secs => %s)) WHERE id = ANY(%s)",
+        (seconds, list(messages)),
     )
 
 
@@ -301,61 +306,66 @@ class Attempt:
     manual: bool
 
 
-async def record(
-    conn: psycopg.AsyncConnection[Any],
-    message: Leased,
-    attempt: Attempt | None,
-    *,
-    state: str,
-    attempts: int,
-    retry_in: float | None,
-    gone: bool = False,
-    back: bool = False,
-) -> None:
-    """One transaction: the attempt (if one was made), the message's new state and next
-    attempt, its lease released; ``gone``: the endpoint answered 410 (its other messages stop);
-    ``back``: it answered 2xx to a redelivery (it is no longer gone)."""
-    async with conn.transaction():
-        if attempt is not None:
-            await conn.execute(
+@dataclass(frozen=True)
+class Recorded:
+    """What became of a leased message: the attempt made (None: none was, the endpoint is
+    gone), its new state, automatic attempts made and seconds to the next one; ``gone``: the
+    endpoint answered 410 (its other messages stop); ``back``: it answered 2xx to a
+    redelivery (it is no longer gone)."""
+
+    message: Leased
+    attempt: Attempt | None
+    state: str
+    attempts: int
+    retry_in: float | None
+    gone: bool = False
+    back: bool = False
+
+
+async def record(conn: psycopg.AsyncConnection[Any], outcomes: Sequence[Recorded]) -> None:
+    """One transaction for many messages (a group commit of the attempts that ended together):
+    their attempts, new states and next attempts, their leases released."""
+    attempts = [
+        (o.message.id, a.at, a.status_code, a.duration_ms, a.error, a.response_body, a.manual)
+        for o in outcomes
+        if (a := o.attempt) is not None
+    ]
+    updates = [
+        {
+            "state": o.state,
+            "attempts": o.attempts,
+            "retry_in": o.retry_in,
+            "manual": o.message.manual,
+            "id": o.message.id,
+        }
+        for o in outcomes
+    ]
+    async with conn.transaction(), conn.cursor() as cur:
+        if attempts:
+            await cur.executemany(
                 "INSERT INTO webhook_attempts (message_id, attempted_at, status_code, duration_ms, error, "
                 "response_body, manual) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    message.id,
-                    attempt.at,
-                    attempt.status_code,
-                    attempt.duration_ms,
-                    attempt.error,
-                    attempt.response_body,
-                    attempt.manual,
-                ),
+                attempts,
             )
-        await conn.execute(
+        await cur.executemany(
             "UPDATE webhook_messages SET state = %(state)s, attempts = %(attempts)s, leased_until = NULL, "
             "next_attempt_at = CASE WHEN %(retry_in)s::float8 IS NULL THEN next_attempt_at "
             "  ELSE now() + make_interval(secs => %(retry_in)s::float8) END, "
             "finished_at = CASE WHEN %(state)s = 'pending' THEN NULL ELSE coalesce(finished_at, now()) END, "
             "redeliver_requested_at = CASE WHEN %(manual)s THEN NULL ELSE redeliver_requested_at END "
             "WHERE id = %(id)s",
-            {
-                "state": state,
-                "attempts": attempts,
-                "retry_in": retry_in,
-                "manual": message.manual,
-                "id": message.id,
-            },
+            updates,
         )
+        gone = [(o.message.user_id, o.message.url) for o in outcomes if o.gone]
         if gone:
-            await conn.execute(
+            await cur.executemany(
                 "INSERT INTO webhook_endpoints_gone (user_id, url, gone_at) VALUES (%s, %s, now()) "
                 "ON CONFLICT (user_id, url) DO UPDATE SET gone_at = excluded.gone_at",
-                (message.user_id, message.url),
+                gone,
             )
-        elif back:
-            await conn.execute(
-                "DELETE FROM webhook_endpoints_gone WHERE user_id = %s AND url = %s",
-                (message.user_id, message.url),
-            )
+        back = [(o.message.user_id, o.message.url) for o in outcomes if o.back]
+        if back:
+            await cur.executemany("DELETE FROM webhook_endpoints_gone WHERE user_id = %s AND url = %s", back)
 
 
 async def next_due_in(conn: psycopg.AsyncConnection[Any], busy: Sequence[uuid.UUID]) -> float | None:
