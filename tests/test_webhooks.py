@@ -73,6 +73,7 @@ def test_the_signing_secret_is_one_per_account_and_standard(client: Any, service
     caller, other = seller(services), seller(services)
     first = client.get("/api/v1/webhooks/default/secret", headers=caller.headers)
     assert first.status_code == 200, first.text
+    assert first.headers["cache-control"] == "no-store"
     key = first.json()["key"]
     assert key.startswith("whsec_")
     assert 24 <= len(base64.b64decode(key.removeprefix("whsec_"), validate=True)) <= 64

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
 from command_api.deps import CaughtUpCaller, CurrentUser, SessionDep, SettingsDep
 from command_api.pagination import Cursor, Limit, Page
@@ -20,7 +20,8 @@ router = APIRouter(tags=["webhooks"])
     "/webhooks/default/secret",
     summary="The signing secret of the caller's webhooks (Standard Webhooks, whsec_...)",
 )
-def get_secret(user: CurrentUser, session: SessionDep) -> SecretOut:
+def get_secret(user: CurrentUser, session: SessionDep, response: Response) -> SecretOut:
+    response.headers["Cache-Control"] = "no-store"  # a secret: never kept by a cache
     return service.secret(session, user.id)
 
 
@@ -28,7 +29,10 @@ def get_secret(user: CurrentUser, session: SessionDep) -> SecretOut:
     "/webhooks/default/secret/rotate",
     summary="Replace the signing secret; the old one keeps signing beside it for 24 hours",
 )
-def rotate_secret(user: CurrentUser, session: SessionDep, settings: SettingsDep) -> SecretOut:
+def rotate_secret(
+    user: CurrentUser, session: SessionDep, settings: SettingsDep, response: Response
+) -> SecretOut:
+    response.headers["Cache-Control"] = "no-store"
     return service.rotate_secret(session, user.id, settings.webhook_secret_overlap_s)
 
 
