@@ -212,7 +212,7 @@ class ProgressWatcher(BackgroundLoop):
                 if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
                     self._pruned_at = time.monotonic()
                     self.prune()
-            except psycopg.Error:
+            except Exception:  # the database above all: logged, retried with a new connection
                 self.errors += 1
                 log.exception("webhooks: progress scan failed; retrying")
                 self._close()

@@ -256,10 +256,10 @@ class WebhookSender(BackgroundLoop):
                 try:
                     delay = await self._round(pool, client, renderer)
                     failures = 0
-                except (psycopg.Error, OSError) as exc:
+                except Exception:  # the database, or rendering a body: logged, retried
                     failures += 1
                     self.errors += 1
-                    log.warning("webhooks: cannot claim messages (%s); retrying", exc)
+                    log.exception("webhooks: a round failed; retrying (leased messages come back later)")
                     delay = min(self.options.poll_interval, 0.05 * 2**failures)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(0.0, delay))
@@ -352,17 +352,21 @@ class WebhookSender(BackgroundLoop):
         if unrendered:
             loop = asyncio.get_running_loop()
             data = await asyncio.gather(
-                *(loop.run_in_executor(renderer, self.render, m.job_id) for m in unrendered)
+                *(loop.run_in_executor(renderer, self.render, m.job_id) for m in unrendered),
+                return_exceptions=True,
             )
-            bodies = {
-                m.id: message_body(m.event_type, m.event_at, found)
-                for m, found in zip(unrendered, data, strict=True)
-                if found is not None
-            }
+            bodies = {}
+            for message, found in zip(unrendered, data, strict=True):
+                if isinstance(found, BaseException):
+                    self.errors += 1
+                    log.error("webhooks: cannot render job %s; later", message.job_id, exc_info=found)
+                elif found is None:
+                    log.warning("webhooks: job %s is not in the read model yet; later", message.job_id)
+                else:
+                    bodies[message.id] = message_body(message.event_type, message.event_at, found)
             stored = await store.store_bodies(conn, bodies)
             later = [m.id for m in unrendered if m.id not in stored]
-            if later:
-                log.warning("webhooks: %d jobs are not in the read model yet; later", len(later))
+            if later:  # only these wait; the others of the round go on
                 await store.postpone(conn, later, NOT_RENDERED_RETRY_S)
             for message in unrendered:
                 message.body = stored.get(message.id)
@@ -415,7 +419,7 @@ class WebhookSender(BackgroundLoop):
             try:
                 async with pool.connection() as conn:
                     await store.record(conn, [outcome for outcome, _ in batch])
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - raised in each attempt (logged); leases bring them back
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)

@@ -26,6 +26,7 @@ from infra.settings import Settings
 from pipeline.progress import UPSERT
 from pipeline.webhooks.dispatcher import WebhookDispatcher
 from pipeline.webhooks.events import events_filter
+from pipeline.webhooks.sender import Render
 from pipeline.webhooks.targets import AsyncResolve, resolve_async
 from tests.api_factories import Caller, make_user
 from tests.pipeline.conftest import wait_until
@@ -63,11 +64,11 @@ def receiver() -> Iterator[Receiver]:
 def start_dispatcher(services: Any) -> Iterator[Callable[..., WebhookDispatcher]]:
     started: list[WebhookDispatcher] = []
 
-    def start(settings: Settings | None = None, resolver: AsyncResolve = resolve_async) -> WebhookDispatcher:
+    def start(
+        settings: Settings | None = None, resolver: AsyncResolve = resolve_async, render: Render | None = None
+    ) -> WebhookDispatcher:
         settings = settings or services.settings
-        render = job_renderer(
-            services.engine, services.storage, settings.webhook_link_ttl_s, "http://testserver"
-        )
+        render = render or renderer(services)
         dispatcher = WebhookDispatcher.build(settings, services.url, render, resolver=resolver).start()
         started.append(dispatcher)
         return dispatcher
@@ -75,6 +76,10 @@ def start_dispatcher(services: Any) -> Iterator[Callable[..., WebhookDispatcher]
     yield start
     for dispatcher in started:
         dispatcher.stop()
+
+
+def renderer(services: Any) -> Render:
+    return job_renderer(services.engine, services.storage, 3600, "http://testserver")
 
 
 def seller(services: Any) -> Caller:
@@ -517,3 +522,30 @@ def test_a_restart_of_the_webhook_process_mid_schedule_loses_and_duplicates_noth
     assert {r.verified(secret)["data"]["id"] for r in retried_requests} == {str(retried)}
     assert len(receiver.at("/meanwhile")) == 1
     assert len(receiver.requests) == attempts_logged() == 4
+
+
+def test_a_body_that_cannot_be_rendered_holds_up_nothing_else(
+    client: Any, services: Any, receiver: Receiver, start_dispatcher: Any
+) -> None:
+    """Rendering a job's body fails once (its read model is unreachable): that message is
+    tried again a moment later, and the others claimed with it are sent at once."""
+    caller = seller(services)
+    real = renderer(services)
+    unlucky = order(services, caller, receiver.url("/unlucky"))
+    fine = order(services, caller, receiver.url("/fine"))
+    failing = {unlucky}
+
+    def flaky(job_id: uuid.UUID) -> Any:
+        if job_id in failing:
+            failing.discard(job_id)
+            raise RuntimeError("the read model is unreachable")
+        return real(job_id)
+
+    dispatcher = start_dispatcher(render=flaky)
+    services.ledger.complete_job(caller.id, fine, OUTPUTS)
+    services.ledger.complete_job(caller.id, unlucky, OUTPUTS)
+    got = receiver.wait_for(lambda got: {r.path for r in got} == {"/fine", "/unlucky"}, what="both webhooks")
+    assert len(got) == 2 and not failing
+    assert dispatcher.sender.errors >= 1 and dispatcher.sender.running
+    (delivery,) = settled(client, caller, unlucky)
+    assert [a["status_code"] for a in delivery["attempts"]] == [200]
