@@ -31,17 +31,17 @@ REFUSED = {
     "http://[::1]:8080/hooks": "loopback",
     "http://[::ffff:127.0.0.1]/hooks": "loopback address (inside an IPv6 address)",
     "http://169.254.169.254/latest/meta-data/": "link-local",
-    "http://localhost:9000/hooks": "localhost: it resolves to",
-    "http://internal.example.test/hooks": "internal.example.test: it resolves to 10.1.2.3, a private",
+    "http://localhost:9000/hooks": "localhost: it does not resolve to public addresses only",
+    "http://internal.example.test/hooks": "internal.example.test: it does not resolve to public",
     "http://[2001:db8::1]/": "2001:db8::1: a private address",
     "http://0.0.0.0/": "unspecified",
     "http://[fd12::1]/": "unique-local",
     "http://224.0.0.1/": "multicast",
-    "http://2130706433/hooks": "resolves to 127.0.0.1",
+    "http://2130706433/hooks": "2130706433: it does not resolve to public",
     "ftp://hooks.example.test/": "http or https",
     "file:///etc/passwd": "http or https",
     "https://user:secret@hooks.example.test/": "user name or password",
-    "http://nowhere.example.test/": "does not resolve",
+    "http://nowhere.example.test/": "nowhere.example.test: it does not resolve to public",
 }
 
 

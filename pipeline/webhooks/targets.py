@@ -19,6 +19,7 @@ points both libraries publish for this)."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -28,6 +29,8 @@ from typing import Any
 import anyio
 import httpcore
 import httpx
+
+log = logging.getLogger(__name__)
 
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -118,18 +121,26 @@ def refusal(address: IPAddress) -> str | None:
 
 
 def check_addresses(host: str, addresses: Iterable[str]) -> list[str]:
-    """The addresses, if every one is public; ``TargetNotAllowed`` naming the first that is
-    not (a name with one private address among public ones is refused: which one a
-    connection would use is not ours to choose)."""
-    found = list(dict.fromkeys(addresses))
-    if not found:
-        raise TargetNotAllowed(f"the webhook host {host} does not resolve")
-    for text in found:
-        address = ip_literal(text)
-        reason = "not an IP address" if address is None else refusal(address)
-        if reason is not None:
-            where = "" if text == host else f"it resolves to {text}, "
-            raise TargetNotAllowed(f"webhooks may not go to {host}: {where}{reason}")
+    """The addresses, if every one is public; ``TargetNotAllowed`` otherwise (a name with one
+    private address among public ones is refused: which one a connection would use is not
+    ours to choose). For an address the client wrote, the refusal says what it is; for a
+    name, only that it does not resolve to public addresses (the same words whether it
+    resolves to a private address or not at all: the API is no oracle of internal DNS), the
+    address found being logged for the operator."""
+    found: list[str] = list(dict.fromkeys(addresses))
+    literal = ip_literal(host) is not None
+    checked: list[str | None] = list(found) or [None]
+    for text in checked:
+        address = None if text is None else ip_literal(text)
+        reason = (
+            "no address" if text is None else "not an IP address" if address is None else refusal(address)
+        )
+        if reason is None:
+            continue
+        if literal:
+            raise TargetNotAllowed(f"webhooks may not go to {host}: {reason}")
+        log.info("webhook host %s refused: %s (%s)", host, text, reason)
+        raise TargetNotAllowed(f"webhooks may not go to {host}: it does not resolve to public addresses only")
     return found
 
 
@@ -190,7 +201,7 @@ class CheckedBackend(httpcore.AnyIOBackend):
         if not self.allow_private:
             addresses = check_addresses(host, addresses)
         elif not addresses:
-            raise TargetNotAllowed(f"the webhook host {host} does not resolve")
+            raise TargetNotAllowed(f"webhooks may not go to {host}: it does not resolve")
         failure: Exception | None = None
         for address in addresses:
             try:
