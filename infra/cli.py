@@ -287,7 +287,6 @@ def webhooks(
 
     _log_to_stderr()
     settings = get_settings()
-    upgrade(database_url(settings))
     server = None
     if settings.webhooks_metrics_port is not None:
         server, _ = start_http_server(settings.webhooks_metrics_port, registry=metrics.REGISTRY)

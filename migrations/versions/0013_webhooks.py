@@ -15,7 +15,8 @@ down_revision = "0012_append_function"
 branch_labels = None
 depends_on = None
 
-# The webhook dispatcher's follower of the ledger (``pipeline.webhooks.follower``).
+# The webhook dispatcher's follower of the ledger (``pipeline.webhooks.follower``): its row of
+# projection_tracking is made when it first runs, as the outbox relay's is.
 FOLLOWER = "webhooks"
 
 
@@ -110,17 +111,10 @@ def upgrade() -> None:
         "gone_at timestamptz NOT NULL, "
         "PRIMARY KEY (user_id, url))"
     )
-    # No job ordered before this revision named a webhook: the follower starts at the head
-    # of the log instead of reading all of it once.
-    op.execute(
-        "INSERT INTO projection_tracking (name, position) "
-        f"SELECT '{FOLLOWER}', coalesce(max(notification_id), 0) FROM ledger_events "
-        "ON CONFLICT (name) DO NOTHING"
-    )
 
 
 def downgrade() -> None:
-    op.execute(f"DELETE FROM projection_tracking WHERE name = '{FOLLOWER}'")
+    op.execute(f"DELETE FROM projection_tracking WHERE name = '{FOLLOWER}'")  # the follower's row, if made
     op.execute("DROP TABLE webhook_endpoints_gone")
     op.execute("DROP TABLE webhook_attempts")
     op.execute("DROP TABLE webhook_messages")
