@@ -38,6 +38,7 @@ from infra.mail import Mailer
 from infra.settings import Settings
 from infra.storage import Storage
 from ledger.application import LedgerApplication
+from pipeline.webhooks.targets import TargetPolicy
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,6 +67,12 @@ async def get_storage(services: ServicesDep) -> Storage:
 async def get_signer(request: Request, services: ServicesDep) -> UrlSigner:
     """Signed links, absolute: under ``VTO_PUBLIC_BASE_URL``, or the request's own base URL."""
     return UrlSigner(services.storage, services.settings.signed_url_ttl_s, public_base(request))
+
+
+async def get_webhook_targets(services: ServicesDep) -> TargetPolicy:
+    """Where webhooks may go (``VTO_WEBHOOK_ALLOW_PRIVATE_NETWORKS``); tests replace the
+    resolver."""
+    return TargetPolicy(services.settings.webhook_allow_private_networks)
 
 
 async def get_oauth(services: ServicesDep) -> OAuthProviders:
@@ -167,6 +174,7 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 OAuthDep = Annotated[OAuthProviders, Depends(get_oauth)]
 MailerDep = Annotated[Mailer, Depends(get_mailer)]
 SignerDep = Annotated[UrlSigner, Depends(get_signer)]
+WebhookTargetsDep = Annotated[TargetPolicy, Depends(get_webhook_targets)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh")

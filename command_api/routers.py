@@ -15,6 +15,7 @@ from command_api.projects.endpoints import invitations_router as invitations
 from command_api.projects.endpoints import router as projects
 from command_api.users.endpoints import router as users
 from command_api.vto.endpoints import router as vto
+from command_api.webhooks.endpoints import router as webhooks
 
 # Routes are matched in this order, one after the other: the areas that carry the load first.
 ALL: list[APIRouter] = [
@@ -29,4 +30,5 @@ ALL: list[APIRouter] = [
     products,
     assets,
     admin,
+    webhooks,
 ]

@@ -25,6 +25,7 @@ from infra.database import database_url
 from infra.migrate import upgrade
 from infra.orm import make_engine, make_sessionmaker
 from infra.settings import Settings, get_settings
+from infra.storage import storage_from_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -245,16 +246,18 @@ def serve(
     try:
         pipeline = start_pipeline(settings, services.url, services.ledger, services.storage)
         try:
-            ready = serve_banner(settings, host, sock.getsockname()[1])
-            run_http(
-                create_app(services),
-                host,
-                port,
-                sock=sock,
-                quiet=not verbose,
-                on_ready=lambda: typer.echo(ready),
-                on_signal=announce_stop,
-            )
+            bound = sock.getsockname()[1]
+            ready = serve_banner(settings, host, bound)
+            with _webhook_dispatcher(services.url, f"http://{_reachable(host)}:{bound}"):
+                run_http(
+                    create_app(services),
+                    host,
+                    port,
+                    sock=sock,
+                    quiet=not verbose,
+                    on_ready=lambda: typer.echo(ready),
+                    on_signal=announce_stop,
+                )
         finally:
             finish_stopping()
             pipeline.stop()
@@ -332,6 +335,64 @@ def warn_retired_variables() -> list[str]:
     return found
 
 
+def _reachable(host: str) -> str:
+    """An address of this host that links can name (not the wildcard it listens on)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound
+
+
+@contextlib.contextmanager
+def _webhook_dispatcher(url: str, local_base_url: str) -> Iterator[object]:
+    """The webhook dispatcher (``pipeline.webhooks``) of this process, running for the block.
+    A webhook's ``data`` is the job as the API shows it (``command_api.webhooks.service``),
+    rendered on an engine of its own (2 connections) so that it never takes the API's; its
+    links are absolute: under ``VTO_PUBLIC_BASE_URL``, else under ``local_base_url``."""
+    from command_api.webhooks.service import job_renderer
+    from pipeline.webhooks.dispatcher import WebhookDispatcher
+
+    settings = get_settings()
+    if not settings.public_base_url and not settings.embedded:
+        log.warning("VTO_PUBLIC_BASE_URL is unset: webhook links point at %s", local_base_url)
+    engine = make_engine(url, pool_size=2)
+    storage = storage_from_settings(settings)
+    render = job_renderer(
+        engine, storage, settings.webhook_link_ttl_s, settings.public_base_url or local_base_url
+    )
+    dispatcher = WebhookDispatcher.build(settings, url, render).start()
+    try:
+        yield dispatcher
+    finally:
+        dispatcher.stop()
+        engine.dispose()
+
+
+def webhooks(
+    base_url: Annotated[
+        str,
+        typer.Option(help="Where links in webhooks point when VTO_PUBLIC_BASE_URL is unset (the API)."),
+    ] = "http://127.0.0.1:8000",
+) -> None:
+    """Deliver the jobs' signed webhooks (Standard Webhooks): follow the ledger and the
+    workers' progress, sign, post, retry on schedule. Several may run at once."""
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from pipeline.webhooks import metrics
+
+    configure_logging(verbose=True)
+    settings = get_settings()
+    server = None
+    if settings.webhooks_metrics_port is not None:
+        server, _ = start_http_server(settings.webhooks_metrics_port, registry=metrics.REGISTRY)
+    try:
+        with _webhook_dispatcher(database_url(settings), base_url):
+            typer.echo("webhooks running; Ctrl-C to stop")
+            threading.Event().wait()
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
 def relay() -> None:
     """Publish each paid job request to the queue (the outbox relay)."""
     from generator_worker.runtime import run_relay
@@ -403,6 +464,7 @@ app.command(rich_help_panel=PROCESSES)(relay)
 app.command(rich_help_panel=PROCESSES)(worker)
 app.command(rich_help_panel=PROCESSES)(ingestor)
 app.command(rich_help_panel=PROCESSES)(sweeper)
+app.command(rich_help_panel=PROCESSES)(webhooks)
 
 
 def main() -> None:

@@ -26,6 +26,9 @@ INSECURE_SECRETS = frozenset({"", "secret", "changeme", "change-me", "dev", "tes
 # Beyond the job timeout, what a worker may spend on one job request: checking the job, storing
 # its outputs and waiting for the broker to take its result (part of its max poll interval).
 WORKER_JOB_MARGIN_S = 30.0
+# The Standard Webhooks retry schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
+# 20 h, 24 h (the delay before each attempt).
+WEBHOOK_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
 
 class Settings(BaseSettings):
@@ -353,6 +356,71 @@ class Settings(BaseSettings):
         description="Registrations (attempts) per client address in register_window_s; then 429.",
     )
 
+    # --- webhooks (pipeline/webhooks; docs/webhooks.md) -------------------------------------
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Let webhooks go to loopback, private, link-local, unique-local, multicast and "
+        "unspecified addresses (local use and tests). Off: such URLs are refused (422 at job "
+        "creation, and again at every delivery).",
+    )
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: list(WEBHOOK_RETRY_SCHEDULE_S),
+        min_length=1,
+        max_length=50,
+        description="Delay before each attempt of a webhook, the first after the event (JSON list of "
+        "seconds); after the last one fails the delivery has failed. Default: the Standard Webhooks "
+        "schedule (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).",
+    )
+    webhook_retry_jitter: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=0.5,
+        description="Each retry delay is moved by up to this fraction, at random.",
+    )
+    webhook_timeout_s: float = Field(
+        default=15.0, gt=0, le=120, description="Longest a webhook attempt may take, connecting included."
+    )
+    webhook_response_max_bytes: int = Field(
+        default=1024, ge=0, le=65536, description="Bytes of a receiver's response body read (and logged)."
+    )
+    webhook_max_in_flight: int = Field(
+        default=256, ge=1, le=10_000, description="Webhook attempts one process makes at once."
+    )
+    webhook_max_in_flight_per_account: int = Field(
+        default=4,
+        ge=1,
+        le=1_000,
+        description="Webhook attempts one process makes at once for one account (a slow endpoint "
+        "holds at most this many).",
+    )
+    webhook_progress_interval_s: float = Field(
+        default=0.5, gt=0, description="At most one job.progress webhook per job in this many seconds."
+    )
+    webhook_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="The webhook dispatcher's poll fallback beside LISTEN."
+    )
+    webhook_secret_overlap_s: int = Field(
+        default=24 * 3600,
+        ge=0,
+        description="How long a rotated webhook secret keeps signing beside the new one.",
+    )
+    webhook_link_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Lifetime of the signed output links in a webhook's body (it is sent unchanged on "
+        "every retry, so they outlive the retry schedule; 7 days is the most S3 allows).",
+    )
+    webhook_retention_days: int = Field(
+        default=30, ge=1, description="Finished webhook deliveries (and their attempts) are kept this long."
+    )
+    webhooks_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="vto webhooks serves its Prometheus metrics on this port; unset: not served.",
+    )
+
     # --- generation ------------------------------------------------------------------------
     generator: str = Field(
         default="offline",
@@ -495,6 +563,12 @@ class Settings(BaseSettings):
                     "when VTO_DATABASE_URL points at a non-embedded database"
                 )
         self.pricing()  # validates ticket kinds and costs
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_delays_are_delays(self) -> Settings:
+        if any(not 0 <= delay <= 7 * 24 * 3600 for delay in self.webhook_retry_schedule_s):
+            raise ValueError("VTO_WEBHOOK_RETRY_SCHEDULE_S: each delay is between 0 and 604800 seconds")
         return self
 
     @model_validator(mode="after")

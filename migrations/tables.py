@@ -28,5 +28,11 @@ SQL_TABLES = frozenset(
         # erasing stored objects (0014)
         "storage_erasures",
         "erased_accounts",
+        # signed job webhooks (0019)
+        "webhook_secrets",
+        "webhook_jobs",
+        "webhook_messages",
+        "webhook_attempts",
+        "webhook_endpoints_gone",
     }
 )

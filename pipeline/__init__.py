@@ -7,6 +7,9 @@
   or ``JobFailed`` + ``Refunded``.
 - ``sweeper``: fails and refunds the reservations that got no result within the job timeout.
 - ``progress``: records the workers' progress messages in ``job_progress`` (no points move).
+- ``webhooks``: the signed job webhooks (Standard Webhooks): a follower of the ledger, a
+  watcher of ``job_progress`` and the sender that signs, posts and retries them
+  (docs/webhooks.md; ``vto webhooks``, and inside ``vto serve``).
 - ``messages``: the Kafka message contracts (requested, results, progress, dead letter) that
   the generator worker shares; ``consume``: the at-least-once consume loop the ingestor, the
   progress recorder and the worker share.

@@ -15,13 +15,14 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from command_api.auth.errors import Unauthorized
 from command_api.deps import ServicesDep
 from command_api.ops import metrics
 from command_api.problems import DomainError, problem
 from command_api.services import Services
+from pipeline.webhooks import metrics as webhook_metrics
 from projections import tracking
 from projections.lag import lag
 
@@ -123,4 +124,7 @@ def prometheus(services: ServicesDep, credentials: OperatorCredentials) -> Respo
         stuck = {name: failures for name, failures, _, _ in tracking.failing(conn)}
         for name in tracking.positions(conn):
             metrics.PROJECTION_STUCK.labels(name).set(stuck.get(name, 0))
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        webhook_metrics.refresh(conn)
+    # This process's (in multiprocess mode: every API worker's) and the webhooks' backlog.
+    body = metrics.exposition() + generate_latest(webhook_metrics.REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -68,6 +68,12 @@ TAGS: list[dict[str, str]] = [
         "and backgrounds.",
     },
     {
+        "name": "webhooks",
+        "description": "Signed job webhooks (Standard Webhooks): the account's signing secret and "
+        "its rotation, a job's deliveries and a redelivery. A job asks for them with `webhook` "
+        "and `webhook_events_filter` on `POST /vto/jobs`.",
+    },
+    {
         "name": "vto",
         "description": "Try-on jobs: order one (its charge is reserved at once; `402` when nothing "
         "pays for it), follow it until `succeeded` (with signed output links) or `failed` "

@@ -211,6 +211,12 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "job_id_conflict": ("the job id is already taken by another request", "Retry: a new id is drawn."),
     "job_not_found": ("the job is not known to this account", "Check the job id."),
     "job_already_refunded": ("the job was already refunded", "Nothing to do: a job is refunded once."),
+    "webhook_url_not_allowed": (
+        "the webhook URL is not one we deliver to",
+        "Give an http(s) URL of a public host, without credentials: loopback, private, link-local "
+        "(169.254.169.254 included) and other internal addresses are refused, at ordering and at "
+        "every delivery. Nothing was charged.",
+    ),
     "job_finished": ("the job already finished", "A finished job cannot be canceled."),
     "account_not_found": ("the user has no ledger account", "Check the user id."),
     "invalid_amount": ("the amount is not valid", "Amounts are positive whole numbers."),

@@ -15,12 +15,14 @@ from command_api.deps import (
     ServicesDep,
     SessionDep,
     SignerDep,
+    WebhookTargetsDep,
     run_on_connection,
     run_then,
 )
 from command_api.pagination import Cursor, Limit, Page
 from command_api.vto import service
 from command_api.vto.schemas import GalleryItem, JobIn, JobOut
+from command_api.webhooks.service import check_webhook_url
 from ledger.status import JobStatus
 
 router = APIRouter(prefix="/vto", tags=["vto"])
@@ -48,6 +50,9 @@ IdempotencyKey = Annotated[
         },
         404: {"description": "project, product or asset not found"},
         409: {"description": "idempotency_key_reused: the key was used for another request"},
+        422: {
+            "description": "webhook_url_not_allowed: the webhook is not http(s), or goes to a private address"
+        },
     },
 )
 async def create_job(
@@ -56,8 +61,11 @@ async def create_job(
     claims: AccessClaims,
     services: ServicesDep,
     sign: SignerDep,
+    targets: WebhookTargetsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
+    if body.webhook is not None:  # resolving its host blocks: off the event loop
+        await anyio.to_thread.run_sync(check_webhook_url, targets, body.webhook)
     # One worker-thread hop and two round trips: the token, catalog and ledger-stream read on
     # a catalog connection, given back before the ledger append.
     ledger = services.ledger

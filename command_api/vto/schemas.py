@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from command_api.catalog.media import UrlSigner
 from command_api.inputs import InputModel
 from generator_worker.generation import JobKind, PoseHint
 from ledger.status import JobStatus
+from pipeline.webhooks.events import WebhookEvent
+from pipeline.webhooks.targets import MAX_URL_LENGTH
 
 
 class JobOptions(InputModel):
@@ -45,6 +47,27 @@ class JobIn(InputModel):
     background_asset_id: uuid.UUID | None = None
     pose: PoseHint = PoseHint.AUTO
     options: JobOptions = Field(default_factory=JobOptions)
+    webhook: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_URL_LENGTH,
+        description="An http(s) URL that receives the job's events as signed webhooks (Standard "
+        "Webhooks; docs/webhooks.md). Private, loopback and link-local targets are refused (422 "
+        "webhook_url_not_allowed).",
+    )
+    webhook_events_filter: list[WebhookEvent] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(WebhookEvent),
+        description="The events sent to the webhook: start (job.started), progress (job.progress), "
+        "completed (job.completed). Default: all of them.",
+    )
+
+    @model_validator(mode="after")
+    def _filter_needs_a_webhook(self) -> JobIn:
+        if self.webhook_events_filter is not None and self.webhook is None:
+            raise ValueError("webhook_events_filter needs a webhook")
+        return self
 
 
 class Charge(BaseModel):
@@ -103,10 +126,14 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    progress: float | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[str] | None = None
 
     @classmethod
     def of(cls, row: Mapping[Any, Any], sign: UrlSigner) -> JobOut:
         """A row of the job read model (``repository.job_row``)."""
+        request = row["request"] or {}
         return cls(
             id=row["job_id"],
             status=row["shown_status"],
@@ -123,6 +150,9 @@ class JobOut(BaseModel):
             created_at=row["created_at"],
             started_at=row["shown_started_at"],
             finished_at=row["finished_at"],
+            progress=row["progress"],
+            webhook=request.get("webhook"),
+            webhook_events_filter=request.get("webhook_events_filter"),
         )
 
 

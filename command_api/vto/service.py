@@ -24,6 +24,7 @@ from command_api.vto.schemas import Charge, GalleryItem, JobIn, JobOut
 from ledger.account import Reservation
 from ledger.application import LedgerApplication, StreamNews
 from ledger.status import JobStatus
+from pipeline.webhooks.events import events_filter
 
 
 class JobFinished(DomainError):
@@ -77,6 +78,9 @@ def job_request(
         "options": body.options.model_dump(),
         "inputs": inputs,
     }
+    if body.webhook is not None:
+        request["webhook"] = body.webhook
+        request["webhook_events_filter"] = events_filter(body.webhook_events_filter)
     news = None
     if stream_after is not None:
         events = [
@@ -123,6 +127,8 @@ def job_from_reservation(reservation: Reservation, body: JobIn) -> JobOut:
         project_id=str(body.project_id),
         charge=Charge(source=reservation.source, amount=reservation.amount),
         created_at=reservation.reserved_at,
+        webhook=body.webhook,
+        webhook_events_filter=events_filter(body.webhook_events_filter) if body.webhook else None,
     )
 
 

@@ -1,0 +1,53 @@
+"""The webhook dispatcher of one process: the follower of the ledger, the progress watcher and
+the sender, started and stopped together (``vto webhooks``, and inside ``vto serve``). Several
+processes may run one each against the same database: the follower's tracking row, the
+watcher's row locks and the sender's leases keep them from doing the same work twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.settings import Settings
+from pipeline.webhooks.follower import ProgressWatcher, WebhookFollower
+from pipeline.webhooks.sender import Render, SenderOptions, WebhookSender
+from pipeline.webhooks.targets import AsyncResolve, resolve_async
+
+
+@dataclass
+class WebhookDispatcher:
+    follower: WebhookFollower
+    watcher: ProgressWatcher
+    sender: WebhookSender
+
+    @classmethod
+    def build(
+        cls, settings: Settings, url: str, render: Render, *, resolver: AsyncResolve = resolve_async
+    ) -> WebhookDispatcher:
+        """``render(job_id)``: the job as ``GET /vto/jobs/{id}`` shows it, with absolute signed
+        links (the composition root passes the API's own view)."""
+        return cls(
+            follower=WebhookFollower(url, poll_interval=settings.webhook_poll_interval_s),
+            watcher=ProgressWatcher(
+                url,
+                interval=settings.webhook_progress_interval_s,
+                retention_days=settings.webhook_retention_days,
+            ),
+            sender=WebhookSender(url, render, SenderOptions.from_settings(settings), resolver=resolver),
+        )
+
+    def start(self) -> WebhookDispatcher:
+        self.follower.start()
+        self.watcher.start()
+        self.sender.start()
+        return self
+
+    def stop(self) -> None:
+        self.sender.stop()
+        self.watcher.stop()
+        self.follower.stop()
+
+    def __enter__(self) -> WebhookDispatcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
