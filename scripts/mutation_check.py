@@ -334,7 +334,180 @@ AUDIT_BREAKS: tuple[Break, ...] = (
     ),
 )
 
-BREAKS: tuple[Break, ...] = AUDIT_BREAKS  # the lead adds LEDGER_BREAKS here
+ACCOUNT = "ledger/account.py"
+EFFECTS = "ledger/effects.py"
+LOTS = "ledger/lots.py"
+STORE = "infra/account_store.py"
+WRITER = "infra/group_commit.py"
+POLICY_TESTS = "tests/ledger/test_policy.py"
+KEY_TESTS = "tests/ledger/test_idempotency.py"
+REFUND_TESTS = "tests/ledger/test_refunds.py"
+LOT_TESTS = "tests/ledger/test_lots.py"
+EFFECT_TESTS = "tests/ledger/test_effects.py"
+STORE_TESTS = "tests/infra/test_account_store.py"
+WRITER_TESTS = "tests/infra/test_group_commit.py"
+
+# The ledger's rules (issue 26): each break's tests run on the in-memory ledger where they can
+# ("[memory]"), so a break costs seconds.
+LEDGER_BREAKS: tuple[Break, ...] = (
+    Break(
+        "ledger-refund-moves-nothing",
+        EFFECTS,
+        "e.source, e.amount, Flow.REFUNDED, UsageType.REFUND, reason, job,",
+        "e.source, 0, Flow.REFUNDED, UsageType.REFUND, reason, job,",
+        (
+            f"{EFFECT_TESTS}::test_the_movements_of_a_history_add_up_to_the_account_balances",
+            f"{REFUND_TESTS}::test_an_admin_refund_twice_is_refused_the_second_time[memory]",
+        ),
+        "a refund's balance change zeroed in the effect table (the account and a check that used the "
+        "same table agreed)",
+    ),
+    Break(
+        "ledger-refund-twice",
+        ACCOUNT,
+        """        if job["refunded"]:
+            return
+        self.trigger_event(
+            self.Refunded,""",
+        """        self.trigger_event(
+            self.Refunded,""",
+        (f"{REFUND_TESTS}::test_a_job_refunded_by_an_admin_then_ended_is_not_refunded_again",),
+        "a job refunded by an admin is refunded again when it fails, is canceled or expires",
+    ),
+    Break(
+        "ledger-admin-refund-twice",
+        ACCOUNT,
+        """        if job["refunded"]:
+            raise JobAlreadyRefunded(job_id)""",
+        "",
+        (
+            f"{REFUND_TESTS}::test_an_admin_refund_twice_is_refused_the_second_time[memory]",
+            f"{KEY_TESTS}::test_admin_refund_once_then_conflict[memory]",
+        ),
+        "an admin refund is not refused for a job already refunded",
+    ),
+    Break(
+        "ledger-key-forgotten",
+        ACCOUNT,
+        "        if idempotency_key is not None:\n            known = self.keys.get(idempotency_key)",
+        "        if False:\n            known = self.keys.get(idempotency_key)",
+        (f"{KEY_TESTS}::test_same_key_same_request_returns_the_same_job_and_charges_once[memory]",),
+        "an Idempotency-Key repeated with a new job id charges again",
+    ),
+    Break(
+        "ledger-job-id-reserved-twice",
+        ACCOUNT,
+        "        existing = self.jobs.get(str(job_id))",
+        "        existing = None",
+        (f"{KEY_TESTS}::test_a_job_id_is_reserved_at_most_once[memory]",),
+        "a job id reserved twice",
+    ),
+    Break(
+        "ledger-credits-overdrawn",
+        ACCOUNT,
+        "        if credits >= cost:",
+        "        if credits >= cost - 1:",
+        (f"{POLICY_TESTS}::test_rejection_appends_nothing[memory]",),
+        "credits one short of the cost still pay",
+    ),
+    Break(
+        "ledger-ticket-pays-any-kind",
+        ACCOUNT,
+        "        for ticket_type in policy.tickets_for(kind):",
+        "        for ticket_type in policy.ticket_kinds:",
+        (f"{POLICY_TESTS}::test_tickets_only_pay_for_their_own_kind[memory]",),
+        "a LookBook ticket pays for a video",
+    ),
+    Break(
+        "ledger-quota-ignored",
+        ACCOUNT,
+        "            if quota is None or self.quota_used_on(day) < quota:",
+        "            if True:",
+        (f"{POLICY_TESTS}::test_daily_quota_resets_at_the_utc_day_boundary[memory]",),
+        "a subscription pays past its daily quota",
+    ),
+    Break(
+        "ledger-refund-to-credits",
+        ACCOUNT,
+        """            source=job["source"],
+            amount=job["amount"],
+            cause=cause,""",
+        """            source="credit",
+            amount=job["amount"],
+            cause=cause,""",
+        (f"{POLICY_TESTS}::test_refund_returns_to_the_source_it_came_from",),
+        "a ticket job refunded in credits",
+    ),
+    Break(
+        "lots-paid-before-promotional",
+        LOTS,
+        '        0 if lot["category"] == Category.PROMOTIONAL else 1,',
+        '        1 if lot["category"] == Category.PROMOTIONAL else 0,',
+        (f"{LOT_TESTS}::test_a_charge_burns_the_earliest_expiry_then_promotional_then_the_oldest[memory]",),
+        "paid lots burnt before promotional ones",
+    ),
+    Break(
+        "lots-never-expiring-first",
+        LOTS,
+        "        expires is None,\n",
+        "        expires is not None,\n",
+        (f"{LOT_TESTS}::test_a_charge_burns_the_earliest_expiry_then_promotional_then_the_oldest[memory]",),
+        "lots that never expire burnt before expiring ones",
+    ),
+    Break(
+        "lots-expired-still-burnt",
+        LOTS,
+        'return lot["left"] > 0 and (lot["expires_at"] is None or lot["expires_at"] > at)',
+        'return lot["left"] > 0',
+        (f"{LOT_TESTS}::test_points_whose_expiry_has_come_do_not_pay_even_before_it_is_recorded[memory]",),
+        "a lot whose expiry has come (not yet recorded) still pays: the charge then overdraws",
+    ),
+    Break(
+        "lots-expiry-not-recorded",
+        ACCOUNT,
+        "        lot_ids = due(self.lots, at)",
+        "        lot_ids: list[str] = []",
+        (f"{LOT_TESTS}::test_a_lot_expires_with_what_it_has_left_whoever_records_it[memory]",),
+        "a lot's expiry never recorded: its points stay in the balance",
+    ),
+    Break(
+        "lots-refund-after-expiry-kept",
+        ACCOUNT,
+        'if lot is not None and lot["expires_at"] is not None and lot["expires_at"] <= at:',
+        "if False:",
+        (
+            f"{LOT_TESTS}::test_a_reservation_keeps_its_points_across_the_expiry_and_a_refund_after_it_expires_them[memory]",
+        ),
+        "points refunded to an expired lot stay spendable",
+    ),
+    Break(
+        "store-stale-account",
+        STORE,
+        "            events = self.app.recorder.select_events(user_id, gt=account.version)",
+        "            events = []",
+        ("tests/ledger/test_stores_agree.py::test_the_fast_store_decides_as_the_library_does",),
+        "the fast store decides on the account in memory without bringing it up to date",
+    ),
+    Break(
+        "store-retry-optimistic",
+        STORE,
+        "                if attempt == 0 and not self._contended(user_id):",
+        "                if True:",
+        (f"{STORE_TESTS}::test_a_hot_user_on_two_processes_is_served_with_one_retry_at_most",),
+        "a collided command is decided again optimistically (it can collide again, and again)",
+    ),
+    Break(
+        "writer-follows-failed-append",
+        WRITER,
+        "            if append.blocked():\n"
+        "                append.finish(error=_predecessor_failed())\n            else:",
+        "            if False:\n                pass\n            else:",
+        (f"{WRITER_TESTS}::test_an_append_whose_predecessor_failed_in_an_earlier_batch_is_not_written",),
+        "an append written after the one it follows failed (a gap in the stream)",
+    ),
+)
+
+BREAKS: tuple[Break, ...] = AUDIT_BREAKS + LEDGER_BREAKS
 
 
 # ------------------------------------------------------------------------------ running

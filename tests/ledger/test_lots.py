@@ -16,7 +16,7 @@ from infra.ledger_store import memory_ledger
 from infra.settings import Settings
 from ledger.account import Account
 from ledger.application import LedgerApplication, event_mapper
-from ledger.errors import InvalidAmount
+from ledger.errors import InsufficientEntitlement, InvalidAmount
 from tests.conftest import FakeClock
 from tests.factories import job_request, ledger_events
 from tests.ledger.invariants import check_account_invariants
@@ -100,6 +100,23 @@ def test_a_reservation_keeps_its_points_across_the_expiry_and_a_refund_after_it_
     account = ledger.account(user)
     assert account.credits == 0
     check_account_invariants(events, account)
+
+
+def test_points_whose_expiry_has_come_do_not_pay_even_before_it_is_recorded(
+    ledger: LedgerApplication, clock: FakeClock
+) -> None:
+    user = uuid4()
+    ledger.open_account(user)
+    ledger.grant_credits(user, 5, "trial", clock.now + timedelta(hours=1), "promotional")
+    ledger.grant_tickets(user, "lookbook", 1, "trial", clock.now + timedelta(hours=1))
+    clock.advance(hours=2)  # both expired; nothing recorded yet
+    events = len(ledger_events(ledger, user))
+    with pytest.raises(InsufficientEntitlement):
+        ledger.request_job(user, uuid4(), "image", job_request())
+    assert len(ledger_events(ledger, user)) == events  # refused: nothing appended
+    assert ledger.account(user).usable("credit", clock.now) == 0
+    ledger.expire_lots([user])
+    assert (ledger.account(user).credits, ledger.account(user).tickets) == (0, {"lookbook": 0})
 
 
 @pytest.mark.parametrize(
