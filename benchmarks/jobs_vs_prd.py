@@ -55,6 +55,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import sqlalchemy as sa
 
@@ -94,6 +95,7 @@ class Cell:
         what = {
             "post": "POST /vto/jobs",
             "points": "GET /points",
+            "ryw": "POST /vto/jobs then GET /points",
             "job": "GET /vto/jobs/{id}",
             "gallery": "GET /vto/projects/{id}/results",
         }[self.kind]
@@ -111,6 +113,7 @@ CELLS = [
     Cell("post-64-one", "post", 64, one_user=True),
     Cell("post-16-lots1", "post", 16, lots=1),
     Cell("post-16-lots10", "post", 16, lots=LOTS),
+    Cell("ryw-16", "ryw", 16),
     Cell("points-16", "points", 16),
     Cell("points-64", "points", 64),
     Cell("job-16", "job", 16),
@@ -130,6 +133,7 @@ class Figures:
     socket_errors: int
     first_non2xx: int
     cpu_s: float
+    waits: Waits | None = None  # read-your-writes waits (ours, "ryw" cells)
 
     @property
     def rps(self) -> float:
@@ -308,7 +312,14 @@ def write_items(path: Path, cell: Cell, side: Side, seeded: list[Seeded]) -> Non
     lines = ["items = {"]
     for who in users:
         body = "nil"
-        if cell.kind == "post":
+        if cell.kind == "ryw":  # an order, then a read that must show it (read-your-writes)
+            order = lua_string(json.dumps(who.body, separators=(",", ":")))
+            lines.append(
+                f'  {{method = "POST", path = "/api/v1/vto/jobs", token = {lua_string(who.token)}, '
+                f"body = {order}}},"
+            )
+            method, target = "GET", "/api/v1/points"
+        elif cell.kind == "post":
             method, target = "POST", "/api/v1/vto/jobs"
             body = lua_string(json.dumps(who.body, separators=(",", ":")))
         elif cell.kind == "points":
@@ -370,10 +381,15 @@ def measure(
     quiesce(url)
     time.sleep(args.settle)  # and a moment of rest
     pids = side.pids()
+    # A read-your-writes cell: one connection per wrk thread, so each connection's read is sent
+    # once its order was answered; ours' waits are read from its histogram before and after.
+    threads = cell.connections if cell.kind == "ryw" else args.threads
+    waits_before = ryw_buckets(side) if cell.kind == "ryw" and side.name == "ours" else None
     cpu_before = tree_cpu_seconds(pids)
-    out = run_wrk(side.base, data, cell.connections, args.duration, args.threads)
+    out = run_wrk(side.base, data, cell.connections, args.duration, threads)
     cpu = tree_cpu_seconds(pids) - cpu_before
     errors = sum(out[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    waits = None if waits_before is None else Waits.between(waits_before, ryw_buckets(side))
     return Figures(
         requests=out["requests"],
         seconds=out["duration_us"] / 1e6,
@@ -383,7 +399,60 @@ def measure(
         socket_errors=errors,
         first_non2xx=out["first_non2xx"],
         cpu_s=cpu,
+        waits=waits,
     )
+
+
+OPS_TOKEN = "bench-operator-token-0123456789"  # ours' /metrics
+
+
+def ryw_buckets(side: Side) -> dict[float, float]:
+    """Ours' ``vto_read_your_writes_wait_seconds`` histogram: cumulative count per bucket bound
+    (every API worker's together)."""
+    text = httpx.get(
+        f"{side.base}/metrics", headers={"Authorization": f"Bearer {OPS_TOKEN}"}, timeout=30
+    ).text
+    found: dict[float, float] = {}
+    for line in text.splitlines():
+        match = re.match(r'^vto_read_your_writes_wait_seconds_bucket\{.*le="([^"]+)".*\} (\S+)$', line)
+        if match:
+            bound = float("inf") if match.group(1) == "+Inf" else float(match.group(1))
+            found[bound] = found.get(bound, 0.0) + float(match.group(2))
+    return found
+
+
+@dataclass
+class Waits:
+    """Read-your-writes waits during a cell: how many reads, how many waited at all, and the
+    bucket bounds (seconds) that hold the median and the 99th percentile."""
+
+    reads: int
+    waited: int
+    p50_s: float
+    p99_s: float
+
+    @classmethod
+    def between(cls, before: dict[float, float], after: dict[float, float]) -> Waits | None:
+        bounds = sorted(after)
+        counts = [after[b] - before.get(b, 0.0) for b in bounds]
+        if not counts or counts[-1] <= 0:
+            return None
+        total = counts[-1]
+
+        def quantile(q: float) -> float:
+            return next(b for b, c in zip(bounds, counts, strict=True) if c >= q * total)
+
+        zero = counts[bounds.index(0.0)] if 0.0 in bounds else 0.0
+        return cls(int(total), int(total - zero), quantile(0.5), quantile(0.99))
+
+    def line(self) -> str:
+        def shown(seconds: float) -> str:
+            return "0 (no wait)" if seconds == 0 else f"<= {seconds * 1000:g} ms"
+
+        return (
+            f"{self.reads} reads, {self.waited} of them waited; p50 {shown(self.p50_s)}, "
+            f"p99 {shown(self.p99_s)} (the histogram's bucket bounds)"
+        )
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -523,6 +592,7 @@ class Bench:
             "VTO_DATABASE_URL": url,
             "VTO_JWT_SECRET": SECRET,
             "VTO_DATA_DIR": str(data_dir),
+            "VTO_OPS_TOKEN": OPS_TOKEN,
             "PRD_DATABASE_URL": their_url,
             "PRD_JWT_SECRET": SECRET,
             "PRD_POOL_SIZE": str(settings.db_pool_size),
@@ -684,6 +754,9 @@ def report(args: argparse.Namespace, run: Run) -> int:
     print(f"{args.users} users\n")
     print(table(rows))
     print()
+    for cell, ours, _ in rows:
+        if ours.waits is not None:
+            print(f"read-your-writes waits, ours, {cell.label}: {ours.waits.line()}")
     for cell, *sides in rows:
         for name, f in zip(("ours", "prd"), sides, strict=True):
             if not f.requests:
