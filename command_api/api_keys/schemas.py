@@ -6,15 +6,27 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from command_api.inputs import InputModel, NoControls
 
 NAME_MAX = 100
 
-# Printable: no control characters (``NoControls``, checked after the constraints).
+
+def _one_line(name: str) -> str:
+    """Printable on one line: no tab or line break either (what ``NoControls`` lets through)."""
+    if not name.isprintable():
+        raise ValueError("the name must be printable characters on one line")
+    return name
+
+
+# Printable: no control characters (``NoControls``), no tabs or line breaks (checked after the
+# constraints, so surrounding whitespace is stripped first).
 KeyName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX), NoControls
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX),
+    NoControls,
+    AfterValidator(_one_line),
 ]
 
 
