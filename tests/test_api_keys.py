@@ -98,7 +98,7 @@ def test_a_key_is_shown_once_and_stored_only_as_its_hash(client: Any, services: 
 
 def test_a_key_works_on_the_seller_routes(client: Any, services: Any) -> None:
     caller = seller(services)
-    key, created = new_key(client, caller)
+    key, _ = new_key(client, caller)
     me = client.get(f"{API}/users/me", headers=key.headers)
     assert me.status_code == 200 and me.json()["id"] == str(caller.id)
     renamed = client.patch(f"{API}/users/me", json={"name": "Shop"}, headers=key.headers)
@@ -125,7 +125,7 @@ def test_a_key_works_on_the_seller_routes(client: Any, services: Any) -> None:
 def test_last_used_is_written_at_most_every_interval(client: Any, services: Any, clock: FakeClock) -> None:
     services.clock = clock
     caller = seller(services)
-    key, created = new_key(client, caller)
+    key, _ = new_key(client, caller)
 
     def last_used() -> datetime | None:
         (found,) = client.get(f"{API}/api-keys", headers=caller.headers).json()
