@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,26 @@ def test_an_accounts_keys_share_its_rate(client: Any, replica: Any, services: An
     assert order(replica, third, items).status_code == 202
     problem(order(client, second, items), 429, "job_rate_limited")
     assert jobs_of(client, caller) == ACCOUNT_RATE + 1
+
+
+def test_concurrent_orders_on_two_replicas_pass_exactly_the_rate(
+    client: Any, replica: Any, services: Any, clock: FakeClock
+) -> None:
+    services.clock = replica.app.state.services.clock = clock  # frozen: no refill meanwhile
+    caller = seller(services)
+    items = catalog(client, caller)
+    keys = [new_key(client, caller, f"key {n}")[0] for n in range(2)]
+
+    def attempt(n: int) -> tuple[int, str]:
+        response = order((client, replica)[n % 2], keys[n // 2 % 2], items)
+        return response.status_code, response.json().get("scope", "")
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(attempt, range(12)))
+    assert sorted(status for status, _ in answers) == [202] * ACCOUNT_RATE + [429] * (12 - ACCOUNT_RATE)
+    assert jobs_of(client, caller) == ACCOUNT_RATE
+    # The account's bucket holds exactly 5 orders of 12 s: no refusal left a trace.
+    assert bucket_tat(services, f"account:{caller.id}") == pytest.approx(clock.now.timestamp() + 60, abs=1e-3)
 
 
 # --- the cap and bad input ------------------------------------------------------------------
