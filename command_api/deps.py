@@ -22,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from command_api.api_keys import service as api_keys
 from command_api.auth import sessions, tokens
 from command_api.auth.errors import Unauthorized
 from command_api.auth.mail_limits import MailLimits
@@ -177,8 +178,33 @@ SignerDep = Annotated[UrlSigner, Depends(get_signer)]
 WebhookTargetsDep = Annotated[TargetPolicy, Depends(get_webhook_targets)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
-bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login or /auth/refresh")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An access token from /auth/login or /auth/refresh, or an API key (vto_sk_...) "
+    "from POST /api-keys",
+)
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _api_key(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The API key the caller sent (``Bearer vto_sk_...``), if it sent one."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return None
+    return credentials.credentials if api_keys.looks_like_key(credentials.credentials) else None
+
+
+def _key_claims(services: Services, key: str) -> Callable[[Connection], tokens.Claims]:
+    return lambda conn: api_keys.authenticate(conn, key, services.settings, services.clock)
+
+
+def _caller_claims(services: Services, credentials: HTTPAuthorizationCredentials | None) -> tokens.Claims:
+    """The claims of an access token, or of an API key: a key is looked up in the database on
+    every request (on an autocommit connection of its own, before the request's session
+    connects), so a revoked key stops at once on every replica."""
+    key = _api_key(credentials)
+    if key is not None:
+        return _on_connection(services, _key_claims(services, key))
+    return _claims(services, credentials)
 
 
 def _claims(services: Services, credentials: HTTPAuthorizationCredentials | None) -> tokens.Claims:
@@ -195,7 +221,8 @@ def current_user(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
-    claims = _claims(services, credentials)
+    """The caller's stored user, from an access token or an API key."""
+    claims = _caller_claims(services, credentials)
     if claims.family is None:
         user, ended = session.get(User, claims.user_id), None
     else:  # the user and whether the token's session ended, in one query
@@ -231,7 +258,7 @@ def caught_up_caller(
     waits for the projections to reach it (no wait when they already have, which is the rule;
     at most ``read_your_writes_timeout_s``). Commands therefore answer without waiting for
     the projections: whichever process serves the caller's next read catches up first."""
-    claims = _claims(services, credentials)
+    claims = _caller_claims(services, credentials)
     state = users.token_state(session, claims.user_id, claims.family)
     if state is None:
         raise revoked()
@@ -241,13 +268,19 @@ def caught_up_caller(
 
 
 async def access_claims(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> tokens.Claims:
     """The access token's claims, verified (signature, expiry, kind) but not yet checked
     against the stored user: for the routes that check it in their own single statement
     (``own_reads``, the job order's catalog read), so that the request makes one round trip
-    and one worker-thread hop (``run_on_connection``) instead of several."""
+    and one worker-thread hop (``run_on_connection``) instead of several. An API key is
+    looked up first (one more round trip, for keys only); its claims carry the user's
+    current token version, so the same checks pass."""
+    key = _api_key(credentials)
+    if key is not None:
+        return await run_on_connection(request, services, _key_claims(services, key))
     return _claims(services, credentials)
 
 
@@ -301,28 +334,43 @@ AccessClaims = Annotated[tokens.Claims, Depends(access_claims)]
 CaughtUpCaller = Annotated[Caller, Depends(caught_up_caller)]
 
 
+async def signed_in_user(
+    user: CurrentUser, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
+    """The caller, signed in with an access token: the routes that manage the account's
+    credentials (API keys, password, email, sign-in sessions, deletion, the webhook secret's
+    rotation) and the admin routes. An API key (checked first: an unknown one is 401) gets
+    403 ``api_key_not_allowed``."""
+    if _api_key(credentials) is not None:
+        raise api_keys.ApiKeyNotAllowed()
+    return user
+
+
+SignedInUser = Annotated[User, Depends(signed_in_user)]
+
+
 def current_sign_in(
     services: ServicesDep,
-    user: CurrentUser,
+    user: SignedInUser,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> uuid.UUID | None:
     """The sign-in (refresh-token family) of the caller's access token, already checked by
-    ``current_user``; None for a token that names none."""
+    ``signed_in_user``; None for a token that names none."""
     return _claims(services, credentials).family
 
 
 CurrentSignIn = Annotated[uuid.UUID | None, Depends(current_sign_in)]
 
 
-async def current_claims(user: CurrentUser, claims: AccessClaims) -> tokens.Claims:
-    """The claims of the caller's access token, already checked by ``current_user``."""
+async def current_claims(user: SignedInUser, claims: AccessClaims) -> tokens.Claims:
+    """The claims of the caller's access token, already checked by ``signed_in_user``."""
     return claims
 
 
 CurrentClaims = Annotated[tokens.Claims, Depends(current_claims)]
 
 
-def admin_user(session: SessionDep, user: CurrentUser) -> User:
+def admin_user(session: SessionDep, user: SignedInUser) -> User:
     """The caller, if they hold the stored admin role (``vto admin add``); 403 otherwise."""
     if not roles.is_admin(session, user):
         raise Forbidden(

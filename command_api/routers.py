@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from command_api.admin.endpoints import router as admin
+from command_api.api_keys.endpoints import router as api_keys
 from command_api.assets.endpoints import router as assets
 from command_api.auth.endpoints import router as auth
 from command_api.collections.endpoints import router as collections
@@ -31,4 +32,5 @@ ALL: list[APIRouter] = [
     assets,
     admin,
     webhooks,
+    api_keys,
 ]

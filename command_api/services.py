@@ -6,7 +6,9 @@ the ``Annotated`` dependencies in ``command_api.deps``."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
@@ -39,6 +41,9 @@ class Services:
     mailer: Mailer  # SMTP (VTO_SMTP_URL) or .eml files under data_dir/mail
     projector: Projector | None = None  # projections run in this process ...
     watcher: PositionWatcher | None = None  # ... or another runs them and this one follows
+    # The time of the API-key rate limits and last_used_at; None: the database's (every
+    # replica shares it). Tests set a clock they move by hand.
+    clock: Callable[[], datetime] | None = None
 
     def wait_for(self, position: int | None, timeout: float | None = None) -> bool:
         """Read-your-writes: wait until the read models include ``position`` (at most the

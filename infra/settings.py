@@ -356,6 +356,34 @@ class Settings(BaseSettings):
         description="Registrations (attempts) per client address in register_window_s; then 429.",
     )
 
+    # --- API keys for servers (command_api/api_keys; docs/api-keys.md) ---------------------
+    api_key_max_per_account: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Live API keys one account may hold; creating one more answers 409 too_many_api_keys.",
+    )
+    api_key_last_used_interval_s: int = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="An API key's last_used_at is written at most once in this many seconds (0: on "
+        "every request).",
+    )
+    api_key_jobs_per_minute: int = Field(
+        default=60,
+        ge=1,
+        le=100_000,
+        description="Job orders (POST /vto/jobs) one API key may make per minute, as a burst of this "
+        "many then one every 60/n s; then 429 job_rate_limited. Access tokens are not limited by it.",
+    )
+    api_account_jobs_per_minute: int = Field(
+        default=120,
+        ge=1,
+        le=100_000,
+        description="Job orders per minute of all of one account's API keys together (the same rule).",
+    )
+
     # --- webhooks (pipeline/webhooks; docs/webhooks.md) -------------------------------------
     webhook_allow_private_networks: bool = Field(
         default=False,

@@ -34,5 +34,8 @@ SQL_TABLES = frozenset(
         "webhook_messages",
         "webhook_attempts",
         "webhook_endpoints_gone",
+        # API keys for servers and their rate limits (0022)
+        "api_keys",
+        "api_rate_limits",
     }
 )

@@ -28,7 +28,6 @@ from command_api.auth.sessions import SignIn
 from command_api.auth.throttle import client_address
 from command_api.deps import (
     CurrentClaims,
-    CurrentUser,
     LedgerDep,
     MailerDep,
     MailLimitsDep,
@@ -36,6 +35,7 @@ from command_api.deps import (
     PasswordGuardDep,
     ServicesDep,
     SessionDep,
+    SignedInUser,
 )
 from command_api.inputs import Text
 from command_api.users.schemas import UserOut
@@ -102,7 +102,7 @@ def _sign_in(request: Request, method: str) -> SignIn:
     summary="End this session: its refresh token and access tokens stop at once (others stay)",
     responses=problem_responses({401: "unauthorized"}),
 )
-def logout(user: CurrentUser, claims: CurrentClaims, session: SessionDep) -> Response:
+def logout(user: SignedInUser, claims: CurrentClaims, session: SessionDep) -> Response:
     if claims.family is not None:
         service.revoke_family(session, user.id, claims.family)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -191,7 +191,7 @@ def oauth_login(
         }
     ),
 )
-def verify_email(body: MailTokenIn, user: CurrentUser, session: SessionDep) -> Response:
+def verify_email(body: MailTokenIn, user: SignedInUser, session: SessionDep) -> Response:
     verification.verify(session, user, body.token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -204,7 +204,7 @@ def verify_email(body: MailTokenIn, user: CurrentUser, session: SessionDep) -> R
     responses=problem_responses({401: "unauthorized"}),
 )
 def resend_verification(
-    user: CurrentUser,
+    user: SignedInUser,
     session: SessionDep,
     limits: MailLimitsDep,
     mailer: MailerDep,

@@ -28,6 +28,7 @@ class Claims:
     jti: uuid.UUID
     family: uuid.UUID | None
     expires_at: datetime
+    api_key_id: uuid.UUID | None = None  # the caller sent this API key, not a token (api_keys)
 
 
 def issue(

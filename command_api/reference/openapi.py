@@ -89,6 +89,12 @@ TAGS: list[dict[str, str]] = [
         "description": "For accounts holding the admin role (granted on the server with "
         "`uv run vto admin add EMAIL`): grant credits, tickets and subscriptions.",
     },
+    {
+        "name": "api-keys",
+        "description": "Long-lived keys for servers (`vto_sk_...`, sent as `Authorization: Bearer`): "
+        "made, listed and revoked by a signed-in person; a key works on every seller route but "
+        "cannot manage keys or the account. Job orders with a key are rate-limited.",
+    },
     {"name": "files", "description": "The stored images and outputs, behind expiring signed links."},
     {"name": "operations", "description": "Liveness, readiness and Prometheus metrics."},
 ]
@@ -99,6 +105,7 @@ BY_DEPENDENCY: dict[Callable[..., Any], tuple[str, ...]] = {
     deps.caught_up_caller: ("unauthorized",),
     deps.access_claims: ("unauthorized",),
     deps.admin_user: ("forbidden",),
+    deps.signed_in_user: ("api_key_not_allowed",),
 }
 
 # A code, or a code with the example detail this operation gives it.
@@ -120,7 +127,9 @@ BY_OPERATION: dict[str, tuple[Problem, ...]] = {
         "no_products",
         "wrong_asset_type",
         "ledger_busy",
+        "job_rate_limited",
     ),
+    "POST /api/v1/api-keys": ("too_many_api_keys",),
     "POST /api/v1/vto/jobs/{job_id}/cancel": ("job_finished", "ledger_busy"),
     "GET /api/v1/vto/projects/{project_id}/results": ("not_found",),
     "POST /api/v1/points/refund": ("not_found", "job_not_found", "job_already_refunded", "ledger_busy"),
@@ -196,6 +205,7 @@ HEADERS = {
 HEADERS_BY_CODE = {
     "database_unavailable": "Retry-After",
     "too_many_login_attempts": "Retry-After",
+    "job_rate_limited": "Retry-After",
     "unauthorized": "WWW-Authenticate",
 }
 

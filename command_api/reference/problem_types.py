@@ -218,6 +218,23 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "every delivery. Nothing was charged.",
     ),
     "job_finished": ("the job already finished", "A finished job cannot be canceled."),
+    "api_key_not_allowed": (
+        "an API key cannot do this",
+        "Managing API keys, the password, the email, sign-in sessions, the webhook secret's "
+        "rotation, deleting the account and the admin routes need a person signed in: send an "
+        "access token from `POST /auth/login`, not a `vto_sk_` key.",
+    ),
+    "too_many_api_keys": (
+        "the account holds the most API keys it may",
+        "Revoke a key you no longer use (`DELETE /api-keys/{id}`), then make the new one "
+        "(`VTO_API_KEY_MAX_PER_ACCOUNT`).",
+    ),
+    "job_rate_limited": (
+        "too many job orders from this API key or account",
+        "Wait for the seconds of `Retry-After`, then order again; nothing was charged. `scope` says "
+        "which limit it was: `key` (`VTO_API_KEY_JOBS_PER_MINUTE`) or `account`, all of the "
+        "account's keys together (`VTO_API_ACCOUNT_JOBS_PER_MINUTE`).",
+    ),
     "account_not_found": ("the user has no ledger account", "Check the user id."),
     "invalid_amount": ("the amount is not valid", "Amounts are positive whole numbers."),
     "balance_would_be_negative": (

@@ -18,6 +18,7 @@ from command_api.deps import (
     PasswordGuardDep,
     ServicesDep,
     SessionDep,
+    SignedInUser,
 )
 from command_api.pagination import Cursor, Limit, Page
 from command_api.users import service
@@ -63,7 +64,7 @@ def patch_me(body: UserPatch, user: CurrentUser, session: SessionDep) -> UserOut
     ),
 )
 def delete_me(
-    user: CurrentUser,
+    user: SignedInUser,
     sign_in: CurrentSignIn,
     session: SessionDep,
     services: ServicesDep,
@@ -82,7 +83,7 @@ def delete_me(
     responses=problem_responses({400: "invalid_cursor", 401: "unauthorized", 422: "validation_error"}),
 )
 def list_sessions(
-    user: CurrentUser, sign_in: CurrentSignIn, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+    user: SignedInUser, sign_in: CurrentSignIn, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[SessionOut]:
     items, next_cursor = service.session_page(session, user, sign_in, limit, cursor)
     return Page[SessionOut](items=items, next_cursor=next_cursor)
@@ -96,7 +97,7 @@ def list_sessions(
         {401: "unauthorized", 404: "session_not_found (also another user's)", 422: "validation_error"}
     ),
 )
-def end_session(session_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+def end_session(session_id: uuid.UUID, user: SignedInUser, session: SessionDep) -> Response:
     service.end_session(session, user, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -119,7 +120,7 @@ def end_session(session_id: uuid.UUID, user: CurrentUser, session: SessionDep) -
 )
 def change_password(
     body: PasswordChangeIn,
-    user: CurrentUser,
+    user: SignedInUser,
     sign_in: CurrentSignIn,
     session: SessionDep,
     guard: PasswordGuardDep,
@@ -146,7 +147,7 @@ def change_password(
 )
 def change_email(
     body: EmailChangeIn,
-    user: CurrentUser,
+    user: SignedInUser,
     session: SessionDep,
     guard: PasswordGuardDep,
     limits: MailLimitsDep,

@@ -8,6 +8,8 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, status
 
+from command_api.api_keys import service as api_keys
+from command_api.catalog.uploads import in_transaction
 from command_api.deps import (
     AccessClaims,
     CaughtUpCaller,
@@ -50,6 +52,10 @@ IdempotencyKey = Annotated[
         },
         404: {"description": "project, product or asset not found"},
         409: {"description": "idempotency_key_reused: the key was used for another request"},
+        429: {
+            "description": "job_rate_limited: too many orders from this API key, or from all of the "
+            "account's keys together (access tokens are not limited by it)"
+        },
         422: {
             "description": "webhook_url_not_allowed: the webhook is not http(s), or goes to a private address"
         },
@@ -64,6 +70,12 @@ async def create_job(
     targets: WebhookTargetsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
+    if claims.api_key_id is not None:  # an API key's orders are rate-limited, a token's are not
+        await in_transaction(
+            request,
+            services,
+            lambda session: api_keys.take_order(session, claims, services.settings, services.clock),
+        )
     if body.webhook is not None:  # resolving its host blocks: off the event loop
         await anyio.to_thread.run_sync(check_webhook_url, targets, body.webhook)
     # One worker-thread hop and two round trips: the token, catalog and ledger-stream read on

@@ -8,7 +8,7 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from command_api.deps import CaughtUpCaller, CurrentUser, SessionDep, SettingsDep
+from command_api.deps import CaughtUpCaller, CurrentUser, SessionDep, SettingsDep, SignedInUser
 from command_api.pagination import Cursor, Limit, Page
 from command_api.webhooks import service
 from command_api.webhooks.schemas import DeliveryOut, SecretOut
@@ -30,7 +30,7 @@ def get_secret(user: CurrentUser, session: SessionDep, response: Response) -> Se
     summary="Replace the signing secret; the old one keeps signing beside it for 24 hours",
 )
 def rotate_secret(
-    user: CurrentUser, session: SessionDep, settings: SettingsDep, response: Response
+    user: SignedInUser, session: SessionDep, settings: SettingsDep, response: Response
 ) -> SecretOut:
     response.headers["Cache-Control"] = "no-store"
     return service.rotate_secret(session, user.id, settings.webhook_secret_overlap_s)
