@@ -119,6 +119,8 @@ BY_OPERATION: dict[str, tuple[Problem, ...]] = {
         "job_id_conflict",
         "no_products",
         "wrong_asset_type",
+        "invalid_cancel_after",
+        "invalid_deadline",
         "ledger_busy",
     ),
     "POST /api/v1/vto/jobs/{job_id}/cancel": ("job_finished", "ledger_busy"),

@@ -217,6 +217,15 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "(169.254.169.254 included) and other internal addresses are refused, at ordering and at "
         "every delivery. Nothing was charged.",
     ),
+    "invalid_cancel_after": (
+        "the Cancel-After header is not a valid deadline",
+        "Give a duration such as `90s`, `10m`, `1h` or `1h30m`, or whole seconds, more than 0 and at "
+        "most `VTO_JOB_MAX_DEADLINE_S`. Nothing was charged.",
+    ),
+    "invalid_deadline": (
+        "deadline_s is not a valid deadline",
+        "Give whole seconds, more than 0 and at most `VTO_JOB_MAX_DEADLINE_S`. Nothing was charged.",
+    ),
     "job_finished": ("the job already finished", "A finished job cannot be canceled."),
     "account_not_found": ("the user has no ledger account", "Check the user id."),
     "invalid_amount": ("the amount is not valid", "Amounts are positive whole numbers."),

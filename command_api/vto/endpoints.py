@@ -37,6 +37,16 @@ IdempotencyKey = Annotated[
         description="Repeat a request with the same key to get the same job, charged once.",
     ),
 ]
+CancelAfter = Annotated[
+    str | None,
+    Header(
+        alias="Cancel-After",
+        max_length=64,
+        description="A deadline from the order: 90s, 10m, 1h, 1h30m, or whole seconds. A job not "
+        "finished by then is canceled and refunded (refund cause deadline). With deadline_s in the "
+        "body too, the earlier wins (422 invalid_cancel_after when malformed).",
+    ),
+]
 
 
 @router.post(
@@ -51,7 +61,8 @@ IdempotencyKey = Annotated[
         404: {"description": "project, product or asset not found"},
         409: {"description": "idempotency_key_reused: the key was used for another request"},
         422: {
-            "description": "webhook_url_not_allowed: the webhook is not http(s), or goes to a private address"
+            "description": "webhook_url_not_allowed: the webhook is not http(s), or goes to a private "
+            "address; invalid_cancel_after, invalid_deadline: the deadline is malformed or out of bounds"
         },
     },
 )
@@ -63,7 +74,9 @@ async def create_job(
     sign: SignerDep,
     targets: WebhookTargetsDep,
     idempotency_key: IdempotencyKey = None,
+    cancel_after: CancelAfter = None,
 ) -> JobOut:
+    body = service.job_deadline(body, cancel_after, services.settings.job_max_deadline_s)
     if body.webhook is not None:  # resolving its host blocks: off the event loop
         await anyio.to_thread.run_sync(check_webhook_url, targets, body.webhook)
     # One worker-thread hop and two round trips: the token, catalog and ledger-stream read on
