@@ -181,8 +181,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     codes = {FIELD_PROBLEMS.get(tuple(str(part) for part in e["loc"][:2])) for e in errors}
-    code = codes.pop() if len(codes) == 1 else None
-    return problem(422, code or "validation_error", "the request is not valid", request=request, errors=errors)
+    code = (codes.pop() if len(codes) == 1 else None) or "validation_error"
+    return problem(422, code, "the request is not valid", request=request, errors=errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -6,8 +6,9 @@ effect, ``ledger.effects``): a reservation is ``queued``; ``JobCompleted`` -> ``
 (also when it arrives after the sweeper failed and refunded the job: it is delivered free, to
 the gallery too); ``JobFailed`` -> ``failed`` (an expired job has error code ``timeout``);
 ``JobCanceled`` -> ``canceled`` (by its user, or at its deadline: ``deadline_at``, the
-creation + the request's ``deadline_s``, refund cause ``deadline``). A finished job is ``charged`` when its success settled the
-reservation. ``running`` (and ``started_at``) will come from the worker's progress messages."""
+creation + the request's ``deadline_s``, refund cause ``deadline``). A finished job is
+``charged`` when its success settled the reservation. ``running`` (and ``started_at``) will
+come from the worker's progress messages."""
 
 from __future__ import annotations
 
@@ -253,7 +254,9 @@ def deadline_at(request: Mapping[str, Any], created_at: datetime | None) -> date
     return created_at + timedelta(seconds=seconds)
 
 
-def jobs_past_deadline(conn: psycopg.Connection[Any], now: datetime, limit: int = 1000) -> list[tuple[UUID, UUID]]:
+def jobs_past_deadline(
+    conn: psycopg.Connection[Any], now: datetime, limit: int = 1000
+) -> list[tuple[UUID, UUID]]:
     """The jobs still open (queued or running) whose deadline came at or before ``now``, as
     (user id, job id), oldest deadline first, from the ``vto_job`` read model (the sweeper's
     candidates: each account cancels only a job still open)."""

@@ -56,7 +56,8 @@ def cancel_after_seconds(value: str, most: int) -> int:
         found = _DURATION.fullmatch(text)
         if not text or found is None:
             raise InvalidCancelAfter(
-                f"Cancel-After must be a duration such as 90s, 10m, 1h or 1h30m, or whole seconds; got {value!r}"
+                "Cancel-After must be a duration such as 90s, 10m, 1h or 1h30m, or whole seconds; "
+                f"got {value!r}"
             )
         hours, minutes, secs = (int(part or 0) for part in found.groups())
         seconds = hours * 3600 + minutes * 60 + secs

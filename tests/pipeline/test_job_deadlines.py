@@ -54,7 +54,9 @@ def job_row(url: str, job_id: uuid.UUID) -> dict[str, Any]:
         return dict(zip([c.name for c in cur.description], row, strict=True))
 
 
-def assert_refunded_once_at_deadline(url: str, ledger: LedgerApplication, user: uuid.UUID, job_id: uuid.UUID) -> None:
+def assert_refunded_once_at_deadline(
+    url: str, ledger: LedgerApplication, user: uuid.UUID, job_id: uuid.UUID
+) -> None:
     assert job_status(ledger, user, job_id) == "canceled"
     assert ledger.account(user).credits == 5  # the 1 credit reserved is back
     refund = ("refund", "credit", 1, f"deadline: {DEADLINE_REASON}")
@@ -141,7 +143,10 @@ def test_a_running_job_past_its_deadline_is_canceled_once_and_a_late_result_chan
 
         def running() -> bool:
             with psycopg.connect(pg_url, autocommit=True) as conn:
-                return conn.execute("SELECT 1 FROM job_progress WHERE job_id = %s", (job_id,)).fetchone() is not None
+                return (
+                    conn.execute("SELECT 1 FROM job_progress WHERE job_id = %s", (job_id,)).fetchone()
+                    is not None
+                )
 
         wait_until(running, 30, "the job's progress (running)")
         projector.catch_up()
@@ -173,7 +178,9 @@ def test_a_running_job_past_its_deadline_is_canceled_once_and_a_late_result_chan
         assert sweeper.past_deadline == 1
         assert_refunded_once_at_deadline(pg_url, ledger, user, job_id)
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            assert conn.execute("SELECT count(*) FROM gallery WHERE job_id = %s", (job_id,)).fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM gallery WHERE job_id = %s", (job_id,)).fetchone() == (
+                0,
+            )
     finally:
         generator.release.set()
         pipeline.stop()
