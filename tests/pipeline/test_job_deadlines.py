@@ -24,6 +24,7 @@ from infra.storage import LocalStorage
 from ledger.application import DEADLINE_REASON, LedgerApplication
 from pipeline.messages import JobRequest, JobResult
 from pipeline.sweeper import Sweeper
+from projections.audit import audit
 from projections.runner import Projector
 from tests.conftest import FakeClock
 from tests.factories import new_user
@@ -106,6 +107,8 @@ def test_a_queued_job_past_its_deadline_is_canceled_and_refunded_once(
         assert job_status(ledger, other, without) == "reserved"  # a job without a deadline: untouched
         assert ledger.account(other).credits == 4
         assert sweeper.errors == 0
+        report = audit(pg_url)  # the ledger's invariants and the read models agree
+        assert report.ok, report.lines()
     finally:
         ledger.close()
 
