@@ -32,8 +32,8 @@ to the dead-letter topic.
 
 A job whose order set a deadline (``deadline_at``) is not started once the deadline has passed,
 its generation is abandoned at the deadline, and no outcome is published for it when, after
-its generation, the job is no longer open (canceled meanwhile: by its user, or by the sweeper at
-its deadline) or its deadline has passed: the sweeper cancels and refunds it (refund cause
+its generation, the job was canceled meanwhile (by its user, or by the sweeper at its
+deadline) or its deadline has passed: the sweeper cancels and refunds it (refund cause
 ``deadline``), and a result must not settle it first (docs/job-deadlines.md).
 
 The trace context the request's record headers carry (``infra.tracing``: the API's request
@@ -258,12 +258,12 @@ class Worker(TopicConsumer):
         return job.deadline_at is not None and self.clock() >= job.deadline_at
 
     def _dropped(self, job: JobRequest) -> str | None:
-        """Why a job's outcome must not be published (None: publish it): the job was closed
-        meanwhile (canceled by its user, or by the sweeper at its deadline), or its deadline has
-        passed (the sweeper cancels and refunds it; a result must not settle it first)."""
-        status = self.job_status(job.user_id, job.job_id)
-        if status is None or not status.open:
-            return f"was {status or 'forgotten'} meanwhile"
+        """Why a job's outcome must not be published (None: publish it): the job was canceled
+        meanwhile (by its user, or by the sweeper at its deadline), or its deadline has passed
+        (the sweeper cancels and refunds it; a result must not settle it first). A job the
+        sweeper expired meanwhile still gets its outcome: a success is delivered free."""
+        if self.job_status(job.user_id, job.job_id) is ReservationStatus.CANCELED:
+            return "was canceled meanwhile"
         if self._past_deadline(job):
             return "passed its deadline"
         return None

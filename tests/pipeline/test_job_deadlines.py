@@ -218,3 +218,40 @@ def test_the_worker_does_not_start_a_job_past_its_deadline(
     assert generator.calls == 0
     assert queue.messages(options.topics.results) == []
     assert job_status(pg_ledger, user, job_id) == "reserved"  # the sweeper cancels it, not the worker
+
+
+def test_a_job_expired_meanwhile_still_gets_its_outcome_but_a_canceled_one_does_not(
+    pg_url: str, pg_ledger: LedgerApplication, storage: LocalStorage, inputs: Any
+) -> None:
+    """Only a cancel drops a generation's outcome: a success after the job timeout's expiry is
+    still delivered free (the ingestor decides), as it was before deadlines."""
+    options = PipelineOptions.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    queue = InProcessQueue()
+    user = new_user(pg_ledger, credits=5)
+    expired, canceled = uuid.uuid4(), uuid.uuid4()
+    generator = HeldGenerator()
+    worker = Worker(queue, generator, storage, pg_ledger.reservation_status, JobAttempts(pg_url), options)
+    worker.start()
+    try:
+        for job_id in (expired, canceled):
+            generator.started.clear()
+            generator.release.clear()
+            pg_ledger.request_job(user, job_id, "image", job_request(inputs))
+            message = JobRequest.from_event(user, job_id, "image", job_request(inputs), pg_ledger.clock())
+            queue.publisher().publish(options.topics.requested, str(job_id), message.to_dict())
+            assert generator.started.wait(30), "the worker never started the job"
+            if job_id == expired:
+                later = pg_ledger.clock() + timedelta(hours=1)
+                pg_ledger.expire_stale_reservations([user], later, timedelta(seconds=60))
+            else:
+                pg_ledger.cancel_job(user, job_id)
+            generator.release.set()
+            wait_until(
+                lambda: sum(worker.loop.outcomes.values()) == (1 if job_id == expired else 2), 30, "done"
+            )
+    finally:
+        generator.release.set()
+        worker.stop()
+    assert worker.loop.outcomes == {"succeeded": 1, "dropped": 1}
+    (result,) = [JobResult.from_dict(m.json_value()) for m in queue.messages(options.topics.results)]
+    assert result.job_id == expired
