@@ -166,13 +166,23 @@ async def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(LEDGER_STATUS.get(exc.code, LEDGER_DEFAULT_STATUS), exc.code, detail, request=request)
 
 
+# Request fields whose validation errors have a code of their own (instead of
+# ``validation_error``), when every error of the request is about that one field.
+FIELD_PROBLEMS: dict[tuple[str, ...], str] = {
+    ("body", "deadline_s"): "invalid_deadline",
+    ("header", "Cancel-After"): "invalid_cancel_after",
+}
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    return problem(422, "validation_error", "the request is not valid", request=request, errors=errors)
+    codes = {FIELD_PROBLEMS.get(tuple(str(part) for part in e["loc"][:2])) for e in errors}
+    code = (codes.pop() if len(codes) == 1 else None) or "validation_error"
+    return problem(422, code, "the request is not valid", request=request, errors=errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

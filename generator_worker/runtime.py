@@ -91,6 +91,7 @@ class Pipeline:
                     options,
                     name=f"worker-{i}",
                     batch=batch,
+                    clock=ledger.clock,
                 )
                 for i in range(workers)
             ]

@@ -30,6 +30,12 @@ infrastructure (PostgreSQL, Kafka) are not the job's fault: they propagate, the 
 rewound and handled again after a back-off, and they use no attempt. Undecodable requests go
 to the dead-letter topic.
 
+A job whose order set a deadline (``deadline_at``) is not started once the deadline has passed,
+its generation is abandoned at the deadline, and no outcome is published for it when, after
+its generation, the job was canceled meanwhile (by its user, or by the sweeper at its
+deadline) or its deadline has passed: the sweeper cancels and refunds it (refund cause
+``deadline``), and a result must not settle it first (docs/job-deadlines.md).
+
 The trace context the request's record headers carry (``infra.tracing``: the API's request
 id and ``traceparent``) is written in the worker's log lines about the job and sent on, as a
 span of the worker's, in the headers of its result, progress and dead-letter messages."""
@@ -72,6 +78,7 @@ from infra.queue.base import Message, MessageQueue, PipelineOptions
 from infra.storage import ObjectNotFound, Storage
 from infra.threads import Stopping, backoff
 from infra.tracing import TraceContext, describe
+from ledger.application import Clock, utc_now
 from ledger.status import ReservationStatus
 from pipeline.consume import TopicConsumer, send_to_dead_letter
 from pipeline.messages import DeadLetter, InvalidMessage, JobProgress, JobRequest, JobResult
@@ -165,14 +172,17 @@ class Worker(TopicConsumer):
         *,
         name: str = "worker",
         batch: int = 1,
+        clock: Clock = utc_now,
     ) -> None:
         self.generator = generator
+        self.clock = clock  # the wall clock a job's deadline is read against
         self.storage = storage
         self.job_status = job_status
         self.attempts = attempts
         self.jobs: list[UUID] = []  # jobs this worker generated (tests, metrics)
         self.failures: Counter[str] = Counter()  # failed jobs, by error code
         self.abandoned = 0  # generations abandoned at the job timeout (maybe still running)
+        self.dropped = 0  # outcomes not published: the job was canceled, or its deadline passed
         self._lock = threading.Lock()
         super().__init__(
             queue,
@@ -217,6 +227,9 @@ class Worker(TopicConsumer):
         if status is None or not status.open:
             log.info("%s: job %s is %s; skipped (%s)", self.name, job.job_id, status or "unknown", trace)
             return "skipped"
+        if self._past_deadline(job):
+            log.info("%s: job %s is past its deadline; skipped (%s)", self.name, job.job_id, trace)
+            return "past_deadline"
         earlier = self.attempts.outcome(job.job_id)
         if earlier is not None:
             # An earlier delivery reached this outcome but its publish or commit did not
@@ -227,6 +240,12 @@ class Worker(TopicConsumer):
         log.info("%s: job %s (%s) started (%s)", self.name, job.job_id, job.kind, trace)
         self._progress(job, 0.0, span)
         result, letter = self.run_job(job, message, span)
+        dropped = self._dropped(job)
+        if dropped is not None:
+            log.info("%s: job %s %s; its outcome is dropped (%s)", self.name, job.job_id, dropped, trace)
+            with self._lock:
+                self.dropped += 1
+            return "dropped"
         dead_letter = None if letter is None else letter.to_dict()
         self.attempts.finish(job.job_id, result.to_dict(), dead_letter)
         self._publish(job, result.to_dict(), dead_letter, span)
@@ -234,6 +253,20 @@ class Worker(TopicConsumer):
             self.jobs.append(job.job_id)
         log.info("%s: job %s %s (%s)", self.name, job.job_id, result.status.value, trace)
         return result.status.value
+
+    def _past_deadline(self, job: JobRequest) -> bool:
+        return job.deadline_at is not None and self.clock() >= job.deadline_at
+
+    def _dropped(self, job: JobRequest) -> str | None:
+        """Why a job's outcome must not be published (None: publish it): the job was canceled
+        meanwhile (by its user, or by the sweeper at its deadline), or its deadline has passed
+        (the sweeper cancels and refunds it; a result must not settle it first). A job the
+        sweeper expired meanwhile still gets its outcome: a success is delivered free."""
+        if self.job_status(job.user_id, job.job_id) is ReservationStatus.CANCELED:
+            return "was canceled meanwhile"
+        if self._past_deadline(job):
+            return "passed its deadline"
+        return None
 
     def _publish(
         self,
@@ -262,6 +295,9 @@ class Worker(TopicConsumer):
         stops meanwhile, and what the worker's own infrastructure raises. ``span``: the trace
         context its progress messages carry."""
         deadline = time.monotonic() + self.options.job_timeout_s
+        if job.deadline_at is not None:  # the order's deadline: abandoned then (dropped by handle)
+            left = (job.deadline_at - self.clock()).total_seconds()
+            deadline = min(deadline, time.monotonic() + max(0.0, left))
         limit = self.options.max_attempts
         made = 0  # the job's attempts so far, earlier deliveries' included
 

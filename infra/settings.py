@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(
         default=900.0, gt=0, description="Reservations older than this are failed and refunded."
     )
+    job_max_deadline_s: int = Field(
+        default=86_400,
+        gt=0,
+        description="The longest deadline a job order may set (Cancel-After header or deadline_s); "
+        "a job not finished by its deadline is canceled and refunded (docs/job-deadlines.md).",
+    )
 
     # --- queue and pipeline ----------------------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(

@@ -302,7 +302,7 @@ class Account(Aggregate):
 
     class Refunded(Event):
         """The reservation of a job given back to the source it was paid from.
-        ``cause``: a ``RefundCause`` (failed, canceled, expired or admin). ``lots`` (v2): the
+        ``cause``: a ``RefundCause`` (failed, canceled, expired, admin or deadline). ``lots`` (v2): the
         lots given back to (None: refunded before lots were recorded: what it burnt)."""
 
         class_version = 2
@@ -512,14 +512,17 @@ class Account(Aggregate):
         )
         return True
 
-    def cancel_job(self, job_id: UUID, reason: str, at: datetime) -> bool:
-        """Cancel a job that has not finished and refund it. Finished jobs: no-op (False)."""
+    def cancel_job(
+        self, job_id: UUID, reason: str, at: datetime, cause: RefundCause = RefundCause.CANCELED
+    ) -> bool:
+        """Cancel a job that has not finished and refund it, for ``cause`` (the user's cancel,
+        or the job's deadline passed: ``RefundCause.DEADLINE``). Finished jobs: no-op (False)."""
         job = self._job(job_id)
         if job["status"] != RESERVED:
             return False
         self._expire_due(at)
         self.trigger_event(self.JobCanceled, job_id=job_id, reason=reason, timestamp=at)
-        self._refund(job_id, job, cause=RefundCause.CANCELED, reason=reason, by=None, at=at)
+        self._refund(job_id, job, cause=cause, reason=reason, by=None, at=at)
         return True
 
     def admin_refund(self, job_id: UUID, reason: str, by: str | None, at: datetime) -> None:

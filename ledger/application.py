@@ -32,16 +32,18 @@ from eventsourcing.persistence import (
 )
 
 from ledger.account import Account, Reservation
-from ledger.errors import AccountNotFound, InsufficientEntitlement, UnknownSource
+from ledger.errors import AccountNotFound, InsufficientEntitlement, JobNotFound, UnknownSource
 from ledger.lots import Category
 from ledger.policy import SUBSCRIPTION, PricingPolicy
-from ledger.status import ReservationStatus
+from ledger.status import RefundCause, ReservationStatus
 from ledger.store import AccountStore, CommandResult, ConflictStats, ReferenceStore, StreamNews
 from ledger.transcoding import OrjsonTranscoder
 
 __all__ = ["CommandResult", "LedgerApplication", "LedgerOptions", "StreamNews", "event_mapper", "utc_now"]
 
 T = TypeVar("T")
+# The reason a job canceled at its deadline records (its ``JobCanceled`` and refund line).
+DEADLINE_REASON = "the job did not finish before its deadline"
 Clock = Callable[[], datetime]
 
 
@@ -283,6 +285,25 @@ class LedgerApplication(Application[UUID]):
     ) -> CommandResult[bool]:
         return self._execute(user_id, lambda a, now: a.cancel_job(job_id, reason, now), create=False)
 
+    def cancel_past_deadline(self, jobs: Iterable[tuple[UUID, UUID]]) -> CommandResult[list[UUID]]:
+        """Cancel and refund (cause ``deadline``) each job of ``jobs`` (user id, job id) still
+        open: the caller found their deadline passed (the sweeper asks the jobs read model,
+        ``vto_job.deadline_at``). A job already finished, or forgotten, is left as it is, so a
+        pass repeated after a crash refunds nothing twice. Returns the jobs canceled now and
+        the newest position written."""
+        canceled: list[UUID] = []
+        position: int | None = None
+        for user_id, job_id in jobs:
+            try:
+                result = self._execute(user_id, _deadline_cancel(job_id), create=False)
+            except (AccountNotFound, JobNotFound):
+                continue
+            if result.value:
+                canceled.append(job_id)
+            if result.position is not None:
+                position = max(position or 0, result.position)
+        return CommandResult(canceled, position)
+
     def admin_refund(
         self, user_id: UUID, job_id: UUID, reason: str, by: str | None = None
     ) -> CommandResult[None]:
@@ -311,3 +332,8 @@ class LedgerApplication(Application[UUID]):
             if result.position is not None:
                 position = max(position or 0, result.position)
         return CommandResult(expired, position)
+
+
+def _deadline_cancel(job_id: UUID) -> Callable[[Account, datetime], bool]:
+    """The decision that cancels ``job_id`` at its deadline (refund cause ``deadline``)."""
+    return lambda account, now: account.cancel_job(job_id, DEADLINE_REASON, now, RefundCause.DEADLINE)

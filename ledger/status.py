@@ -61,3 +61,4 @@ class RefundCause(StrEnum):
     CANCELED = "canceled"  # the user canceled it
     EXPIRED = "expired"  # the sweeper failed it: no result within the job timeout
     ADMIN = "admin"  # an administrator's refund
+    DEADLINE = "deadline"  # not finished by the deadline its order set (``deadline_s``)

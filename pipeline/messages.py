@@ -1,8 +1,9 @@
 """The pipeline's Kafka messages (docs/operations.md "The messages"): JSON values, key = job id.
 
 ``vto.jobs.requested``: ``job_id, user_id, project_id, kind, inputs, options, pose,
-requested_at``. ``inputs`` are storage keys, taken from the ``JobRequested`` event's request
-dict (the API resolves product and asset ids to keys when it accepts the job)::
+requested_at, deadline_at`` (null: the order set no deadline). ``inputs`` are storage keys,
+taken from the ``JobRequested`` event's request dict (the API resolves product and asset ids
+to keys when it accepts the job)::
 
     {"model": "assets/<id>.png", "background": "assets/<id>.png" | null,
      "garments": [{"key": "products/<id>.png", "category": "top", "side": "front"}]}
@@ -34,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from infra.queue.base import Message
 from ledger.status import JobStatus
+from projections.jobs import deadline_at as deadline_of
 
 VERSION = 1
 
@@ -99,6 +101,7 @@ class JobRequest(PipelineMessage):
     options: JsonObject = Field(default_factory=dict)
     pose: OptionalText = None
     requested_at: OptionalText = None
+    deadline_at: datetime | None = None  # the order's deadline (None: none); docs/job-deadlines.md
 
     @classmethod
     def from_event(
@@ -114,6 +117,7 @@ class JobRequest(PipelineMessage):
             options=dict(request.get("options") or {}),
             pose=request.get("pose"),
             requested_at=at.isoformat(),
+            deadline_at=deadline_of(request, at),
         )
 
 

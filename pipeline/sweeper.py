@@ -3,6 +3,9 @@ the job timeout. Its candidates are the users with jobs still open at the cutoff
 ``vto_job`` read model (no replay of the event store); each user's account then decides what
 is really stale (``LedgerApplication.expire_stale_reservations``). Safe to run in several
 processes at once: the ledger's commands are idempotent and race on the stream version.
+Each pass also cancels and refunds (refund cause ``deadline``) the jobs still open past the
+deadline their order set (``vto_job.deadline_at``; ``LedgerApplication.cancel_past_deadline``):
+queued or running alike, once, since the account cancels only a job still open.
 With an ``erasure`` (``infra.erasure``), each pass also erases the stored objects that are due."""
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import psycopg
 from infra.erasure import Erasure
 from infra.threads import BackgroundLoop
 from ledger.application import Clock, LedgerApplication, utc_now
-from projections.jobs import users_with_open_jobs_before
+from projections.jobs import jobs_past_deadline, users_with_open_jobs_before
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class Sweeper(BackgroundLoop):
         self.clock = clock
         self.erasure = erasure
         self.expired = 0
+        self.past_deadline = 0  # jobs canceled at their deadline
         self.errors = 0
 
     def sweep(self) -> dict[UUID, list[UUID]]:
@@ -46,6 +50,8 @@ class Sweeper(BackgroundLoop):
         now = self.clock()
         with psycopg.connect(self.url, autocommit=True) as conn:
             users = users_with_open_jobs_before(conn, now - self.timeout)
+            late = jobs_past_deadline(conn, now)
+        self.cancel_past_deadline(late)
         result = self.ledger.expire_stale_reservations(users, now, self.timeout)
         count = sum(len(jobs) for jobs in result.value.values())
         if count:
@@ -54,6 +60,17 @@ class Sweeper(BackgroundLoop):
         if self.erasure is not None:
             self.erasure.run()
         return result.value
+
+    def cancel_past_deadline(self, jobs: list[tuple[UUID, UUID]]) -> list[UUID]:
+        """Cancel and refund the jobs (user id, job id) whose deadline passed; the ones canceled
+        now (a job that finished meanwhile, or was canceled by an earlier pass, is left alone)."""
+        if not jobs:
+            return []
+        canceled = self.ledger.cancel_past_deadline(jobs).value
+        if canceled:
+            self.past_deadline += len(canceled)
+            log.info("sweeper: canceled and refunded %d jobs past their deadline", len(canceled))
+        return canceled
 
     def run(self) -> None:
         """Sweep every ``interval`` seconds until stopped (in the calling thread)."""

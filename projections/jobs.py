@@ -5,15 +5,17 @@ Status: the status the product shows for the reservation's status after the even
 effect, ``ledger.effects``): a reservation is ``queued``; ``JobCompleted`` -> ``succeeded``
 (also when it arrives after the sweeper failed and refunded the job: it is delivered free, to
 the gallery too); ``JobFailed`` -> ``failed`` (an expired job has error code ``timeout``);
-``JobCanceled`` -> ``canceled``. A finished job is ``charged`` when its success settled the
-reservation. ``running`` (and ``started_at``) will come from the worker's progress messages."""
+``JobCanceled`` -> ``canceled`` (by its user, or at its deadline: ``deadline_at``, the
+creation + the request's ``deadline_s``, refund cause ``deadline``). A finished job is
+``charged`` when its success settled the reservation. ``running`` (and ``started_at``) will
+come from the worker's progress messages."""
 
 from __future__ import annotations
 
 import operator
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -46,6 +48,7 @@ JOB_TYPES = (
     ("refunded_at", "timestamptz"),
     ("updated_at", "timestamptz"),
     ("position", "bigint"),
+    ("deadline_at", "timestamptz"),
 )
 JOB_COLUMNS = tuple(name for name, _ in JOB_TYPES)
 _JSON = {"request", "outputs", "error"}
@@ -179,6 +182,7 @@ class JobsProjection:
                 job["request"] = e.request
                 project = e.request.get("project_id")
                 job["project_id"] = None if project is None else str(project)
+                job["deadline_at"] = deadline_at(e.request, job["created_at"])
             elif isinstance(e, Account.JobCompleted):
                 job.update(outputs=e.outputs, error=None)
                 project = job["project_id"]
@@ -239,6 +243,29 @@ class JobsProjection:
     def _load(cur: psycopg.Cursor[Any], table: str, job_ids: set[UUID]) -> dict[UUID, dict[str, Any]]:
         cur.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM {table} WHERE job_id = ANY(%s)", (list(job_ids),))
         return {row[0]: dict(zip(JOB_COLUMNS, row, strict=True)) for row in cur.fetchall()}
+
+
+def deadline_at(request: Mapping[str, Any], created_at: datetime | None) -> datetime | None:
+    """When a job's deadline comes: its creation + the ``deadline_s`` of its request (None: the
+    order set no deadline)."""
+    seconds = _int(request.get("deadline_s"))
+    if seconds is None or created_at is None:
+        return None
+    return created_at + timedelta(seconds=seconds)
+
+
+def jobs_past_deadline(
+    conn: psycopg.Connection[Any], now: datetime, limit: int = 1000
+) -> list[tuple[UUID, UUID]]:
+    """The jobs still open (queued or running) whose deadline came at or before ``now``, as
+    (user id, job id), oldest deadline first, from the ``vto_job`` read model (the sweeper's
+    candidates: each account cancels only a job still open)."""
+    rows = conn.execute(
+        "SELECT user_id, job_id FROM vto_job WHERE status = %s AND deadline_at IS NOT NULL "
+        "AND deadline_at <= %s ORDER BY deadline_at, job_id LIMIT %s",
+        (JobStatus.QUEUED.value, now, limit),
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
 
 
 def users_with_open_jobs_before(conn: psycopg.Connection[Any], cutoff: datetime) -> list[UUID]:

@@ -217,6 +217,15 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "(169.254.169.254 included) and other internal addresses are refused, at ordering and at "
         "every delivery. Nothing was charged.",
     ),
+    "invalid_cancel_after": (
+        "the Cancel-After header is not a valid deadline",
+        "Give a duration such as `90s`, `10m`, `1h` or `1h30m`, or whole seconds, more than 0 and at "
+        "most `VTO_JOB_MAX_DEADLINE_S`. Nothing was charged.",
+    ),
+    "invalid_deadline": (
+        "deadline_s is not a valid deadline",
+        "Give whole seconds, more than 0 and at most `VTO_JOB_MAX_DEADLINE_S`. Nothing was charged.",
+    ),
     "job_finished": ("the job already finished", "A finished job cannot be canceled."),
     "api_key_not_allowed": (
         "an API key cannot do this",

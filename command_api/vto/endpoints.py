@@ -39,6 +39,16 @@ IdempotencyKey = Annotated[
         description="Repeat a request with the same key to get the same job, charged once.",
     ),
 ]
+CancelAfter = Annotated[
+    str | None,
+    Header(
+        alias="Cancel-After",
+        max_length=64,
+        description="A deadline from the order: 90s, 10m, 1h, 1h30m, or whole seconds. A job not "
+        "finished by then is canceled and refunded (refund cause deadline). With deadline_s in the "
+        "body too, the earlier wins (422 invalid_cancel_after when malformed).",
+    ),
+]
 
 
 @router.post(
@@ -57,7 +67,8 @@ IdempotencyKey = Annotated[
             "account's keys together (access tokens are not limited by it)"
         },
         422: {
-            "description": "webhook_url_not_allowed: the webhook is not http(s), or goes to a private address"
+            "description": "webhook_url_not_allowed: the webhook is not http(s), or goes to a private "
+            "address; invalid_cancel_after, invalid_deadline: the deadline is malformed or out of bounds"
         },
     },
 )
@@ -69,7 +80,9 @@ async def create_job(
     sign: SignerDep,
     targets: WebhookTargetsDep,
     idempotency_key: IdempotencyKey = None,
+    cancel_after: CancelAfter = None,
 ) -> JobOut:
+    body = service.job_deadline(body, cancel_after, services.settings.job_max_deadline_s)
     if claims.api_key_id is not None:  # an API key's orders are rate-limited, a token's are not
         await in_transaction(
             request,

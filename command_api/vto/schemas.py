@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -62,6 +62,13 @@ class JobIn(InputModel):
         description="The events sent to the webhook: start (job.started), progress (job.progress), "
         "completed (job.completed). Default: all of them.",
     )
+    deadline_s: Annotated[int, Field(strict=True, gt=0)] | None = Field(
+        default=None,
+        description="Seconds from the order: a job not finished by then is canceled and refunded "
+        "(refund cause deadline), queued or running. At most VTO_JOB_MAX_DEADLINE_S; with a "
+        "Cancel-After header too, the earlier deadline wins (422 invalid_deadline when malformed; "
+        "docs/job-deadlines.md).",
+    )
 
     @model_validator(mode="after")
     def _filter_needs_a_webhook(self) -> JobIn:
@@ -112,6 +119,13 @@ class JobOut(BaseModel):
                 "outputs": [],
                 "error": None,
                 "created_at": "2026-11-26T10:00:00Z",
+                "product_ids": ["9a1c3d6e-8b2f-4c7a-9e1d-3f5b7c9d1e2f"],
+                "model_asset_id": "4e2d1c0b-9a8f-4e7d-8c6b-5a4f3e2d1c0b",
+                "background_asset_id": None,
+                "pose": "front",
+                "options": {"width": 768, "height": 1024, "seed": 7, "num_outputs": 1},
+                "deadline_s": 600,
+                "deadline_at": "2026-11-26T10:10:00Z",
             }
         }
     )
@@ -129,12 +143,24 @@ class JobOut(BaseModel):
     progress: float | None = None
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
+    # The job's inputs, as ordered (null for a job ordered before they were echoed).
+    product_ids: list[uuid.UUID] | None = None
+    model_asset_id: uuid.UUID | None = None
+    background_asset_id: uuid.UUID | None = None
+    pose: str | None = None
+    options: dict[str, Any] | None = None
+    deadline_s: int | None = Field(default=None, description="The deadline the order set (null: none).")
+    deadline_at: datetime | None = Field(
+        default=None, description="When the job is canceled and refunded if it has not finished."
+    )
 
     @classmethod
     def of(cls, row: Mapping[Any, Any], sign: UrlSigner) -> JobOut:
         """A row of the job read model (``repository.job_row``)."""
         request = row["request"] or {}
         return cls(
+            **inputs_of(request),
+            deadline_at=row["deadline_at"],
             id=row["job_id"],
             status=row["shown_status"],
             kind=row["kind"],
@@ -154,6 +180,18 @@ class JobOut(BaseModel):
             webhook=request.get("webhook"),
             webhook_events_filter=request.get("webhook_events_filter"),
         )
+
+
+def inputs_of(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs a job's request records (``service.job_request``), as ``JobOut`` echoes them."""
+    return {
+        "product_ids": request.get("product_ids"),
+        "model_asset_id": request.get("model_asset_id"),
+        "background_asset_id": request.get("background_asset_id"),
+        "pose": request.get("pose"),
+        "options": request.get("options"),
+        "deadline_s": request.get("deadline_s"),
+    }
 
 
 class GalleryItem(BaseModel):

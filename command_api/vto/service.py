@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
@@ -29,6 +30,54 @@ from pipeline.webhooks.events import events_filter
 
 class JobFinished(DomainError):
     status, code = 409, "job_finished"
+
+
+class InvalidCancelAfter(DomainError):
+    status, code = 422, "invalid_cancel_after"
+
+
+class InvalidDeadline(DomainError):
+    status, code = 422, "invalid_deadline"
+
+
+# ``Cancel-After``: whole seconds ("90"), or a duration of hours, minutes and seconds in that
+# order, each at most once ("90s", "10m", "1h", "1h30m", "2m30s").
+_DURATION = re.compile(r"(?:([0-9]{1,6})h)?(?:([0-9]{1,6})m)?(?:([0-9]{1,9})s)?")
+_SECONDS = re.compile(r"[0-9]{1,9}")
+
+
+def cancel_after_seconds(value: str, most: int) -> int:
+    """The seconds a ``Cancel-After`` header gives; ``InvalidCancelAfter`` when it is not a
+    duration, or is not in (0, ``most``]."""
+    text = value.strip()
+    if _SECONDS.fullmatch(text):
+        seconds = int(text)
+    else:
+        found = _DURATION.fullmatch(text)
+        if not text or found is None:
+            raise InvalidCancelAfter(
+                "Cancel-After must be a duration such as 90s, 10m, 1h or 1h30m, or whole seconds; "
+                f"got {value!r}"
+            )
+        hours, minutes, secs = (int(part or 0) for part in found.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if not 0 < seconds <= most:
+        raise InvalidCancelAfter(f"Cancel-After must be more than 0 s and at most {most} s; got {value!r}")
+    return seconds
+
+
+def job_deadline(body: JobIn, cancel_after: str | None, most: int) -> JobIn:
+    """The body with the deadline the order sets (``deadline_s``): the earlier of the
+    ``Cancel-After`` header and the body's ``deadline_s`` (either may be absent), each checked
+    against (0, ``most``] (``InvalidCancelAfter``, ``InvalidDeadline``); nothing is changed
+    before both are valid."""
+    header = None if cancel_after is None else cancel_after_seconds(cancel_after, most)
+    if body.deadline_s is not None and body.deadline_s > most:
+        raise InvalidDeadline(f"deadline_s must be at most {most} s; got {body.deadline_s}")
+    given = [s for s in (header, body.deadline_s) if s is not None]
+    if not given or min(given) == body.deadline_s:
+        return body
+    return body.model_copy(update={"deadline_s": min(given)})
 
 
 @dataclass(frozen=True)
@@ -69,7 +118,7 @@ def job_request(
             {"key": p["storage_key"], "category": p["category"], "side": p["side"]} for p in found["products"]
         ],
     }
-    request = {
+    request: dict[str, Any] = {
         "project_id": str(body.project_id),
         "product_ids": [str(p) for p in body.product_ids],
         "model_asset_id": str(body.model_asset_id),
@@ -78,6 +127,8 @@ def job_request(
         "options": body.options.model_dump(),
         "inputs": inputs,
     }
+    if body.deadline_s is not None:  # absent otherwise: a request without one fingerprints as before
+        request["deadline_s"] = body.deadline_s
     if body.webhook is not None:
         request["webhook"] = body.webhook
         request["webhook_events_filter"] = events_filter(body.webhook_events_filter)
@@ -127,6 +178,15 @@ def job_from_reservation(reservation: Reservation, body: JobIn) -> JobOut:
         project_id=str(body.project_id),
         charge=Charge(source=reservation.source, amount=reservation.amount),
         created_at=reservation.reserved_at,
+        product_ids=body.product_ids,
+        model_asset_id=body.model_asset_id,
+        background_asset_id=body.background_asset_id,
+        pose=body.pose.value,
+        options=body.options.model_dump(),
+        deadline_s=body.deadline_s,
+        deadline_at=None
+        if body.deadline_s is None
+        else reservation.reserved_at + timedelta(seconds=body.deadline_s),
         webhook=body.webhook,
         webhook_events_filter=events_filter(body.webhook_events_filter) if body.webhook else None,
     )
