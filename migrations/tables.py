@@ -34,5 +34,8 @@ SQL_TABLES = frozenset(
         "webhook_messages",
         "webhook_attempts",
         "webhook_endpoints_gone",
+        # lots and sign-up credits (0020)
+        "point_lot",
+        "signup_credit_grants",
     }
 )
