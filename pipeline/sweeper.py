@@ -1,9 +1,12 @@
 """The sweeper: every few seconds, fail and refund the reservations that got no result within
-the job timeout. Its candidates are the users with jobs still open at the cutoff in the
-``vto_job`` read model (no replay of the event store); each user's account then decides what
-is really stale (``LedgerApplication.expire_stale_reservations``). Safe to run in several
-processes at once: the ledger's commands are idempotent and race on the stream version.
-With an ``erasure`` (``infra.erasure``), each pass also erases the stored objects that are due."""
+the job timeout, and record the expiry of the lots whose expiry has come (``PointsExpired``,
+dated at the expiry: the same history as when the account's next command records it). Its
+candidates are the users with jobs still open at the cutoff in the ``vto_job`` read model, and
+the users holding lots due in ``point_lot`` (no replay of the event store); each user's account
+then decides what is really stale or due (``LedgerApplication.expire_stale_reservations``,
+``expire_lots``). Safe to run in several processes at once: the ledger's commands are
+idempotent and race on the stream version. With an ``erasure`` (``infra.erasure``), each pass
+also erases the stored objects that are due."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from infra.erasure import Erasure
 from infra.threads import BackgroundLoop
 from ledger.application import Clock, LedgerApplication, utc_now
 from projections.jobs import users_with_open_jobs_before
+from projections.points import users_with_due_lots
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class Sweeper(BackgroundLoop):
         self.clock = clock
         self.erasure = erasure
         self.expired = 0
+        self.lots_expired = 0
         self.errors = 0
 
     def sweep(self) -> dict[UUID, list[UUID]]:
@@ -46,14 +51,28 @@ class Sweeper(BackgroundLoop):
         now = self.clock()
         with psycopg.connect(self.url, autocommit=True) as conn:
             users = users_with_open_jobs_before(conn, now - self.timeout)
+            holders = users_with_due_lots(conn, now)
         result = self.ledger.expire_stale_reservations(users, now, self.timeout)
         count = sum(len(jobs) for jobs in result.value.values())
         if count:
             self.expired += count
             log.info("sweeper: expired and refunded %d stale reservations", count)
+        self.expire_lots(holders)
         if self.erasure is not None:
             self.erasure.run()
         return result.value
+
+    def expire_lots(self, users: list[UUID]) -> dict[UUID, int]:
+        """Record the lots' expiries of ``users`` (each account decides which are due, at its
+        own clock); the number of lots expired per user."""
+        if not users:
+            return {}
+        expired = self.ledger.expire_lots(users).value
+        count = sum(expired.values())
+        if count:
+            self.lots_expired += count
+            log.info("sweeper: recorded the expiry of %d lots", count)
+        return expired
 
     def run(self) -> None:
         """Sweep every ``interval`` seconds until stopped (in the calling thread)."""

@@ -434,8 +434,7 @@ def load_lots(cur: psycopg.Cursor[Any], table: str, batch: Sequence[Notified]) -
     if not users:
         return LotBook()
     cur.execute(
-        f"SELECT {LOT_COLUMNS} FROM {table} WHERE user_id = ANY(%s) "
-        "AND (remaining > 0 OR lot_id = ANY(%s))",
+        f"SELECT {LOT_COLUMNS} FROM {table} WHERE user_id = ANY(%s) AND (remaining > 0 OR lot_id = ANY(%s))",
         (list(users), list(ids)),
     )
     return LotBook(LotRow(*row) for row in cur.fetchall())
