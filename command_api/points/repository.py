@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, text
+from sqlalchemy import Connection, RowMapping, text
 from sqlalchemy.orm import Session
 
 from command_api.own_reads import own_read
@@ -61,3 +61,23 @@ def usage(session: Session, user_id: uuid.UUID, limit: int, before: Key | None) 
 def job_owner(session: Session, job_id: uuid.UUID) -> uuid.UUID | None:
     owner = session.execute(text("SELECT user_id FROM vto_job WHERE job_id = :j"), {"j": job_id}).scalar()
     return owner if owner is None or isinstance(owner, uuid.UUID) else uuid.UUID(str(owner))
+
+
+def claim_signup_credits(
+    conn: Connection, email_sha256: str, user_id: uuid.UUID, amount: int, expires_at: datetime | None
+) -> bool:
+    """Record the sign-up credits of an account and its address; False when either already
+    had them (``signup_credit_grants``: one row per account and per address)."""
+    claimed = conn.execute(
+        text(
+            "INSERT INTO signup_credit_grants (email_sha256, user_id, amount, expires_at) "
+            "VALUES (:digest, :u, :amount, :expires_at) ON CONFLICT DO NOTHING RETURNING user_id"
+        ),
+        {"digest": email_sha256, "u": user_id, "amount": amount, "expires_at": expires_at},
+    ).first()
+    return claimed is not None
+
+
+def release_signup_credits(conn: Connection, user_id: uuid.UUID) -> None:
+    """Forget a claim whose grant did not reach the ledger."""
+    conn.execute(text("DELETE FROM signup_credit_grants WHERE user_id = :u"), {"u": user_id})
