@@ -216,7 +216,7 @@ def points_grant(
     ] = None,
     expires_at: Annotated[
         str | None,
-        typer.Option("--expires-at", help="When they expire: an ISO 8601 instant with its time zone."),
+        typer.Option("--expires-at", help="When they expire: an instant with its time zone."),
     ] = None,
     expires_in_days: Annotated[
         int | None, typer.Option("--expires-in-days", min=1, help="Or: they expire in this many days.")
