@@ -369,8 +369,9 @@ class LotBook:
         return [r for lots in self.lots.values() for r in lots.values()]
 
     def apply(self, n: Notified, fx: Effect) -> None:
-        if fx.lot is None and fx.lot_moves == () and fx.job is None:
-            return  # the common no-op: no lot granted, burnt or given back
+        job = fx.job
+        if fx.lot is None and fx.lot_moves == () and (job is None or job.reserved is None):
+            return  # the common case: no lot granted, burnt or given back, no charge to remember
         e = n.event
         user: UUID = e.originator_id
         lots = self.lots.setdefault(user, {})
@@ -380,8 +381,8 @@ class LotBook:
                 LotRow(user, g.id, g.source, g.category, g.expires_at, g.granted_at, g.amount, g.amount)
             )
         moves = fx.lot_moves if fx.lot_moves is not None else self._by_rule(user, lots, fx, e)
-        if fx.job is not None and fx.job.reserved is not None:
-            self.burnt[fx.job.job_id] = moves
+        if job is not None and job.reserved is not None:
+            self.burnt[job.job_id] = moves
         for m in moves:
             row = lots.get(m.lot)
             if row is not None:
