@@ -156,6 +156,7 @@ def test_events_from_before_lots_are_projected_as_the_account_evolves_them(pg_ur
         ("DELETE FROM point_lot WHERE lot_id = 3", "point_lot 3", "a row", None),
         ("UPDATE point_lot SET lot_id = 9 WHERE lot_id = 3", "point_lot 3", "a row", None),
     ],
+    ids=["remaining", "category", "deleted", "moved"],
 )
 def test_the_audit_finds_a_corrupted_lot(
     pg_url: str,
