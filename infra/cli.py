@@ -200,6 +200,93 @@ def admin_list() -> None:
         typer.echo("no admins (grant the role with: vto admin add EMAIL)", err=True)
 
 
+points_app = typer.Typer(help="Grant credits and tickets from the server.", no_args_is_help=True)
+
+POINTS_GRANTED_BY = "vto points grant"  # recorded as the grant events' ``by``
+
+
+@points_app.command("grant")
+def points_grant(
+    email: Annotated[str, typer.Argument(help="The email of a live account.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded with the grant).")],
+    credits: Annotated[int, typer.Option("--credits", min=0, help="Credits to grant.")] = 0,
+    ticket: Annotated[
+        list[str] | None,
+        typer.Option("--ticket", help="TYPE=COUNT tickets to grant (repeat for several types)."),
+    ] = None,
+    expires_at: Annotated[
+        str | None,
+        typer.Option("--expires-at", help="When they expire: an instant with its time zone."),
+    ] = None,
+    expires_in_days: Annotated[
+        int | None, typer.Option("--expires-in-days", min=1, help="Or: they expire in this many days.")
+    ] = None,
+    category: Annotated[str, typer.Option("--category", help="paid (default) or promotional.")] = "paid",
+) -> None:
+    """Grant credits and/or tickets to the account of EMAIL (as POST /admin/grants does).
+
+    Each is a lot of its CATEGORY that never expires unless --expires-at or --expires-in-days
+    says when. Exit status 1 when the input is not valid or no live account has that email."""
+    from datetime import UTC, datetime, timedelta
+
+    from pydantic import ValidationError
+
+    from command_api.points import service
+    from command_api.points.schemas import GrantIn
+    from command_api.problems import NotFound
+    from infra.ledger_store import postgres_ledger
+    from ledger.errors import LedgerError
+
+    if expires_at is not None and expires_in_days is not None:
+        typer.echo("error: give --expires-at or --expires-in-days, not both", err=True)
+        raise typer.Exit(1)
+    tickets: dict[str, object] = {}
+    for item in ticket or []:
+        name, sep, count = item.partition("=")
+        if not sep or not name or not count.strip().isdigit():
+            typer.echo(f"error: --ticket takes TYPE=COUNT, not {item!r}", err=True)
+            raise typer.Exit(1)
+        tickets[name] = int(count)
+    when: object = expires_at
+    if expires_in_days is not None:
+        when = datetime.now(UTC) + timedelta(days=expires_in_days)
+    try:
+        body = GrantIn.model_validate(
+            {
+                "email": email,
+                "credits": credits,
+                "tickets": tickets,
+                "reason": reason,
+                "expires_at": when,
+                "category": category,
+            }
+        )
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            typer.echo(f"error: {where + ': ' if where else ''}{error['msg']}", err=True)
+        raise typer.Exit(1) from None
+    settings = get_settings()
+    ledger = postgres_ledger(settings, database_url(settings))
+    try:
+        with _database_session() as session:
+            user_id, _ = service.grant(session, ledger, POINTS_GRANTED_BY, body)
+    except NotFound:
+        typer.echo(f"error: no live account has the email {email!r}", err=True)
+        raise typer.Exit(1) from None
+    except LedgerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        ledger.close()
+    what = [f"{body.credits} credits"] if body.credits else []
+    what += [f"{n} {t} tickets" for t, n in body.tickets.items()]
+    terms = f"{body.category or 'paid'}, " + (
+        f"expiring {body.expires_at.isoformat()}" if body.expires_at else "never expiring"
+    )
+    typer.echo(f"granted {' and '.join(what)} ({terms}) to {body.email} ({user_id})")
+
+
 def projector() -> None:
     """Keep the read models up to date (every projection runner)."""
     import threading
@@ -458,6 +545,7 @@ app.command(rich_help_panel=START)(serve)
 app.add_typer(admin_app, name="admin", rich_help_panel=START)
 app.command(rich_help_panel=DATA)(migrate)
 app.add_typer(ledger_app, name="ledger", rich_help_panel=DATA)
+app.add_typer(points_app, name="points", rich_help_panel=DATA)
 app.command(rich_help_panel=PROCESSES)(api)
 app.command(rich_help_panel=PROCESSES)(projector)
 app.command(rich_help_panel=PROCESSES)(relay)

@@ -72,6 +72,20 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_CREDIT_COSTS),
         description='Credits a job of each kind costs, JSON, e.g. {"image": 1, "video": 5}.',
     )
+    signup_credits: int = Field(
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="Credits granted once per account, and once per email address ever, when the "
+        "account's address is first verified (a verification link, a password reset, a provider "
+        "sign-in with a verified email): a promotional lot. 0: none.",
+    )
+    signup_credits_expire_days: int = Field(
+        default=30,
+        ge=0,
+        le=3660,
+        description="Days until sign-up credits expire, from their grant. 0: they never expire.",
+    )
     idempotency_key_ttl_s: int = Field(
         default=24 * 3600, ge=60, description="How long a client Idempotency-Key is remembered."
     )

@@ -37,5 +37,8 @@ SQL_TABLES = frozenset(
         # API keys for servers and their rate limits (0022)
         "api_keys",
         "api_rate_limits",
+        # lots and sign-up credits (0020)
+        "point_lot",
+        "signup_credit_grants",
     }
 )

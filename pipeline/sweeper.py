@@ -1,8 +1,11 @@
 """The sweeper: every few seconds, fail and refund the reservations that got no result within
-the job timeout. Its candidates are the users with jobs still open at the cutoff in the
-``vto_job`` read model (no replay of the event store); each user's account then decides what
-is really stale (``LedgerApplication.expire_stale_reservations``). Safe to run in several
-processes at once: the ledger's commands are idempotent and race on the stream version.
+the job timeout, and record the expiry of the lots whose expiry has come (``PointsExpired``,
+dated at the expiry: the same history as when the account's next command records it). Its
+candidates are the users with jobs still open at the cutoff in the ``vto_job`` read model, and
+the users holding lots due in ``point_lot`` (no replay of the event store); each user's account
+then decides what is really stale or due (``LedgerApplication.expire_stale_reservations``,
+``expire_lots``). Safe to run in several processes at once: the ledger's commands are
+idempotent and race on the stream version.
 Each pass also cancels and refunds (refund cause ``deadline``) the jobs still open past the
 deadline their order set (``vto_job.deadline_at``; ``LedgerApplication.cancel_past_deadline``):
 queued or running alike, once, since the account cancels only a job still open.
@@ -20,6 +23,7 @@ from infra.erasure import Erasure
 from infra.threads import BackgroundLoop
 from ledger.application import Clock, LedgerApplication, utc_now
 from projections.jobs import jobs_past_deadline, users_with_open_jobs_before
+from projections.points import users_with_due_lots
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class Sweeper(BackgroundLoop):
         self.erasure = erasure
         self.expired = 0
         self.past_deadline = 0  # jobs canceled at their deadline
+        self.lots_expired = 0
         self.errors = 0
 
     def sweep(self) -> dict[UUID, list[UUID]]:
@@ -51,12 +56,14 @@ class Sweeper(BackgroundLoop):
         with psycopg.connect(self.url, autocommit=True) as conn:
             users = users_with_open_jobs_before(conn, now - self.timeout)
             late = jobs_past_deadline(conn, now)
+            holders = users_with_due_lots(conn, now)
         self.cancel_past_deadline(late)
         result = self.ledger.expire_stale_reservations(users, now, self.timeout)
         count = sum(len(jobs) for jobs in result.value.values())
         if count:
             self.expired += count
             log.info("sweeper: expired and refunded %d stale reservations", count)
+        self.expire_lots(holders)
         if self.erasure is not None:
             self.erasure.run()
         return result.value
@@ -71,6 +78,18 @@ class Sweeper(BackgroundLoop):
             self.past_deadline += len(canceled)
             log.info("sweeper: canceled and refunded %d jobs past their deadline", len(canceled))
         return canceled
+
+    def expire_lots(self, users: list[UUID]) -> dict[UUID, int]:
+        """Record the lots' expiries of ``users`` (each account decides which are due, at its
+        own clock); the number of lots expired per user."""
+        if not users:
+            return {}
+        expired = self.ledger.expire_lots(users).value
+        count = sum(expired.values())
+        if count:
+            self.lots_expired += count
+            log.info("sweeper: recorded the expiry of %d lots", count)
+        return expired
 
     def run(self) -> None:
         """Sweep every ``interval`` seconds until stopped (in the calling thread)."""

@@ -1,6 +1,6 @@
 """The ledger audit: replay the whole event store, recompute every account from its events,
 check the invariants of docs/ledger.md, and compare with the read models
-(``point_balance``, ``point_usage``). The recomputation never reads a read model: it evolves
+(``point_balance``, ``point_usage``, ``point_lot``). The recomputation never reads a read model: it evolves
 each ``Account`` and takes each event's flows and usage line from its effect
 (``ledger.effects``), then compares.
 
@@ -51,7 +51,16 @@ from projections.events import (
     workers_for,
 )
 from projections.lag import Lag, lag
-from projections.points import BALANCE_COLUMNS, Balance, Reserved, UsageLine, usage_line
+from projections.points import (
+    BALANCE_COLUMNS,
+    LOT_COLUMNS,
+    Balance,
+    LotBook,
+    LotRow,
+    Reserved,
+    UsageLine,
+    usage_line,
+)
 
 POINTS = "points"
 # The statuses an event may move a job's reservation to, from each status (the ``Account``'s
@@ -146,6 +155,7 @@ class _Replay:
         self.settled: Counter[UUID] = Counter()
         self.status: dict[UUID, ReservationStatus] = {}
         self.lines: list[UsageLine] = []
+        self.lots = LotBook()  # the lots, recomputed from the events (compared with point_lot)
 
     def fail(self, what: str, expected: Any, actual: Any) -> None:
         self.report.mismatch(Mismatch(self.user, what, expected, actual))
@@ -159,6 +169,7 @@ class _Replay:
         except Exception as exc:  # noqa: BLE001 - a broken stream is a finding, not a crash
             self.fail(f"event {n.position} cannot be applied", "a valid event", repr(exc))
             return
+        self.lots.apply(n, fx)
         for movement in fx.movements:
             self.flows[movement.source] += movement.delta
             totals[movement.source][movement.flow] += movement.amount
@@ -405,17 +416,31 @@ def _audit_part(
                     uparams,
                 )
             )
+            lots = _Rows(
+                _pages(
+                    conn,
+                    "audit_lots",
+                    f"SELECT user_id::text, {_LOT_COLUMNS} FROM point_lot WHERE {uwhere} "
+                    "ORDER BY user_id, lot_id",
+                    uparams,
+                )
+            )
             with few_collections():
-                _merge(report, streams, balances, usage)
+                _merge(report, streams, balances, usage, lots)
     return report
 
 
 def _merge(
-    report: AuditReport, streams: Iterator[tuple[UUID, list[Notified]]], balances: _Rows, usage: _Rows
+    report: AuditReport,
+    streams: Iterator[tuple[UUID, list[Notified]]],
+    balances: _Rows,
+    usage: _Rows,
+    lots: _Rows,
 ) -> None:
     for user_id, events in streams:
         key = str(user_id)
         _extra_rows(report, balances.before(key), usage.before(key))
+        _extra_lots(report, lots.before(key))
         replay = _Replay(user_id, report)
         for n in events:
             replay.apply(n)
@@ -436,7 +461,36 @@ def _merge(
         expected_lines = [_line(u) for u in replay.lines]
         if lines != expected_lines:
             _diff_lines(replay, expected_lines, lines)
+        _diff_lots(replay, [r[1:] for r in lots.of(key)])
     _extra_rows(report, balances.before(None), usage.before(None))
+    _extra_lots(report, lots.before(None))
+
+
+# A lot as compared: the columns of ``point_lot`` after ``user_id``.
+_LOT_COLUMNS = LOT_COLUMNS.replace("user_id, ", "", 1)
+
+
+def _lot(r: LotRow) -> tuple[Any, ...]:
+    return r.row()[1:]
+
+
+def _diff_lots(replay: _Replay, actual: list[tuple[Any, ...]]) -> None:
+    """The lots recomputed from the events against the user's ``point_lot`` rows."""
+    expected = sorted((_lot(r) for r in replay.lots.rows()), key=lambda lot: lot[0])
+    if actual == expected:
+        return
+    found = {lot[0]: lot for lot in actual}
+    for lot in expected:
+        row = found.pop(lot[0], None)
+        if row != lot:
+            replay.fail(f"point_lot {lot[0]}", lot, row)
+    for lot_id, row in sorted(found.items()):
+        replay.fail(f"point_lot {lot_id}", None, row)
+
+
+def _extra_lots(report: AuditReport, rows: list[tuple[Any, ...]]) -> None:
+    for row in rows:
+        report.mismatch(Mismatch(UUID(row[0]), f"point_lot {row[1]} without events", None, row[1:]))
 
 
 def _extra_rows(report: AuditReport, balances: list[tuple[Any, ...]], usage: list[tuple[Any, ...]]) -> None:

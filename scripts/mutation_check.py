@@ -67,6 +67,7 @@ class StaleBreak(Exception):
 AUDIT = "projections/audit.py"
 CHECKS = "tests/projections/test_audit_checks.py"
 AUDIT_TESTS = "tests/projections/test_audit.py"
+POINT_LOT_TESTS = "tests/projections/test_point_lots.py"
 
 AUDIT_BREAKS: tuple[Break, ...] = (
     Break(
@@ -280,6 +281,22 @@ AUDIT_BREAKS: tuple[Break, ...] = (
         "for row in ():",
         (f"{AUDIT_TESTS}::test_audit_fails_naming_the_user_of_an_altered_usage_line[moved]",),
         "a usage line of a user without events passes",
+    ),
+    Break(
+        "audit-lots-compared",
+        AUDIT,
+        "_diff_lots(replay, [r[1:] for r in lots.of(key)])",
+        "lots.of(key)",
+        (f"{POINT_LOT_TESTS}::test_the_audit_finds_a_corrupted_lot[remaining]",),
+        "point_lot is not compared with the lots recomputed from the events",
+    ),
+    Break(
+        "audit-lot-without-events",
+        AUDIT,
+        'report.mismatch(Mismatch(UUID(row[0]), f"point_lot {row[1]} without events", None, row[1:]))',
+        "pass",
+        (f"{POINT_LOT_TESTS}::test_a_lot_row_without_events_is_found",),
+        "a point_lot row of no user with events passes",
     ),
     Break(
         "audit-behind",

@@ -18,6 +18,8 @@ def test_new_user_has_empty_points(client: Any, services: Any) -> None:
         "tickets": {"lookbook": 0, "video": 0},
         "subscription": None,
         "pending_reservations": 0,
+        "lots": {"credit": [], "ticket:lookbook": [], "ticket:video": []},
+        "expiring_within_7_days": {"credit": 0, "ticket:lookbook": 0, "ticket:video": 0},
     }
 
 

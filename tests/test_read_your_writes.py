@@ -88,6 +88,9 @@ def points(api: httpx.Client, caller: Caller) -> dict[str, Any]:
     response = api.get("/api/v1/points", headers=caller.headers)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
+    lots = body.pop("lots")  # never expiring here: the credit lots hold the whole balance
+    assert sum(lot["left"] for lot in lots["credit"]) == body["credit"], lots
+    assert set(body.pop("expiring_within_7_days").values()) == {0}
     return body
 
 

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 def grant(
     body: GrantIn, admin: AdminUser, session: SessionDep, ledger: LedgerDep, services: ServicesDep
 ) -> GrantOut:
-    user_id, position = service.grant(session, ledger, admin, body)
+    user_id, position = service.grant(session, ledger, str(admin.id), body)
     services.wait_for(position)
     points = service.points(session, user_id, list(services.settings.ticket_kinds), datetime.now(UTC))
     return GrantOut(user_id=user_id, points=points)

@@ -3,6 +3,7 @@ password reset (mail is delivered by a background task, after the request commit
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
@@ -38,8 +39,12 @@ from command_api.deps import (
     SignedInUser,
 )
 from command_api.inputs import Text
+from command_api.points import signup
+from command_api.services import Services
+from command_api.users.models import User
 from command_api.users.schemas import UserOut
 from command_api.users.service import user_out
+from ledger.application import LedgerApplication
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -169,13 +174,27 @@ def oauth_login(
     ledger: LedgerDep,
     services: ServicesDep,
     oauth: OAuthDep,
+    background: BackgroundTasks,
 ) -> TokenPair:
     oauth.provider(provider)  # 404 / 503 before anything else
     oauth.check_state(body.state, provider, body.redirect_uri, body.code_verifier)
     oauth_states.use_up(services.engine, body.state, STATE_MAX_AGE_S)  # single use, every replica
     identity = oauth.exchange(provider, body.code, body.redirect_uri, body.code_verifier)
+    started = datetime.now(UTC)
     user = service.oauth_user(session, ledger, identity)
+    _signup_credits(background, services, ledger, user, started)
     return service.issue_tokens(session, services.secret, user, sign_in=_sign_in(request, provider))
+
+
+def _signup_credits(
+    background: BackgroundTasks, services: Services, ledger: LedgerApplication, user: User, since: datetime
+) -> None:
+    """The sign-up credits of an account whose address this request verified, granted after
+    the answer (once the request's transaction committed it): ``points.signup``."""
+    if services.settings.signup_credits and signup.newly_verified(user.email_verified_at, since):
+        background.add_task(
+            signup.grant_signup_credits, services.engine, ledger, services.settings, user.id, user.email
+        )
 
 
 # --- mailed links -----------------------------------------------------------------------------
@@ -191,8 +210,17 @@ def oauth_login(
         }
     ),
 )
-def verify_email(body: MailTokenIn, user: SignedInUser, session: SessionDep) -> Response:
+def verify_email(
+    body: MailTokenIn,
+    user: SignedInUser,
+    session: SessionDep,
+    ledger: LedgerDep,
+    services: ServicesDep,
+    background: BackgroundTasks,
+) -> Response:
+    started = datetime.now(UTC)
     verification.verify(session, user, body.token)
+    _signup_credits(background, services, ledger, user, started)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -242,6 +270,14 @@ def forgot_password(
     summary="Set a new password with a reset link's token; every session of the account ends",
     responses=problem_responses({400: "invalid_mail_token", 422: "validation_error"}),
 )
-def reset_password(body: ResetPasswordIn, session: SessionDep) -> Response:
-    verification.reset_password(session, body.token, body.password)
+def reset_password(
+    body: ResetPasswordIn,
+    session: SessionDep,
+    ledger: LedgerDep,
+    services: ServicesDep,
+    background: BackgroundTasks,
+) -> Response:
+    started = datetime.now(UTC)
+    user = verification.reset_password(session, body.token, body.password)
+    _signup_credits(background, services, ledger, user, started)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

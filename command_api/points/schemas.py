@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from command_api.inputs import InputModel
 from command_api.users.emails import EmailAddress
@@ -16,6 +17,17 @@ class SubscriptionOut(BaseModel):
     period_end: datetime
     daily_quota: int | None
     used_today: int
+
+
+class LotOut(BaseModel):
+    """A lot (a grant) of one source that can still be burnt: what it has ``left``."""
+
+    id: int = Field(description="The lot's id: the stream version of the event that granted it.")
+    left: int = Field(description="Points left: granted less burnt (reserved) and expired.")
+    granted: int
+    category: str = Field(description="`paid` or `promotional`.")
+    expires_at: datetime | None = Field(description="When what is left expires (null: never).")
+    granted_at: datetime
 
 
 class PointsOut(BaseModel):
@@ -31,6 +43,29 @@ class PointsOut(BaseModel):
                     "used_today": 7,
                 },
                 "pending_reservations": 1,
+                "lots": {
+                    "credit": [
+                        {
+                            "id": 7,
+                            "left": 12,
+                            "granted": 20,
+                            "category": "promotional",
+                            "expires_at": "2026-12-10T00:00:00Z",
+                            "granted_at": "2026-11-10T00:00:00Z",
+                        },
+                        {
+                            "id": 2,
+                            "left": 30,
+                            "granted": 30,
+                            "category": "paid",
+                            "expires_at": None,
+                            "granted_at": "2026-11-01T00:00:00Z",
+                        },
+                    ],
+                    "ticket:lookbook": [],
+                    "ticket:video": [],
+                },
+                "expiring_within_7_days": {"credit": 12, "ticket:lookbook": 0, "ticket:video": 0},
             }
         }
     )
@@ -38,6 +73,16 @@ class PointsOut(BaseModel):
     tickets: dict[str, int]
     subscription: SubscriptionOut | None
     pending_reservations: int
+    lots: dict[str, list[LotOut]] = Field(
+        default_factory=dict,
+        description="Each source's lots that can still be burnt (`credit`, `ticket:<type>`), in "
+        "the order a charge burns them: earliest expiry first (never last), promotional before "
+        "paid, oldest first.",
+    )
+    expiring_within_7_days: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per source, the points left in lots that expire within the next 7 days.",
+    )
 
 
 class UsageLine(BaseModel):
@@ -95,6 +140,14 @@ class GrantIn(InputModel):
     tickets: dict[str, StrictInt] = Field(default_factory=dict)
     subscription: SubscriptionGrant | None = None
     reason: str = Field(min_length=1, max_length=500)
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the granted credits and tickets expire (an instant to come, with its "
+        "time zone); omitted: never.",
+    )
+    category: Literal["paid", "promotional"] | None = Field(
+        default=None, description="The category of the granted credits and tickets (default `paid`)."
+    )
 
     @model_validator(mode="after")
     def _one_target_and_something(self) -> GrantIn:
@@ -104,6 +157,10 @@ class GrantIn(InputModel):
             raise ValueError("ticket counts must be within 1..1000000")
         if not self.credits and not self.tickets and self.subscription is None:
             raise ValueError("grant credits, tickets or a subscription")
+        if (self.expires_at is not None or self.category is not None) and not (self.credits or self.tickets):
+            raise ValueError("expires_at and category are for credits and tickets")
+        if self.expires_at is not None and self.expires_at <= datetime.now(UTC):
+            raise ValueError("expires_at must be in the future")
         return self
 
 

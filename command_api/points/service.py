@@ -16,16 +16,20 @@ from command_api import own_reads
 from command_api.auth import tokens
 from command_api.pagination import Page, cut, decode
 from command_api.points import repository
-from command_api.points.schemas import GrantIn, PointsOut, RefundOut, SubscriptionOut, UsageLine
+from command_api.points.schemas import GrantIn, LotOut, PointsOut, RefundOut, SubscriptionOut, UsageLine
 from command_api.problems import NotFound
 from command_api.users import repository as users
 from command_api.users.models import User
 from ledger.application import LedgerApplication
+from ledger.lots import Category
+from ledger.policy import CREDIT, ticket_source
+
+EXPIRING_WITHIN = timedelta(days=7)  # GET /points's ``expiring_within_7_days``
 
 
 def points(session: Session, user_id: uuid.UUID, ticket_types: list[str], now: datetime) -> PointsOut:
     """The user's balances as of ``now`` (see ``points_of``)."""
-    return points_of(repository.balance_row(session, user_id), ticket_types, now)
+    return points_of(repository.balance_row(session, user_id, now), ticket_types, now)
 
 
 def own_points(
@@ -37,17 +41,33 @@ def own_points(
 ) -> PointsOut:
     """The caller's balances, in one round trip with the token's check and once the read
     models include the caller's writes (``own_reads``)."""
-    rows = own_reads.read(conn, claims, repository.OWN_BALANCE, {}, wait)
+    rows = own_reads.read(conn, claims, repository.OWN_BALANCE, {"now": now}, wait)
     return points_of(rows[0] if rows else None, ticket_types, now)
 
 
 def points_of(row: Mapping[Any, Any] | None, ticket_types: list[str], now: datetime) -> PointsOut:
     """A ``point_balance`` row as of ``now`` (None: no account yet): every configured ticket
     type (0 when none), and the subscription only while its period lasts, with the jobs it
-    paid today (UTC)."""
+    paid today (UTC); each source's lots that can still be burnt (``point_lot``), and what of
+    them expires within 7 days."""
     tickets = dict.fromkeys(ticket_types, 0)
+    lots: dict[str, list[LotOut]] = {source: [] for source in (CREDIT, *map(ticket_source, ticket_types))}
+    for lot in (row.get("lots") if row is not None else None) or []:
+        lots.setdefault(lot["source"], []).append(LotOut.model_validate(lot))
+    soon = now + EXPIRING_WITHIN
+    expiring = {
+        source: sum(lot.left for lot in held if lot.expires_at is not None and lot.expires_at <= soon)
+        for source, held in lots.items()
+    }
     if row is None:
-        return PointsOut(credit=0, tickets=tickets, subscription=None, pending_reservations=0)
+        return PointsOut(
+            credit=0,
+            tickets=tickets,
+            subscription=None,
+            pending_reservations=0,
+            lots=lots,
+            expiring_within_7_days=expiring,
+        )
     tickets.update({k: int(v) for k, v in (row["tickets"] or {}).items()})
     subscription = None
     end = row["subscription_period_end"]
@@ -64,6 +84,8 @@ def points_of(row: Mapping[Any, Any] | None, ticket_types: list[str], now: datet
         tickets=tickets,
         subscription=subscription,
         pending_reservations=int(row["pending_reservations"]),
+        lots=lots,
+        expiring_within_7_days=expiring,
     )
 
 
@@ -74,10 +96,12 @@ def usage_page(session: Session, user_id: uuid.UUID, limit: int, cursor: str | N
 
 
 def grant(
-    session: Session, ledger: LedgerApplication, admin: User, body: GrantIn
+    session: Session, ledger: LedgerApplication, by: str, body: GrantIn
 ) -> tuple[uuid.UUID, int | None]:
     """Grant what ``body`` says to its live user, in one save; the user and the position.
-    The events record the acting admin's user id (``by``) and the reason as the admin gave it."""
+    The events record who granted (``by``: the acting admin's user id, or the command line)
+    and the reason as given; the credits and tickets are a lot each, of ``body.category``
+    (paid by default), expiring at ``body.expires_at`` (never when omitted)."""
     if body.email is not None:
         user = users.live_user_by_email(session, body.email)
     else:
@@ -89,7 +113,16 @@ def grant(
     if body.subscription is not None:
         end = datetime.now(UTC) + timedelta(days=body.subscription.days)
         subscription = (body.subscription.plan, end, body.subscription.daily_quota)
-    result = ledger.grant(user.id, body.reason, body.credits, body.tickets, subscription, by=str(admin.id))
+    result = ledger.grant(
+        user.id,
+        body.reason,
+        body.credits,
+        body.tickets,
+        subscription,
+        by=by,
+        expires_at=body.expires_at,
+        category=body.category or Category.PAID,
+    )
     return user.id, result.position
 
 

@@ -2,7 +2,7 @@
 keys and their accounts (one GCRA row per key and per account, shared by every replica).
 
 Revision ID: 0022_api_keys
-Revises: 0019_webhooks
+Revises: 0020_point_lots
 Create Date: 2026-12-06
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0022_api_keys"
-down_revision = "0019_webhooks"
+down_revision = "0020_point_lots"
 branch_labels = None
 depends_on = None
 

@@ -10,6 +10,7 @@ READ_MODELS = {
     "point_balance": "user_id",
     "point_usage": "position",
     "point_reservation": "job_id",
+    "point_lot": "user_id, lot_id",
     "vto_job": "job_id",
     "gallery": "job_id, output_index",
     "project_stats": "project_id",
