@@ -1,0 +1,42 @@
+"""Statements of usage: each ``point_usage`` line that grants a lot records the lot's category
+(``paid``, ``promotional``), and indexes for a user's lines by time (``GET /points/statement``),
+per source (its balance at an instant) and everyone's by time (``GET /admin/usage``).
+
+The lines written before this migration get their category from what the ledger granted
+then: every lot was ``paid`` (a grant of credits or tickets, a positive adjustment).
+``vto ledger rebuild points`` recomputes every line from the events, and ``vto ledger audit``
+compares them.
+
+Revision ID: 0021_usage_statements
+Revises: 0019_webhooks
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0021_usage_statements"
+down_revision = "0019_webhooks"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE point_usage ADD COLUMN category text")
+    op.execute(
+        "UPDATE point_usage SET category = 'paid' "
+        "WHERE (type = 'grant' AND source <> 'subscription') OR (type = 'adjustment' AND amount > 0)"
+    )
+    op.execute("CREATE INDEX point_usage_user_time_idx ON point_usage (user_id, created_at, position)")
+    op.execute(
+        "CREATE INDEX point_usage_user_source_time_idx ON point_usage (user_id, source, created_at, position)"
+    )
+    op.execute("CREATE INDEX point_usage_time_idx ON point_usage (created_at)")
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX point_usage_time_idx")
+    op.execute("DROP INDEX point_usage_user_source_time_idx")
+    op.execute("DROP INDEX point_usage_user_time_idx")
+    op.execute("ALTER TABLE point_usage DROP COLUMN category")
