@@ -7,6 +7,8 @@ from fastapi import APIRouter
 from command_api.admin.endpoints import router as admin
 from command_api.assets.endpoints import router as assets
 from command_api.auth.endpoints import router as auth
+from command_api.billing.endpoints import admin_router as admin_billing
+from command_api.billing.endpoints import router as billing
 from command_api.collections.endpoints import router as collections
 from command_api.files.endpoints import router as files
 from command_api.points.endpoints import router as points
@@ -21,6 +23,7 @@ from command_api.webhooks.endpoints import router as webhooks
 ALL: list[APIRouter] = [
     vto,
     points,
+    billing,
     files,
     auth,
     users,
@@ -30,5 +33,6 @@ ALL: list[APIRouter] = [
     products,
     assets,
     admin,
+    admin_billing,
     webhooks,
 ]

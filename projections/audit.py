@@ -253,7 +253,8 @@ _BALANCE_COLUMNS = BALANCE_COLUMNS.replace("user_id", "user_id::text", 1)  # mer
 # A usage line as compared: the columns of ``point_usage`` after ``user_id``, the job id as
 # its 32 hex digits (cheaper to read and to compare than a UUID; shown as one, ``_shown``).
 _USAGE_COLUMNS = (
-    "position, replace(job_id::text, '-', ''), type, source, amount, balance_after, reason, created_at, category"
+    "position, replace(job_id::text, '-', ''), type, source, amount, balance_after, reason, created_at, "
+    "category"
 )
 
 

@@ -1,0 +1,111 @@
+"""Reads of ``point_usage`` for statements and usage reports (indexes of migration 0021)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import RowMapping, text
+from sqlalchemy.orm import Session
+
+from command_api.pagination import Key
+
+LINE_COLUMNS = "position, created_at, type, source, category, amount, balance_after, job_id, reason"
+
+
+def sources(session: Session, user_id: uuid.UUID) -> list[str]:
+    """The ticket sources the user's balance row holds (``ticket:<type>``; every source a line
+    of theirs ever moved is one of them, or ``credit``)."""
+    row = session.execute(
+        text("SELECT tickets FROM point_balance WHERE user_id = :u"), {"u": user_id}
+    ).scalar()
+    return [f"ticket:{t}" for t in (row or {})]
+
+
+def balances_at(
+    session: Session, user_id: uuid.UUID, sources: Sequence[str], at: datetime, until: datetime
+) -> list[RowMapping]:
+    """Per source, its balance before ``at`` and before ``until``: the ``balance_after`` of its
+    last line before each (null: none, a balance of 0); one index probe each."""
+    probe = (
+        "(SELECT u.balance_after FROM point_usage u WHERE u.user_id = :u AND u.source = s.source "
+        "AND u.created_at < {t} ORDER BY u.created_at DESC, u.position DESC LIMIT 1)"
+    )
+    rows = session.execute(
+        text(
+            f"SELECT s.source, {probe.format(t=':at')} AS opening, "  # noqa: S608 - fixed text
+            f"{probe.format(t=':until')} AS closing "
+            "FROM unnest(CAST(:sources AS text[])) AS s(source)"
+        ),
+        {"u": user_id, "sources": list(sources), "at": at, "until": until},
+    ).mappings()
+    return list(rows)
+
+
+def lines(
+    session: Session, user_id: uuid.UUID, start: datetime, end: datetime, limit: int, after: Key | None
+) -> list[RowMapping]:
+    """The user's lines with ``start <= created_at < end``, oldest first: at most ``limit``
+    after the key ``after`` = (created_at, position)."""
+    params: dict[str, Any] = {"u": user_id, "start": start, "end": end, "limit": limit}
+    where = "user_id = :u AND created_at >= :start AND created_at < :end"
+    if after is not None:
+        where += " AND (created_at, position) > (:at, :position)"
+        params["at"], params["position"] = after
+    rows = session.execute(
+        text(
+            f"SELECT {LINE_COLUMNS} FROM point_usage WHERE {where} "  # noqa: S608 - fixed text
+            "ORDER BY created_at, position LIMIT :limit"
+        ),
+        params,
+    ).mappings()
+    return list(rows)
+
+
+# The CSV of a statement's lines, by the server (``COPY ... TO STDOUT``): times in UTC as
+# ISO 8601 with ``Z``, as the JSON shows them.
+CSV_LINES = (
+    "COPY (SELECT 'line', position, "
+    """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), """
+    "type, source, category, amount, balance_after, job_id, reason FROM point_usage "
+    "WHERE user_id = {u} AND created_at >= {start} AND created_at < {end} "
+    "ORDER BY created_at, position) TO STDOUT WITH (FORMAT csv)"
+)
+
+
+def copy_lines_csv(
+    conn: psycopg.Connection[Any], user_id: uuid.UUID, start: datetime, end: datetime
+) -> Iterator[bytes]:
+    """The CSV rows of the user's lines in the period, as the server writes them, in blocks."""
+    query = sql.SQL(CSV_LINES).format(u=sql.Literal(user_id), start=sql.Literal(start), end=sql.Literal(end))
+    with conn.cursor() as cur, cur.copy(query) as copy:
+        for block in copy:
+            yield bytes(block)
+
+
+# ------------------------------------------------------------------------------- usage report
+def usage_report(session: Session, start: datetime, end: datetime, by_user: bool) -> list[RowMapping]:
+    """Every user's lines with ``start <= created_at < end`` summed per (day or user, source):
+    charged (reservations), refunded, expired, adjusted, and granted per category."""
+    key = "user_id::text" if by_user else "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    rows = session.execute(
+        text(
+            f"SELECT {key} AS key, source, "  # noqa: S608 - fixed text
+            "COALESCE(-sum(amount) FILTER (WHERE type = 'reservation'), 0) AS charged, "
+            "COALESCE(sum(amount) FILTER (WHERE type = 'refund'), 0) AS refunded, "
+            "COALESCE(-sum(amount) FILTER (WHERE type = 'expiry'), 0) AS expired, "
+            "COALESCE(sum(amount) FILTER (WHERE type = 'adjustment'), 0) AS adjusted, "
+            "COALESCE(sum(amount) FILTER (WHERE type = 'grant' AND category = 'paid'), 0) AS granted_paid, "
+            "COALESCE(sum(amount) FILTER (WHERE type = 'grant' AND category = 'promotional'), 0) "
+            "AS granted_promotional, "
+            "count(*) FILTER (WHERE type = 'settlement') AS settled_jobs "
+            "FROM point_usage WHERE created_at >= :start AND created_at < :end "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+        {"start": start, "end": end},
+    ).mappings()
+    return list(rows)
