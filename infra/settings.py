@@ -411,6 +411,12 @@ class Settings(BaseSettings):
         description="Lifetime of the signed output links in a webhook's body (it is sent unchanged on "
         "every retry, so they outlive the retry schedule; 7 days is the most S3 allows).",
     )
+    balance_alert_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the balance alerts (beside the webhook dispatcher) look for balances "
+        "taken below their thresholds, and mail them.",
+    )
     statement_max_days: int = Field(
         default=366,
         ge=1,

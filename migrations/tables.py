@@ -34,5 +34,8 @@ SQL_TABLES = frozenset(
         "webhook_messages",
         "webhook_attempts",
         "webhook_endpoints_gone",
+        # balance alerts (0021)
+        "balance_alert_thresholds",
+        "balance_alerts",
     }
 )
