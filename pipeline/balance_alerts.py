@@ -9,9 +9,10 @@ count.
 
 ``BalanceAlerts`` runs beside the webhook dispatcher (``vto webhooks``, inside ``vto serve``).
 Each pass, in one transaction: it locks its ``projection_tracking`` row (``balance_alerts``;
-several processes take turns), reads the lines after its position up to the ``points``
-projection's (the lines of accounts with thresholds), writes one ``balance_alerts`` row per
-crossing (its id derived from the line: written again after a crash, it is the same row) and,
+several processes take turns), reads the lines after its position up to where both the
+``points`` projection and the webhook follower are (the lines of accounts with thresholds;
+the follower has recorded the jobs that name each account's webhook URL by then), writes one
+``balance_alerts`` row per crossing (its id derived from the line: written again after a crash, it is the same row) and,
 for an account whose jobs asked for webhooks, a ``balance.low`` message in
 ``webhook_messages`` with its body (the webhook sender signs and delivers it as any other,
 with its retries), then advances its position. Mails are then sent for the rows not mailed
@@ -90,9 +91,13 @@ class Crossing:
         }
 
 
-def follow(conn: psycopg.Connection[Any], *, limit: int = BATCH) -> list[Crossing]:
+def follow(
+    conn: psycopg.Connection[Any], *, limit: int = BATCH, behind: tuple[str, ...] = ("points",)
+) -> list[Crossing]:
     """One batch: the crossings after the follower's position, recorded with it in one
-    transaction; returns them."""
+    transaction; returns them. It goes no further than the projections ``behind`` have
+    applied (``points``: the lines; the webhook follower's ``webhooks``: the jobs that name
+    the account's webhook URL)."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
             "INSERT INTO projection_tracking (name, position) VALUES (%s, 0) ON CONFLICT (name) DO NOTHING",
@@ -100,7 +105,11 @@ def follow(conn: psycopg.Connection[Any], *, limit: int = BATCH) -> list[Crossin
         )
         cur.execute("SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", (NAME,))
         (after,) = cur.fetchone() or (0,)
-        cur.execute("SELECT coalesce(max(position), 0) FROM projection_tracking WHERE name = 'points'")
+        cur.execute(
+            "SELECT CASE WHEN count(*) = %s THEN min(position) ELSE 0 END FROM projection_tracking "
+            "WHERE name = ANY(%s)",
+            (len(behind), list(behind)),
+        )
         (upto,) = cur.fetchone() or (0,)
         if upto <= after:
             return []
@@ -186,9 +195,12 @@ def mail_pending(conn: psycopg.Connection[Any], mailer: Mailer, *, limit: int = 
 class BalanceAlerts(BackgroundLoop):
     """``follow`` and ``mail_pending`` every ``interval`` seconds, in a thread of its own."""
 
-    def __init__(self, url: str, mailer: Mailer, *, interval: float) -> None:
+    def __init__(
+        self, url: str, mailer: Mailer, *, interval: float, behind: tuple[str, ...] = ("points",)
+    ) -> None:
         super().__init__("balance-alerts")
         self.url = url
+        self.behind = behind
         self.mailer = mailer
         self.interval = interval
         self.created = 0
@@ -199,7 +211,7 @@ class BalanceAlerts(BackgroundLoop):
         """Follow up to the points projection's position and mail; returns the crossings."""
         conn = self._connection()
         found = 0
-        while batch := follow(conn):
+        while batch := follow(conn, behind=self.behind):
             found += len(batch)
             if len(batch) < BATCH:
                 break

@@ -1,4 +1,4 @@
-"""GET /points/statement (JSON or CSV), GET /admin/usage (admin)."""
+"""GET /points/statement (JSON or CSV), GET and PUT /points/alerts, GET /admin/usage (admin)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from command_api.billing import service
-from command_api.billing.schemas import Statement, UsageReport
-from command_api.deps import AdminUser, CaughtUpCaller, ServicesDep, SessionDep
+from command_api.billing.schemas import AlertsIn, AlertsOut, Statement, UsageReport
+from command_api.deps import AdminUser, CaughtUpCaller, CurrentUser, ServicesDep, SessionDep
 from command_api.pagination import Cursor, Limit
 
 router = APIRouter(prefix="/points", tags=["points"])
@@ -47,6 +47,19 @@ def get_statement(
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     return service.statement(session, user.id, ticket_types, start, end, limit, cursor)
+
+
+@router.get("/alerts", summary="The caller's balance alerts (thresholds per source)")
+def get_alerts(user: CurrentUser, session: SessionDep) -> AlertsOut:
+    return service.alerts(session, user.id)
+
+
+@router.put(
+    "/alerts",
+    summary="Set the caller's balance alerts: a balance.low email and webhook when a balance goes below",
+)
+def put_alerts(body: AlertsIn, user: CurrentUser, session: SessionDep) -> AlertsOut:
+    return service.set_alerts(session, user.id, body)
 
 
 @admin_router.get("/usage", summary="Points charged, refunded, expired and granted, by day or user (admin)")

@@ -109,3 +109,29 @@ def usage_report(session: Session, start: datetime, end: datetime, by_user: bool
         {"start": start, "end": end},
     ).mappings()
     return list(rows)
+
+
+# ------------------------------------------------------------------------------ balance alerts
+def thresholds(session: Session, user_id: uuid.UUID) -> dict[str, int]:
+    rows = session.execute(
+        text("SELECT source, below FROM balance_alert_thresholds WHERE user_id = :u"), {"u": user_id}
+    )
+    return {source: int(below) for source, below in rows}
+
+
+def set_thresholds(session: Session, user_id: uuid.UUID, wanted: dict[str, int | None]) -> None:
+    """Sets (or, for None, deletes) the thresholds of the sources in ``wanted``."""
+    gone = [s for s, below in wanted.items() if below is None]
+    session.execute(
+        text("DELETE FROM balance_alert_thresholds WHERE user_id = :u AND source = ANY(:s)"),
+        {"u": user_id, "s": gone},
+    )
+    for source, below in wanted.items():
+        if below is not None:
+            session.execute(
+                text(
+                    "INSERT INTO balance_alert_thresholds (user_id, source, below) VALUES (:u, :s, :b) "
+                    "ON CONFLICT (user_id, source) DO UPDATE SET below = EXCLUDED.below, updated_at = now()"
+                ),
+                {"u": user_id, "s": source, "b": below},
+            )

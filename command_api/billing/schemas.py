@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from command_api.inputs import InputModel
 
 
 class StatementLine(BaseModel):
@@ -83,3 +85,26 @@ class UsageReport(BaseModel):
     to: datetime
     group_by: Literal["day", "user"]
     rows: list[UsageRow]
+
+
+class AlertsIn(InputModel):
+    """The balance alerts, all at once: a threshold per source (null or absent: none)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"credits_below": 20, "lookbook_tickets_below": 2, "video_tickets_below": None}
+        },
+    )
+    credits_below: StrictInt | None = Field(default=None, ge=1, le=1_000_000_000)
+    lookbook_tickets_below: StrictInt | None = Field(default=None, ge=1, le=1_000_000_000)
+    video_tickets_below: StrictInt | None = Field(default=None, ge=1, le=1_000_000_000)
+
+
+class AlertsOut(BaseModel):
+    """The thresholds: a ``balance.low`` email (and webhook) when a balance goes from the
+    threshold or more to less; null: no alert."""
+
+    credits_below: int | None
+    lookbook_tickets_below: int | None
+    video_tickets_below: int | None

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from command_api.billing import repository
-from command_api.billing.schemas import Statement, StatementLine, UsageReport, UsageRow
+from command_api.billing.schemas import AlertsIn, AlertsOut, Statement, StatementLine, UsageReport, UsageRow
 from command_api.pagination import cut, decode
 from command_api.problems import DomainError
 from ledger.policy import CREDIT
@@ -136,3 +136,24 @@ def usage_report(
     return UsageReport(
         **{"from": start}, to=end, group_by=group_by, rows=[UsageRow.model_validate(dict(r)) for r in rows]
     )
+
+
+# The fields of a balance alert and the source each watches.
+ALERT_SOURCES = {
+    "credits_below": CREDIT,
+    "lookbook_tickets_below": "ticket:lookbook",
+    "video_tickets_below": "ticket:video",
+}
+
+
+def alerts(session: Session, user_id: uuid.UUID) -> AlertsOut:
+    found = repository.thresholds(session, user_id)
+    return AlertsOut.model_validate({field: found.get(source) for field, source in ALERT_SOURCES.items()})
+
+
+def set_alerts(session: Session, user_id: uuid.UUID, body: AlertsIn) -> AlertsOut:
+    """Replaces the caller's thresholds (null clears one). A crossing is a line that takes a
+    balance from the threshold or more to less; those after the change are alerted."""
+    wanted = {source: getattr(body, field) for field, source in ALERT_SOURCES.items()}
+    repository.set_thresholds(session, user_id, wanted)
+    return alerts(session, user_id)

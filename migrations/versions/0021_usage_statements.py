@@ -61,7 +61,9 @@ def upgrade() -> None:
         "created_at timestamptz NOT NULL DEFAULT now())"
     )
     op.execute("CREATE INDEX balance_alerts_user_idx ON balance_alerts (user_id, position)")
-    op.execute("CREATE INDEX balance_alerts_unmailed_idx ON balance_alerts (position) WHERE mailed_at IS NULL")
+    op.execute(
+        "CREATE INDEX balance_alerts_unmailed_idx ON balance_alerts (position) WHERE mailed_at IS NULL"
+    )
 
 
 def downgrade() -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from infra.mail import mailer_from_settings
 from infra.settings import Settings
 from pipeline.balance_alerts import BalanceAlerts
-from pipeline.webhooks.follower import ProgressWatcher, WebhookFollower
+from pipeline.webhooks.follower import NAME, ProgressWatcher, WebhookFollower
 from pipeline.webhooks.sender import Render, SenderOptions, WebhookSender
 from pipeline.webhooks.targets import AsyncResolve, resolve_async
 
@@ -38,7 +38,10 @@ class WebhookDispatcher:
             ),
             sender=WebhookSender(url, render, SenderOptions.from_settings(settings), resolver=resolver),
             alerts=BalanceAlerts(
-                url, mailer_from_settings(settings), interval=settings.balance_alert_interval_s
+                url,
+                mailer_from_settings(settings),
+                interval=settings.balance_alert_interval_s,
+                behind=("points", NAME),
             ),
         )
 
