@@ -12,8 +12,8 @@ Each pass, in one transaction: it locks its ``projection_tracking`` row (``balan
 several processes take turns), reads the lines after its position up to where both the
 ``points`` projection and the webhook follower are (the lines of accounts with thresholds;
 the follower has recorded the jobs that name each account's webhook URL by then), writes one
-``balance_alerts`` row per crossing (its id derived from the line: written again after a crash, it is the same row) and,
-for an account whose jobs asked for webhooks, a ``balance.low`` message in
+``balance_alerts`` row per crossing (its id derived from the line: written again after a
+crash, it is the same row) and, for an account whose jobs asked for webhooks, a ``balance.low`` message in
 ``webhook_messages`` with its body (the webhook sender signs and delivers it as any other,
 with its retries), then advances its position. Mails are then sent for the rows not mailed
 yet (at least once: a row is marked once its mail was delivered; a failed delivery is retried
