@@ -77,34 +77,37 @@ CSV_LINES = (
 )
 
 
+CHUNK = 256 * 1024
+
+
 def copy_lines_csv(
     conn: psycopg.Connection[Any], user_id: uuid.UUID, start: datetime, end: datetime
 ) -> Iterator[bytes]:
-    """The CSV rows of the user's lines in the period, as the server writes them, in blocks."""
+    """The CSV rows of the user's lines in the period, as the server writes them, in chunks
+    of about ``CHUNK`` bytes (the server sends a row at a time: one response write each
+    would cost more than the rows)."""
     query = sql.SQL(CSV_LINES).format(u=sql.Literal(user_id), start=sql.Literal(start), end=sql.Literal(end))
+    chunk = bytearray()
     with conn.cursor() as cur, cur.copy(query) as copy:
         for block in copy:
-            yield bytes(block)
+            chunk += block
+            if len(chunk) >= CHUNK:
+                yield bytes(chunk)
+                chunk.clear()
+    if chunk:
+        yield bytes(chunk)
 
 
 # ------------------------------------------------------------------------------- usage report
 def usage_report(session: Session, start: datetime, end: datetime, by_user: bool) -> list[RowMapping]:
-    """Every user's lines with ``start <= created_at < end`` summed per (day or user, source):
-    charged (reservations), refunded, expired, adjusted, and granted per category."""
-    key = "user_id::text" if by_user else "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    """Every user's lines with ``start <= created_at < end`` summed per (day or user, source,
+    type, category), in that order (``service.usage_report`` turns them into its columns)."""
+    key = "user_id::text" if by_user else "(created_at AT TIME ZONE 'UTC')::date::text"
     rows = session.execute(
         text(
-            f"SELECT {key} AS key, source, "  # noqa: S608 - fixed text
-            "COALESCE(-sum(amount) FILTER (WHERE type = 'reservation'), 0) AS charged, "
-            "COALESCE(sum(amount) FILTER (WHERE type = 'refund'), 0) AS refunded, "
-            "COALESCE(-sum(amount) FILTER (WHERE type = 'expiry'), 0) AS expired, "
-            "COALESCE(sum(amount) FILTER (WHERE type = 'adjustment'), 0) AS adjusted, "
-            "COALESCE(sum(amount) FILTER (WHERE type = 'grant' AND category = 'paid'), 0) AS granted_paid, "
-            "COALESCE(sum(amount) FILTER (WHERE type = 'grant' AND category = 'promotional'), 0) "
-            "AS granted_promotional, "
-            "count(*) FILTER (WHERE type = 'settlement') AS settled_jobs "
+            f"SELECT {key} AS key, source, type, category, sum(amount) AS amount, count(*) AS lines "  # noqa: S608
             "FROM point_usage WHERE created_at >= :start AND created_at < :end "
-            "GROUP BY 1, 2 ORDER BY 1, 2"
+            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2"
         ),
         {"start": start, "end": end},
     ).mappings()

@@ -132,10 +132,28 @@ def statement_csv(
 def usage_report(
     session: Session, start: datetime, end: datetime, group_by: Literal["day", "user"]
 ) -> UsageReport:
-    rows = repository.usage_report(session, start, end, by_user=group_by == "user")
-    return UsageReport(
-        **{"from": start}, to=end, group_by=group_by, rows=[UsageRow.model_validate(dict(r)) for r in rows]
-    )
+    """Per (day or user, source): points charged (reservations), refunded, expired, adjusted,
+    granted per category, and the jobs settled."""
+    sums: dict[tuple[str, str], dict[str, int]] = {}
+    for r in repository.usage_report(session, start, end, by_user=group_by == "user"):
+        row = sums.setdefault((r["key"], r["source"]), dict.fromkeys(UsageRow.model_fields, 0))
+        amount, kind = int(r["amount"]), r["type"]
+        if kind == "reservation":
+            row["charged"] -= amount
+        elif kind == "refund":
+            row["refunded"] += amount
+        elif kind == "expiry":
+            row["expired"] -= amount
+        elif kind == "adjustment":
+            row["adjusted"] += amount
+        elif kind == "settlement":
+            row["settled_jobs"] += int(r["lines"])
+        elif kind == "grant" and r["category"] in ("paid", "promotional"):
+            row[f"granted_{r['category']}"] += amount
+    rows = [
+        UsageRow.model_validate(row | {"key": key, "source": source}) for (key, source), row in sums.items()
+    ]
+    return UsageReport(**{"from": start}, to=end, group_by=group_by, rows=rows)
 
 
 # The fields of a balance alert and the source each watches.
