@@ -10,7 +10,9 @@ do). Timed through the API in process (FastAPI's TestClient: routing, the caller
 JSON or CSV included), each the median of ``--repeat`` runs after one warm-up:
 
 - ``GET /points/statement`` over the whole year, first page (200 lines);
-- the same with ``Accept: text/csv``: every line of the year, streamed;
+- the same with ``Accept: text/csv``: every line of the year, streamed; and the same CSV
+  taken from the service without HTTP (what the server does: the balances, the ``COPY``, the
+  chunks; the difference is the test client's cost of moving 12 MB through ASGI);
 - ``GET /admin/usage`` over the year, ``group_by=day`` and ``group_by=user``.
 
 Target: each under 200 ms. Uses ``VTO_DATABASE_URL`` (a scratch database is created beside
@@ -38,6 +40,7 @@ from pydantic import SecretStr
 
 from benchmarks.projection_bench import scratch_db
 from command_api.app import create_app
+from command_api.billing.service import statement_csv
 from command_api.services import build_services
 from infra.database import embedded_postgres_url, stop_embedded_postgres
 from infra.settings import Settings
@@ -185,6 +188,23 @@ def figures(server: str, lines: int, others: int, repeat: int) -> list[tuple[str
                     lambda r: f"{len(r.json()['rows'])} rows",
                 ),
             ]
+            start, end = YEAR_START, YEAR_START + YEAR
+
+            def csv_without_http() -> int:
+                with services.sessions() as session:
+                    chunks = statement_csv(
+                        session, services.engine, seller.id, ["lookbook", "video"], start, end
+                    )
+                    return sum(len(chunk) for chunk in chunks)
+
+            cases.insert(
+                2,
+                (
+                    "statement, full CSV, without HTTP",
+                    csv_without_http,
+                    lambda n: f"{n / 1e6:.1f} MB (the service's chunks, no ASGI or client)",
+                ),
+            )
             for name, call, shown in cases:
                 median, best, last = timed(call, repeat)
                 results.append((name, median, best, shown(last)))
