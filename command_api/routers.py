@@ -8,6 +8,8 @@ from command_api.admin.endpoints import router as admin
 from command_api.api_keys.endpoints import router as api_keys
 from command_api.assets.endpoints import router as assets
 from command_api.auth.endpoints import router as auth
+from command_api.billing.endpoints import admin_router as admin_billing
+from command_api.billing.endpoints import router as billing
 from command_api.collections.endpoints import router as collections
 from command_api.files.endpoints import router as files
 from command_api.points.endpoints import router as points
@@ -22,6 +24,7 @@ from command_api.webhooks.endpoints import router as webhooks
 ALL: list[APIRouter] = [
     vto,
     points,
+    billing,
     files,
     auth,
     users,
@@ -31,6 +34,7 @@ ALL: list[APIRouter] = [
     products,
     assets,
     admin,
+    admin_billing,
     webhooks,
     api_keys,
 ]

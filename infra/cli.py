@@ -15,6 +15,8 @@ import os
 import signal
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
@@ -97,6 +99,49 @@ def ledger_rebuild(
     position = rebuild(url, projections)  # one read of the log for all of them
     for p in projections:
         typer.echo(f"{p.name}: rebuilt up to position {position}")
+
+
+class GroupBy(StrEnum):
+    DAY = "day"
+    USER = "user"
+
+
+TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S"]
+
+
+@ledger_app.command("report")
+def ledger_report(
+    start: Annotated[
+        datetime,
+        typer.Option("--from", help="Start of the period (included); no offset: UTC.", formats=TIME_FORMATS),
+    ],
+    end: Annotated[
+        datetime,
+        typer.Option("--to", help="End of the period (excluded); no offset: UTC.", formats=TIME_FORMATS),
+    ],
+    group_by: Annotated[GroupBy, typer.Option("--group-by", help="day (UTC) or user.")] = GroupBy.DAY,
+    as_json: Annotated[bool, typer.Option("--json", help="As GET /admin/usage answers it.")] = False,
+) -> None:
+    """Points charged, refunded, expired, adjusted and granted (paid, promotional) per day or
+    user and source, from the accounting lines (GET /admin/usage gives the same)."""
+    from command_api.billing import service
+    from command_api.billing.schemas import UsageRow
+    from command_api.problems import DomainError
+
+    try:
+        start, end = service.period(start, end, get_settings().statement_max_days)
+    except DomainError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--from/--to") from None
+    with _database_session() as session:
+        report = service.usage_report(session, start, end, "user" if group_by is GroupBy.USER else "day")
+    if as_json:
+        typer.echo(report.model_dump_json(by_alias=True, indent=2))
+        return
+    columns = list(UsageRow.model_fields)
+    rows = [columns] + [[str(v) for v in row.model_dump().values()] for row in report.rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    for r in rows:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 admin_app = typer.Typer(

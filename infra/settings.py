@@ -459,6 +459,19 @@ class Settings(BaseSettings):
         description="Lifetime of the signed output links in a webhook's body (it is sent unchanged on "
         "every retry, so they outlive the retry schedule; 7 days is the most S3 allows).",
     )
+    balance_alert_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the balance alerts (beside the webhook dispatcher) look for balances "
+        "taken below their thresholds, and mail them.",
+    )
+    statement_max_days: int = Field(
+        default=366,
+        ge=1,
+        le=3660,
+        description="The longest period (from, to) a statement (GET /points/statement) or a usage report "
+        "(GET /admin/usage, vto ledger report) covers; a longer one is answered 422 period_too_long.",
+    )
     webhook_retention_days: int = Field(
         default=30, ge=1, description="Finished webhook deliveries (and their attempts) are kept this long."
     )

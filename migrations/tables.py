@@ -40,5 +40,8 @@ SQL_TABLES = frozenset(
         # lots and sign-up credits (0020)
         "point_lot",
         "signup_credit_grants",
+        # balance alerts (0021)
+        "balance_alert_thresholds",
+        "balance_alerts",
     }
 )

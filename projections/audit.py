@@ -264,7 +264,8 @@ _BALANCE_COLUMNS = BALANCE_COLUMNS.replace("user_id", "user_id::text", 1)  # mer
 # A usage line as compared: the columns of ``point_usage`` after ``user_id``, the job id as
 # its 32 hex digits (cheaper to read and to compare than a UUID; shown as one, ``_shown``).
 _USAGE_COLUMNS = (
-    "position, replace(job_id::text, '-', ''), type, source, amount, balance_after, reason, created_at"
+    "position, replace(job_id::text, '-', ''), type, source, amount, balance_after, reason, created_at, "
+    "category"
 )
 
 
@@ -279,6 +280,7 @@ def _line(u: UsageLine) -> tuple[Any, ...]:
         u.balance_after,
         u.reason,
         u.created_at,
+        u.category,
     )
 
 
@@ -458,6 +460,7 @@ def _merge(
                     if actual[name] != value:
                         replay.fail(f"point_balance.{name}", value, actual[name])
         lines = [r[1:] for r in usage.of(key)]
+        _check_statement(replay, lines, found[0] if found else None)
         expected_lines = [_line(u) for u in replay.lines]
         if lines != expected_lines:
             _diff_lines(replay, expected_lines, lines)
@@ -491,6 +494,31 @@ def _diff_lots(replay: _Replay, actual: list[tuple[Any, ...]]) -> None:
 def _extra_lots(report: AuditReport, rows: list[tuple[Any, ...]]) -> None:
     for row in rows:
         report.mismatch(Mismatch(UUID(row[0]), f"point_lot {row[1]} without events", None, row[1:]))
+
+
+def _check_statement(replay: _Replay, lines: list[tuple[Any, ...]], row: tuple[Any, ...] | None) -> None:
+    """The read models as a statement reads them (``GET /points/statement``): per source, each
+    line's ``balance_after`` is the one before it plus its ``amount`` (so any period's opening
+    balance plus its lines is its closing balance), and all the lines of a source add up to its
+    ``point_balance``. Compared with the read models alone: a line or a balance changed by
+    hand breaks it even where the replay above agrees with neither."""
+    sums: Counter[str] = Counter()
+    after: dict[str, int] = {}
+    for line in lines:
+        position, source, amount, balance_after = line[0], line[3], line[4], line[5]
+        if source == SUBSCRIPTION:
+            continue
+        sums[source] += amount
+        expected = after.get(source, 0) + amount
+        if balance_after != expected:
+            replay.fail(f"point_usage line {position}: balance before + amount", expected, balance_after)
+        after[source] = expected if balance_after is None else balance_after
+    if row is None:
+        return
+    held = {CREDIT: int(row[1])} | {ticket_source(t): int(n) for t, n in dict(row[2]).items()}
+    for source in sorted(set(held) | set(sums)):
+        if sums[source] != held.get(source, 0):
+            replay.fail(f"{source}: sum of point_usage lines", held.get(source, 0), sums[source])
 
 
 def _extra_rows(report: AuditReport, balances: list[tuple[Any, ...]], usage: list[tuple[Any, ...]]) -> None:

@@ -1,7 +1,8 @@
 """Projection ``points``: ``point_balance`` (one row per user) and ``point_usage`` (the
-accounting ledger: one line per reservation, settlement, refund, grant, adjustment and expiry),
-with ``point_reservation`` (each job's charge, to refund to its source and count open jobs) and
-``point_lot`` (each lot: what it was granted, what it has left, when it expires; ``LotBook``).
+accounting ledger: one line per reservation, settlement, refund, grant, adjustment and expiry;
+a line that grants a lot carries its ``category``), with ``point_reservation`` (each job's
+charge, to refund to its source and count open jobs) and ``point_lot`` (each lot: what it was
+granted, what it has left, when it expires; ``LotBook``).
 
 What each event does to them is its effect (``ledger.effects``), the same the ``Account``
 evolves by; this module only applies it to the rows."""
@@ -88,6 +89,7 @@ USAGE_TYPES = (
     ("balance_after", "bigint"),
     ("reason", "text"),
     ("created_at", "timestamptz"),
+    ("category", "text"),
 )
 
 
@@ -116,6 +118,7 @@ class UsageLine:
     balance_after: int | None
     reason: str | None
     created_at: datetime
+    category: str | None = None  # the category of the lot a line grants (``paid``, ``promotional``)
 
 
 # A usage line's values in the order of ``USAGE_TYPES`` (the order of its fields).
@@ -142,6 +145,7 @@ def usage_line(n: Notified, fx: Effect, balances: Balances, reservation: Reserve
         held(balances, source),
         usage.reason,
         e.timestamp,
+        None if fx.lot is None else fx.lot.category,
     )
 
 

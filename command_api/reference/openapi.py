@@ -143,6 +143,8 @@ BY_OPERATION: dict[str, tuple[Problem, ...]] = {
         "invalid_amount",
         "ledger_busy",
     ),
+    "GET /api/v1/points/statement": ("invalid_period", "period_too_long"),
+    "GET /api/v1/admin/usage": (ADMIN_ONLY, "invalid_period", "period_too_long"),
     "GET /api/v1/files/{key}": ("invalid_signature", "not_found"),
     "POST /api/v1/auth/register": ("email_taken",),
     "POST /api/v1/auth/login": ("invalid_credentials", "too_many_login_attempts"),

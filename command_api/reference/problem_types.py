@@ -258,6 +258,15 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "Retry after a moment; nothing was charged.",
     ),
     "ledger_error": ("the ledger refused the command", "Fix the request as its detail says."),
+    # statements and usage reports
+    "invalid_period": (
+        "`from` must be before `to`",
+        "Give a period whose `from` is before its `to` (ISO 8601 times; without an offset, UTC).",
+    ),
+    "period_too_long": (
+        "the period is longer than a statement covers",
+        "Ask for a shorter period (at most `VTO_STATEMENT_MAX_DAYS` days), or several in turn.",
+    ),
 }
 
 # The codes no exception class carries (answered by ``command_api.problems`` and the ops routes).

@@ -2,7 +2,7 @@
 keys and their accounts (one GCRA row per key and per account, shared by every replica).
 
 Revision ID: 0022_api_keys
-Revises: 0020_point_lots
+Revises: 0021_usage_statements
 Create Date: 2026-12-06
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0022_api_keys"
-down_revision = "0020_point_lots"
+down_revision = "0021_usage_statements"
 branch_labels = None
 depends_on = None
 

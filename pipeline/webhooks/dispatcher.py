@@ -1,14 +1,17 @@
-"""The webhook dispatcher of one process: the follower of the ledger, the progress watcher and
-the sender, started and stopped together (``vto webhooks``, and inside ``vto serve``). Several
-processes may run one each against the same database: the follower's tracking row, the
-watcher's row locks and the sender's leases keep them from doing the same work twice."""
+"""The webhook dispatcher of one process: the follower of the ledger, the progress watcher,
+the sender and the balance alerts (``pipeline.balance_alerts``), started and stopped together
+(``vto webhooks``, and inside ``vto serve``). Several processes may run one each against the
+same database: the follower's tracking row, the watcher's row locks and the sender's leases
+keep them from doing the same work twice."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra.mail import mailer_from_settings
 from infra.settings import Settings
-from pipeline.webhooks.follower import ProgressWatcher, WebhookFollower
+from pipeline.balance_alerts import BalanceAlerts
+from pipeline.webhooks.follower import NAME, ProgressWatcher, WebhookFollower
 from pipeline.webhooks.sender import Render, SenderOptions, WebhookSender
 from pipeline.webhooks.targets import AsyncResolve, resolve_async
 
@@ -18,6 +21,7 @@ class WebhookDispatcher:
     follower: WebhookFollower
     watcher: ProgressWatcher
     sender: WebhookSender
+    alerts: BalanceAlerts
 
     @classmethod
     def build(
@@ -33,15 +37,23 @@ class WebhookDispatcher:
                 retention_days=settings.webhook_retention_days,
             ),
             sender=WebhookSender(url, render, SenderOptions.from_settings(settings), resolver=resolver),
+            alerts=BalanceAlerts(
+                url,
+                mailer_from_settings(settings),
+                interval=settings.balance_alert_interval_s,
+                behind=("points", NAME),
+            ),
         )
 
     def start(self) -> WebhookDispatcher:
         self.follower.start()
         self.watcher.start()
         self.sender.start()
+        self.alerts.start()
         return self
 
     def stop(self) -> None:
+        self.alerts.stop()
         self.sender.stop()
         self.watcher.stop()
         self.follower.stop()

@@ -110,8 +110,9 @@ def test_a_usage_mismatch_shows_the_line_as_the_table_holds_it(
     with psycopg.connect(pg_url) as conn:
         conn.execute("UPDATE point_usage SET amount = amount - 1 WHERE job_id = %s", (job,))
         (stored,) = conn.execute("SELECT * FROM point_usage WHERE job_id = %s", (job,)).fetchall()
-    (m,) = audit(pg_url).mismatches
-    assert m.user_id == victim and m.what == f"point_usage line {stored[0]}"
+    mismatches = audit(pg_url).mismatches
+    (m,) = [m for m in mismatches if m.what == f"point_usage line {stored[0]}"]
+    assert m.user_id == victim
     assert m.actual == stored[:1] + stored[2:]  # the row after its user id: its job id a UUID
     assert m.expected == (*m.actual[:4], m.actual[4] + 1, *m.actual[5:])
 
@@ -167,3 +168,55 @@ def test_audit_in_worker_processes_finds_what_one_process_finds(
     assert three.totals == one.totals and sorted(map(str, three.mismatches)) == sorted(
         map(str, one.mismatches)
     )
+
+
+def test_the_usage_lines_of_each_user_chain_up_to_the_balance(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    """Opening plus lines is closing (``GET /points/statement``): the audit checks it on the
+    read models themselves, line by line and against ``point_balance``."""
+    victim, job = new_user(pg_ledger, credits=7), uuid4()
+    pg_ledger.request_job(victim, job, "image", job_request())
+    pg_ledger.grant_credits(victim, 5, "promo", category="promotional")
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    assert audit(pg_url).ok
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE point_usage SET amount = amount - 1 WHERE job_id = %s", (job,))
+        (position,) = conn.execute("SELECT position FROM point_usage WHERE job_id = %s", (job,)).fetchone()
+    found = {(m.what, m.expected, m.actual) for m in audit(pg_url).mismatches}
+    assert (f"point_usage line {position}: balance before + amount", 7 - 2, 7 - 1) in found
+    assert ("credit: sum of point_usage lines", 7 - 1 + 5, 7 - 2 + 5) in found
+
+
+def test_a_balance_the_usage_lines_do_not_add_up_to(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    victim = new_user(pg_ledger, credits=7, lookbook=2)
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "UPDATE point_balance SET tickets = jsonb_set(tickets, '{lookbook}', '3') WHERE user_id = %s",
+            (victim,),
+        )
+    found = [(m.user_id, m.what, m.expected, m.actual) for m in audit(pg_url).mismatches]
+    assert (victim, "ticket:lookbook: sum of point_usage lines", 3, 2) in found
+
+
+def test_a_line_granting_a_lot_records_its_category(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    victim = new_user(pg_ledger, credits=7)
+    pg_ledger.grant_credits(victim, 5, "promo", category="promotional")
+    pg_ledger.adjust(victim, "credit", 2, "goodwill")
+    pg_ledger.adjust(victim, "credit", -1, "correction")
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT type, amount, category FROM point_usage WHERE user_id = %s ORDER BY position", (victim,)
+        ).fetchall()
+        assert rows == [
+            ("grant", 7, "paid"),
+            ("grant", 5, "promotional"),
+            ("adjustment", 2, "paid"),
+            ("adjustment", -1, None),
+        ]
+        assert audit(pg_url).ok
+        conn.execute("UPDATE point_usage SET category = 'paid' WHERE user_id = %s AND amount = 5", (victim,))
+    (m,) = audit(pg_url).mismatches
+    assert m.user_id == victim and m.expected[-1] == "promotional" and m.actual[-1] == "paid"
