@@ -34,5 +34,7 @@ SQL_TABLES = frozenset(
         "webhook_messages",
         "webhook_attempts",
         "webhook_endpoints_gone",
+        # the open live event streams (0023)
+        "job_event_streams",
     }
 )

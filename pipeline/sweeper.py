@@ -16,6 +16,7 @@ import psycopg
 from infra.erasure import Erasure
 from infra.threads import BackgroundLoop
 from ledger.application import Clock, LedgerApplication, utc_now
+from pipeline.progress import CLOSE_FINISHED
 from projections.jobs import users_with_open_jobs_before
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Sweeper(BackgroundLoop):
         now = self.clock()
         with psycopg.connect(self.url, autocommit=True) as conn:
             users = users_with_open_jobs_before(conn, now - self.timeout)
+            conn.execute(CLOSE_FINISHED)  # the queue positions' set of started jobs
         result = self.ledger.expire_stale_reservations(users, now, self.timeout)
         count = sum(len(jobs) for jobs in result.value.values())
         if count:

@@ -217,6 +217,11 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "(169.254.169.254 included) and other internal addresses are refused, at ordering and at "
         "every delivery. Nothing was charged.",
     ),
+    "too_many_streams": (
+        "this account has too many live event streams open",
+        "Close a stream you no longer read (each account may hold `VTO_SSE_MAX_STREAMS_PER_ACCOUNT` "
+        "open over every replica), or poll `GET /api/v1/vto/jobs/{id}`; `Retry-After` says when to retry.",
+    ),
     "job_finished": ("the job already finished", "A finished job cannot be canceled."),
     "account_not_found": ("the user has no ledger account", "Check the user id."),
     "invalid_amount": ("the amount is not valid", "Amounts are positive whole numbers."),
