@@ -103,6 +103,7 @@ def main() -> None:
             )
             if args.explain:
                 raw = conn.connection.driver_connection
+                assert raw is not None
                 sql = str(repository.QUEUE)
                 for name in ("prev_ids", "prev_created", "ids", "created", "window"):
                     sql = sql.replace(f":{name}", f"%({name})s")

@@ -64,10 +64,38 @@ def parse_last_event_id(value: str | None) -> int:
         return -1
 
 
-def frame(kind: str, job: JobOut) -> bytes:
-    """One event: ``event:``, ``id:``, and the job as ``GET /vto/jobs/{id}`` shows it."""
-    data = json.dumps(job.model_dump(mode="json"), separators=(",", ":"))
+def frame(kind: str, job: JobOut, data: str | None = None) -> bytes:
+    """One event: ``event:``, ``id:``, and the job as ``GET /vto/jobs/{id}`` shows it
+    (``data``: that JSON already made)."""
+    if data is None:
+        data = json.dumps(job.model_dump(mode="json"), separators=(",", ":"))
     return f"event: {kind}\nid: {event_id(job)}\ndata: {data}\n\n".encode()
+
+
+@dataclass(eq=False)
+class Rendered:
+    """A job row as the event's body, rendered once for every stream of the job that reads
+    it through the same base URL (``render``)."""
+
+    row: Mapping[str, Any]
+    base: str
+    job: JobOut
+    data: str
+
+
+def render(sub: Subscription, row: Mapping[str, Any], sign: UrlSigner) -> Rendered:
+    shared = sub.shared
+    if (
+        shared.get("rendered") is None
+        or shared["rendered"].row is not row
+        or shared["rendered"].base != sign.base
+    ):
+        job = JobOut.of(row, sign)
+        shared["rendered"] = Rendered(
+            row, sign.base, job, json.dumps(job.model_dump(mode="json"), separators=(",", ":"))
+        )
+    rendered: Rendered = shared["rendered"]
+    return rendered
 
 
 @dataclass(eq=False)
@@ -77,6 +105,7 @@ class Subscription:
     job_id: uuid.UUID
     row: Mapping[str, Any] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    shared: dict[str, Any] = field(default_factory=dict)  # one per job in the hub: ``render``
 
 
 class JobEventHub:
@@ -102,8 +131,9 @@ class JobEventHub:
     def subscribe(self, job_id: uuid.UUID) -> Subscription:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="job-event-hub")
-        sub = Subscription(job_id)
-        self._subs.setdefault(job_id, set()).add(sub)
+        subs = self._subs.setdefault(job_id, set())
+        sub = Subscription(job_id, shared=next(iter(subs)).shared if subs else {})
+        subs.add(sub)
         return sub
 
     def track(self, stream_id: uuid.UUID) -> None:
@@ -227,9 +257,10 @@ async def job_events(
             sub.changed.clear()
             if sub.row is None:
                 continue
-            new = JobOut.of(sub.row, sign)
+            rendered = render(sub, sub.row, sign)
+            new = rendered.job
             if event_id(new) > last_seen:
-                yield frame("status" if new.status != job.status else "progress", new)
+                yield frame("status" if new.status != job.status else "progress", new, rendered.data)
                 last_seen = event_id(new)
                 job = new
     finally:

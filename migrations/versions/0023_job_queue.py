@@ -29,7 +29,8 @@ def upgrade() -> None:
     # jobs started recently).
     op.execute("ALTER TABLE job_progress ADD COLUMN open boolean NOT NULL DEFAULT true")
     op.execute(
-        "UPDATE job_progress p SET open = false FROM vto_job j WHERE j.job_id = p.job_id AND j.status <> 'queued'"
+        "UPDATE job_progress p SET open = false FROM vto_job j "
+        "WHERE j.job_id = p.job_id AND j.status <> 'queued'"
     )
     op.execute("CREATE INDEX job_progress_open_idx ON job_progress (job_id) WHERE open")
     op.execute("CREATE INDEX job_progress_started_idx ON job_progress (started_at)")
