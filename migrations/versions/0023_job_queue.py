@@ -24,6 +24,15 @@ def upgrade() -> None:
     # Queued jobs in acceptance order: a job's queue position counts the entries before its
     # own (``command_api/vto/repository.py`` QUEUE). A rebuild's twin tables copy it.
     op.execute("CREATE INDEX vto_job_queue_idx ON vto_job (created_at, job_id) WHERE status = 'queued'")
+    # It replaces 0006's ``(created_at) WHERE status = 'queued'`` (the sweeper's, served as well
+    # by this one's leading column), which the planner would otherwise pick for the count and
+    # read the table's rows. Found by its definition: a rebuild's twin tables renamed it.
+    op.execute(
+        "DO $$ DECLARE name text; BEGIN "
+        "FOR name IN SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+        "AND tablename = 'vto_job' AND indexdef LIKE '%(created_at) WHERE (status = ''queued''::text)' "
+        "LOOP EXECUTE format('DROP INDEX %I', name); END LOOP; END $$"
+    )
     # The queued jobs that started already: progress rows stay ``open`` until the sweeper
     # sees their job finished (a few rows: the running jobs), and the throughput window (the
     # jobs started recently).
@@ -63,4 +72,5 @@ def downgrade() -> None:
     op.execute("DROP INDEX job_progress_started_idx")
     op.execute("DROP INDEX job_progress_open_idx")
     op.execute("ALTER TABLE job_progress DROP COLUMN open")
+    op.execute("CREATE INDEX vto_job_open_idx ON vto_job (created_at) WHERE status = 'queued'")
     op.execute("DROP INDEX vto_job_queue_idx")
