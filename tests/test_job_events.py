@@ -29,7 +29,7 @@ import uvicorn
 
 from command_api.serve import http_config
 from infra.settings import Settings
-from pipeline.progress import UPSERT
+from pipeline.progress import CLOSE_FINISHED, UPSERT
 from tests.api_factories import Caller, make_user
 from tests.mail_fixtures import free_port
 from tests.test_vto import catalog, job_body, wait_until
@@ -281,10 +281,17 @@ def test_queue_position_and_eta_are_exact_for_a_known_queue(client: Any, service
     assert {
         j["id"]: (j["status"], j["queue_position"], j["eta_s"]) for j in listed.json()["items"]
     } == expected
-    # The second job finishes: the jobs behind it move up; no start in the window: no ETA.
+    # The second job starts and finishes: the jobs behind it move up; no start in the window:
+    # no ETA. The sweeper's pass takes its progress row out of the open set, not the first's.
+    progress(pg_url, second, 1.0)
     services.ledger.complete_job(other.id, uuid.UUID(second), OUTPUTS)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("UPDATE job_progress SET started_at = started_at - interval '1 hour'")
     wait_until(lambda: shown(other, second)["status"] == "succeeded", 20, "the second job's success")
     assert (shown(caller, third)["queue_position"], shown(caller, third)["eta_s"]) == (0, None)
+    assert shown(caller, fourth)["queue_position"] == 1
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(CLOSE_FINISHED)
+        still_open = {str(row[0]) for row in conn.execute("SELECT job_id FROM job_progress WHERE open")}
+    assert first in still_open and second not in still_open
     assert shown(caller, fourth)["queue_position"] == 1
