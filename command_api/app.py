@@ -96,6 +96,10 @@ def create_app(
         try:
             yield
         finally:
+            hub = getattr(app.state, "job_event_hub", None)
+            if hub is not None:  # the live events' connection
+                app.state.job_event_hub = None
+                await hub.close()
             limits = getattr(app.state, "upload_limits", None)
             if limits is not None:  # its image threads; a later start makes new ones
                 app.state.upload_limits = None

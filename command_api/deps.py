@@ -35,6 +35,7 @@ from command_api.services import Services
 from command_api.users import repository as users
 from command_api.users import roles
 from command_api.users.models import User
+from command_api.vto.live import JobEventHub
 from infra.mail import Mailer
 from infra.settings import Settings
 from infra.storage import Storage
@@ -74,6 +75,22 @@ async def get_webhook_targets(services: ServicesDep) -> TargetPolicy:
     """Where webhooks may go (``VTO_WEBHOOK_ALLOW_PRIVATE_NETWORKS``); tests replace the
     resolver."""
     return TargetPolicy(services.settings.webhook_allow_private_networks)
+
+
+async def get_job_event_hub(request: Request, services: ServicesDep) -> JobEventHub:
+    """The process's live job events hub (``command_api/vto/live.py``): one per app, made on
+    first use; the app's lifespan closes it."""
+    hub: JobEventHub | None = getattr(request.app.state, "job_event_hub", None)
+    if hub is None:
+        settings = services.settings
+        hub = JobEventHub(
+            services.url, poll_interval=settings.sse_poll_interval_s, renew_interval=settings.sse_keepalive_s
+        )
+        request.app.state.job_event_hub = hub
+    return hub
+
+
+JobEventHubDep = Annotated[JobEventHub, Depends(get_job_event_hub)]
 
 
 async def get_oauth(services: ServicesDep) -> OAuthProviders:

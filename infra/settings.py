@@ -475,6 +475,31 @@ class Settings(BaseSettings):
     webhook_retention_days: int = Field(
         default=30, ge=1, description="Finished webhook deliveries (and their attempts) are kept this long."
     )
+    # --- job progress, queue position and live events (docs/job-api.md) ---------------------
+    queue_eta_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A queued job's eta_s comes from the jobs started in this many seconds before now "
+        "(null when none started in it).",
+    )
+    sse_keepalive_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A live event stream (GET /vto/jobs/{id}/events) sends a keep-alive comment after "
+        "this many seconds without an event; it also renews the stream's row for the per-account limit.",
+    )
+    sse_poll_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="The live event streams' poll of the job read models, a fallback beside LISTEN.",
+    )
+    sse_max_streams_per_account: int = Field(
+        default=20,
+        ge=1,
+        description="Live event streams one account may hold open at once, over every API replica "
+        "(429 too_many_streams beyond).",
+    )
+
     webhooks_metrics_port: int | None = Field(
         default=None,
         ge=1,

@@ -43,5 +43,7 @@ SQL_TABLES = frozenset(
         # balance alerts (0021)
         "balance_alert_thresholds",
         "balance_alerts",
+        # the open live event streams (0023)
+        "job_event_streams",
     }
 )

@@ -20,6 +20,14 @@ UPSERT = (
     "started_at = least(job_progress.started_at, excluded.started_at), updated_at = excluded.updated_at"
 )
 
+# The progress rows of finished jobs leave the open set (migration 0023), which the API's
+# queue positions read: run by the sweeper on every pass. Only bounds that set's size: the
+# API joins it with the jobs read model's status anyway.
+CLOSE_FINISHED = (
+    "UPDATE job_progress p SET open = false FROM vto_job j "
+    "WHERE p.open AND j.job_id = p.job_id AND j.status <> 'queued'"
+)
+
 
 class ProgressRecorder(TopicConsumer):
     def __init__(

@@ -22,6 +22,7 @@ import psycopg
 from infra.erasure import Erasure
 from infra.threads import BackgroundLoop
 from ledger.application import Clock, LedgerApplication, utc_now
+from pipeline.progress import CLOSE_FINISHED
 from projections.jobs import jobs_past_deadline, users_with_open_jobs_before
 from projections.points import users_with_due_lots
 
@@ -57,6 +58,7 @@ class Sweeper(BackgroundLoop):
             users = users_with_open_jobs_before(conn, now - self.timeout)
             late = jobs_past_deadline(conn, now)
             holders = users_with_due_lots(conn, now)
+            conn.execute(CLOSE_FINISHED)  # the queue positions' set of started jobs
         self.cancel_past_deadline(late)
         result = self.ledger.expire_stale_reservations(users, now, self.timeout)
         count = sum(len(jobs) for jobs in result.value.values())

@@ -134,6 +134,7 @@ BY_OPERATION: dict[str, tuple[Problem, ...]] = {
     ),
     "POST /api/v1/api-keys": ("too_many_api_keys",),
     "POST /api/v1/vto/jobs/{job_id}/cancel": ("job_finished", "ledger_busy"),
+    "GET /api/v1/vto/jobs/{job_id}/events": ("not_found", "too_many_streams"),
     "GET /api/v1/vto/projects/{project_id}/results": ("not_found",),
     "POST /api/v1/points/refund": ("not_found", "job_not_found", "job_already_refunded", "ledger_busy"),
     "POST /api/v1/admin/grants": (

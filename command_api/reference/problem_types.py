@@ -226,6 +226,11 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
         "deadline_s is not a valid deadline",
         "Give whole seconds, more than 0 and at most `VTO_JOB_MAX_DEADLINE_S`. Nothing was charged.",
     ),
+    "too_many_streams": (
+        "this account has too many live event streams open",
+        "Close a stream you no longer read (each account may hold `VTO_SSE_MAX_STREAMS_PER_ACCOUNT` "
+        "open over every replica), or poll `GET /api/v1/vto/jobs/{id}`; `Retry-After` says when to retry.",
+    ),
     "job_finished": ("the job already finished", "A finished job cannot be canceled."),
     "api_key_not_allowed": (
         "an API key cannot do this",

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import StreamingResponse
 
 from command_api.api_keys import service as api_keys
 from command_api.catalog.uploads import in_transaction
 from command_api.deps import (
     AccessClaims,
     CaughtUpCaller,
+    JobEventHubDep,
     LedgerDep,
     ServicesDep,
     SessionDep,
@@ -22,7 +24,7 @@ from command_api.deps import (
     run_then,
 )
 from command_api.pagination import Cursor, Limit, Page
-from command_api.vto import service
+from command_api.vto import live, service
 from command_api.vto.schemas import GalleryItem, JobIn, JobOut
 from command_api.webhooks.service import check_webhook_url
 from ledger.status import JobStatus
@@ -109,7 +111,9 @@ async def create_job(
     # written so far (waited for before a catalog connection is taken).
     await anyio.to_thread.run_sync(lambda: services.wait_for(ledger.position()))
     return await run_on_connection(
-        request, services, lambda conn: service.repeated_order(conn, order, body, sign)
+        request,
+        services,
+        lambda conn: service.repeated_order(conn, order, body, sign, services.settings.queue_eta_window_s),
     )
 
 
@@ -117,13 +121,16 @@ async def create_job(
 def list_jobs(
     user: CaughtUpCaller,
     session: SessionDep,
+    services: ServicesDep,
     sign: SignerDep,
     project_id: Annotated[uuid.UUID | None, Query()] = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[JobOut]:
-    return service.jobs_page(session, user.id, project_id, status_, limit, cursor, sign)
+    return service.jobs_page(
+        session, user.id, project_id, status_, limit, cursor, sign, services.settings.queue_eta_window_s
+    )
 
 
 @router.get("/jobs/{job_id}", summary="A job: status, charge, refund, outputs")
@@ -133,7 +140,70 @@ async def get_job(
     return await run_on_connection(
         request,
         services,
-        lambda conn: service.own_job(conn, claims, job_id, sign, services.wait_for, services.ledger),
+        lambda conn: service.own_job(
+            conn,
+            claims,
+            job_id,
+            sign,
+            services.wait_for,
+            services.ledger,
+            services.settings.queue_eta_window_s,
+        ),
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="A job's live events (server-sent events): its state, then each change, to the end",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {live.MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "description": "`event: status|progress`, `id: N`, `data: {the job}`; keep-alive "
+            "comments; the stream ends after a terminal status (docs/job-api.md)",
+        },
+        429: {"description": "too_many_streams: the account holds its limit of open streams"},
+    },
+)
+async def job_events(
+    request: Request,
+    job_id: uuid.UUID,
+    claims: AccessClaims,
+    services: ServicesDep,
+    sign: SignerDep,
+    hub: JobEventHubDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> StreamingResponse:
+    stream_id = uuid.uuid4()
+    # Subscribed before the first read, so no change falls between them.
+    sub = hub.subscribe(job_id)
+    try:
+        first = await run_on_connection(
+            request,
+            services,
+            lambda conn: service.open_stream(
+                conn, claims, job_id, sign, services.wait_for, services.ledger, services.settings, stream_id
+            ),
+        )
+    except BaseException:
+        hub.unsubscribe(sub)
+        raise
+    slot = None if first.status.finished else stream_id
+    if slot is not None:
+        hub.track(slot)
+    body = live.job_events(
+        hub,
+        sub,
+        first,
+        live.parse_last_event_id(last_event_id),
+        sign,
+        services.settings.sse_keepalive_s,
+        slot,
+    )
+    return StreamingResponse(
+        body,
+        media_type=live.MEDIA_TYPE,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, text
@@ -79,3 +80,91 @@ def job_rows(
         f"{JOB_COLUMNS} FROM {JOB_FROM}", where, "j.created_at DESC, j.job_id DESC", params, limit
     )
     return list(session.execute(query, params).mappings())
+
+
+# The queue (docs/job-api.md, "Queue position"). "Ahead" is acceptance order, ``(created_at,
+# job_id)``, over every partition and worker: one consumer group serves every job. For the
+# queued jobs ``:ids``/``:created`` (sorted by that key), in one statement (one snapshot):
+# - ``segment``: the entries of ``vto_job_queue_idx`` from the previous job's key (included;
+#   the queue's head for the first) to this job's (excluded), so that the cumulative sum is
+#   the count of queued jobs ahead, and a page of jobs costs one scan of the queue up to its
+#   newest job, not one per job;
+# - ``started_ahead``: of those, the ones a worker started (a progress row: shown running),
+#   found among the progress rows still ``open`` (migration 0023; the sweeper closes those of
+#   finished jobs), a few rows, not the table;
+# - ``started_recently``: the jobs started in the throughput window.
+QUEUE = text(
+    "SELECT k.job_id, "
+    "  (SELECT count(*) FROM vto_job q WHERE q.status = 'queued' "
+    "    AND (q.created_at, q.job_id) >= (k.prev_created, k.prev_id) "
+    "    AND (q.created_at, q.job_id) < (k.created_at, k.job_id)) AS segment, "
+    "  (SELECT count(*) FROM job_progress p JOIN vto_job q ON q.job_id = p.job_id "
+    "    WHERE p.open AND q.status = 'queued' "
+    "    AND (q.created_at, q.job_id) < (k.created_at, k.job_id)) AS started_ahead, "
+    "  (SELECT count(*) FROM job_progress p "
+    "    WHERE p.started_at >= now() - make_interval(secs => :window)) AS started_recently "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:created AS timestamptz[]), "
+    "  CAST(:prev_ids AS uuid[]), CAST(:prev_created AS timestamptz[])) "
+    "  AS k(job_id, created_at, prev_id, prev_created)"
+)
+_HEAD = (uuid.UUID(int=0), datetime(1, 1, 1, tzinfo=UTC))  # before every key
+
+
+def queue_rows(
+    conn: Session | Connection, jobs: list[tuple[uuid.UUID, datetime]], window_s: float
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """For queued ``jobs`` (``(job_id, created_at)`` pairs): ``(ahead, started_recently)`` by
+    job id, ``ahead`` being how many queued jobs that have not started are before it."""
+    if not jobs:
+        return {}
+    keys = sorted(jobs, key=lambda job: (job[1], job[0]))
+    prev = [_HEAD, *keys[:-1]]
+    params = {
+        "ids": [j for j, _ in keys],
+        "created": [c for _, c in keys],
+        "prev_ids": [j for j, _ in prev],
+        "prev_created": [c for _, c in prev],
+        "window": window_s,
+    }
+    rows = {row["job_id"]: row for row in conn.execute(QUEUE, params).mappings()}
+    found, queued = {}, 0
+    for job_id, _ in keys:
+        row = rows[job_id]
+        queued += row["segment"]
+        found[job_id] = (max(queued - row["started_ahead"], 0), row["started_recently"])
+    return found
+
+
+# The live event streams (``command_api/vto/live.py``): the jobs they watch, read in one
+# statement for all of a process's streams (psycopg parameters: the hub's own connection).
+WATCHED_JOBS = f"SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE j.job_id = ANY(%s)"  # noqa: S608
+
+# The per-account limit on open streams, over every replica (table ``job_event_streams``): a
+# stream's row counts while its process renews ``seen_at``. Taken under the account's
+# advisory lock, in a transaction, so concurrent opens cannot both take the last slot.
+STREAM_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('job_event_streams:' || %s::text, 0))"
+STREAM_TAKE = (
+    "INSERT INTO job_event_streams (id, user_id, job_id) SELECT %(id)s, %(user)s, %(job)s "
+    "WHERE (SELECT count(*) FROM job_event_streams WHERE user_id = %(user)s "
+    "       AND seen_at > now() - make_interval(secs => %(stale)s)) < %(limit)s "
+    "RETURNING id"
+)
+STREAM_RENEW = "UPDATE job_event_streams SET seen_at = now() WHERE id = ANY(%s)"
+STREAM_RELEASE = "DELETE FROM job_event_streams WHERE id = ANY(%s)"
+# Rows of streams whose process died (not renewed for an hour): deleted by any hub.
+STREAM_PRUNE = "DELETE FROM job_event_streams WHERE seen_at < now() - interval '1 hour'"
+
+
+def take_stream_slot(
+    conn: Connection, stream_id: uuid.UUID, user_id: uuid.UUID, job_id: uuid.UUID, limit: int, stale_s: float
+) -> bool:
+    """Record an open stream of ``user_id`` unless it holds ``limit`` live ones already."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.transaction():
+        raw.execute(STREAM_LOCK, (user_id,))
+        taken = raw.execute(
+            STREAM_TAKE,
+            {"id": stream_id, "user": user_id, "job": job_id, "stale": stale_s, "limit": limit},
+        ).fetchone()
+    return taken is not None

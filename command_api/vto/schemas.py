@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -106,6 +107,14 @@ class OutputOut(BaseModel):
         )
 
 
+@dataclass(frozen=True)
+class QueueSpot:
+    """A queued job's place: ``position`` jobs ahead; ``eta_s`` until it starts (or None)."""
+
+    position: int
+    eta_s: float | None
+
+
 class JobOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -140,7 +149,19 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    progress: float | None = None
+    progress: float | None = Field(
+        default=None, description="0.0 to 1.0, from the worker's progress messages; null before it starts."
+    )
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued: how many accepted jobs that have not started are ahead of it, "
+        "over the whole worker pool (0: it is next). Null otherwise (docs/job-api.md).",
+    )
+    eta_s: float | None = Field(
+        default=None,
+        description="While queued: seconds until it starts, estimated from the jobs started over "
+        "the last VTO_QUEUE_ETA_WINDOW_S; null when none started in that window.",
+    )
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
     # The job's inputs, as ordered (null for a job ordered before they were echoed).
@@ -155,8 +176,9 @@ class JobOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, row: Mapping[Any, Any], sign: UrlSigner) -> JobOut:
-        """A row of the job read model (``repository.job_row``)."""
+    def of(cls, row: Mapping[Any, Any], sign: UrlSigner, queue: QueueSpot | None = None) -> JobOut:
+        """A row of the job read model (``repository.job_row``), with its place in the queue
+        while it is queued."""
         request = row["request"] or {}
         return cls(
             **inputs_of(request),
@@ -177,6 +199,8 @@ class JobOut(BaseModel):
             started_at=row["shown_started_at"],
             finished_at=row["finished_at"],
             progress=row["progress"],
+            queue_position=queue.position if queue else None,
+            eta_s=queue.eta_s if queue else None,
             webhook=request.get("webhook"),
             webhook_events_filter=request.get("webhook_events_filter"),
         )

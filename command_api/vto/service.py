@@ -21,7 +21,8 @@ from command_api.catalog.media import UrlSigner
 from command_api.pagination import Page, cut, decode
 from command_api.problems import DomainError, NotFound
 from command_api.vto import repository
-from command_api.vto.schemas import Charge, GalleryItem, JobIn, JobOut
+from command_api.vto.schemas import Charge, GalleryItem, JobIn, JobOut, QueueSpot
+from infra.settings import Settings
 from ledger.account import Reservation
 from ledger.application import LedgerApplication, StreamNews
 from ledger.status import JobStatus
@@ -78,6 +79,10 @@ def job_deadline(body: JobIn, cancel_after: str | None, most: int) -> JobIn:
     if not given or min(given) == body.deadline_s:
         return body
     return body.model_copy(update={"deadline_s": min(given)})
+
+
+class TooManyStreams(DomainError):
+    status, code = 429, "too_many_streams"
 
 
 @dataclass(frozen=True)
@@ -163,11 +168,33 @@ def place_order(
     ).value
 
 
-def repeated_order(conn: Connection, reservation: Reservation, body: JobIn, sign: UrlSigner) -> JobOut:
+def repeated_order(
+    conn: Connection, reservation: Reservation, body: JobIn, sign: UrlSigner, window_s: float
+) -> JobOut:
     """An idempotent repeat shows the job as the read model has it (the caller waited until
     that includes everything written so far: the job may have moved on since it was ordered)."""
     row = repository.job_row(conn, reservation.job_id)
-    return job_from_reservation(reservation, body) if row is None else JobOut.of(row, sign)
+    return (
+        job_from_reservation(reservation, body) if row is None else jobs_out(conn, [row], sign, window_s)[0]
+    )
+
+
+def queue_spots(conn: Session | Connection, rows: list[Any], window_s: float) -> dict[uuid.UUID, QueueSpot]:
+    """The place in the queue of the rows shown ``queued`` (one query for them all): the
+    position (``repository.QUEUE``) and the ETA, ``(position + 1) / rate`` where the rate is
+    the jobs started per second over the last ``window_s`` (None when none started)."""
+    queued = [(r["job_id"], r["created_at"]) for r in rows if r["shown_status"] == JobStatus.QUEUED]
+    spots = {}
+    for job_id, (ahead, started) in repository.queue_rows(conn, queued, window_s).items():
+        eta = round((ahead + 1) * window_s / started, 1) if started else None
+        spots[job_id] = QueueSpot(ahead, eta)
+    return spots
+
+
+def jobs_out(conn: Session | Connection, rows: list[Any], sign: UrlSigner, window_s: float) -> list[JobOut]:
+    """The rows as jobs, the queued ones with their place in the queue."""
+    spots = queue_spots(conn, rows, window_s)
+    return [JobOut.of(row, sign, spots.get(row["job_id"])) for row in rows]
 
 
 def job_from_reservation(reservation: Reservation, body: JobIn) -> JobOut:
@@ -199,6 +226,7 @@ def own_job(
     sign: UrlSigner,
     wait: Callable[[int], object],
     ledger: LedgerApplication,
+    window_s: float,
 ) -> JobOut:
     """``GET /vto/jobs/{id}`` in one round trip (``own_reads``): the job, for its requester or a
     reader of its project; ``NotFound`` for anyone else. A job the read model lacks may have
@@ -213,7 +241,42 @@ def own_job(
     row = rows[0]
     if row["user_id"] != claims.user_id and not readable_project_id(conn, claims.user_id, row["project_id"]):
         raise NotFound("job")
-    return JobOut.of(row, sign)
+    return jobs_out(conn, [row], sign, window_s)[0]
+
+
+def open_stream(
+    conn: Connection,
+    claims: tokens.Claims,
+    job_id: uuid.UUID,
+    sign: UrlSigner,
+    wait: Callable[[int], object],
+    ledger: LedgerApplication,
+    settings: Settings,
+    stream_id: uuid.UUID,
+) -> JobOut:
+    """A live event stream's start: the job as ``GET /vto/jobs/{id}`` shows it (same access
+    rule), once the account has a free stream slot (``TooManyStreams`` otherwise)."""
+    job = own_job(conn, claims, job_id, sign, wait, ledger, settings.queue_eta_window_s)
+    if job.status.finished:  # one event and the end: no slot needed
+        return job
+    if not repository.take_stream_slot(
+        conn,
+        stream_id,
+        claims.user_id,
+        job_id,
+        settings.sse_max_streams_per_account,
+        stream_stale_s(settings),
+    ):
+        raise TooManyStreams(
+            f"this account has {settings.sse_max_streams_per_account} live event streams open already",
+            headers={"Retry-After": str(max(1, round(settings.sse_poll_interval_s)))},
+        )
+    return job
+
+
+def stream_stale_s(settings: Settings) -> float:
+    """A stream whose row was not renewed for this long no longer counts (its process died)."""
+    return 3 * settings.sse_keepalive_s
 
 
 def own_gallery_page(
@@ -269,6 +332,7 @@ def jobs_page(
     limit: int,
     cursor: str | None,
     sign: UrlSigner,
+    window_s: float,
 ) -> Page[JobOut]:
     """The caller's jobs, newest first, by ``(created_at, id)``."""
     rows = repository.job_rows(
@@ -280,4 +344,4 @@ def jobs_page(
         before=decode(cursor, datetime, uuid.UUID),
     )
     items, next_cursor = cut(rows, limit, lambda row: (row["created_at"], row["job_id"]))
-    return Page[JobOut](items=[JobOut.of(row, sign) for row in items], next_cursor=next_cursor)
+    return Page[JobOut](items=jobs_out(session, items, sign, window_s), next_cursor=next_cursor)

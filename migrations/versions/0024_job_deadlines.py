@@ -2,7 +2,7 @@
 the sweeper's index of open jobs that have one.
 
 Revision ID: 0024_job_deadlines
-Revises: 0022_api_keys
+Revises: 0023_job_queue
 Create Date: 2026-12-06
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0024_job_deadlines"
-down_revision = "0022_api_keys"
+down_revision = "0023_job_queue"
 branch_labels = None
 depends_on = None
 
