@@ -28,6 +28,9 @@ from command_api.vto import repository
 from infra.database import embedded_postgres_url, stop_embedded_postgres, with_dbname
 from infra.migrate import upgrade
 from infra.orm import make_engine
+from infra.settings import Settings
+
+EXACT = 2**62  # a cap no queue reaches: every job ahead counted
 
 
 def fill(url: str, queued: int, running: int, finished: int) -> list[tuple[uuid.UUID, datetime]]:
@@ -79,6 +82,13 @@ def main() -> None:
     parser.add_argument("--finished", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--explain", action="store_true", help="print the plan of the one-job query")
+    parser.add_argument(
+        "--cap",
+        type=int,
+        default=Settings().queue_position_exact_max,
+        help="jobs ahead counted exactly (VTO_QUEUE_POSITION_EXACT_MAX); the timings are also taken "
+        "with the whole queue counted",
+    )
     args = parser.parse_args()
     external = os.environ.get("VTO_DATABASE_URL")
     data_dir = Path(tempfile.mkdtemp(prefix="vto-queue-bench-"))
@@ -95,17 +105,19 @@ def main() -> None:
         with engine.connect() as conn:
             last = jobs[-1:]
             page = jobs[-50:]
-            answer = repository.queue_rows(conn, last, 600.0)[last[0][0]]
+            answer = repository.queue_rows(conn, last, 600.0, EXACT)[last[0][0]]
             expected = args.queued - 1 - args.running
             assert answer[0] == expected, (answer, expected)
-            assert [a for a, _ in repository.queue_rows(conn, page, 600.0).values()] == list(
+            capped = repository.queue_rows(conn, last, 600.0, args.cap)[last[0][0]]
+            assert capped[2] is (expected + args.running < args.cap), capped
+            assert [a for a, _, _ in repository.queue_rows(conn, page, 600.0, EXACT).values()] == list(
                 range(expected - 49, expected + 1)
             )
             if args.explain:
                 raw = conn.connection.driver_connection
                 assert raw is not None
                 sql = str(repository.QUEUE)
-                for name in ("prev_ids", "prev_created", "ids", "created", "window"):
+                for name in ("prev_ids", "prev_created", "ids", "created", "window", "cap"):
                     sql = sql.replace(f":{name}", f"%({name})s")
                 params = {
                     "ids": [last[0][0]],
@@ -113,16 +125,20 @@ def main() -> None:
                     "prev_ids": [uuid.UUID(int=0)],
                     "prev_created": [datetime(1, 1, 1, tzinfo=UTC)],
                     "window": 600.0,
+                    "cap": args.cap,
                 }
                 for line in raw.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params):
                     print(line[0])
-            one = timed(lambda: repository.queue_rows(conn, last, 600.0), args.repeat)
-            fifty = timed(lambda: repository.queue_rows(conn, page, 600.0), max(args.repeat // 10, 5))
+            one = timed(lambda: repository.queue_rows(conn, last, 600.0, args.cap), args.repeat)
+            rounds = max(args.repeat // 10, 5)
+            fifty = timed(lambda: repository.queue_rows(conn, page, 600.0, args.cap), rounds)
+            one_exact = timed(lambda: repository.queue_rows(conn, last, 600.0, EXACT), args.repeat)
         print(
             f"queue of {args.queued} ({args.running} running, {args.finished} finished before): "
             f"queue_position {answer[0]} for the last job"
         )
-        print(f"one job (GET /vto/jobs/{{id}}):  median {one[0]:.2f} ms, p99 {one[1]:.2f} ms")
+        print(f"one job (GET /vto/jobs/{{id}}), cap {args.cap}:  median {one[0]:.2f} ms, p99 {one[1]:.2f} ms")
+        print(f"one job, the whole queue counted:  median {one_exact[0]:.2f} ms, p99 {one_exact[1]:.2f} ms")
         print(f"50 queued jobs (a list page): median {fifty[0]:.2f} ms, p99 {fifty[1]:.2f} ms")
     finally:
         if not external:

@@ -482,6 +482,13 @@ class Settings(BaseSettings):
         description="A queued job's eta_s comes from the jobs started in this many seconds before now "
         "(null when none started in it).",
     )
+    queue_position_exact_max: int = Field(
+        default=1000,
+        ge=1,
+        description="A queued job's queue_position is counted exactly up to this many jobs ahead; past "
+        "it, it is a lower bound (queue_position_exact false), so a poll costs the same however long "
+        "the queue is.",
+    )
     sse_keepalive_s: float = Field(
         default=15.0,
         gt=0,

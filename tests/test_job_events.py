@@ -295,3 +295,14 @@ def test_queue_position_and_eta_are_exact_for_a_known_queue(client: Any, service
         still_open = {str(row[0]) for row in conn.execute("SELECT job_id FROM job_progress WHERE open")}
     assert first in still_open and second not in still_open
     assert shown(caller, fourth)["queue_position"] == 1
+    assert shown(caller, fourth)["queue_position_exact"] is True
+    # Counted exactly up to VTO_QUEUE_POSITION_EXACT_MAX jobs ahead; past it, a lower bound.
+    # Ahead of the fourth: the first (started) and the third.
+    services.settings.queue_position_exact_max = 2
+    capped = shown(caller, fourth)
+    assert (capped["queue_position"], capped["queue_position_exact"]) == (1, False)
+    assert (shown(caller, third)["queue_position"], shown(caller, third)["queue_position_exact"]) == (0, True)
+    services.settings.queue_position_exact_max = 3
+    exact = shown(caller, fourth)
+    assert (exact["queue_position"], exact["queue_position_exact"]) == (1, True)
+    assert shown(caller, first)["queue_position_exact"] is None  # running: not in the queue

@@ -113,7 +113,9 @@ async def create_job(
     return await run_on_connection(
         request,
         services,
-        lambda conn: service.repeated_order(conn, order, body, sign, services.settings.queue_eta_window_s),
+        lambda conn: service.repeated_order(
+            conn, order, body, sign, service.QueueTerms.of(services.settings)
+        ),
     )
 
 
@@ -129,7 +131,7 @@ def list_jobs(
     cursor: Cursor = None,
 ) -> Page[JobOut]:
     return service.jobs_page(
-        session, user.id, project_id, status_, limit, cursor, sign, services.settings.queue_eta_window_s
+        session, user.id, project_id, status_, limit, cursor, sign, service.QueueTerms.of(services.settings)
     )
 
 
@@ -147,7 +149,7 @@ async def get_job(
             sign,
             services.wait_for,
             services.ledger,
-            services.settings.queue_eta_window_s,
+            service.QueueTerms.of(services.settings),
         ),
     )
 

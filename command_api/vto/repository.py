@@ -95,9 +95,9 @@ def job_rows(
 # - ``started_recently``: the jobs started in the throughput window.
 QUEUE = text(
     "SELECT k.job_id, "
-    "  (SELECT count(*) FROM vto_job q WHERE q.status = 'queued' "
+    "  (SELECT count(*) FROM (SELECT FROM vto_job q WHERE q.status = 'queued' "
     "    AND (q.created_at, q.job_id) >= (k.prev_created, k.prev_id) "
-    "    AND (q.created_at, q.job_id) < (k.created_at, k.job_id)) AS segment, "
+    "    AND (q.created_at, q.job_id) < (k.created_at, k.job_id) LIMIT :cap) s) AS segment, "
     "  (SELECT count(*) FROM job_progress p JOIN vto_job q ON q.job_id = p.job_id "
     "    WHERE p.open AND q.status = 'queued' "
     "    AND (q.created_at, q.job_id) < (k.created_at, k.job_id)) AS started_ahead, "
@@ -111,10 +111,13 @@ _HEAD = (uuid.UUID(int=0), datetime(1, 1, 1, tzinfo=UTC))  # before every key
 
 
 def queue_rows(
-    conn: Session | Connection, jobs: list[tuple[uuid.UUID, datetime]], window_s: float
-) -> dict[uuid.UUID, tuple[int, int]]:
-    """For queued ``jobs`` (``(job_id, created_at)`` pairs): ``(ahead, started_recently)`` by
-    job id, ``ahead`` being how many queued jobs that have not started are before it."""
+    conn: Session | Connection, jobs: list[tuple[uuid.UUID, datetime]], window_s: float, cap: int
+) -> dict[uuid.UUID, tuple[int, int, bool]]:
+    """For queued ``jobs`` (``(job_id, created_at)`` pairs): ``(ahead, started_recently,
+    exact)`` by job id, ``ahead`` being how many queued jobs that have not started are before
+    it. Each segment's count stops at ``cap``: once the jobs counted ahead reach ``cap`` the
+    count is a lower bound (``exact`` false) and no segment was cut before that, so a poll
+    reads at most ``cap`` index entries per job however long the queue is."""
     if not jobs:
         return {}
     keys = sorted(jobs, key=lambda job: (job[1], job[0]))
@@ -125,13 +128,15 @@ def queue_rows(
         "prev_ids": [j for j, _ in prev],
         "prev_created": [c for _, c in prev],
         "window": window_s,
+        "cap": cap,
     }
     rows = {row["job_id"]: row for row in conn.execute(QUEUE, params).mappings()}
     found, queued = {}, 0
     for job_id, _ in keys:
         row = rows[job_id]
         queued += row["segment"]
-        found[job_id] = (max(queued - row["started_ahead"], 0), row["started_recently"])
+        exact = queued < cap
+        found[job_id] = (max(queued - row["started_ahead"], 0), row["started_recently"], exact)
     return found
 
 

@@ -109,10 +109,12 @@ class OutputOut(BaseModel):
 
 @dataclass(frozen=True)
 class QueueSpot:
-    """A queued job's place: ``position`` jobs ahead; ``eta_s`` until it starts (or None)."""
+    """A queued job's place: ``position`` jobs ahead (at least that many when not ``exact``);
+    ``eta_s`` until it starts (or None)."""
 
     position: int
     eta_s: float | None
+    exact: bool = True
 
 
 class JobOut(BaseModel):
@@ -162,6 +164,11 @@ class JobOut(BaseModel):
         description="While queued: seconds until it starts, estimated from the jobs started over "
         "the last VTO_QUEUE_ETA_WINDOW_S; null when none started in that window.",
     )
+    queue_position_exact: bool | None = Field(
+        default=None,
+        description="While queued: false when more than VTO_QUEUE_POSITION_EXACT_MAX jobs are ahead; "
+        "queue_position (and eta_s) are then lower bounds. Null when not queued.",
+    )
     webhook: str | None = None
     webhook_events_filter: list[str] | None = None
     # The job's inputs, as ordered (null for a job ordered before they were echoed).
@@ -201,6 +208,7 @@ class JobOut(BaseModel):
             progress=row["progress"],
             queue_position=queue.position if queue else None,
             eta_s=queue.eta_s if queue else None,
+            queue_position_exact=queue.exact if queue else None,
             webhook=request.get("webhook"),
             webhook_events_filter=request.get("webhook_events_filter"),
         )

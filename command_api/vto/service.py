@@ -169,31 +169,46 @@ def place_order(
 
 
 def repeated_order(
-    conn: Connection, reservation: Reservation, body: JobIn, sign: UrlSigner, window_s: float
+    conn: Connection, reservation: Reservation, body: JobIn, sign: UrlSigner, queue: QueueTerms
 ) -> JobOut:
     """An idempotent repeat shows the job as the read model has it (the caller waited until
     that includes everything written so far: the job may have moved on since it was ordered)."""
     row = repository.job_row(conn, reservation.job_id)
-    return (
-        job_from_reservation(reservation, body) if row is None else jobs_out(conn, [row], sign, window_s)[0]
-    )
+    return job_from_reservation(reservation, body) if row is None else jobs_out(conn, [row], sign, queue)[0]
 
 
-def queue_spots(conn: Session | Connection, rows: list[Any], window_s: float) -> dict[uuid.UUID, QueueSpot]:
+@dataclass(frozen=True)
+class QueueTerms:
+    """How a queued job's place is told: the ETA's throughput window, and how many jobs ahead
+    are counted exactly (``VTO_QUEUE_ETA_WINDOW_S``, ``VTO_QUEUE_POSITION_EXACT_MAX``)."""
+
+    window_s: float
+    exact_max: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueueTerms:
+        return cls(settings.queue_eta_window_s, settings.queue_position_exact_max)
+
+
+def queue_spots(conn: Session | Connection, rows: list[Any], queue: QueueTerms) -> dict[uuid.UUID, QueueSpot]:
     """The place in the queue of the rows shown ``queued`` (one query for them all): the
     position (``repository.QUEUE``) and the ETA, ``(position + 1) / rate`` where the rate is
-    the jobs started per second over the last ``window_s`` (None when none started)."""
+    the jobs started per second over the last ``queue.window_s`` (None when none started).
+    Past ``queue.exact_max`` jobs ahead the position is a lower bound (``exact`` false), so that
+    a poll costs the same however long the queue is."""
     queued = [(r["job_id"], r["created_at"]) for r in rows if r["shown_status"] == JobStatus.QUEUED]
     spots = {}
-    for job_id, (ahead, started) in repository.queue_rows(conn, queued, window_s).items():
-        eta = round((ahead + 1) * window_s / started, 1) if started else None
-        spots[job_id] = QueueSpot(ahead, eta)
+    for job_id, (ahead, started, exact) in repository.queue_rows(
+        conn, queued, queue.window_s, queue.exact_max
+    ).items():
+        eta = round((ahead + 1) * queue.window_s / started, 1) if started else None
+        spots[job_id] = QueueSpot(ahead, eta, exact)
     return spots
 
 
-def jobs_out(conn: Session | Connection, rows: list[Any], sign: UrlSigner, window_s: float) -> list[JobOut]:
+def jobs_out(conn: Session | Connection, rows: list[Any], sign: UrlSigner, queue: QueueTerms) -> list[JobOut]:
     """The rows as jobs, the queued ones with their place in the queue."""
-    spots = queue_spots(conn, rows, window_s)
+    spots = queue_spots(conn, rows, queue)
     return [JobOut.of(row, sign, spots.get(row["job_id"])) for row in rows]
 
 
@@ -226,7 +241,7 @@ def own_job(
     sign: UrlSigner,
     wait: Callable[[int], object],
     ledger: LedgerApplication,
-    window_s: float,
+    queue: QueueTerms,
 ) -> JobOut:
     """``GET /vto/jobs/{id}`` in one round trip (``own_reads``): the job, for its requester or a
     reader of its project; ``NotFound`` for anyone else. A job the read model lacks may have
@@ -241,7 +256,7 @@ def own_job(
     row = rows[0]
     if row["user_id"] != claims.user_id and not readable_project_id(conn, claims.user_id, row["project_id"]):
         raise NotFound("job")
-    return jobs_out(conn, [row], sign, window_s)[0]
+    return jobs_out(conn, [row], sign, queue)[0]
 
 
 def open_stream(
@@ -256,7 +271,7 @@ def open_stream(
 ) -> JobOut:
     """A live event stream's start: the job as ``GET /vto/jobs/{id}`` shows it (same access
     rule), once the account has a free stream slot (``TooManyStreams`` otherwise)."""
-    job = own_job(conn, claims, job_id, sign, wait, ledger, settings.queue_eta_window_s)
+    job = own_job(conn, claims, job_id, sign, wait, ledger, QueueTerms.of(settings))
     if job.status.finished:  # one event and the end: no slot needed
         return job
     if not repository.take_stream_slot(
@@ -332,7 +347,7 @@ def jobs_page(
     limit: int,
     cursor: str | None,
     sign: UrlSigner,
-    window_s: float,
+    queue: QueueTerms,
 ) -> Page[JobOut]:
     """The caller's jobs, newest first, by ``(created_at, id)``."""
     rows = repository.job_rows(
@@ -344,4 +359,4 @@ def jobs_page(
         before=decode(cursor, datetime, uuid.UUID),
     )
     items, next_cursor = cut(rows, limit, lambda row: (row["created_at"], row["job_id"]))
-    return Page[JobOut](items=jobs_out(session, items, sign, window_s), next_cursor=next_cursor)
+    return Page[JobOut](items=jobs_out(session, items, sign, queue), next_cursor=next_cursor)
