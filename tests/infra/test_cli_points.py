@@ -3,31 +3,12 @@ with a category and an optional expiry (as ``POST /admin/grants`` grants them)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from infra import cli
-from infra.settings import get_settings
 from tests.api_factories import make_user
-
-
-@pytest.fixture
-def vto(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Runs ``vto ...`` with the settings pointing at the test database."""
-    monkeypatch.setenv("VTO_DATABASE_URL", pg_url)
-    monkeypatch.setenv("VTO_JWT_SECRET", "x" * 40)
-    get_settings.cache_clear()
-    runner = CliRunner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(cli.app, list(args))
-
-    yield run
-    get_settings.cache_clear()
 
 
 def lots(services: Any, user_id: Any) -> list[tuple[Any, ...]]:

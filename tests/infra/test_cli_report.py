@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
-from typer.testing import CliRunner
-
-from infra import cli
-from infra.settings import get_settings
 from tests.usage_history import expected_rows, usage_history
-
-
-@pytest.fixture
-def vto(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("VTO_DATABASE_URL", pg_url)
-    monkeypatch.setenv("VTO_JWT_SECRET", "x" * 40)
-    get_settings.cache_clear()
-    runner = CliRunner()
-
-    def run(*args: str) -> Any:
-        return runner.invoke(cli.app, list(args))
-
-    yield run
-    get_settings.cache_clear()
 
 
 def _when(t: Any) -> str:
