@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,7 @@ def test_a_job_with_a_webhook_runs_through_the_embedded_pipeline(
     client: Any, services: Any, receiver: Receiver
 ) -> None:
     """As in ``vto serve``: the API, the pipeline on the in-process queue and the dispatcher in
-    one process; the receiver gets job.started, then job.completed with links it can fetch."""
+    one process; the receiver gets job.completed with links it can fetch."""
     client.app.dependency_overrides[get_webhook_targets] = lambda: TargetPolicy(True)
     settings = services.settings.model_copy(
         update={"webhook_allow_private_networks": True, "webhook_poll_interval_s": 0.2}
@@ -235,9 +235,16 @@ def test_a_job_with_a_webhook_runs_through_the_embedded_pipeline(
     finally:
         pipeline.stop()
         client.app.dependency_overrides.clear()
-    payloads = [r.verified(secret) for r in got]
-    assert payloads[0]["type"] == "job.started"
-    completed = payloads[-1]
+    # No order of arrival is promised (docs/webhooks.md). job.started comes from the recorded
+    # progress, which follows another topic than the result: on a loaded machine the result
+    # can be applied first, and the job then ends with job.completed alone. A start that was
+    # sent is dated before the end.
+    payloads = {p["type"]: p for p in (r.verified(secret) for r in got)}
+    assert set(payloads) <= {"job.started", "job.progress", "job.completed"}
+    completed = payloads["job.completed"]
+    if "job.started" in payloads:
+        start = datetime.fromisoformat(payloads["job.started"]["timestamp"])
+        assert start <= datetime.fromisoformat(completed["timestamp"])
     assert (
         completed["type"] == "job.completed" and completed["data"]["status"] == done["status"] == "succeeded"
     )
