@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra.settings import Settings
@@ -148,3 +149,22 @@ def sqlalchemy_url(url: str) -> str:
         database=params.get("dbname"),
         query=query,
     ).render_as_string(hide_password=False)
+
+
+class ReopeningConnection:
+    """One autocommit connection for a single thread's loop: opened on first use, and again
+    after ``close()`` (a loop closes it when a pass fails, and the next pass reconnects)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def get(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url, autocommit=True)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from infra.database import ReopeningConnection
 from infra.mail import Mail, Mailer
 from infra.threads import BackgroundLoop
 from pipeline.webhooks import events as webhook_events
@@ -205,11 +206,11 @@ class BalanceAlerts(BackgroundLoop):
         self.interval = interval
         self.created = 0
         self.errors = 0
-        self._conn: psycopg.Connection[Any] | None = None
+        self._db = ReopeningConnection(url)
 
     def catch_up(self) -> int:
         """Follow up to the points projection's position and mail; returns the crossings."""
-        conn = self._connection()
+        conn = self._db.get()
         found = 0
         while batch := follow(conn, behind=self.behind):
             found += len(batch)
@@ -226,16 +227,6 @@ class BalanceAlerts(BackgroundLoop):
             except Exception:  # the database above all: logged, retried with a new connection
                 self.errors += 1
                 log.exception("balance alerts: pass failed; retrying")
-                self._close()
+                self._db.close()
             self.stop_event.wait(self.interval)
-        self._close()
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True)
-        return self._conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()

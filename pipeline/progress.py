@@ -6,10 +6,10 @@ delivery."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 
+from infra.database import ReopeningConnection
 from infra.queue.base import Message, MessageQueue, PipelineOptions
 from pipeline.consume import TopicConsumer, send_to_dead_letter
 from pipeline.messages import JobProgress
@@ -34,12 +34,12 @@ class ProgressRecorder(TopicConsumer):
         self, queue: MessageQueue, url: str, options: PipelineOptions, *, name: str = "progress"
     ) -> None:
         self.url = url
-        self._conn: psycopg.Connection[Any] | None = None
+        self._db = ReopeningConnection(url)
         super().__init__(queue, options.topics.progress, f"{options.ingestor_group}-progress", options, name)
 
     def stop(self) -> None:
         super().stop()
-        self._close()
+        self._db.close()
 
     def handle(self, message: Message) -> str:
         try:
@@ -48,20 +48,8 @@ class ProgressRecorder(TopicConsumer):
         except ValueError as exc:  # InvalidMessage included
             return send_to_dead_letter(self.publisher, self.topics.dead_letter, message, exc, self.name)
         try:
-            self._connection().execute(UPSERT, (progress.job_id, at, progress.progress, datetime.now(UTC)))
+            self._db.get().execute(UPSERT, (progress.job_id, at, progress.progress, datetime.now(UTC)))
         except psycopg.OperationalError:
-            self._close()  # reconnect on the next message; this one is redelivered
+            self._db.close()  # reconnect on the next message; this one is redelivered
             raise
         return "recorded"
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        """One connection for the recorder's thread (the consume loop handles one message at
-        a time), opened on first use and after a failure."""
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True)
-        return self._conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None

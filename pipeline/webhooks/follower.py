@@ -30,6 +30,7 @@ from typing import Any
 
 import psycopg
 
+from infra.database import ReopeningConnection
 from infra.threads import BackgroundLoop
 from ledger.account import Account
 from pipeline.webhooks import store
@@ -168,12 +169,12 @@ class ProgressWatcher(BackgroundLoop):
         self.retention_days = retention_days
         self.created = 0
         self.errors = 0
-        self._conn: psycopg.Connection[Any] | None = None
+        self._db = ReopeningConnection(url)
         self._pruned_at = 0.0
 
     def scan(self) -> int:
         """One pass; returns how many messages it created."""
-        conn = self._connection()
+        conn = self._db.get()
         messages: list[NewMessage] = []
         with conn.transaction(), conn.cursor() as cur:
             updates = []
@@ -198,7 +199,7 @@ class ProgressWatcher(BackgroundLoop):
         return len(messages)
 
     def prune(self) -> int:
-        deleted = store.prune(self._connection(), self.retention_days)
+        deleted = store.prune(self._db.get(), self.retention_days)
         if deleted:
             log.info(
                 "webhooks: deleted %d deliveries finished over %d days ago", deleted, self.retention_days
@@ -215,16 +216,6 @@ class ProgressWatcher(BackgroundLoop):
             except Exception:  # the database above all: logged, retried with a new connection
                 self.errors += 1
                 log.exception("webhooks: progress scan failed; retrying")
-                self._close()
+                self._db.close()
             self.stop_event.wait(self.interval / 2)
-        self._close()
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True)
-        return self._conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()
