@@ -80,18 +80,25 @@ def test_one_job_is_followed_by_its_trace_across_the_processes(
         "trace_id": CLIENT_TRACE,
         "route": "/api/v1/vto/jobs",
     }.items() <= next(a for a in access if a["method"] == "POST" and a["route"] == "/api/v1/vto/jobs").items()
-    (published,) = _lines(caplog, "pipeline.relay", job_id)
-    assert tag in published
-    (requested,) = drain(kafka_queue, options.topics.requested)
-    (result,) = drain(kafka_queue, options.topics.results)
+    # The relay is at-least-once: a batch whose flush failed (a topic still being created
+    # under load) is published again, so the job may be logged, sent and even generated more
+    # than once; every copy carries the same trace, and the ingestor applies one result.
+    published = _lines(caplog, "pipeline.relay", job_id)
+    assert published and all(tag in line for line in published)
+    requested_records = drain(kafka_queue, options.topics.requested)
+    assert requested_records and {r.key.decode() for r in requested_records} == {job_id}
+    requested = requested_records[0]
+    result, *_ = drain(kafka_queue, options.topics.results)
     worker = _lines(caplog, "generator_worker.worker", job_id)
-    (ingested,) = _lines(caplog, "pipeline.ingestor", job_id)
-    assert len(worker) == 2  # started, succeeded
+    ingested = _lines(caplog, "pipeline.ingestor", job_id)
+    assert ingested
+    assert any(") started (" in line for line in worker)
+    assert any(" succeeded (" in line for line in worker)
     if kafka_queue.client_api_version() == LEGACY_API_VERSION:  # no record headers before 0.11
-        assert not requested.headers and not result.headers
-        assert all("trace=none" in line for line in [*worker, ingested])
+        assert not any(r.headers for r in requested_records) and not result.headers
+        assert all("trace=none" in line for line in [*worker, *ingested])
         return
-    assert all(tag in line for line in [*worker, ingested])
+    assert all(tag in line for line in [*worker, *ingested])
     relay_trace, relay_span, relay_request = _trace_of(requested)
     worker_trace, worker_span, worker_request = _trace_of(result)
     assert relay_trace == worker_trace == CLIENT_TRACE
