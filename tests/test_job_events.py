@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import sqlalchemy
 import uvicorn
 
 from command_api.serve import http_config
@@ -306,3 +307,15 @@ def test_queue_position_and_eta_are_exact_for_a_known_queue(client: Any, service
     exact = shown(caller, fourth)
     assert (exact["queue_position"], exact["queue_position_exact"]) == (1, True)
     assert shown(caller, first)["queue_position_exact"] is None  # running: not in the queue
+    # A poll of a queued job is one statement: its place is read with the job and the token.
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sqlalchemy.event.listen(services.engine, "before_cursor_execute", seen)
+    try:
+        assert shown(caller, fourth)["queue_position"] == 1
+    finally:
+        sqlalchemy.event.remove(services.engine, "before_cursor_execute", seen)
+    assert len(statements) == 1, statements

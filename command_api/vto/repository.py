@@ -38,7 +38,23 @@ def _select(
 
 # The caller's reads with their token state (``own_reads``): a job by id; a project's gallery
 # page, with ``found`` only when the caller may read the project (the owner or a shared user).
-OWN_JOB = own_read(f"SELECT {JOB_COLUMNS}, true AS found FROM {JOB_FROM} WHERE j.job_id = :job")  # noqa: S608
+# A job by id carries its place in the queue (``QUEUE``'s counts for it alone) when it is shown
+# queued, so that a poll of a queued job is one statement too; ``q_segment`` is null otherwise
+# (the counts are not made: a ``SELECT`` whose ``WHERE`` is false evaluates nothing).
+_QUEUE_OF_ONE = (
+    "SELECT (SELECT count(*) FROM (SELECT FROM vto_job q WHERE q.status = 'queued' "
+    "    AND (q.created_at, q.job_id) < (j.created_at, j.job_id) LIMIT :cap) s) AS q_segment, "
+    "  (SELECT count(*) FROM job_progress o JOIN vto_job q ON q.job_id = o.job_id "
+    "    WHERE o.open AND q.status = 'queued' "
+    "    AND (q.created_at, q.job_id) < (j.created_at, j.job_id)) AS q_started_ahead, "
+    "  (SELECT count(*) FROM job_progress r "
+    "    WHERE r.started_at >= now() - make_interval(secs => :window)) AS q_started_recently "
+    "WHERE j.status = 'queued' AND p.job_id IS NULL"
+)
+OWN_JOB = own_read(
+    f"SELECT {JOB_COLUMNS}, qa.*, true AS found FROM {JOB_FROM} "  # noqa: S608
+    f"LEFT JOIN LATERAL ({_QUEUE_OF_ONE}) qa ON true WHERE j.job_id = :job"
+)
 OWN_GALLERY = own_read(
     "SELECT g.*, true AS found FROM projects p "
     "LEFT JOIN LATERAL (SELECT * FROM gallery x WHERE x.project_id = CAST(p.id AS text) "
@@ -135,9 +151,14 @@ def queue_rows(
     for job_id, _ in keys:
         row = rows[job_id]
         queued += row["segment"]
-        exact = queued < cap
-        found[job_id] = (max(queued - row["started_ahead"], 0), row["started_recently"], exact)
+        found[job_id] = queue_place(queued, row["started_ahead"], row["started_recently"], cap)
     return found
+
+
+def queue_place(queued: int, started_ahead: int, started_recently: int, cap: int) -> tuple[int, int, bool]:
+    """``(ahead, started_recently, exact)`` of a job with ``queued`` jobs before it in the
+    queue index (counted up to ``cap``), ``started_ahead`` of which a worker started."""
+    return max(queued - started_ahead, 0), started_recently, queued < cap
 
 
 # The live event streams (``command_api/vto/live.py``): the jobs they watch, read in one

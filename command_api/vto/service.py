@@ -189,6 +189,16 @@ class QueueTerms:
     def of(cls, settings: Settings) -> QueueTerms:
         return cls(settings.queue_eta_window_s, settings.queue_position_exact_max)
 
+    def params(self) -> dict[str, Any]:
+        """The parameters of the queue counts in ``repository.OWN_JOB``."""
+        return {"window": self.window_s, "cap": self.exact_max}
+
+    def spot(self, ahead: int, started_recently: int, exact: bool) -> QueueSpot:
+        """The place shown for ``ahead`` jobs ahead: the ETA is ``(ahead + 1) / rate``, the
+        rate being the jobs started per second over the window (None when none started)."""
+        eta = round((ahead + 1) * self.window_s / started_recently, 1) if started_recently else None
+        return QueueSpot(ahead, eta, exact)
+
 
 def queue_spots(conn: Session | Connection, rows: list[Any], queue: QueueTerms) -> dict[uuid.UUID, QueueSpot]:
     """The place in the queue of the rows shown ``queued`` (one query for them all): the
@@ -197,13 +207,8 @@ def queue_spots(conn: Session | Connection, rows: list[Any], queue: QueueTerms) 
     Past ``queue.exact_max`` jobs ahead the position is a lower bound (``exact`` false), so that
     a poll costs the same however long the queue is."""
     queued = [(r["job_id"], r["created_at"]) for r in rows if r["shown_status"] == JobStatus.QUEUED]
-    spots = {}
-    for job_id, (ahead, started, exact) in repository.queue_rows(
-        conn, queued, queue.window_s, queue.exact_max
-    ).items():
-        eta = round((ahead + 1) * queue.window_s / started, 1) if started else None
-        spots[job_id] = QueueSpot(ahead, eta, exact)
-    return spots
+    places = repository.queue_rows(conn, queued, queue.window_s, queue.exact_max)
+    return {job_id: queue.spot(*place) for job_id, place in places.items()}
 
 
 def jobs_out(conn: Session | Connection, rows: list[Any], sign: UrlSigner, queue: QueueTerms) -> list[JobOut]:
@@ -247,16 +252,23 @@ def own_job(
     reader of its project; ``NotFound`` for anyone else. A job the read model lacks may have
     been ordered a moment ago by someone else (an editor of the caller's project): it is
     looked for again once the read models include everything written so far."""
-    rows = own_reads.read(conn, claims, repository.OWN_JOB, {"job": job_id}, wait)
+    params = {"job": job_id, **queue.params()}
+    rows = own_reads.read(conn, claims, repository.OWN_JOB, params, wait)
     if not rows:
         wait(ledger.position())
-        rows = own_reads.read(conn, claims, repository.OWN_JOB, {"job": job_id}, wait)
+        rows = own_reads.read(conn, claims, repository.OWN_JOB, params, wait)
     if not rows:
         raise NotFound("job")
     row = rows[0]
     if row["user_id"] != claims.user_id and not readable_project_id(conn, claims.user_id, row["project_id"]):
         raise NotFound("job")
-    return jobs_out(conn, [row], sign, queue)[0]
+    spot = None
+    if row["q_segment"] is not None:
+        place = repository.queue_place(
+            row["q_segment"], row["q_started_ahead"], row["q_started_recently"], queue.exact_max
+        )
+        spot = queue.spot(*place)
+    return JobOut.of(row, sign, spot)
 
 
 def open_stream(
