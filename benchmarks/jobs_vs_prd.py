@@ -28,7 +28,8 @@ the cell's users): ``POST /api/v1/vto/jobs`` (no Idempotency-Key: each request i
 
 CPU per request: user + system CPU of the side's server processes (the API's uvicorn
 processes, ours' projector, and every PostgreSQL process: the server is shared, the sides run
-one at a time) over the cell, divided by the requests wrk completed. After each POST cell the
+one at a time) over the cell, divided by the requests wrk completed; the log line of each cell
+splits it by part (``api``, ``projector``, ``postgres``). After each POST cell the
 side's ledger is checked: ours: no job reserved twice (the event store), ``vto ledger audit``
 exit 0; theirs: no job with two point_usage lines, each balance = seeded minus its usage lines.
 
@@ -134,6 +135,7 @@ class Figures:
     first_non2xx: int
     cpu_s: float
     waits: Waits | None = None  # read-your-writes waits (ours, "ryw" cells)
+    cpu_parts: dict[str, float] = field(default_factory=dict)  # cpu_s by part (Side.parts)
 
     @property
     def rps(self) -> float:
@@ -148,7 +150,7 @@ class Figures:
 class Side:
     name: str
     base: str
-    pids: Callable[[], list[int]]  # the server processes whose CPU is counted
+    parts: Callable[[], dict[str, int]]  # the server processes whose CPU is counted, by part
     job_ids: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # user -> a job of theirs
 
 
@@ -380,14 +382,14 @@ def measure(
     write_items(data, cell, side, seeded)
     quiesce(url)
     time.sleep(args.settle)  # and a moment of rest
-    pids = side.pids()
+    parts = side.parts()
     # A read-your-writes cell: one connection per wrk thread, so each connection's read is sent
     # once its order was answered; ours' waits are read from its histogram before and after.
     threads = cell.connections if cell.kind == "ryw" else args.threads
     waits_before = ryw_buckets(side) if cell.kind == "ryw" and side.name == "ours" else None
-    cpu_before = tree_cpu_seconds(pids)
+    cpu_before = {part: tree_cpu_seconds([pid]) for part, pid in parts.items()}
     out = run_wrk(side.base, data, cell.connections, args.duration, threads)
-    cpu = tree_cpu_seconds(pids) - cpu_before
+    cpu_parts = {part: tree_cpu_seconds([pid]) - cpu_before[part] for part, pid in parts.items()}
     errors = sum(out[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     waits = None if waits_before is None else Waits.between(waits_before, ryw_buckets(side))
     return Figures(
@@ -398,9 +400,15 @@ def measure(
         non2xx=out["non2xx"],
         socket_errors=errors,
         first_non2xx=out["first_non2xx"],
-        cpu_s=cpu,
+        cpu_s=sum(cpu_parts.values()),
         waits=waits,
+        cpu_parts=cpu_parts,
     )
+
+
+def cpu_split(f: Figures) -> str:
+    """The CPU per request of each part, e.g. ``api 3.10, projector 1.20, postgres 2.40``."""
+    return ", ".join(f"{part} {cpu * 1000 / max(f.requests, 1):.2f}" for part, cpu in f.cpu_parts.items())
 
 
 OPS_TOKEN = "bench-operator-token-0123456789"  # ours' /metrics
@@ -608,8 +616,16 @@ class Bench:
         postmaster = embedded_postgres_pid(self.root)
         assert postmaster is not None
         self.sides = [
-            Side("ours", f"http://127.0.0.1:{ours_port}", lambda: [api.pid, projector.pid, postmaster]),
-            Side("prd", f"http://127.0.0.1:{theirs_port}", lambda: [uvicorn.pid, postmaster]),
+            Side(
+                "ours",
+                f"http://127.0.0.1:{ours_port}",
+                lambda: {"api": api.pid, "projector": projector.pid, "postgres": postmaster},
+            ),
+            Side(
+                "prd",
+                f"http://127.0.0.1:{theirs_port}",
+                lambda: {"api": uvicorn.pid, "postgres": postmaster},
+            ),
         ]
 
     def run(self) -> tuple[list[tuple[Cell, Figures, Figures]], dict[str, Any]]:
@@ -635,7 +651,8 @@ class Bench:
                 print(
                     f"{cell.name:<12} {side.name:<5} {f.rps:8.0f} req/s  p50 {f.p50_ms:6.1f} ms  "
                     f"p99 {f.p99_ms:6.1f} ms  non-2xx {f.non2xx} (first {f.first_non2xx})  "
-                    f"socket errors {f.socket_errors}  CPU {f.cpu_ms_per_request:.2f} ms/req",
+                    f"socket errors {f.socket_errors}  CPU {f.cpu_ms_per_request:.2f} ms/req "
+                    f"({cpu_split(f)})",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -146,7 +146,7 @@ def test_wrk_data_file_and_newest_job_queries(engine: sa.Engine, tmp_path: Path)
         newest = dict(conn.exec_driver_sql(PRD_NEWEST).all())
         conn.exec_driver_sql(OUR_NEWEST).all()  # ours' read model is in the same database
     seeded = [Seeded("tok", {"project_id": str(project), "kind": "image"}, user)]
-    side = Side("prd", "http://x", list, job_ids=newest)
+    side = Side("prd", "http://x", dict, job_ids=newest)
     out = tmp_path / "items.lua"
     write_items(out, Cell("job-16", "job", 16), side, seeded)
     text = out.read_text()
