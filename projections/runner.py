@@ -42,7 +42,6 @@ from projections.events import (
     decode,
     few_collections,
     ledger_mapper,
-    select_after,
 )
 
 log = logging.getLogger(__name__)
@@ -158,11 +157,11 @@ class ProjectionRunner(BackgroundLoop):
         try:
             # Rows in the binary format: cheaper to send and to read than text.
             with collections, conn.transaction(), conn.cursor(binary=True) as cur:
-                position = tracking.lock(cur, self.name)
                 if notifications is None:
-                    rows = select_after(cur, position, limit)
+                    position, rows = tracking.lock_and_read(cur, self.name, limit)
                     batch = decode(rows, self.mapper) if self.decoding is None else self.decoding.decode(rows)
                 else:
+                    position = tracking.lock(cur, self.name)
                     batch = [n for n in notifications if n.position > position]
                     rows = [(n.position,) for n in batch]
                 if not batch:

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from projections.events import TRACKING_CHANNEL
+from projections.events import EVENTS_TABLE, TRACKING_CHANNEL, select_after
 
 
 def lock(cur: psycopg.Cursor[Any], name: str) -> int:
@@ -30,12 +30,37 @@ def lock(cur: psycopg.Cursor[Any], name: str) -> int:
     return int(row[0])
 
 
+# ``lock`` and the events after the position in one round trip. The tracking row is locked in
+# a MATERIALIZED CTE: a runner that waited for the lock (another runner of the projection
+# committed meanwhile) reads from the position that runner left, not the one it saw first.
+_LOCK_AND_READ = (
+    "WITH t AS MATERIALIZED (SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE) "
+    "SELECT t.position, e.notification_id, e.originator_id, e.originator_version, e.topic, e.state "
+    "FROM t LEFT JOIN LATERAL (SELECT x.notification_id, x.originator_id, x.originator_version, "
+    f"  x.topic, x.state FROM {EVENTS_TABLE} x WHERE x.notification_id > t.position "
+    "  ORDER BY x.notification_id LIMIT %s) e ON true"
+)
+
+
+def lock_and_read(cur: psycopg.Cursor[Any], name: str, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
+    """``lock``, then at most ``limit`` rows of the log after the position (as
+    ``events.select_after`` reads them), in one statement (two for a projection's first)."""
+    cur.execute(_LOCK_AND_READ, (name, limit))
+    rows = cur.fetchall()
+    if not rows:  # the projection has no row yet
+        position = lock(cur, name)
+        return position, select_after(cur, position, limit)
+    position = int(rows[0][0])
+    return position, [row[1:] for row in rows if row[1] is not None and row[1] > position]
+
+
 def advance(cur: psycopg.Cursor[Any], name: str, position: int) -> None:
+    """Move the position and wake the position's watchers, in one statement."""
     cur.execute(
-        "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
-        (position, name),
+        "WITH moved AS (UPDATE projection_tracking SET position = %s, updated_at = now() "
+        "WHERE name = %s RETURNING name) SELECT pg_notify(%s, name) FROM moved",
+        (position, name, TRACKING_CHANNEL),
     )
-    cur.execute("SELECT pg_notify(%s, %s)", (TRACKING_CHANNEL, name))
 
 
 def record_failure(

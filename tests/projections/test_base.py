@@ -60,18 +60,27 @@ def test_upsert_rows_writes_a_batch_in_one_statement(pg_url: str) -> None:
             "(id uuid PRIMARY KEY, n bigint NOT NULL, doc jsonb, at timestamptz, note text)"
         )
         conn.commit()
-        with conn.transaction(), conn.cursor() as cur:
-            rows = [(a, 1, jsonb({"x": [1, "é"]}), now, "bad"), (b, 2, None, None, None)]
-            upsert_rows(cur, "t_upsert", COLUMNS, rows, CONFLICT)
-        with conn.transaction(), conn.cursor() as cur:  # the staging table is empty again
+        statements: list[Any] = []
+        execute = psycopg.Cursor.execute
+
+        def counted(cur: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            statements.append(query)
+            return execute(cur, query, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(psycopg.Cursor, "execute", counted)
+            with conn.transaction(), conn.cursor(binary=True) as cur:
+                rows = [(a, 1, jsonb({"x": [1, "é"]}), now, "bad"), (b, 2, None, None, None)]
+                upsert_rows(cur, "t_upsert", COLUMNS, rows, CONFLICT)
+        assert len(statements) == 1
+        with conn.transaction(), conn.cursor() as cur:  # text format; every value of a column null
             upsert_rows(cur, "t_upsert", COLUMNS, [(a, 10, jsonb({"y": None}), None, None)], CONFLICT)
         with conn.transaction(), conn.cursor() as cur:
             upsert_rows(cur, "t_upsert", COLUMNS, [], CONFLICT)  # nothing to write: no statement
         with pytest.raises(psycopg.errors.NotNullViolation), conn.transaction(), conn.cursor() as cur:
             upsert_rows(cur, "t_upsert", COLUMNS, [(uuid4(), None, None, None, None)], CONFLICT)
         stored = conn.execute("SELECT id, n, doc, at, note FROM t_upsert ORDER BY n").fetchall()
-        staged = conn.execute("SELECT count(*) FROM stage_t_upsert").fetchone()
     assert stored == [(b, 2, None, None, None), (a, 11, {"y": None}, None, "bad")]
-    assert staged == (0,)
-    with psycopg.connect(pg_url, autocommit=True) as conn, pytest.raises(ValueError, match="transaction"):
-        upsert_rows(conn.cursor(), "t_upsert", COLUMNS, [(a, 1, None, None, None)], CONFLICT)
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # one statement: no transaction needed
+        upsert_rows(conn.cursor(), "t_upsert", COLUMNS, [(b, 1, None, None, "autocommit")], CONFLICT)
+        assert conn.execute("SELECT n, note FROM t_upsert WHERE id = %s", (b,)).fetchone() == (3, None)
