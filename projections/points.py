@@ -181,7 +181,8 @@ class PointsProjection:
             [_reservation_row(reservations[j]) for j in touched],
             "ON CONFLICT (job_id) DO UPDATE SET open = EXCLUDED.open",
         )
-        self._copy_lines(cur, tables, lines)
+        # Inserted, not copied: a live batch runs in pipeline mode, where COPY is not allowed.
+        upsert_rows(cur, tables["point_usage"], USAGE_TYPES, [_line_values(line) for line in lines], "")
         self._apply_lots(cur, batch, tables["point_lot"])
 
     def apply_new(
@@ -198,7 +199,7 @@ class PointsProjection:
         copy_rows(
             cur, tables["point_reservation"], RESERVATION_TYPES, map(_reservation_row, reservations.values())
         )
-        self._copy_lines(cur, tables, lines)
+        copy_rows(cur, tables["point_usage"], USAGE_TYPES, map(_line_values, lines))
         book = LotBook()
         for n in batch:
             book.apply(n, n.effect)
@@ -240,12 +241,6 @@ class PointsProjection:
             if usage is not None:
                 lines.append(usage)
         return touched, lines
-
-    @staticmethod
-    def _copy_lines(cur: psycopg.Cursor[Any], tables: Mapping[str, str], lines: list[UsageLine]) -> None:
-        if not lines:
-            return
-        copy_rows(cur, tables["point_usage"], USAGE_TYPES, map(_line_values, lines))
 
     @staticmethod
     def _evolve(b: Balance, reservations: dict[UUID, Reserved], fx: Effect) -> Reserved | None:

@@ -155,8 +155,10 @@ class ProjectionRunner(BackgroundLoop):
         # everything else the process holds, again and again (``few_collections``).
         collections = few_collections() if self.full else contextlib.nullcontext()
         try:
-            # Rows in the binary format: cheaper to send and to read than text.
-            with collections, conn.transaction(), conn.cursor(binary=True) as cur:
+            # Rows in the binary format: cheaper to send and to read than text. In pipeline
+            # mode: the statements whose results nobody reads (the writes, the position, the
+            # commit) go with the next read, or together at the end, not one round trip each.
+            with collections, conn.pipeline(), conn.transaction(), conn.cursor(binary=True) as cur:
                 if notifications is None:
                     position, rows = tracking.lock_and_read(cur, self.name, limit)
                     batch = decode(rows, self.mapper) if self.decoding is None else self.decoding.decode(rows)

@@ -56,8 +56,9 @@ def close_jobs(cur: psycopg.Cursor[Any], job_ids: Sequence[uuid.UUID]) -> list[d
         "(SELECT p.started_at FROM job_progress p WHERE p.job_id = w.job_id) AS progress_started_at",
         (list(job_ids),),
     )
+    rows = cur.fetchall()  # first: in pipeline mode the description comes with the rows
     columns = [c.name for c in cur.description or ()]
-    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def mark_started(cur: psycopg.Cursor[Any], job_ids: Sequence[uuid.UUID]) -> None:
@@ -78,8 +79,9 @@ def watched_progress(cur: psycopg.Cursor[Any]) -> list[dict[str, Any]]:
     """Open jobs with news in ``job_progress`` (a start, or more progress than sent), locked
     (another watcher skips them)."""
     cur.execute(WATCHED)
+    rows = cur.fetchall()  # first: in pipeline mode the description comes with the rows
     columns = [c.name for c in cur.description or ()]
-    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def update_progress(cur: psycopg.Cursor[Any], rows: Sequence[tuple[Any, ...]]) -> None:
