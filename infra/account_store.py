@@ -62,10 +62,9 @@ Submitted = tuple[StoredEvent | None, Append, int]
 
 
 class Turn:
-    """A command waiting to be decided under the table lock, then its outcome. ``ready`` is
-    set when it is finished, or when it is made the lead (it then serves the turns queued)."""
+    """A command waiting to be decided under the table lock, then its outcome."""
 
-    __slots__ = ("create", "decide", "error", "finished", "lead", "ready", "result")
+    __slots__ = ("create", "decide", "error", "finished", "result")
 
     def __init__(self, decide: Decision[Any], create: bool) -> None:
         self.decide = decide
@@ -73,17 +72,10 @@ class Turn:
         self.result: CommandResult[Any] | None = None
         self.error: BaseException | None = None
         self.finished = threading.Event()
-        self.lead = False
-        self.ready = threading.Event()
 
     def finish(self, result: CommandResult[Any] | None = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self.finished.set()
-        self.ready.set()
-
-    def promote(self) -> None:
-        self.lead = True
-        self.ready.set()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -220,47 +212,33 @@ class PostgresAccountStore:
         return self._finish(user_id, value, *submitted)
 
     def _exclusive(self, user_id: UUID, decide: Decision[T], create: bool) -> CommandResult[T]:
-        """Decide under the table lock. A process runs one such transaction per user at a
-        time: the user's commands that come while it runs queue, and the next transaction
-        decides them together, in the order they came (``_take_turns``), led by the first of
-        them. (Each taking a transaction of its own would queue them at the lock one by one,
-        holding a connection each.)"""
+        """Decide under the table lock: the user's commands that queue here meanwhile are
+        decided together, in the order they came, in one transaction (``_take_turns``), led
+        by the first of them."""
         turn = Turn(decide, create)
         with self._lock(user_id):
             queue = self._turns.get(user_id)
-            if queue is None:  # no transaction of the user's in this process: this one leads
-                self._turns[user_id] = []
-                turn.lead = True
-            else:
-                queue.append(turn)
-        if not turn.lead:
-            turn.ready.wait()
-        if not turn.finished.is_set():
-            self._serve(user_id, turn)
+            lead = queue is None
+            if queue is None:
+                queue = self._turns[user_id] = []
+            queue.append(turn)
+        if lead:
+            self._serve(user_id)
+        turn.finished.wait()
         return turn.outcome()
 
-    def _serve(self, user_id: UUID, lead: Turn) -> None:
-        """Decide ``lead`` and the turns queued behind it (once the user's appends in flight
-        are written) in one transaction, then hand the lead to the first turn queued since,
-        or end the user's queue."""
+    def _serve(self, user_id: UUID) -> None:
+        """Take every turn queued for the user (once the user's appends in flight are
+        written) and decide them, holding the user's lock: the commands that come meanwhile
+        queue for the next transaction."""
         lock = self._lock(user_id)
         while True:
             with lock:
                 tail = self._trusted_tail(user_id)
                 if tail is None:
-                    turns = [lead, *self._turns[user_id]]
-                    self._turns[user_id] = []
-                    break
+                    self._take_turns(user_id, self._turns.pop(user_id))
+                    return
             tail[0].wait()
-        try:
-            self._take_turns(user_id, turns)
-        finally:
-            with lock:
-                queue = self._turns[user_id]
-                if queue:
-                    queue.pop(0).promote()
-                else:
-                    del self._turns[user_id]
 
     def _take_turns(self, user_id: UUID, turns: list[Turn]) -> None:
         """One transaction holding the table lock: the account brought up to date there, each
