@@ -28,6 +28,8 @@ What makes it fast, and why the cost of a command does not depend on which proce
   events read there are the stream as it is, and the append cannot collide. So a user busy on
   several processes at once is served in turn, never starved, and no request waits on a
   collision while holding the catalog's connection (the API released it after its read).
+  A process runs one such transaction per user at a time; the user's commands that come
+  meanwhile wait in a queue, holding nothing, and the next transaction decides them all.
 
 Snapshots are taken from the account in memory by the command that reaches the interval (no
 reload, no replay), encoded before anything else changes the account, and stored only once its
@@ -62,9 +64,10 @@ Submitted = tuple[StoredEvent | None, Append, int]
 
 
 class Turn:
-    """A command waiting to be decided under the table lock, then its outcome."""
+    """A command waiting to be decided under the table lock, then its outcome. ``ready`` is
+    set when it is finished, or when it is made the lead (it then serves the turns queued)."""
 
-    __slots__ = ("create", "decide", "error", "finished", "result")
+    __slots__ = ("create", "decide", "error", "finished", "lead", "ready", "result")
 
     def __init__(self, decide: Decision[Any], create: bool) -> None:
         self.decide = decide
@@ -72,10 +75,17 @@ class Turn:
         self.result: CommandResult[Any] | None = None
         self.error: BaseException | None = None
         self.finished = threading.Event()
+        self.lead = False
+        self.ready = threading.Event()
 
     def finish(self, result: CommandResult[Any] | None = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self.finished.set()
+        self.ready.set()
+
+    def promote(self) -> None:
+        self.lead = True
+        self.ready.set()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -131,7 +141,10 @@ class PostgresAccountStore:
         for attempt in range(attempts):
             try:
                 if attempt == 0 and not self._contended(user_id):
-                    return self._optimistic(user_id, decide, create, news)
+                    result = self._optimistic(user_id, decide, create, news)
+                    if result is not None:
+                        return result
+                    # The user's turns are being decided under the lock: this one joins them.
                 return self._exclusive(user_id, decide, create)
             except IntegrityError:
                 self.app.stats.conflict()
@@ -155,16 +168,25 @@ class PostgresAccountStore:
         self._contention[user_id] = now + self.contention_window_s
 
     def account(self, user_id: UUID) -> Account:
-        """A copy of the account as stored, once the user's appends in flight are written."""
+        """A copy of the account as stored, once the user's appends in flight are written;
+        loaded afresh while the user's turns are decided (the transaction deciding them has
+        the account in memory)."""
         while True:
             with self._lock(user_id):
-                tail = self._trusted_tail(user_id)
-                if tail is None:
+                deciding = user_id in self._turns
+                tail = None if deciding else self._trusted_tail(user_id)
+                if not deciding and tail is None:
                     account = self._current(user_id, None)
                     if account is None:
                         raise AccountNotFound(user_id)
                     return copy.deepcopy(account)
-            tail[0].wait()
+            if tail is not None:
+                tail[0].wait()
+                continue
+            loaded = self._load(user_id)
+            if loaded is None:
+                raise AccountNotFound(user_id)
+            return loaded
 
     def known_version(self, user_id: UUID) -> int | None:
         entry = self._tails.get(user_id)
@@ -179,10 +201,14 @@ class PostgresAccountStore:
     # ------------------------------------------------------------------------ attempts
     def _optimistic(
         self, user_id: UUID, decide: Decision[T], create: bool, news: StreamNews | None
-    ) -> CommandResult[T]:
+    ) -> CommandResult[T] | None:
+        """None when the user's turns are being decided under the table lock: the account in
+        memory is that transaction's until it ends (``_serve``), so the command joins them."""
         lock = self._lock(user_id)
         while True:
             with lock:
+                if user_id in self._turns:
+                    return None
                 tail = self._trusted_tail(user_id)
                 now = self.app.clock()
                 if tail is None:
@@ -212,33 +238,50 @@ class PostgresAccountStore:
         return self._finish(user_id, value, *submitted)
 
     def _exclusive(self, user_id: UUID, decide: Decision[T], create: bool) -> CommandResult[T]:
-        """Decide under the table lock: the user's commands that queue here meanwhile are
-        decided together, in the order they came, in one transaction (``_take_turns``), led
-        by the first of them."""
+        """Decide under the table lock. A process runs one such transaction per user at a
+        time: the user's commands that come while it runs queue (the optimistic ones too),
+        and the next transaction decides them together, in the order they came
+        (``_take_turns``), led by the first of them. The user's lock is not held while a
+        transaction runs (it would hold up the other users of its stripe, and the user's own
+        commands could not queue): while the user has turns, the account in memory is the
+        transaction's alone, since ``_optimistic`` joins the queue and ``account`` loads
+        afresh."""
         turn = Turn(decide, create)
         with self._lock(user_id):
             queue = self._turns.get(user_id)
-            lead = queue is None
-            if queue is None:
-                queue = self._turns[user_id] = []
-            queue.append(turn)
-        if lead:
-            self._serve(user_id)
-        turn.finished.wait()
+            if queue is None:  # no transaction of the user's in this process: this one leads
+                self._turns[user_id] = []
+                turn.lead = True
+            else:
+                queue.append(turn)
+        if not turn.lead:
+            turn.ready.wait()
+        if not turn.finished.is_set():
+            self._serve(user_id, turn)
         return turn.outcome()
 
-    def _serve(self, user_id: UUID) -> None:
-        """Take every turn queued for the user (once the user's appends in flight are
-        written) and decide them, holding the user's lock: the commands that come meanwhile
-        queue for the next transaction."""
+    def _serve(self, user_id: UUID, lead: Turn) -> None:
+        """Decide ``lead`` and the turns queued behind it (once the user's appends in flight
+        are written) in one transaction, then hand the lead to the first turn queued since,
+        or end the user's queue."""
         lock = self._lock(user_id)
         while True:
             with lock:
                 tail = self._trusted_tail(user_id)
                 if tail is None:
-                    self._take_turns(user_id, self._turns.pop(user_id))
-                    return
+                    turns = [lead, *self._turns[user_id]]
+                    self._turns[user_id] = []
+                    break
             tail[0].wait()
+        try:
+            self._take_turns(user_id, turns)
+        finally:
+            with lock:
+                queue = self._turns[user_id]
+                if queue:
+                    queue.pop(0).promote()
+                else:
+                    del self._turns[user_id]
 
     def _take_turns(self, user_id: UUID, turns: list[Turn]) -> None:
         """One transaction holding the table lock: the account brought up to date there, each

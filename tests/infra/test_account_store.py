@@ -4,6 +4,7 @@ collision is decided again once, under the table lock, so that it can never coll
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from ledger.application import LedgerApplication, StreamNews
 from ledger.errors import InsufficientEntitlement, InvalidAmount
 from tests.factories import job_request, new_user
 from tests.ledger.test_concurrency import assert_stream_intact, kinds, race
+from tests.serve_process import wait_until
 
 
 @pytest.fixture
@@ -233,3 +235,80 @@ def test_a_decision_that_fails_half_way_abandons_its_turns(two: list[LedgerAppli
             other.outcome()
     assert len(assert_stream_intact(mine, user)) == before  # nothing appended
     assert mine.account(user).credits == 5
+
+
+def test_turns_queued_behind_the_users_transaction_are_decided_in_the_next_one(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction under the lock per user and process at a time: the user's commands that
+    come while it runs wait (holding no connection) and are decided together in the next."""
+    mine = two[0]
+    user = new_user(mine, credits=0)
+    fast = store(mine)
+    batches: list[int] = []
+    release = threading.Event()
+    take = fast._take_turns
+
+    def counted(user_id: UUID, turns: list[Turn]) -> None:
+        batches.append(len(turns))
+        if len(batches) == 1:
+            assert release.wait(30)
+        take(user_id, turns)
+
+    monkeypatch.setattr(fast, "_take_turns", counted)
+
+    def grant(account: Account, now: Any) -> None:
+        account.grant_credits(1, "granted under the lock", now)
+
+    commands = [threading.Thread(target=fast._exclusive, args=(user, grant, False)) for _ in range(5)]
+    commands[0].start()
+    wait_until(lambda: batches == [1], 30, "the first transaction")
+    for command in commands[1:]:
+        command.start()
+    wait_until(lambda: len(fast._turns.get(user, [])) == 4, 30, "four turns queued")
+    release.set()
+    for command in commands:
+        command.join(30)
+    assert batches == [1, 4]
+    assert user not in fast._turns  # the queue ends with its last transaction
+    assert mine.account(user).credits == 5
+    assert_stream_intact(mine, user)
+
+
+def test_an_optimistic_command_joins_the_users_turns_instead_of_deciding_beside_them(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a transaction under the lock decides a user's turns (outside the user's lock), the
+    account in memory is its own: a command of the same user that would go the optimistic way
+    joins the queue, and ``account`` loads the account afresh."""
+    mine = two[0]
+    user = new_user(mine, credits=0)
+    fast = store(mine)
+    batches: list[int] = []
+    release = threading.Event()
+    take = fast._take_turns
+
+    def counted(user_id: UUID, turns: list[Turn]) -> None:
+        batches.append(len(turns))
+        if len(batches) == 1:
+            assert release.wait(30)
+        take(user_id, turns)
+
+    monkeypatch.setattr(fast, "_take_turns", counted)
+
+    def grant(account: Account, now: Any) -> None:
+        account.grant_credits(1, "granted", now)
+
+    under_lock = threading.Thread(target=fast._exclusive, args=(user, grant, False))
+    under_lock.start()
+    wait_until(lambda: batches == [1], 30, "the transaction under the lock")
+    optimistic = threading.Thread(target=fast.execute, args=(user, grant), kwargs={"create": False})
+    optimistic.start()
+    wait_until(lambda: len(fast._turns.get(user, [])) == 1, 30, "the optimistic command queued")
+    assert fast.account(user).credits == 0  # loaded afresh: nothing committed yet
+    release.set()
+    under_lock.join(30)
+    optimistic.join(30)
+    assert batches == [1, 1]
+    assert mine.account(user).credits == 2
+    assert_stream_intact(mine, user)
