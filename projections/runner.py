@@ -42,6 +42,7 @@ from projections.events import (
     decode,
     few_collections,
     ledger_mapper,
+    select_after,
 )
 
 log = logging.getLogger(__name__)
@@ -155,12 +156,19 @@ class ProjectionRunner(BackgroundLoop):
         # everything else the process holds, again and again (``few_collections``).
         collections = few_collections() if self.full else contextlib.nullcontext()
         try:
-            # Rows in the binary format: cheaper to send and to read than text. In pipeline
-            # mode: the statements whose results nobody reads (the writes, the position, the
-            # commit) go with the next read, or together at the end, not one round trip each.
-            with collections, conn.pipeline(), conn.transaction(), conn.cursor(binary=True) as cur:
+            # Rows in the binary format: cheaper to send and to read than text. A live batch
+            # (not catching up) in pipeline mode: the statements whose results nobody reads
+            # (the writes, the position, the commit) go with the next read, or together at the
+            # end, not one round trip each. Catching up, large batches stage their rows
+            # through COPY instead (``upsert_rows``), which a pipeline does not allow.
+            pipeline = contextlib.nullcontext() if self.full else conn.pipeline()
+            with collections, pipeline, conn.transaction(), conn.cursor(binary=True) as cur:
                 if notifications is None:
-                    position, rows = tracking.lock_and_read(cur, self.name, limit)
+                    if self.full:  # catching up: a large read, its plan made for its position
+                        position = tracking.lock(cur, self.name)
+                        rows = select_after(cur, position, limit)
+                    else:
+                        position, rows = tracking.lock_and_read(cur, self.name, limit)
                     batch = decode(rows, self.mapper) if self.decoding is None else self.decoding.decode(rows)
                 else:
                     position = tracking.lock(cur, self.name)

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from hypothesis import given, settings
 
-from projections.base import jsonb, read_model_json, upsert_rows
+from projections.base import STAGE_MIN_ROWS, jsonb, read_model_json, upsert_rows
 
 COLUMNS = (("id", "uuid"), ("n", "bigint"), ("doc", "jsonb"), ("at", "timestamptz"), ("note", "text"))
 CONFLICT = "ON CONFLICT (id) DO UPDATE SET n = t.n + EXCLUDED.n, doc = EXCLUDED.doc, at = EXCLUDED.at"
@@ -84,3 +84,28 @@ def test_upsert_rows_writes_a_batch_in_one_statement(pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:  # one statement: no transaction needed
         upsert_rows(conn.cursor(), "t_upsert", COLUMNS, [(b, 1, None, None, "autocommit")], CONFLICT)
         assert conn.execute("SELECT n, note FROM t_upsert WHERE id = %s", (b,)).fetchone() == (3, None)
+
+
+def test_many_rows_are_staged_through_copy_unless_in_a_pipeline(pg_url: str) -> None:
+    many = [(uuid4(), n, None, None, f"row {n}") for n in range(STAGE_MIN_ROWS)]
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "CREATE TABLE t_many "
+            "(id uuid PRIMARY KEY, n bigint NOT NULL, doc jsonb, at timestamptz, note text)"
+        )
+        conn.commit()
+        with conn.transaction(), conn.cursor(binary=True) as cur:
+            upsert_rows(cur, "t_many", COLUMNS, many[:25], CONFLICT)  # arrays: no staging table
+            assert conn.execute("SELECT to_regclass('pg_temp.stage_t_many')").fetchone() == (None,)
+            upsert_rows(cur, "t_many", COLUMNS, many, CONFLICT)  # staged through COPY
+        assert conn.execute("SELECT count(*) FROM stage_t_many").fetchone() == (0,)  # emptied at commit
+        with conn.pipeline(), conn.transaction(), conn.cursor(binary=True) as cur:  # COPY not allowed: arrays
+            upsert_rows(cur, "t_many", COLUMNS, many, CONFLICT)
+        assert conn.execute("SELECT count(*), sum(n) FROM t_many").fetchone() == (
+            STAGE_MIN_ROWS,
+            3 * sum(range(25)) + 2 * sum(range(25, STAGE_MIN_ROWS)),
+        )
+        conn.commit()
+        conn.autocommit = True
+        with pytest.raises(ValueError, match="transaction"):
+            upsert_rows(conn.cursor(), "t_many", COLUMNS, many, CONFLICT)

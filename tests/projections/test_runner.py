@@ -263,8 +263,8 @@ def test_an_event_the_projection_cannot_apply_is_named_and_stops_waiters(
     assert time.monotonic() - started < 30
     with psycopg.connect(pg_url) as conn:
         assert tracking_failing(conn) == [("points", failure.failures, bad, runner_error(conn))]
-        error = runner_error(conn)  # the event, and psycopg's words (it refuses to send a NUL)
-        assert "NUL (0x00)" in error and "Adjusted" in error
+        error = runner_error(conn)  # the event, and psycopg's or PostgreSQL's words (COPY)
+        assert "0x00" in error and "Adjusted" in error
     assert any(f"cannot apply event {bad}" in r.getMessage() for r in caplog.records)
 
 
