@@ -237,14 +237,11 @@ def test_a_decision_that_fails_half_way_abandons_its_turns(two: list[LedgerAppli
     assert mine.account(user).credits == 5
 
 
-def test_turns_queued_behind_the_users_transaction_are_decided_in_the_next_one(
-    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One transaction under the lock per user and process at a time: the user's commands that
-    come while it runs wait (holding no connection) and are decided together in the next."""
-    mine = two[0]
-    user = new_user(mine, credits=0)
-    fast = store(mine)
+def hold_first_transaction(
+    fast: PostgresAccountStore, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[int], threading.Event]:
+    """Record the number of turns of each transaction under the lock, and hold the first one
+    until the returned event is set."""
     batches: list[int] = []
     release = threading.Event()
     take = fast._take_turns
@@ -256,9 +253,22 @@ def test_turns_queued_behind_the_users_transaction_are_decided_in_the_next_one(
         take(user_id, turns)
 
     monkeypatch.setattr(fast, "_take_turns", counted)
+    return batches, release
 
-    def grant(account: Account, now: Any) -> None:
-        account.grant_credits(1, "granted under the lock", now)
+
+def grant(account: Account, now: Any) -> None:
+    account.grant_credits(1, "granted under the lock", now)
+
+
+def test_turns_queued_behind_the_users_transaction_are_decided_in_the_next_one(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction under the lock per user and process at a time: the user's commands that
+    come while it runs wait (holding no connection) and are decided together in the next."""
+    mine = two[0]
+    user = new_user(mine, credits=0)
+    fast = store(mine)
+    batches, release = hold_first_transaction(fast, monkeypatch)
 
     commands = [threading.Thread(target=fast._exclusive, args=(user, grant, False)) for _ in range(5)]
     commands[0].start()
@@ -284,20 +294,7 @@ def test_an_optimistic_command_joins_the_users_turns_instead_of_deciding_beside_
     mine = two[0]
     user = new_user(mine, credits=0)
     fast = store(mine)
-    batches: list[int] = []
-    release = threading.Event()
-    take = fast._take_turns
-
-    def counted(user_id: UUID, turns: list[Turn]) -> None:
-        batches.append(len(turns))
-        if len(batches) == 1:
-            assert release.wait(30)
-        take(user_id, turns)
-
-    monkeypatch.setattr(fast, "_take_turns", counted)
-
-    def grant(account: Account, now: Any) -> None:
-        account.grant_credits(1, "granted", now)
+    batches, release = hold_first_transaction(fast, monkeypatch)
 
     under_lock = threading.Thread(target=fast._exclusive, args=(user, grant, False))
     under_lock.start()
