@@ -9,7 +9,9 @@ What makes it fast, and why the cost of a command does not depend on which proce
   stored whichever process wrote last: from ``StreamNews`` the caller read in a statement it
   makes anyway (the job order reads them with its token and catalog check: no extra round
   trip), else from a read of its own (one indexed range read, usually empty). An account not
-  in memory is loaded (snapshot and the events after it).
+  in memory (``known_version`` is ``FROM_SNAPSHOT``) is built from the caller's news too, when
+  they carry the newest snapshot and the events after it (the job order's read does), else
+  loaded (``repository.get``: two reads, the snapshot and the events after it).
 - **Group commit** (``infra.group_commit``): the appends of concurrent commands are written
   in one statement, each only if its stream is still where the command decided (a collision
   leaves the rest of the batch written).
@@ -57,7 +59,7 @@ from infra.group_commit import Append, GroupCommitWriter
 from ledger.account import Account
 from ledger.application import LedgerApplication
 from ledger.errors import AccountNotFound, LedgerError
-from ledger.store import CommandResult, Decision, StreamNews, retries_exhausted
+from ledger.store import FROM_SNAPSHOT, CommandResult, Decision, StreamNews, retries_exhausted
 
 T = TypeVar("T")
 Submitted = tuple[StoredEvent | None, Append, int]
@@ -193,10 +195,11 @@ class PostgresAccountStore:
         if entry is not None and not entry[0].done:
             return None  # pipelined: the chain in flight, not news, decides what is next
         account = self._cached(user_id)
-        return None if account is None else account.version
+        return FROM_SNAPSHOT if account is None else account.version
 
     def close(self) -> None:
-        self.cache.clear()
+        # A new cache: ``LRUCache.clear()`` resets its recency list but keeps its entries.
+        self.cache = LRUCache(self.app.options.cache_size)
 
     # ------------------------------------------------------------------------ attempts
     def _optimistic(
@@ -350,7 +353,10 @@ class PostgresAccountStore:
         start where it is, else by a read), or loaded; None when the user has none."""
         account = self._cached(user_id)
         if account is None:
-            account = self._load(user_id)
+            if news is not None and news.after == FROM_SNAPSHOT:
+                account = self._built(user_id, news)
+            else:
+                account = self._load(user_id)
             if account is not None:
                 self.cache.put(user_id, account)
             return account
@@ -370,6 +376,17 @@ class PostgresAccountStore:
             event: Any = self.app.mapper.to_domain_event(stored)
             account = event.mutate(account)
         return account
+
+    def _built(self, user_id: UUID, news: StreamNews) -> Account | None:
+        """The account from the caller's read of its newest snapshot and the events after it
+        (what ``repository.get`` reads in two statements of its own)."""
+        account: Account | None = None
+        if news.snapshot is not None:
+            if self.app.snapshots is None:  # a snapshot this store cannot decode: read for itself
+                return self._load(user_id)
+            snapshot: Any = self.app.snapshots.mapper.to_domain_event(news.snapshot)
+            account = snapshot.mutate(None)
+        return self._advanced(account, news.events)
 
     def _load(self, user_id: UUID) -> Account | None:
         try:

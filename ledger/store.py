@@ -56,10 +56,18 @@ class StreamNews:
     """The stored events of a user's stream after version ``after``, read by the caller in a
     statement of its own (the job order reads them with its token and catalog check). A store
     that keeps the account in memory at version ``after`` brings it up to date with them
-    instead of reading the stream again (``AccountStore.known_version`` says which version)."""
+    instead of reading the stream again (``AccountStore.known_version`` says which version).
+
+    ``after`` 0 (``FROM_SNAPSHOT``: the store holds nothing of the user) asks for the whole
+    account: the user's newest ``snapshot`` (None when there is none) and the events after it,
+    so that a store builds the account from them instead of loading it."""
 
     after: int
     events: Sequence[StoredEvent]
+    snapshot: StoredEvent | None = None
+
+
+FROM_SNAPSHOT = 0  # ``StreamNews.after`` for the whole account: the newest snapshot and the events after it
 
 
 class ConflictStats:
@@ -95,7 +103,8 @@ class AccountStore(Protocol):
 
     def known_version(self, user_id: UUID) -> int | None:
         """The version at which this store would take ``StreamNews`` for the user (None: it
-        would not use them)."""
+        would not use them; ``FROM_SNAPSHOT``: it holds nothing of the user and would build
+        the account from them)."""
 
     def close(self) -> None: ...
 

@@ -25,6 +25,7 @@ from ledger.application import event_mapper
 from ledger.effects import Effect, effect
 
 EVENTS_TABLE = "ledger_events"
+SNAPSHOTS_TABLE = "ledger_snapshots"
 CHANNEL = "ledger_events"  # eventsourcing NOTIFYs this channel on every insert
 TRACKING_CHANNEL = "projection_tracking"  # runners NOTIFY it (payload: name) on every commit
 PARALLEL_FROM = 200_000  # events from which a replay (audit, rebuild) runs in worker processes

@@ -414,3 +414,50 @@ def test_an_editors_job_is_charged_to_the_editor_and_lands_in_the_owners_project
         for name, caller in (("owner", owner), ("editor", editor), ("viewer", viewer))
     }
     assert tickets == {"owner": 0, "editor": 0, "viewer": 1}
+
+
+class StoreReads:
+    """Counts the reads the ledger's account store makes of its own: of the event store and
+    of the snapshots (each ``select_events``)."""
+
+    def __init__(self, services: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        ledger = services.ledger
+        for recorder in (ledger.recorder, ledger.snapshots.recorder):
+            monkeypatch.setattr(recorder, "select_events", self._counted(recorder.select_events))
+
+    def _counted(self, select: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return select(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["events only", "snapshot and events after it"])
+def test_an_order_for_an_account_not_in_memory_reads_it_with_the_catalog(
+    client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, snapshot: bool
+) -> None:
+    """A process that holds nothing of the user (a restart, another replica, an account pushed
+    out of memory) builds the account from the order's own catalog read (the newest snapshot
+    and the events after it) instead of two reads of its own, and decides on all of it."""
+    caller = make_user(services)
+    ledger = services.ledger
+    ledger.grant(caller.id, "test", credits=5)
+    items = catalog(client, caller)
+    assert client.post("/api/v1/vto/jobs", json=job_body(items), headers=caller.headers).status_code == 202
+    if snapshot:
+        ledger.take_snapshot(caller.id)
+    ledger.grant(caller.id, "test", credits=2)  # after the snapshot: only the events carry it
+    expected = ledger.account(caller.id)
+    ledger.store.cache.get(caller.id, evict=True)  # nothing of the user in memory
+    reads = StoreReads(services, monkeypatch)
+    ordered = client.post("/api/v1/vto/jobs", json=job_body(items, seed=7), headers=caller.headers)
+    assert ordered.status_code == 202, ordered.text
+    assert reads.count == 0
+    assert ledger.stats.conflicts == 0  # decided on the account as stored
+    held = ledger.store.cache.get(caller.id)
+    monkeypatch.undo()
+    stored = ledger.account(caller.id)
+    assert stored.version > expected.version
+    assert (held.version, held.credits) == (stored.version, stored.credits) == (stored.version, 5)

@@ -18,7 +18,8 @@ from command_api.catalog.errors import NoProducts, ReadOnlyProject, WrongAssetTy
 from command_api.catalog.models import ShareRole
 from command_api.own_reads import SESSION_ENDED, check_token, revoked
 from command_api.problems import NotFound
-from projections.events import EVENTS_TABLE
+from ledger.store import FROM_SNAPSHOT
+from projections.events import EVENTS_TABLE, SNAPSHOTS_TABLE
 
 _IMAGE = "'id', {t}.id, 'storage_key', {t}.storage_key, 'media_type', {t}.media_type, "
 _IMAGE += "'width', {t}.width, 'height', {t}.height"
@@ -27,7 +28,9 @@ _IMAGE += "'width', {t}.width, 'height', {t}.height"
 # wanted products of that project and the caller's own wanted assets (JSON aggregates; absent
 # rows are simply missing), and the events of the caller's ledger stream after version
 # ``:after`` (none when it is null): what the ledger's account store needs to bring the
-# account it holds up to date before it decides (``ledger.store.StreamNews``).
+# account it holds up to date before it decides (``ledger.store.StreamNews``). With ``:after``
+# 0 (``FROM_SNAPSHOT``: the store holds nothing of the user), the user's newest snapshot too,
+# and the events after it: the whole account, without the store's two reads of its own.
 _JOB_INPUTS = text(
     "SELECT u.token_version, u.deleted_at IS NOT NULL AS deleted, p.id AS project_id, p.owner_id, "  # noqa: S608 (fixed fragments; every value is bound)
     f"{SESSION_ENDED} AS session_ended, "
@@ -38,13 +41,17 @@ _JOB_INPUTS = text(
     "   FROM products x WHERE x.project_id = p.id AND x.id = ANY(:products)) AS products, "
     "(SELECT coalesce(json_agg(json_build_object(" + _IMAGE.format(t="a") + ", 'type', a.type)), '[]'::json) "  # noqa: S608
     "   FROM assets a WHERE a.owner_id = :user AND a.id = ANY(:assets)) AS assets, "
-    "n.versions AS news_versions, n.topics AS news_topics, n.states AS news_states "
+    "n.versions AS news_versions, n.topics AS news_topics, n.states AS news_states, "
+    "snap.originator_version AS snapshot_version, snap.topic AS snapshot_topic, snap.state AS snapshot_state "
     "FROM users u LEFT JOIN projects p ON p.id = :project "
+    "LEFT JOIN LATERAL (SELECT s.originator_version, s.topic, s.state "
+    f"  FROM {SNAPSHOTS_TABLE} s WHERE s.originator_id = :user AND CAST(:after AS bigint) = {FROM_SNAPSHOT} "
+    "  ORDER BY s.originator_version DESC LIMIT 1) snap ON true "
     "LEFT JOIN LATERAL (SELECT array_agg(e.originator_version ORDER BY e.originator_version) AS versions, "
     "  array_agg(e.topic ORDER BY e.originator_version) AS topics, "
     "  array_agg(e.state ORDER BY e.originator_version) AS states "
     f"  FROM {EVENTS_TABLE} e WHERE e.originator_id = :user "
-    "  AND e.originator_version > CAST(:after AS bigint)) n ON true "
+    "  AND e.originator_version > greatest(CAST(:after AS bigint), snap.originator_version)) n ON true "
     "WHERE u.id = :user"
 )
 
@@ -66,7 +73,8 @@ def load_job_inputs(
          "products": [{"id", "category", "side", "storage_key", "media_type", "width", "height"}, ...],
          "model": {"id", "storage_key", "media_type", "width", "height"},
          "background": {...same...} or None,
-         "stream": [(version, topic, state), ...]}
+         "stream": [(version, topic, state), ...],
+         "snapshot": (version, topic, state) or None}
 
     Products come in the order given (duplicates dropped). Rules: the caller owns the project
     or is one of its editors (a viewer may not order jobs into it: ``ReadOnlyProject``, 403);
@@ -75,7 +83,9 @@ def load_job_inputs(
     for a project, product or asset the caller may not use (or a malformed id), ``NoProducts``
     or ``WrongAssetType`` (422). With ``claims``, the caller's access token is checked in the
     same statement (``Unauthorized``). ``stream``: the caller's ledger events after version
-    ``stream_after`` (none when it is None). Reads only; never commits."""
+    ``stream_after`` (none when it is None); ``snapshot``: with ``stream_after`` 0
+    (``FROM_SNAPSHOT``), the caller's newest ledger snapshot (None when there is none), the
+    ``stream`` then starting after it. Reads only; never commits."""
     project = parse_id(project_id, "project")
     wanted = list(dict.fromkeys(parse_id(pid, "product") for pid in product_ids))
     model = parse_id(model_asset_id, "asset")
@@ -119,6 +129,9 @@ def load_job_inputs(
         "stream": list(
             zip(row["news_versions"] or (), row["news_topics"] or (), row["news_states"] or (), strict=True)
         ),
+        "snapshot": None
+        if row["snapshot_version"] is None
+        else (row["snapshot_version"], row["snapshot_topic"], row["snapshot_state"]),
     }
 
 

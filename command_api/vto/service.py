@@ -142,7 +142,12 @@ def job_request(
         events = [
             StoredEvent(user_id, version, topic, bytes(state)) for version, topic, state in found["stream"]
         ]
-        news = StreamNews(stream_after, events)
+        snapshot = found["snapshot"]
+        news = StreamNews(
+            stream_after,
+            events,
+            None if snapshot is None else StoredEvent(user_id, snapshot[0], snapshot[1], bytes(snapshot[2])),
+        )
     return Order(request, news)
 
 
