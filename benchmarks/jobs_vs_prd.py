@@ -19,7 +19,10 @@ user's jobs through every process at once.
 
 Both get the same users (ids, projects, access tokens signed with one secret; ``--users``),
 ``CREDITS`` credits each (no request is refused for want of points) and ``--gallery``
-finished jobs with one output each per project. Each cell loads one side, then the other, with
+finished jobs with one output each per project. Each cell loads the sides in turn,
+``--rounds`` times each (ours, theirs, theirs, ours, ...: ``--duration`` split between the
+rounds, so that a machine whose speed drifts favours neither side; their figures are added up,
+p50 the rounds' mean weighted by their requests, p99 the highest), with
 ``wrk`` (script ``benchmarks/wrk/requests.lua``, the same for both; requests go round-robin over
 the cell's users): ``POST /api/v1/vto/jobs`` (no Idempotency-Key: each request is a new job) at
 1, 16 and 64 connections over all users and at 16 and 64 on one user, then ``GET /points``,
@@ -386,12 +389,10 @@ def measure(
     # A read-your-writes cell: one connection per wrk thread, so each connection's read is sent
     # once its order was answered; ours' waits are read from its histogram before and after.
     threads = cell.connections if cell.kind == "ryw" else args.threads
-    waits_before = ryw_buckets(side) if cell.kind == "ryw" and side.name == "ours" else None
     cpu_before = {part: tree_cpu_seconds([pid]) for part, pid in parts.items()}
     out = run_wrk(side.base, data, cell.connections, args.duration, threads)
     cpu_parts = {part: tree_cpu_seconds([pid]) - cpu_before[part] for part, pid in parts.items()}
     errors = sum(out[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
-    waits = None if waits_before is None else Waits.between(waits_before, ryw_buckets(side))
     return Figures(
         requests=out["requests"],
         seconds=out["duration_us"] / 1e6,
@@ -401,8 +402,29 @@ def measure(
         socket_errors=errors,
         first_non2xx=out["first_non2xx"],
         cpu_s=sum(cpu_parts.values()),
-        waits=waits,
         cpu_parts=cpu_parts,
+    )
+
+
+def combined(rounds: list[Figures]) -> Figures:
+    """A side's loads of one cell as one: counts, seconds and CPU added up; p50 the mean of the
+    rounds' weighted by their requests, p99 the highest (wrk reports percentiles, not its
+    samples, so they cannot be merged exactly)."""
+    requests = sum(f.requests for f in rounds)
+    parts: dict[str, float] = {}
+    for f in rounds:
+        for part, used in f.cpu_parts.items():
+            parts[part] = parts.get(part, 0.0) + used
+    return Figures(
+        requests=requests,
+        seconds=sum(f.seconds for f in rounds),
+        p50_ms=sum(f.p50_ms * f.requests for f in rounds) / requests if requests else 0.0,
+        p99_ms=max(f.p99_ms for f in rounds),
+        non2xx=sum(f.non2xx for f in rounds),
+        socket_errors=sum(f.socket_errors for f in rounds),
+        first_non2xx=next((f.first_non2xx for f in rounds if f.non2xx), 0),
+        cpu_s=sum(f.cpu_s for f in rounds),
+        cpu_parts=parts,
     )
 
 
@@ -555,6 +577,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (at most one per connection)")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds of rest before each load")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="loads per side and cell, in the order ours, theirs, theirs, ours, ... (--duration "
+        "split between them): a machine whose speed drifts during a cell favours neither side",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
     names = set(args.cells or [c.name for c in CELLS])
@@ -644,10 +673,18 @@ class Bench:
                 ours.job_ids = newest_jobs(our_engine, OUR_NEWEST)
                 our_engine.dispose()
                 theirs.job_ids = newest_jobs(self.their_engine, PRD_NEWEST)
-            figures = {}
             population = self.population(cell)
-            for side in self.sides:  # alternately: ours, then theirs, cell after cell
-                f = figures[side.name] = measure(side, cell, population, work, args, self.url)
+            loads: dict[str, list[Figures]] = {side.name: [] for side in self.sides}
+            waits_before = ryw_buckets(ours) if cell.kind == "ryw" else None
+            each = argparse.Namespace(**{**vars(args), "duration": args.duration / args.rounds})
+            for round_ in range(args.rounds):  # alternately: ours, theirs, theirs, ours, ...
+                for side in self.sides if round_ % 2 == 0 else self.sides[::-1]:
+                    loads[side.name].append(measure(side, cell, population, work, each, self.url))
+            figures = {name: combined(rounds) for name, rounds in loads.items()}
+            if waits_before is not None:
+                figures["ours"].waits = Waits.between(waits_before, ryw_buckets(ours))
+            for side in self.sides:
+                f = figures[side.name]
                 print(
                     f"{cell.name:<12} {side.name:<5} {f.rps:8.0f} req/s  p50 {f.p50_ms:6.1f} ms  "
                     f"p99 {f.p99_ms:6.1f} ms  non-2xx {f.non2xx} (first {f.first_non2xx})  "
@@ -712,7 +749,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) > 1:
         print(scale_table(runs))
     if args.json:
-        payload = {"duration_s": args.duration, "users": args.users, "runs": [run_json(run) for run in runs]}
+        payload = {
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "users": args.users,
+            "runs": [run_json(run) for run in runs],
+        }
         args.json.write_text(json.dumps(payload, indent=2))
     return 1 if failed else 0
 
@@ -767,7 +809,11 @@ def run_json(run: Run) -> dict[str, Any]:
 def report(args: argparse.Namespace, run: Run) -> int:
     """Print the table and the checks of one run; the number of failed checks."""
     rows, checks = run.rows, run.checks
-    print(f"\n{args.duration:g} s per side and cell, {run.workers} uvicorn worker(s) per side, ", end="")
+    print(
+        f"\n{args.duration:g} s per side and cell ({args.rounds} rounds), {run.workers} uvicorn worker(s) "
+        "per side, ",
+        end="",
+    )
     print(f"{args.users} users\n")
     print(table(rows))
     print()

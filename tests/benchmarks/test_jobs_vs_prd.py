@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from benchmarks.harness import Seeded
-from benchmarks.jobs_vs_prd import OUR_NEWEST, PRD_NEWEST, Cell, Side, write_items
+from benchmarks.jobs_vs_prd import OUR_NEWEST, PRD_NEWEST, Cell, Figures, Side, combined, write_items
 from benchmarks.prd_flow import app as prd
 from command_api.auth import tokens
 from infra.database import sqlalchemy_url
@@ -153,3 +153,18 @@ def test_wrk_data_file_and_newest_job_queries(engine: sa.Engine, tmp_path: Path)
     assert f'path = "/api/v1/vto/jobs/{newest[user]}"' in text and "body = nil" in text
     write_items(out, Cell("post-1", "post", 1), side, seeded)
     assert 'method = "POST"' in out.read_text() and '\\"kind\\":\\"image\\"' in out.read_text()
+
+
+def figures(requests: int, p50: float, p99: float, non2xx: int = 0, first: int = 0) -> Figures:
+    return Figures(
+        requests, 2.0, p50, p99, non2xx, 0, first, requests / 1000, cpu_parts={"api": requests / 1000}
+    )
+
+
+def test_a_sides_rounds_combine_into_one_figure() -> None:
+    one = combined([figures(100, 2.0, 9.0), figures(300, 4.0, 7.0, non2xx=2, first=503)])
+    assert (one.requests, one.seconds, one.rps) == (400, 4.0, 100.0)
+    assert one.p50_ms == 3.5  # weighted by requests
+    assert one.p99_ms == 9.0  # the highest
+    assert (one.non2xx, one.first_non2xx) == (2, 503)
+    assert one.cpu_parts == {"api": 0.4} and one.cpu_s == 0.4
