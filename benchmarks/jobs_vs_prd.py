@@ -679,7 +679,14 @@ class Bench:
             each = argparse.Namespace(**{**vars(args), "duration": args.duration / args.rounds})
             for round_ in range(args.rounds):  # alternately: ours, theirs, theirs, ours, ...
                 for side in self.sides if round_ % 2 == 0 else self.sides[::-1]:
-                    loads[side.name].append(measure(side, cell, population, work, each, self.url))
+                    f = measure(side, cell, population, work, each, self.url)
+                    loads[side.name].append(f)
+                    print(
+                        f"{cell.name:<12} {side.name:<5} round {round_ + 1}: {f.rps:8.0f} req/s  "
+                        f"p50 {f.p50_ms:6.1f} ms  p99 {f.p99_ms:6.1f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             figures = {name: combined(rounds) for name, rounds in loads.items()}
             if waits_before is not None:
                 figures["ours"].waits = Waits.between(waits_before, ryw_buckets(ours))

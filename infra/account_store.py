@@ -132,6 +132,9 @@ class PostgresAccountStore:
         # the account is trusted with them, and the chain it belongs to.
         self._tails: dict[UUID, tuple[Append, int]] = {}
         self._chains = itertools.count()
+        # Users whose account was dropped (an append that failed, a decision that failed half
+        # way): loaded by the store itself, not built from callers' news (``known_version``).
+        self._dropped: set[UUID] = set()
 
     # ------------------------------------------------------------------------ AccountStore
     def execute(
@@ -191,11 +194,21 @@ class PostgresAccountStore:
             return loaded
 
     def known_version(self, user_id: UUID) -> int | None:
+        """The version of the account in memory; ``FROM_SNAPSHOT`` for a user this process
+        holds nothing of; None while the user's appends are in flight (the chain, not news,
+        decides what is next), while the user is decided under the lock, and for an account
+        just dropped. In those, a user busy on several processes, concurrent commands would
+        each read the whole account (snapshot and events after it) with their catalog check,
+        where the store loads it once under the user's lock."""
         entry = self._tails.get(user_id)
         if entry is not None and not entry[0].done:
-            return None  # pipelined: the chain in flight, not news, decides what is next
+            return None
         account = self._cached(user_id)
-        return FROM_SNAPSHOT if account is None else account.version
+        if account is not None:
+            return account.version
+        if user_id in self._dropped or user_id in self._turns or self._contended(user_id):
+            return None
+        return FROM_SNAPSHOT
 
     def close(self) -> None:
         # A new cache: ``LRUCache.clear()`` resets its recency list but keeps its entries.
@@ -337,7 +350,7 @@ class PostgresAccountStore:
                 raise
             return
         if account is not None:
-            self.cache.put(user_id, account)
+            self._keep(user_id, account)
         self._store_snapshot(snapshot)
         start = 0
         for turn, value, count, error in answers:
@@ -358,7 +371,7 @@ class PostgresAccountStore:
             else:
                 account = self._load(user_id)
             if account is not None:
-                self.cache.put(user_id, account)
+                self._keep(user_id, account)
             return account
         if news is not None and news.after == account.version:
             events: Sequence[StoredEvent] = news.events
@@ -418,11 +431,18 @@ class PostgresAccountStore:
     def _lock(self, user_id: UUID) -> threading.Lock:
         return self._locks[user_id.int % self.LOCK_STRIPES]
 
+    def _keep(self, user_id: UUID, account: Account) -> None:
+        self.cache.put(user_id, account)
+        self._dropped.discard(user_id)
+
     def _drop(self, user_id: UUID) -> None:
         """Forget the account in memory and the appends it was trusted with."""
         self._tails.pop(user_id, None)
         with contextlib.suppress(KeyError):
             self.cache.get(user_id, evict=True)
+        if len(self._dropped) >= self.CONTENTION_MEMORY:
+            self._dropped.clear()  # rare: they are then built from news, as any user not held
+        self._dropped.add(user_id)
 
     # ------------------------------------------------------------------------ appends
     def _trusted_tail(self, user_id: UUID) -> tuple[Append, int] | None:
@@ -446,7 +466,7 @@ class PostgresAccountStore:
         except BaseException:
             self._drop(user_id)
             raise
-        self.cache.put(user_id, account)
+        self._keep(user_id, account)
         chain = next(self._chains) if tail is None else tail[1]
         append = self.writer.submit(stored, after=None if tail is None else tail[0])
         self._tails[user_id] = (append, chain)

@@ -20,6 +20,7 @@ from infra.settings import Settings
 from ledger.account import Account
 from ledger.application import LedgerApplication, StreamNews
 from ledger.errors import InsufficientEntitlement, InvalidAmount
+from ledger.store import FROM_SNAPSHOT
 from tests.factories import job_request, new_user
 from tests.ledger.test_concurrency import assert_stream_intact, kinds, race
 from tests.serve_process import wait_until
@@ -149,6 +150,38 @@ def test_a_collision_is_decided_again_once_under_the_table_lock(
     events = assert_stream_intact(mine, user)
     assert sum(isinstance(e, Account.CreditsGranted) for e in events) == 2
     assert mine.account(user).credits == 2 * cost
+
+
+def test_a_user_not_held_gets_news_from_the_snapshot_but_not_while_colliding(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user this process holds nothing of asks the caller for the whole account
+    (``FROM_SNAPSHOT``); one whose account was dropped after a collision does not: the
+    concurrent orders of a user busy on several processes would each read all of it."""
+    mine, other = two
+    cost = mine.policy.cost("image")
+    user = new_user(other, credits=2 * cost)
+    assert mine.known_version(user) == FROM_SNAPSHOT
+    mine.account(user)
+    seen: list[int | None] = []
+    exclusive = store(mine).writer.exclusive
+
+    def noted() -> Any:
+        seen.append(mine.known_version(user))
+        return exclusive()
+
+    monkeypatch.setattr(store(mine).writer, "exclusive", noted)
+    other.grant_credits(user, cost, "granted by another process")
+    # ``mine`` decides without news (it reads nothing first, the account in memory is stale):
+    # the append collides, the account is dropped, and the order is decided under the lock.
+    monkeypatch.setattr(mine.recorder, "select_events", lambda *args, **kwargs: [])
+    monkeypatch.setattr(store(mine), "_current", lambda user_id, news: store(mine)._cached(user_id))
+    result = mine.request_job(user, uuid4(), "image", job_request())
+    assert result.value.created
+    assert mine.stats.conflicts == 1
+    assert seen == [None]
+    monkeypatch.undo()
+    assert mine.known_version(user) == mine.account(user).version
 
 
 def test_a_hot_user_on_two_processes_is_served_with_one_retry_at_most(two: list[LedgerApplication]) -> None:
