@@ -273,36 +273,147 @@ class ProjectionRunner(BackgroundLoop):
         log.error("projection %s: batch failed; retrying", self.name, exc_info=error)
 
     def _listen(self) -> psycopg.Connection[Any] | None:
-        try:
-            conn = psycopg.connect(self.url, autocommit=True)
-            conn.execute(f"LISTEN {CHANNEL}")
-            return conn
-        except psycopg.Error:
-            log.warning("projection %s: cannot LISTEN; polling", self.name)
-            return None
-
-    # After a wake-up, how long notifications are taken together before the next batch: a
-    # batch costs a transaction, whatever its size, and appends arrive one at a time.
-    GATHER_S = 0.002
+        return listen(self.url, self.name)
 
     def _idle(self) -> None:
-        """Wait for a notification, at most ``poll_interval`` (the poll is the fallback for a
-        LISTEN connection that died without telling)."""
-        listener = self._listener
-        if listener is None:
-            self.stop_event.wait(self.poll_interval)
-            return
+        self._listener = idle(self._listener, self.poll_interval, self.stop_event, self.name)
+
+
+def listen(url: str, who: str) -> psycopg.Connection[Any] | None:
+    """A connection LISTENing to the log's appends; None (poll instead) when it cannot."""
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+    except psycopg.Error:
+        log.warning("projection %s: cannot LISTEN; polling", who)
+        return None
+
+
+# After a wake-up, how long notifications are taken together before the next batch: a batch
+# costs a transaction, whatever its size, and appends arrive one at a time.
+GATHER_S = 0.002
+
+
+def idle(
+    listener: psycopg.Connection[Any] | None, poll_interval: float, stop: threading.Event, who: str
+) -> psycopg.Connection[Any] | None:
+    """Wait for a notification on ``listener``, at most ``poll_interval`` (the poll is the
+    fallback for a LISTEN connection that died without telling); returns the listener, None
+    once it was lost (the caller listens again)."""
+    if listener is None:
+        stop.wait(poll_interval)
+        return None
+    try:
+        for _ in listener.notifies(timeout=poll_interval, stop_after=1):
+            pass
+        # Take the notifications of the appends committed with it or just after (they would
+        # each wake an empty batch), and let them join the next batch.
+        for _ in listener.notifies(timeout=GATHER_S):
+            pass
+    except psycopg.Error:
+        log.warning("projection %s: LISTEN connection lost; reconnecting", who)
+        listener.close()
+        return None
+    return listener
+
+
+class Together(BackgroundLoop):
+    """A ``Projector``'s runners kept up to date in one thread, one transaction a batch for
+    all of them: their tracking rows locked in one statement, the log read once, each
+    projection applying the events after its own position, the positions moved (and their
+    NOTIFYs sent) in one statement, one commit; one LISTEN connection. Against a thread each,
+    that is one transaction (BEGIN, read, advance, COMMIT) and one wake-up a batch fewer.
+
+    Each runner stays what it is alone, so the work goes back to it when that is better:
+    while a runner is behind (its last batch full), its catch-up batches run on its own
+    (larger, ``COPY``); a batch that fails together is delivered again by each runner on its
+    own (which names an event it cannot apply); and if one of those fails too, each runner
+    is handed its own thread, as without ``Together``, so that one projection stuck on an
+    event never holds up the others."""
+
+    def __init__(self, projector: Projector) -> None:
+        super().__init__("projections-together")
+        self.projector = projector
+        self.runners = projector.runners
+        first = self.runners[0]
+        self.url, self.poll_interval, self.listen = first.url, first.poll_interval, first.listen
+        self.batch_size = min(r.batch_size for r in self.runners)
+        self.handed_off = False
+        self._conn: psycopg.Connection[Any] | None = None
+        self._listener: psycopg.Connection[Any] | None = None
+
+    def run(self) -> None:
         try:
-            for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
-                pass
-            # Take the notifications of the appends committed with it or just after (they
-            # would each wake an empty batch), and let them join the next batch.
-            for _ in listener.notifies(timeout=self.GATHER_S):
-                pass
-        except psycopg.Error:
-            log.warning("projection %s: LISTEN connection lost; reconnecting", self.name)
-            listener.close()
-            self._listener = None
+            while not self.stopping:
+                if self.listen and self._listener is None:
+                    self._listener = listen(self.url, self.thread_name)
+                if not self._round():
+                    self._hand_off()
+                    return
+                if not any(r.full for r in self.runners):
+                    self._listener = idle(
+                        self._listener, self.poll_interval, self.stop_event, self.thread_name
+                    )
+        finally:
+            for conn in (self._listener, self._conn):
+                if conn is not None:
+                    conn.close()
+            self._listener = self._conn = None
+
+    def _round(self) -> bool:
+        """A batch together, or, while a runner is behind or after a batch failed together,
+        one by each runner on its own; False when one of those failed."""
+        if not any(r.full for r in self.runners):
+            try:
+                self.deliver()
+                return True
+            except Exception as exc:  # noqa: BLE001 - each runner delivers on its own next, and names it
+                if self._conn is not None and self._conn.broken:
+                    self._conn = None
+                log.warning(
+                    "projections: a batch failed together (%s: %s); each on its own", type(exc).__name__, exc
+                )
+        failed = False
+        for runner in self.runners:
+            try:
+                runner.deliver()
+            except Exception:  # noqa: BLE001 - recorded and logged by the runner; it gets its thread
+                failed = True
+        return not failed
+
+    def deliver(self) -> int:
+        """One transaction for every runner (see the class); returns how many events it read."""
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url)
+        names = [r.name for r in self.runners]
+        with self._conn.transaction(), self._conn.cursor(binary=True) as cur:
+            positions = tracking.lock_many(cur, names)
+            rows = select_after(cur, min(positions.values()), self.batch_size)
+            batch = self.projector.decoding.decode(rows)
+            moves: dict[str, int] = {}
+            for runner in self.runners:
+                own = [n for n in batch if n.position > positions[runner.name]]
+                if own:
+                    runner.projection.apply(cur, own, runner.tables)
+                    if runner.before_commit is not None:
+                        runner.before_commit(own)
+                    moves[runner.name] = own[-1].position
+            if moves:
+                tracking.advance_many(cur, moves)
+        for runner in self.runners:
+            runner.full = len(batch) >= self.batch_size
+            runner._seen(moves.get(runner.name, positions[runner.name]))
+        return len(batch)
+
+    def _hand_off(self) -> None:
+        """Each runner on a thread of its own from now on."""
+        if self.stopping:
+            return
+        log.warning("projections: each runner on a thread of its own from now on")
+        self.handed_off = True
+        for runner in self.runners:
+            runner.start()
 
 
 class Projector:
@@ -315,11 +426,13 @@ class Projector:
         projections: Sequence[Projection] | None = None,
         *,
         poll_interval: float,
+        together: bool = True,
         **options: Any,
     ) -> None:
         """``poll_interval``: the setting ``projection_poll_interval_s``; ``options`` go to
         each ``ProjectionRunner``. The runners decode each event once between them
-        (``SharedDecoding``)."""
+        (``SharedDecoding``). ``together``: ``start()`` runs them in one thread and one
+        transaction a batch (``Together``); else each in a thread of its own."""
         from projections.registry import all_projections
 
         self.url = url
@@ -328,11 +441,12 @@ class Projector:
             for p in (projections or all_projections())
         ]
         # Runners two catch-up batches apart still share; further apart, they decode again.
-        decoding = SharedDecoding(
+        self.decoding = SharedDecoding(
             self.runners[0].mapper, keep=2 * max(r.catch_up_batch_size for r in self.runners)
         )
         for runner in self.runners:
-            runner.decoding = decoding
+            runner.decoding = self.decoding
+        self.together = Together(self) if together and len(self.runners) > 1 else None
 
     @classmethod
     def configured(cls, url: str, settings: Settings) -> Projector:
@@ -345,13 +459,24 @@ class Projector:
         )
 
     def start(self) -> Projector:
-        for runner in self.runners:
-            runner.start()
+        if self.together is not None:
+            self.together.start()
+        else:
+            for runner in self.runners:
+                runner.start()
         return self
 
     def stop(self) -> None:
+        if self.together is not None:
+            self.together.stop()
         for runner in self.runners:
             runner.stop()
+
+    def stopped(self) -> list[str]:
+        """The projections no thread keeps up to date (for ``/readyz``)."""
+        if self.together is not None and self.together.running:
+            return []
+        return [r.name for r in self.runners if not r.running]
 
     def catch_up(self) -> int:
         """Apply batches until every runner has exhausted the log, the runners taking turns

@@ -8,6 +8,7 @@ rebuild's swap."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -60,6 +61,28 @@ def advance(cur: psycopg.Cursor[Any], name: str, position: int) -> None:
         "WITH moved AS (UPDATE projection_tracking SET position = %s, updated_at = now() "
         "WHERE name = %s RETURNING name) SELECT pg_notify(%s, name) FROM moved",
         (position, name, TRACKING_CHANNEL),
+    )
+
+
+def lock_many(cur: psycopg.Cursor[Any], names: Sequence[str]) -> dict[str, int]:
+    """``lock`` for several projections in one statement (their rows locked in the order of
+    ``names``, as a rebuild locks them); returns each one's position."""
+    cur.execute(
+        "SELECT name, position FROM projection_tracking WHERE name = ANY(%s) "
+        "ORDER BY array_position(%s, name) FOR UPDATE",
+        (list(names), list(names)),
+    )
+    found = {str(name): int(at) for name, at in cur.fetchall()}
+    return {name: found[name] if name in found else lock(cur, name) for name in names}
+
+
+def advance_many(cur: psycopg.Cursor[Any], moves: Mapping[str, int]) -> None:
+    """``advance`` for several projections (name -> position) in one statement."""
+    cur.execute(
+        "WITH moved AS (UPDATE projection_tracking t SET position = m.position, updated_at = now() "
+        "FROM unnest(%s::text[], %s::bigint[]) AS m(name, position) WHERE t.name = m.name "
+        "RETURNING t.name) SELECT pg_notify(%s, name) FROM moved",
+        (list(moves), list(moves.values()), TRACKING_CHANNEL),
     )
 
 

@@ -91,7 +91,7 @@ def readyz(request: Request, services: ServicesDep, credentials: OperatorCredent
     except Exception as exc:  # noqa: BLE001 - reported in the response, not hidden
         checks["database"] = f"error: {exc.__class__.__name__}"
     if services.projector is not None:
-        problems += [f"{r.name}: stopped" for r in services.projector.runners if not r.running]
+        problems += [f"{name}: stopped" for name in services.projector.stopped()]
     checks["projections"] = "ok" if not problems else "; ".join(problems)
     if all(v == "ok" for v in checks.values()):
         return Response(content='{"status": "ready"}', media_type="application/json")

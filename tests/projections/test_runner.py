@@ -404,3 +404,49 @@ def test_an_output_with_a_nan_duration_is_projected(pg_url: str, pg_ledger: Ledg
     assert status == "succeeded"
     (duration,) = one(pg_url, "SELECT duration FROM gallery WHERE job_id = %s", job)
     assert math.isnan(duration)
+
+
+def test_a_projector_keeps_its_projections_in_one_transaction_a_batch(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    """Started, a projector's runners share one thread and one transaction a batch: both
+    tracking rows were last written by the same transaction."""
+    with Projector(pg_url, poll_interval=1.0) as projector:
+        assert projector.together is not None and projector.together.running
+        assert not any(r.running for r in projector.runners) and projector.stopped() == []
+        user = new_user(pg_ledger, credits=5)
+        result = pg_ledger.request_job(user, uuid4(), "image", job_request())
+        assert projector.wait_for(result.position, timeout=10)
+        with psycopg.connect(pg_url) as conn:
+            written_by = conn.execute(
+                "SELECT name, position, xmin::text FROM projection_tracking WHERE name = ANY(%s)",
+                (["points", "jobs"],),
+            ).fetchall()
+        assert {(name, at) for name, at, _ in written_by} == {
+            ("points", result.position),
+            ("jobs", result.position),
+        }
+        assert len({xid for _, _, xid in written_by}) == 1
+        assert one(pg_url, "SELECT credits FROM point_balance WHERE user_id = %s", user) == (4,)
+    assert projector.stopped() == ["points", "jobs"]
+
+
+def test_a_projection_stuck_together_gets_a_thread_of_its_own_and_the_others_go_on(
+    pg_url: str, pg_ledger: LedgerApplication
+) -> None:
+    """An event the points projection cannot apply (a NUL in a grant reason) fails the batch
+    together; each runner delivers on its own, the points runner fails again and names the
+    event, and from then on each runner has its thread: the jobs projection goes past it."""
+    user = new_user(pg_ledger, credits=3)
+    bad = pg_ledger.adjust(user, "credit", 1, "bad\x00reason").position
+    job = uuid4()
+    after = pg_ledger.request_job(user, job, "image", job_request()).position
+    assert bad is not None and after is not None
+    with Projector(pg_url, poll_interval=0.2) as projector:
+        assert projector.runner("jobs").wait_for(after, timeout=60)
+        assert projector.runner("points").wait_for(after, timeout=60) is False
+        assert projector.together is not None and projector.together.handed_off
+        assert all(r.running for r in projector.runners) and projector.stopped() == []
+        assert one(pg_url, "SELECT status FROM vto_job WHERE job_id = %s", job) == ("queued",)
+        with psycopg.connect(pg_url) as conn:
+            assert [(row[0], row[2]) for row in tracking_failing(conn)] == [("points", bad)]
