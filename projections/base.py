@@ -108,7 +108,8 @@ def upsert_rows(
     - ``STAGE_MIN_ROWS`` or more otherwise (a catch-up's large batches): copied (binary
       ``COPY``) into a temporary table of this session (``ON COMMIT DELETE ROWS``, created
       in the transaction, so that it works behind a transaction-pooling proxy too), then
-      inserted from there: three round trips, and less of the client's work per row.
+      inserted from there: three round trips, and less of the client's work per row; a plain
+      insert (no ``conflict``) is copied into ``table`` itself.
 
     The rows must not repeat a key (``ON CONFLICT DO UPDATE`` refuses to change a row twice);
     no column may be of an array type (``unnest`` would flatten it)."""
@@ -121,6 +122,9 @@ def upsert_rows(
             f"INSERT INTO {table} AS t ({names}) SELECT * FROM unnest({arrays}) {conflict}",
             [list(column) for column in zip(*rows, strict=True)],
         )
+        return
+    if not conflict:  # nothing to resolve: no need for the staging table
+        copy_rows(cur, table, columns, rows)
         return
     if cur.connection.autocommit:  # the staged rows would be gone before the INSERT read them
         raise ValueError("upsert_rows stages this many rows in a transaction")

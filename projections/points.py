@@ -21,7 +21,7 @@ import psycopg
 from ledger.effects import Balances, Effect, LotMove, give_back_quota, held, move, use_quota
 from ledger.lots import Category, LotRecord, draw
 from ledger.policy import SUBSCRIPTION
-from projections.base import STAGE_MIN_ROWS, copy_rows, in_pipeline, jsonb, upsert_rows
+from projections.base import copy_rows, jsonb, upsert_rows
 from projections.events import Notified
 
 BALANCE_TYPES = (
@@ -181,10 +181,7 @@ class PointsProjection:
             [_reservation_row(reservations[j]) for j in touched],
             "ON CONFLICT (job_id) DO UPDATE SET open = EXCLUDED.open",
         )
-        if len(lines) < STAGE_MIN_ROWS or in_pipeline(cur):  # one INSERT (COPY: not in a pipeline)
-            upsert_rows(cur, tables["point_usage"], USAGE_TYPES, [_line_values(line) for line in lines], "")
-        else:
-            copy_rows(cur, tables["point_usage"], USAGE_TYPES, map(_line_values, lines))
+        upsert_rows(cur, tables["point_usage"], USAGE_TYPES, [_line_values(line) for line in lines], "")
         self._apply_lots(cur, batch, tables["point_lot"])
 
     def apply_new(

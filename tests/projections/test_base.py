@@ -109,3 +109,11 @@ def test_many_rows_are_staged_through_copy_unless_in_a_pipeline(pg_url: str) -> 
         conn.autocommit = True
         with pytest.raises(ValueError, match="transaction"):
             upsert_rows(conn.cursor(), "t_many", COLUMNS, many, CONFLICT)
+        conn.execute("DROP TABLE stage_t_many")
+        conn.execute("TRUNCATE t_many")
+        upsert_rows(conn.cursor(), "t_many", COLUMNS, many, "")  # a plain insert: copied in directly
+        assert conn.execute("SELECT to_regclass('pg_temp.stage_t_many')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*), sum(n) FROM t_many").fetchone() == (
+            STAGE_MIN_ROWS,
+            sum(range(STAGE_MIN_ROWS)),
+        )
