@@ -109,7 +109,6 @@ class PositionWatcher(BackgroundLoop):
             with self._changed:
                 if not self._stale:
                     return
-                self._stale = False  # a commit notified during the read marks them stale again
             if self._reader is None or self._reader.closed:
                 self._reader = psycopg.connect(self.url, autocommit=True)
             self._read(self._reader)
@@ -123,6 +122,8 @@ class PositionWatcher(BackgroundLoop):
             self._reading.release()
 
     def _read(self, conn: psycopg.Connection[Any]) -> None:
+        with self._changed:
+            self._stale = False  # a commit notified during the read marks them stale again
         positions, stuck = tracking.watched(conn, self.names)
         with self._changed:
             self._positions = positions
@@ -149,8 +150,6 @@ class PositionWatcher(BackgroundLoop):
 
     def _follow(self, conn: psycopg.Connection[Any]) -> None:
         while not self.stopping:
-            with self._changed:
-                self._stale = False  # a commit notified during the read marks them stale again
             self._read(conn)  # the poll (and the first read after a reconnection)
             deadline = time.monotonic() + self.poll_interval
             while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
