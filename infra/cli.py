@@ -339,7 +339,12 @@ def projector() -> None:
     from projections.runner import Projector
 
     settings = get_settings()
-    with Projector.configured(database_url(settings), settings):
+    projector = Projector.configured(database_url(settings), settings)
+    # Far behind (a new deployment, emptied read models): a rebuild first, while this process
+    # runs one thread, so that its worker processes are forked, not started afresh.
+    if (position := projector.rebuild_if_far_behind()) is not None:
+        typer.echo(f"read models far behind the log: rebuilt to position {position}")
+    with projector:
         typer.echo("projections running; Ctrl-C to stop")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()

@@ -199,6 +199,12 @@ class Settings(BaseSettings):
         description="Most events a projection runner applies in one transaction while it is behind "
         "(its last batch was full); at least projection_batch_size.",
     )
+    projection_rebuild_from: int = Field(
+        default=100_000,
+        ge=0,
+        description="A started projector this many events behind or more, and a third of the log or "
+        "more, catches up by a rebuild (several times faster than batch by batch); 0: never.",
+    )
     read_your_writes_timeout_s: float = Field(
         default=5.0,
         gt=0,

@@ -6,6 +6,8 @@ from typing import Any
 
 import psycopg
 
+from projections.registry import all_projections
+
 READ_MODELS = {
     "point_balance": "user_id",
     "point_usage": "position",
@@ -33,3 +35,11 @@ def one(url: str, sql: str, *params: Any) -> Any:
 def tracking(url: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
         return dict(conn.execute("SELECT name, position FROM projection_tracking").fetchall())
+
+
+def forget(url: str) -> None:
+    """Empty every projection's read models and move their positions back to the start (read
+    models restored from an old backup, or a new deployment): the log is all backlog."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(t for p in all_projections() for t in p.tables)}")
+        conn.execute("UPDATE projection_tracking SET position = 0")

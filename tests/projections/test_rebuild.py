@@ -4,6 +4,9 @@ swaps its tables in while a runner keeps going."""
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -13,12 +16,12 @@ import projections.rebuild
 from infra.cli import app as cli
 from infra.settings import Settings, get_settings
 from ledger.application import LedgerApplication
-from projections.rebuild import rebuild
+from projections.rebuild import catch_up_by_rebuild, far_behind, rebuild
 from projections.registry import all_projections
 from projections.runner import Projector
 from projections.wait import wait_for_position
 from tests.factories import new_user
-from tests.projections.helpers import READ_MODELS, dump, tracking
+from tests.projections.helpers import READ_MODELS, dump, forget, tracking
 from tests.projections.history import random_history
 
 
@@ -108,3 +111,56 @@ def test_vto_ledger_rebuild_rebuilds_every_projection_in_one_pass(
         f"jobs: rebuilt up to position {head}",
     ]
     assert dump(pg_url) == before
+
+
+@pytest.mark.parametrize(
+    ("position", "newest", "at_least", "far"),
+    [
+        (0, 300, 100, True),
+        (0, 99, 100, False),  # a short log: batch by batch
+        (200, 300, 100, True),  # a third of the log behind
+        (201, 300, 99, False),  # less than a third
+        (0, 300, 0, False),  # 0: never
+        (300, 300, 1, False),
+    ],
+)
+def test_far_behind(position: int, newest: int, at_least: int, far: bool) -> None:
+    assert far_behind(position, newest, at_least) is far
+
+
+def test_rebuilds_take_turns(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    """Two at once would drop each other's shadow tables: a rebuild waits for the one under
+    way (its lock), then rebuilds."""
+    random_history(pg_ledger, users=4, events=200, seed=8)
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    expected = dump(pg_url)
+    done = threading.Event()
+    with psycopg.connect(pg_url, autocommit=True) as holder:
+        holder.execute(projections.rebuild._LOCK)  # a rebuild under way
+        waiting = threading.Thread(target=lambda: (rebuild(pg_url, all_projections()), done.set()))
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while not _waits_for_an_advisory_lock(holder):
+            assert time.monotonic() < deadline, "the second rebuild never asked for the lock"
+        assert not done.is_set()
+    waiting.join(timeout=60)
+    assert done.is_set() and dump(pg_url) == expected
+
+
+def test_a_catch_up_by_rebuild_only_when_far_behind(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    random_history(pg_ledger, users=4, events=300, seed=9)
+    head = pg_ledger.position()
+    assert head is not None
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    expected = dump(pg_url)
+    assert catch_up_by_rebuild(pg_url, all_projections(), at_least=1) is None  # not behind
+    forget(pg_url)
+    assert catch_up_by_rebuild(pg_url, all_projections(), at_least=head + 1) is None  # fewer than asked
+    assert tracking(pg_url) == {"points": 0, "jobs": 0}
+    assert catch_up_by_rebuild(pg_url, all_projections(), at_least=head) == head
+    assert dump(pg_url) == expected and tracking(pg_url) == {"points": head, "jobs": head}
+
+
+def _waits_for_an_advisory_lock(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
+    return row is not None and row[0] > 0

@@ -4,6 +4,7 @@ duplicate delivery, restart, LISTEN and the poll fallback, read-your-writes, lag
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from datetime import timedelta
@@ -29,7 +30,7 @@ from projections.tracking import failing as tracking_failing
 from projections.wait import wait_for_position
 from tests.conftest import FakeClock
 from tests.factories import job_request, new_user
-from tests.projections.helpers import dump, one, tracking
+from tests.projections.helpers import dump, forget, one, tracking
 from tests.projections.history import random_history
 
 BALANCE_SQL = "SELECT %s FROM point_balance WHERE user_id = %%s"
@@ -450,3 +451,67 @@ def test_a_projection_stuck_together_gets_a_thread_of_its_own_and_the_others_go_
         assert one(pg_url, "SELECT status FROM vto_job WHERE job_id = %s", job) == ("queued",)
         with psycopg.connect(pg_url) as conn:
             assert [(row[0], row[2]) for row in tracking_failing(conn)] == [("points", bad)]
+
+
+def test_projectors_started_far_behind_catch_up_by_one_rebuild_and_go_on(
+    pg_url: str, pg_ledger: LedgerApplication, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Read models emptied (a restored backup, a new deployment): the whole log is backlog.
+    Two projectors started at once rebuild once (the other finds the rebuilt positions),
+    make what the batches make, and follow the log from there."""
+    random_history(pg_ledger, users=6, events=400, seed=12)
+    head = pg_ledger.position()
+    assert head is not None
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    expected = dump(pg_url)
+    forget(pg_url)
+    caplog.set_level(logging.INFO, logger="projections.runner")
+    with (
+        Projector(pg_url, poll_interval=0.2, rebuild_from=100) as first,
+        Projector(pg_url, poll_interval=0.2, rebuild_from=100) as second,
+    ):
+        assert first.wait_for(head, timeout=60) and second.wait_for(head, timeout=60)
+        assert dump(pg_url) == expected
+        user = new_user(pg_ledger, credits=2)
+        after = pg_ledger.grant_credits(user, 3, "after the rebuild").position
+        assert first.wait_for(after, timeout=10) and second.wait_for(after, timeout=10)
+        assert one(pg_url, "SELECT credits FROM point_balance WHERE user_id = %s", user) == (5,)
+    rebuilt = f"projections: far behind; rebuilt to position {head} in "
+    assert sum(r.getMessage().startswith(rebuilt) for r in caplog.records) == 1
+
+
+def test_a_projector_a_little_behind_catches_up_batch_by_batch(
+    pg_url: str, pg_ledger: LedgerApplication, caplog: pytest.LogCaptureFixture
+) -> None:
+    random_history(pg_ledger, users=4, events=300, seed=13)
+    Projector(pg_url, poll_interval=1.0).catch_up()
+    random_history(pg_ledger, users=2, events=60, seed=14)  # under a third of the log
+    head = pg_ledger.position()
+    assert head is not None
+    caplog.set_level(logging.INFO, logger="projections.runner")
+    with Projector(pg_url, poll_interval=0.2, rebuild_from=10) as projector:
+        assert projector.wait_for(head, timeout=60)
+    assert not [r for r in caplog.records if "rebuil" in r.getMessage()]
+    live = dump(pg_url)
+    rebuild(pg_url, all_projections())
+    assert dump(pg_url) == live
+
+
+def test_a_catch_up_by_rebuild_that_fails_falls_back_to_batches_which_name_the_event(
+    pg_url: str, pg_ledger: LedgerApplication, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An event the points projection cannot apply (a NUL in a grant reason) fails the
+    rebuild; the runners then go batch by batch, name the event, and the jobs projection
+    goes past it."""
+    user = new_user(pg_ledger, credits=3)
+    bad = pg_ledger.adjust(user, "credit", 1, "bad\x00reason").position
+    job = uuid4()
+    after = pg_ledger.request_job(user, job, "image", job_request()).position
+    assert bad is not None and after is not None
+    with Projector(pg_url, poll_interval=0.2, rebuild_from=1) as projector:
+        assert projector.runner("jobs").wait_for(after, timeout=60)
+        assert projector.runner("points").wait_for(after, timeout=60) is False
+    assert any("the catch-up by a rebuild failed" in r.getMessage() for r in caplog.records)
+    assert tracking(pg_url)["jobs"] == after
+    with psycopg.connect(pg_url) as conn:
+        assert [(row[0], row[2]) for row in tracking_failing(conn)] == [("points", bad)]
