@@ -441,6 +441,7 @@ class Projector:
 
         self.url = url
         self.rebuild_from = rebuild_from
+        self._rebuild_checked = False
         self.custom_mapper: Mapper[Any] | None = options.get("mapper")
         self.runners = [
             ProjectionRunner(url, p, poll_interval=poll_interval, **options)
@@ -488,11 +489,14 @@ class Projector:
     def rebuild_if_far_behind(self) -> int | None:
         """Started on a long backlog (``rebuild_from`` events or more, and a third of the log
         or more: ``projections.rebuild.far_behind``), the runners catch up by a rebuild,
-        several times faster than batch by batch (``docs/ledger.md``); the first step of the
-        runners' thread. Returns the position rebuilt to; None when nothing was rebuilt. A
-        rebuild that fails is logged and the runners catch up batch by batch instead."""
-        if self.rebuild_from <= 0:
+        several times faster than batch by batch (``docs/transcoder-and-catch-up.md``): the
+        first step of ``Together``'s thread, unless the caller did it before ``start()`` (as
+        ``vto projector`` does, so that the rebuild's workers are forked). Once per projector:
+        later calls return None. Returns the position rebuilt to; None when nothing was
+        rebuilt. A rebuild that fails is logged and the runners catch up batch by batch."""
+        if self.rebuild_from <= 0 or self._rebuild_checked:
             return None
+        self._rebuild_checked = True
         started = time.monotonic()
         projections = [r.projection for r in self.runners]
         try:

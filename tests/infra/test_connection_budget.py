@@ -22,6 +22,7 @@ from command_api.app import create_app
 from infra.ledger_store import ledger_pool, postgres_ledger
 from infra.orm import api_process_connections
 from infra.settings import Settings
+from projections.events import MAX_WORKERS
 from projections.registry import all_projections
 from projections.runner import Projector
 from tests.api_factories import make_user
@@ -82,6 +83,7 @@ DEFAULT_DEPLOYMENT = {
     "sweeper": (1, 6),  # one per pass + 5
 }
 DEFAULT_TOTAL = 79
+PROJECTOR_REBUILDING = 10  # docs/operations.md: the projector while it rebuilds at its start
 LEDGER_POOL = 5  # 2 kept + 3 under load
 
 
@@ -99,12 +101,17 @@ def test_the_default_deployment_fits_the_embedded_servers_max_connections(
     finally:
         ledger.close()
     assert 2 * len(all_projections()) == DEFAULT_DEPLOYMENT["projector"][1]
+    # A projector far behind at its start rebuilds first: its connection and reader, and two
+    # per worker process.
+    assert 2 + 2 * MAX_WORKERS == PROJECTOR_REBUILDING
+    rebuilding = DEFAULT_TOTAL - DEFAULT_DEPLOYMENT["projector"][1] + PROJECTOR_REBUILDING
     with psycopg.connect(pg_server_url) as conn:
         row = conn.execute("SHOW max_connections").fetchone()
     assert row is not None
     # With room for the one-off commands (vto admin, migrate, audit) and the brief connection
     # a runner opens to record a failing event.
     assert int(row[0]) >= DEFAULT_TOTAL + 10
+    assert int(row[0]) >= rebuilding + 10
 
 
 class Connections:
