@@ -27,7 +27,9 @@ from ledger.effects import Effect, effect
 EVENTS_TABLE = "ledger_events"
 SNAPSHOTS_TABLE = "ledger_snapshots"
 CHANNEL = "ledger_events"  # eventsourcing NOTIFYs this channel on every insert
-TRACKING_CHANNEL = "projection_tracking"  # runners NOTIFY it (payload: name) on every commit
+# Runners NOTIFY it on every commit, payload ``name:position`` (the position committed), and
+# when they record an event they cannot apply, payload ``name`` (``projections.tracking.notice``).
+TRACKING_CHANNEL = "projection_tracking"
 PARALLEL_FROM = 200_000  # events from which a replay (audit, rebuild) runs in worker processes
 MAX_WORKERS = 4  # each opens 2 connections (docs/operations.md "Connection budget")
 

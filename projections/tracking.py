@@ -56,12 +56,23 @@ def lock_and_read(cur: psycopg.Cursor[Any], name: str, limit: int) -> tuple[int,
 
 
 def advance(cur: psycopg.Cursor[Any], name: str, position: int) -> None:
-    """Move the position and wake the position's watchers, in one statement."""
+    """Move the position and wake the position's watchers, in one statement: the
+    notification says the position (``notice``), delivered once it is committed."""
     cur.execute(
         "WITH moved AS (UPDATE projection_tracking SET position = %s, updated_at = now() "
-        "WHERE name = %s RETURNING name) SELECT pg_notify(%s, name) FROM moved",
+        "WHERE name = %s RETURNING name, position) SELECT pg_notify(%s, name || ':' || position) FROM moved",
         (position, name, TRACKING_CHANNEL),
     )
+
+
+def notice(payload: str) -> tuple[str, int | None]:
+    """A ``TRACKING_CHANNEL`` notification's projection and the position it committed (None:
+    not a commit, e.g. a failure recorded: read the row)."""
+    name, _, position = payload.partition(":")
+    try:
+        return name, int(position) if position else None
+    except ValueError:
+        return name, None
 
 
 def lock_many(cur: psycopg.Cursor[Any], names: Sequence[str]) -> dict[str, int]:
@@ -81,7 +92,7 @@ def advance_many(cur: psycopg.Cursor[Any], moves: Mapping[str, int]) -> None:
     cur.execute(
         "WITH moved AS (UPDATE projection_tracking t SET position = m.position, updated_at = now() "
         "FROM unnest(%s::text[], %s::bigint[]) AS m(name, position) WHERE t.name = m.name "
-        "RETURNING t.name) SELECT pg_notify(%s, name) FROM moved",
+        "RETURNING t.name, t.position) SELECT pg_notify(%s, name || ':' || position) FROM moved",
         (list(moves), list(moves.values()), TRACKING_CHANNEL),
     )
 

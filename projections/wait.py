@@ -51,12 +51,12 @@ def wait_for_position(
 class PositionWatcher(BackgroundLoop):
     """Read-your-writes for a process without runners (``vto api``), with two connections for
     the whole process instead of one per request: a thread LISTENs on the runners' NOTIFY
-    (each commit marks the positions stale and wakes the waiters), and a waiter that finds
-    them stale reads them (one query, on the process's reading connection, one waiter at a
-    time: the others take what it read). Nobody reads while nobody waits, except every
-    ``poll_interval`` (the fallback for a notification that was missed): a busy projector
-    commits many times a second, and an API process whose requests rarely wait should not
-    read the tracking table each time. The thread sleeps until a commit or the poll: it
+    (each commit's notification says the position committed: the waiters are woken with it,
+    no query), and a waiter that finds the positions stale (a failure recorded, a stuck
+    projection's commit, a reconnection) reads them (one query, on the process's reading
+    connection, one waiter at a time: the others take what it read). Besides, the thread
+    reads them every ``poll_interval`` (the fallback for a notification that was missed).
+    The thread sleeps until a commit or the poll: it
     does not wake on a timer to look for waiters (it once did, every 10 ms: about 8 % of a
     core in an idle ``vto api``)."""
 
@@ -126,7 +126,9 @@ class PositionWatcher(BackgroundLoop):
             self._stale = False  # a commit notified during the read marks them stale again
         positions, stuck = tracking.watched(conn, self.names)
         with self._changed:
-            self._positions = positions
+            # Positions only grow: a notification taken while this read was under way may
+            # have brought a newer one than it read.
+            self._positions = {n: max(at, self._positions[n]) for n, at in positions.items()}
             self._stuck_at = stuck
             self._changed.notify_all()
 
@@ -153,8 +155,21 @@ class PositionWatcher(BackgroundLoop):
             self._read(conn)  # the poll (and the first read after a reconnection)
             deadline = time.monotonic() + self.poll_interval
             while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
-                for _ in conn.notifies(timeout=remaining, stop_after=1):
-                    self._mark_stale()
+                for notify in conn.notifies(timeout=remaining, stop_after=1):
+                    self._committed(*tracking.notice(notify.payload))
+
+    def _committed(self, name: str, position: int | None) -> None:
+        """A runner's notification: the position it committed is taken as it is (it is
+        delivered after the commit), with no read. Read instead (marked stale) when it says
+        no position (a failure recorded) or its projection was stuck (the commit cleared that)."""
+        with self._changed:
+            if name not in self._positions:
+                return  # a projection this process does not wait on
+            if position is not None:
+                self._positions[name] = max(self._positions[name], position)
+            if position is None or name in self._stuck_at:
+                self._stale = True
+            self._changed.notify_all()
 
     def _mark_stale(self) -> None:
         with self._changed:

@@ -39,13 +39,14 @@ from command_api.catalog.media import UrlSigner
 from command_api.vto import repository
 from command_api.vto.schemas import JobOut
 from ledger.status import JobStatus
+from projections import tracking
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
 PROGRESS_CHANNEL = "job_progress"  # migration 0023's trigger
-TRACKING_CHANNEL = "projection_tracking"  # payload: the projection's name
+TRACKING_CHANNEL = "projection_tracking"  # payload: ``projections.tracking.notice``
 _RANK = {JobStatus.QUEUED: 0, JobStatus.RUNNING: 1}
 PRUNE_EVERY_S = 600.0
 
@@ -189,7 +190,7 @@ class JobEventHub:
         deadline = time.monotonic() + self.poll_interval
         while (left := deadline - time.monotonic()) > 0:
             async for notify in conn.notifies(timeout=left, stop_after=1):
-                if notify.channel == TRACKING_CHANNEL and notify.payload == "jobs":
+                if notify.channel == TRACKING_CHANNEL and tracking.notice(notify.payload)[0] == "jobs":
                     return True
                 if notify.channel == PROGRESS_CHANNEL:
                     with contextlib.suppress(ValueError):

@@ -50,6 +50,7 @@ from pipeline.webhooks.events import body as message_body
 from pipeline.webhooks.events import webhook_id
 from pipeline.webhooks.store import Attempt, Candidate, Leased, Recorded
 from pipeline.webhooks.targets import AsyncResolve, CheckedTransport, TargetNotAllowed, resolve_async
+from projections import tracking
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,10 @@ class WebhookSender(BackgroundLoop):
                     assert self._wake is not None
                     self._wake.set()  # anything NOTIFYed before LISTEN is found by a round
                     async for notice in conn.notifies():
-                        if notice.channel == store.CHANNEL or notice.payload == store.JOBS_PROJECTION:
+                        if (
+                            notice.channel == store.CHANNEL
+                            or tracking.notice(notice.payload)[0] == store.JOBS_PROJECTION
+                        ):
                             self._wake.set()
             except psycopg.Error as exc:
                 log.warning("webhooks: LISTEN connection lost (%s); polling meanwhile", exc)

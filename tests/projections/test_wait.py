@@ -6,7 +6,11 @@ before its deadline was ended by a NOTIFY, so these tests fail if the LISTEN is 
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import pytest
+
+import projections.tracking
 from ledger.application import LedgerApplication
 from projections.runner import Projector
 from projections.wait import PositionWatcher
@@ -56,3 +60,39 @@ def test_a_projection_stuck_in_another_process_ends_the_wait_at_once(
             assert watcher.wait_for(bad - 1, timeout=DEADLINE_S) is True  # what came before is there
     finally:
         watcher.stop()
+
+
+def test_a_commit_wakes_the_waiters_with_its_position_and_no_read(
+    pg_url: str, pg_ledger: LedgerApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each commit's notification says the position committed: the waiters take it as it
+    is, nobody reads the tracking table (the read happens once, at the start)."""
+    reads: list[list[str]] = []
+    read = projections.tracking.watched
+
+    def counted(conn: Any, names: list[str]) -> Any:
+        reads.append(names)
+        return read(conn, names)
+
+    monkeypatch.setattr(projections.tracking, "watched", counted)
+    watcher = PositionWatcher(pg_url, ["points", "jobs"], poll_interval=NO_POLL_S).start()
+    try:
+        user = new_user(pg_ledger, credits=3)
+        with Projector(pg_url, poll_interval=1.0) as projector:
+            assert projector.wait_for(pg_ledger.position(), timeout=DEADLINE_S)
+            assert watcher.wait_for(pg_ledger.position(), timeout=DEADLINE_S) is True
+            before = len(reads)
+            for n in range(5):
+                position = pg_ledger.grant_credits(user, 1, f"grant {n}").position
+                assert watcher.wait_for(position, timeout=DEADLINE_S) is True
+            assert len(reads) == before
+    finally:
+        watcher.stop()
+
+
+@pytest.mark.parametrize(
+    ("payload", "notice"),
+    [("points:12", ("points", 12)), ("jobs", ("jobs", None)), ("jobs:x", ("jobs", None)), ("", ("", None))],
+)
+def test_a_tracking_notice(payload: str, notice: tuple[str, int | None]) -> None:
+    assert projections.tracking.notice(payload) == notice
