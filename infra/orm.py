@@ -54,10 +54,9 @@ def engine_from_settings(url: str, settings: Settings) -> Engine:
 
 def api_process_connections(settings: Settings) -> int:
     """The most PostgreSQL connections one ``vto api`` process opens (docs/operations.md "Connection
-    budget"): its catalog pool, its ledger's pool and the position watcher's two (its LISTEN,
-    and the connection its waiters read the positions on)."""
+    budget"): its catalog pool, its ledger's pool and the position watcher's ``LISTEN``."""
     catalog = settings.db_pool_size + settings.db_max_overflow
-    return catalog + settings.ledger_pool_size + settings.ledger_max_overflow + 2
+    return catalog + settings.ledger_pool_size + settings.ledger_max_overflow + 1
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]

@@ -49,16 +49,16 @@ def wait_for_position(
 
 
 class PositionWatcher(BackgroundLoop):
-    """Read-your-writes for a process without runners (``vto api``), with two connections for
-    the whole process instead of one per request: a thread LISTENs on the runners' NOTIFY
-    (each commit's notification says the position committed: the waiters are woken with it,
-    no query), and a waiter that finds the positions stale (a failure recorded, a stuck
-    projection's commit, a reconnection) reads them (one query, on the process's reading
-    connection, one waiter at a time: the others take what it read). Besides, the thread
-    reads them every ``poll_interval`` (the fallback for a notification that was missed).
-    The thread sleeps until a commit or the poll: it
-    does not wake on a timer to look for waiters (it once did, every 10 ms: about 8 % of a
-    core in an idle ``vto api``)."""
+    """Read-your-writes for a process without runners (``vto api``), with one connection for
+    the whole process instead of one per request: a thread LISTENs on the runners' NOTIFY,
+    and each commit's notification says the position committed (``tracking.notice``): the
+    waiters are woken with it, and nobody queries. The thread reads the positions (one query,
+    on the same connection) only when it starts or reconnects, when a notification says no
+    position (a failure recorded) or comes from a stuck projection (its commit cleared that),
+    and every ``poll_interval`` (the fallback for a missed notification). It sleeps until a
+    notification or the poll (it once woke every 10 ms to look for waiters: about 8 % of a
+    core in an idle ``vto api``), and waiters only wait on a condition (they once read the
+    positions themselves, on a connection of their own, after each commit)."""
 
     def __init__(self, url: str, names: Iterable[str], poll_interval: float = FALLBACK_POLL_S) -> None:
         super().__init__("position-watcher", stop_timeout=5.0)
@@ -68,18 +68,16 @@ class PositionWatcher(BackgroundLoop):
         self._positions = dict.fromkeys(self.names, 0)
         self._stuck_at: dict[str, int] = {}  # projection -> the event it cannot apply
         self._changed = threading.Condition()
-        self._stale = True  # a commit was notified since the positions were last read
-        self._reading = threading.Lock()  # one waiter reads at a time, on ``_reader``
-        self._reader: psycopg.Connection[Any] | None = None
 
     def position(self) -> int:
         with self._changed:
             return min(self._positions.values())
 
     def wait_for(self, position: int | None, timeout: float) -> bool:
+        """True once every watched projection has committed ``position``; False when the
+        deadline passed first, or at once when one is stuck on an event at or before it."""
         if position is None:
             return True
-        deadline = time.monotonic() + timeout
 
         def reached() -> bool:
             return min(self._positions.values()) >= position
@@ -87,57 +85,17 @@ class PositionWatcher(BackgroundLoop):
         def hopeless() -> bool:
             return any(at <= position for at in self._stuck_at.values())
 
-        while True:
-            with self._changed:  # positions only grow: a reached position stays reached
-                if reached() or hopeless():
-                    return reached()
-                if not self._stale:  # until the next commit (or the poll) there is nothing to read
-                    self._changed.wait_for(
-                        lambda: self._stale or reached() or hopeless(), deadline - time.monotonic()
-                    )
-                if reached() or hopeless() or time.monotonic() >= deadline:
-                    return reached()
-            self._read_for_waiters()
-
-    def _read_for_waiters(self) -> None:
-        """Read the positions, unless another waiter is reading (then wait for its answer);
-        on a database error, leave it to the watcher's poll."""
-        if not self._reading.acquire(blocking=False):
-            with self._reading:  # another waiter's read: its answer is as new as ours would be
-                return
-        try:
-            with self._changed:
-                if not self._stale:
-                    return
-            if self._reader is None or self._reader.closed:
-                self._reader = psycopg.connect(self.url, autocommit=True)
-            self._read(self._reader)
-        except psycopg.Error:
-            log.warning("position watcher: cannot read the positions; waiting for the poll", exc_info=True)
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
-            self.stop_event.wait(min(0.05, self.poll_interval))
-        finally:
-            self._reading.release()
+        with self._changed:  # positions only grow: a reached position stays reached
+            self._changed.wait_for(lambda: reached() or hopeless(), timeout)
+            return reached()
 
     def _read(self, conn: psycopg.Connection[Any]) -> None:
-        with self._changed:
-            self._stale = False  # a commit notified during the read marks them stale again
         positions, stuck = tracking.watched(conn, self.names)
         with self._changed:
-            # Positions only grow: a notification taken while this read was under way may
-            # have brought a newer one than it read.
+            # Positions only grow: never lower than a notification already said.
             self._positions = {n: max(at, self._positions[n]) for n, at in positions.items()}
             self._stuck_at = stuck
             self._changed.notify_all()
-
-    def stop(self, timeout: float | None = None) -> None:
-        super().stop(timeout)
-        with self._reading:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
 
     def run(self) -> None:
         while not self.stopping:
@@ -147,7 +105,6 @@ class PositionWatcher(BackgroundLoop):
                     self._follow(conn)
             except psycopg.OperationalError:
                 log.warning("position watcher lost its connection; reconnecting", exc_info=True)
-                self._mark_stale()
                 self.stop_event.wait(self.poll_interval)
 
     def _follow(self, conn: psycopg.Connection[Any]) -> None:
@@ -155,23 +112,20 @@ class PositionWatcher(BackgroundLoop):
             self._read(conn)  # the poll (and the first read after a reconnection)
             deadline = time.monotonic() + self.poll_interval
             while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
+                read = False
                 for notify in conn.notifies(timeout=remaining, stop_after=1):
-                    self._committed(*tracking.notice(notify.payload))
+                    read = self._committed(*tracking.notice(notify.payload)) or read
+                if read:
+                    self._read(conn)
 
-    def _committed(self, name: str, position: int | None) -> None:
+    def _committed(self, name: str, position: int | None) -> bool:
         """A runner's notification: the position it committed is taken as it is (it is
-        delivered after the commit), with no read. Read instead (marked stale) when it says
-        no position (a failure recorded) or its projection was stuck (the commit cleared that)."""
+        delivered after the commit). Returns whether the positions must be read instead: it
+        says no position (a failure recorded), or its projection was stuck."""
         with self._changed:
             if name not in self._positions:
-                return  # a projection this process does not wait on
+                return False  # a projection this process does not wait on
             if position is not None:
                 self._positions[name] = max(self._positions[name], position)
-            if position is None or name in self._stuck_at:
-                self._stale = True
-            self._changed.notify_all()
-
-    def _mark_stale(self) -> None:
-        with self._changed:
-            self._stale = True
-            self._changed.notify_all()
+                self._changed.notify_all()
+            return position is None or name in self._stuck_at

@@ -65,24 +65,24 @@ def test_settings_size_the_pools(budget_settings: Settings, api_process: Any) ->
     assert (pool.size(), pool._max_overflow, pool.timeout()) == (2, 2, 30)
     ledger = ledger_pool(api_process.ledger)
     assert (ledger.min_size, ledger.max_size, ledger.timeout) == (1, 3, 30)
-    assert api_process_connections(budget_settings) == 2 + 2 + 1 + 2 + 2
+    assert api_process_connections(budget_settings) == 2 + 2 + 1 + 2 + 1
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    # docs/operations.md "Connection budget": 22 per API process by default.
-    assert api_process_connections(defaults) == 22
+    # docs/operations.md "Connection budget": 21 per API process by default.
+    assert api_process_connections(defaults) == 21
 
 
 # docs/operations.md "Connection budget", written out by hand for the default settings: per process kind,
 # (processes in the deployment, connections each at most). Not recomputed from the settings:
 # the test below checks the code's figures against these.
 DEFAULT_DEPLOYMENT = {
-    "api": (2, 22),  # catalog 10 + 5, ledger 2 + 3, the position watcher's LISTEN and reader
+    "api": (2, 21),  # catalog 10 + 5, ledger 2 + 3, the position watcher's LISTEN
     "worker": (2, 6),  # one attempts connection (concurrency 1) + the ledger pool's 5
     "projector": (1, 4),  # two projections, each a batch connection and a LISTEN
     "relay": (1, 7),  # its runner's 2 + the ledger pool's 5
     "ingestor": (1, 6),  # the progress recorder's 1 + 5
     "sweeper": (1, 6),  # one per pass + 5
 }
-DEFAULT_TOTAL = 79
+DEFAULT_TOTAL = 77
 PROJECTOR_REBUILDING = 10  # docs/operations.md: the projector while it rebuilds at its start
 LEDGER_POOL = 5  # 2 kept + 3 under load
 
