@@ -91,8 +91,7 @@ def catch_up_by_rebuild(
         _lock(conn)
         with conn.transaction(), conn.cursor() as cur:
             newest = head(cur)
-        positions, _ = tracking.watched(conn, [p.name for p in projections])
-        conn.commit()
+            positions, _ = tracking.watched(conn, [p.name for p in projections])
         if not far_behind(min(positions.values()), newest, at_least):
             return None
         return _rebuild(conn, url, list(projections), mapper, batch_size, None)

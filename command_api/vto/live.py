@@ -40,13 +40,13 @@ from command_api.vto import repository
 from command_api.vto.schemas import JobOut
 from ledger.status import JobStatus
 from projections import tracking
+from projections.events import TRACKING_CHANNEL  # payload: ``projections.tracking.notice``
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "text/event-stream"
 KEEP_ALIVE = b": keep-alive\n\n"
 PROGRESS_CHANNEL = "job_progress"  # migration 0023's trigger
-TRACKING_CHANNEL = "projection_tracking"  # payload: ``projections.tracking.notice``
 _RANK = {JobStatus.QUEUED: 0, JobStatus.RUNNING: 1}
 PRUNE_EVERY_S = 600.0
 

@@ -51,6 +51,7 @@ from pipeline.webhooks.events import webhook_id
 from pipeline.webhooks.store import Attempt, Candidate, Leased, Recorded
 from pipeline.webhooks.targets import AsyncResolve, CheckedTransport, TargetNotAllowed, resolve_async
 from projections import tracking
+from projections.events import TRACKING_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ class WebhookSender(BackgroundLoop):
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {store.CHANNEL}")
-                    await conn.execute("LISTEN projection_tracking")
+                    await conn.execute(f"LISTEN {TRACKING_CHANNEL}")
                     assert self._wake is not None
                     self._wake.set()  # anything NOTIFYed before LISTEN is found by a round
                     async for notice in conn.notifies():

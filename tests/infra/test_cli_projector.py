@@ -10,10 +10,8 @@ from pathlib import Path
 
 from benchmarks.harness import SECRET, Processes
 from ledger.application import LedgerApplication
-from projections.runner import Projector
 from tests.factories import new_user
-from tests.projections.helpers import dump, forget, one, tracking
-from tests.projections.history import random_history
+from tests.projections.helpers import dump, forget, one, projected_history, tracking
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,11 +27,7 @@ def wait_for_positions(url: str, position: int, process: subprocess.Popen[bytes]
 def test_vto_projector_far_behind_rebuilds_then_follows(
     pg_url: str, pg_ledger: LedgerApplication, tmp_path: Path
 ) -> None:
-    random_history(pg_ledger, users=5, events=400, seed=21)
-    head = pg_ledger.position()
-    assert head is not None
-    Projector(pg_url, poll_interval=1.0).catch_up()
-    expected = dump(pg_url)
+    head, expected = projected_history(pg_url, pg_ledger, users=5, events=400, seed=21)
     forget(pg_url)
     env = {
         **os.environ,

@@ -6,7 +6,10 @@ from typing import Any
 
 import psycopg
 
+from ledger.application import LedgerApplication
 from projections.registry import all_projections
+from projections.runner import Projector
+from tests.projections.history import random_history
 
 READ_MODELS = {
     "point_balance": "user_id",
@@ -43,3 +46,15 @@ def forget(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {', '.join(t for p in all_projections() for t in p.tables)}")
         conn.execute("UPDATE projection_tracking SET position = 0")
+
+
+def projected_history(
+    url: str, ledger: LedgerApplication, *, users: int, events: int, seed: int
+) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
+    """A random history, projected batch by batch: the log's head and the read models (what a
+    catch-up of the whole log must make again)."""
+    random_history(ledger, users=users, events=events, seed=seed)
+    head = ledger.position()
+    assert head is not None
+    Projector(url, poll_interval=1.0).catch_up()
+    return head, dump(url)

@@ -21,7 +21,7 @@ from projections.registry import all_projections
 from projections.runner import Projector
 from projections.wait import wait_for_position
 from tests.factories import new_user
-from tests.projections.helpers import READ_MODELS, dump, forget, tracking
+from tests.projections.helpers import READ_MODELS, dump, forget, projected_history, tracking
 from tests.projections.history import random_history
 
 
@@ -148,11 +148,7 @@ def test_rebuilds_take_turns(pg_url: str, pg_ledger: LedgerApplication) -> None:
 
 
 def test_a_catch_up_by_rebuild_only_when_far_behind(pg_url: str, pg_ledger: LedgerApplication) -> None:
-    random_history(pg_ledger, users=4, events=300, seed=9)
-    head = pg_ledger.position()
-    assert head is not None
-    Projector(pg_url, poll_interval=1.0).catch_up()
-    expected = dump(pg_url)
+    head, expected = projected_history(pg_url, pg_ledger, users=4, events=300, seed=9)
     assert catch_up_by_rebuild(pg_url, all_projections(), at_least=1) is None  # not behind
     forget(pg_url)
     assert catch_up_by_rebuild(pg_url, all_projections(), at_least=head + 1) is None  # fewer than asked

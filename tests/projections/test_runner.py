@@ -30,7 +30,7 @@ from projections.tracking import failing as tracking_failing
 from projections.wait import wait_for_position
 from tests.conftest import FakeClock
 from tests.factories import job_request, new_user
-from tests.projections.helpers import dump, forget, one, tracking
+from tests.projections.helpers import dump, forget, one, projected_history, tracking
 from tests.projections.history import random_history
 
 BALANCE_SQL = "SELECT %s FROM point_balance WHERE user_id = %%s"
@@ -459,11 +459,7 @@ def test_projectors_started_far_behind_catch_up_by_one_rebuild_and_go_on(
     """Read models emptied (a restored backup, a new deployment): the whole log is backlog.
     Two projectors started at once rebuild once (the other finds the rebuilt positions),
     make what the batches make, and follow the log from there."""
-    random_history(pg_ledger, users=6, events=400, seed=12)
-    head = pg_ledger.position()
-    assert head is not None
-    Projector(pg_url, poll_interval=1.0).catch_up()
-    expected = dump(pg_url)
+    head, expected = projected_history(pg_url, pg_ledger, users=6, events=400, seed=12)
     forget(pg_url)
     caplog.set_level(logging.INFO, logger="projections.runner")
     with (
