@@ -199,6 +199,15 @@ class Settings(BaseSettings):
         description="Most events a projection runner applies in one transaction while it is behind "
         "(its last batch was full); at least projection_batch_size.",
     )
+    projection_batch_interval_s: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Under a steady stream of appends, the least time between the starts of two live "
+        "projection batches: appends arriving faster share a batch (one transaction, fewer round trips); "
+        "an append after a quiet spell is not held back; under load a read-your-writes wait lasts at most "
+        "this much longer. 0: a batch as soon as one is due.",
+    )
     projection_rebuild_from: int = Field(
         default=100_000,
         ge=0,

@@ -77,11 +77,13 @@ class ProjectionRunner(BackgroundLoop):
         catch_up_batch_size: int | None = None,
         listen: bool = True,
         decoding: SharedDecoding | None = None,
+        batch_interval: float = 0.0,
     ) -> None:
         """``batch_size``: the most events a batch applies; ``catch_up_batch_size`` (default:
         the same), the most while the runner is behind (its last batch was full): fewer,
         larger transactions when there is a backlog, short ones otherwise. ``decoding``: the
-        events decoded once for the runners of a ``Projector`` (of the same mapper)."""
+        events decoded once for the runners of a ``Projector`` (of the same mapper).
+        ``batch_interval``: the least time between the starts of two live batches (``idle``)."""
         super().__init__(f"projection-{projection.name}")
         self.url = url
         self.projection = projection
@@ -93,6 +95,8 @@ class ProjectionRunner(BackgroundLoop):
         self.catch_up_batch_size = max(batch_size, catch_up_batch_size or batch_size)
         self.poll_interval = poll_interval
         self.listen = listen
+        self.batch_interval = batch_interval
+        self._batch_started = 0.0  # time.monotonic() at the last batch's start
         # Test seam: called inside the transaction after the read model was written and
         # before the tracking position moves and the transaction commits.
         self.before_commit: Callable[[Sequence[Notified]], None] | None = None
@@ -266,6 +270,7 @@ class ProjectionRunner(BackgroundLoop):
     def _batch(self) -> int:
         if self.listen and self._listener is None:
             self._listener = self._listen()
+        self._batch_started = time.monotonic()
         return self.deliver()
 
     def _failed(self, state: RetryCallState) -> None:
@@ -277,7 +282,13 @@ class ProjectionRunner(BackgroundLoop):
         return listen(self.url, self.name)
 
     def _idle(self) -> None:
-        self._listener = idle(self._listener, self.poll_interval, self.stop_event, self.name)
+        self._listener = idle(
+            self._listener,
+            self.poll_interval,
+            self.stop_event,
+            self.name,
+            self._batch_started + self.batch_interval,
+        )
 
 
 def listen(url: str, who: str) -> psycopg.Connection[Any] | None:
@@ -291,17 +302,28 @@ def listen(url: str, who: str) -> psycopg.Connection[Any] | None:
         return None
 
 
-# After a wake-up, how long notifications are taken together before the next batch: a batch
-# costs a transaction, whatever its size, and appends arrive one at a time.
+# After a wake-up, how long notifications are taken together before the next batch, at least:
+# a batch costs a transaction, whatever its size, and appends arrive one at a time.
 GATHER_S = 0.002
 
 
 def idle(
-    listener: psycopg.Connection[Any] | None, poll_interval: float, stop: threading.Event, who: str
+    listener: psycopg.Connection[Any] | None,
+    poll_interval: float,
+    stop: threading.Event,
+    who: str,
+    not_before: float = 0.0,
 ) -> psycopg.Connection[Any] | None:
     """Wait for a notification on ``listener``, at most ``poll_interval`` (the poll is the
-    fallback for a LISTEN connection that died without telling); returns the listener, None
-    once it was lost (the caller listens again)."""
+    fallback for a LISTEN connection that died without telling), then take the notifications
+    that follow for ``GATHER_S``, or until ``not_before`` (``time.monotonic()``: the last
+    batch's start plus the setting ``projection_batch_interval_s``) if that is later; returns
+    the listener, None once it was lost (the caller listens again).
+
+    The interval only counts under a steady stream of appends: an append after a quiet spell
+    is projected ``GATHER_S`` after its notification, while appends arriving one at a time
+    faster than the interval (one client ordering in a loop) share a batch, its transaction
+    and its round trips, instead of each paying for one."""
     if listener is None:
         stop.wait(poll_interval)
         return None
@@ -310,7 +332,8 @@ def idle(
             pass
         # Take the notifications of the appends committed with it or just after (they would
         # each wake an empty batch), and let them join the next batch.
-        for _ in listener.notifies(timeout=GATHER_S):
+        gather = max(GATHER_S, not_before - time.monotonic())
+        for _ in listener.notifies(timeout=gather):
             pass
     except psycopg.Error:
         log.warning("projection %s: LISTEN connection lost; reconnecting", who)
@@ -339,7 +362,9 @@ class Together(BackgroundLoop):
         self.runners = projector.runners
         first = self.runners[0]
         self.url, self.poll_interval, self.listen = first.url, first.poll_interval, first.listen
+        self.batch_interval = first.batch_interval
         self.batch_size = min(r.batch_size for r in self.runners)
+        self._batch_started = 0.0
         self.handed_off = False
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
@@ -355,7 +380,11 @@ class Together(BackgroundLoop):
                     return
                 if not any(r.full for r in self.runners):
                     self._listener = idle(
-                        self._listener, self.poll_interval, self.stop_event, self.thread_name
+                        self._listener,
+                        self.poll_interval,
+                        self.stop_event,
+                        self.thread_name,
+                        self._batch_started + self.batch_interval,
                     )
         finally:
             for conn in (self._listener, self._conn):
@@ -366,6 +395,7 @@ class Together(BackgroundLoop):
     def _round(self) -> bool:
         """A batch together, or, while a runner is behind or after a batch failed together,
         one by each runner on its own; False when one of those failed."""
+        self._batch_started = time.monotonic()
         if not any(r.full for r in self.runners):
             try:
                 self.deliver()
@@ -463,6 +493,7 @@ class Projector:
             poll_interval=settings.projection_poll_interval_s,
             batch_size=settings.projection_batch_size,
             catch_up_batch_size=settings.projection_catch_up_batch_size,
+            batch_interval=settings.projection_batch_interval_s,
             rebuild_from=settings.projection_rebuild_from,
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -19,13 +20,13 @@ import projections.tracking
 from infra.ledger_store import postgres_ledger
 from infra.settings import Settings
 from ledger.application import LedgerApplication, event_transcoder
-from projections.events import decode, ledger_mapper, select_after
+from projections.events import CHANNEL, decode, ledger_mapper, select_after
 from projections.jobs import JobsProjection
 from projections.lag import lag
 from projections.points import PointsProjection
 from projections.rebuild import rebuild
 from projections.registry import all_projections
-from projections.runner import ProjectionRunner, Projector
+from projections.runner import ProjectionRunner, Projector, idle
 from projections.tracking import failing as tracking_failing
 from projections.wait import wait_for_position
 from tests.conftest import FakeClock
@@ -430,6 +431,50 @@ def test_a_projector_keeps_its_projections_in_one_transaction_a_batch(
         assert len({xid for _, _, xid in written_by}) == 1
         assert one(pg_url, "SELECT credits FROM point_balance WHERE user_id = %s", user) == (4,)
     assert projector.stopped() == ["points", "jobs"]
+
+
+def test_idle_holds_a_wake_up_to_the_batch_interval_only_after_a_recent_batch(pg_url: str) -> None:
+    """After a quiet spell (the last batch's start plus the interval already past) a
+    notification ends the wait at once; within the interval the wait lasts until it ends,
+    taking the notifications that come meanwhile (they join that one batch)."""
+    stop = threading.Event()
+    with (
+        psycopg.connect(pg_url, autocommit=True) as listener,
+        psycopg.connect(pg_url, autocommit=True) as other,
+    ):
+        listener.execute(f"LISTEN {CHANNEL}")
+        other.execute(f"NOTIFY {CHANNEL}")
+        started = time.monotonic()
+        assert idle(listener, 5.0, stop, "test", not_before=started - 1.0) is listener
+        assert time.monotonic() - started < 1.0
+        other.execute(f"NOTIFY {CHANNEL}")
+        started = time.monotonic()
+        assert idle(listener, 5.0, stop, "test", not_before=started + 1.0) is listener
+        assert time.monotonic() - started >= 1.0
+        other.execute(f"NOTIFY {CHANNEL}, 'after'")
+        # nothing left over from the gathering: the next notification is the one sent after it
+        assert [n.payload for n in listener.notifies(timeout=1.0, stop_after=1)] == ["after"]
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["together", "a-thread-each"])
+def test_appends_within_the_batch_interval_share_one_batch(
+    pg_url: str, pg_ledger: LedgerApplication, together: bool
+) -> None:
+    """Appends that follow a batch within the batch interval are projected together when it
+    ends: one batch, one commit."""
+    user = new_user(pg_ledger, credits=20)
+    before = pg_ledger.position()
+    assert before is not None
+    with Projector(pg_url, poll_interval=5.0, batch_interval=1.5, together=together) as projector:
+        assert projector.wait_for(before, timeout=10)  # the start's batch: the interval runs from it
+        commits: list[int] = []
+        projector.runners[0].on_commit.append(commits.append)
+        positions = [pg_ledger.request_job(user, uuid4(), "image", job_request()).position for _ in range(8)]
+        last = positions[-1]
+        assert last is not None
+        assert projector.wait_for(last, timeout=10)
+        assert [p for p in commits if p > before] == [last]  # the eight in one batch
+        assert one(pg_url, "SELECT credits FROM point_balance WHERE user_id = %s", user) == (12,)
 
 
 def test_a_projection_stuck_together_gets_a_thread_of_its_own_and_the_others_go_on(
