@@ -12,17 +12,20 @@ CPU being measured). Starts an embedded PostgreSQL in a temporary directory and,
 - theirs (``benchmarks/prd_flow/app.py``): a database ``prd_flow`` on the same server, served
   by ``uvicorn --workers N --loop uvloop --http httptools`` (what ``vto api`` runs).
 
-The whole run is made once for each ``--workers`` N (1 and 2 by default: what compose deploys),
-both sides always with the same N, each on a fresh server and fresh data. With N > 1 the
-kernel spreads wrk's connections over the worker processes, so the one-user cells order one
-user's jobs through every process at once.
+Both sides are deployed once for each ``--workers`` N (1 and 2 by default: what compose
+deploys), both sides always with the same N, each N on a PostgreSQL server of its own with
+fresh data; every deployment is up from the start, and each cell loads them all in turn (below),
+so that ours at N=2 is compared with ours at N=1 under the same machine conditions too. With
+N > 1 the kernel spreads wrk's connections over the worker processes, so the one-user cells
+order one user's jobs through every process at once.
 
 Both get the same users (ids, projects, access tokens signed with one secret; ``--users``),
 ``CREDITS`` credits each (no request is refused for want of points) and ``--gallery``
-finished jobs with one output each per project. Each cell loads the sides in turn,
-``--rounds`` times each (ours, theirs, theirs, ours, ...: ``--duration`` split between the
-rounds, so that a machine whose speed drifts favours neither side; their figures are added up,
-p50 the rounds' mean weighted by their requests, p99 the highest), with
+finished jobs with one output each per project. Each cell loads the sides of every N in
+turn, ``--rounds`` times each (N=1 ours, N=1 theirs, N=2 ours, N=2 theirs, then the same in
+reverse, ...: ``--duration`` split between the rounds, so that a machine whose speed drifts
+favours neither side nor any N; each load waits until no server runs autovacuum; their
+figures are added up, p50 the rounds' mean weighted by their requests, p99 the highest), with
 ``wrk`` (script ``benchmarks/wrk/requests.lua``, the same for both; requests go round-robin over
 the cell's users): ``POST /api/v1/vto/jobs`` (no Idempotency-Key: each request is a new job) at
 1, 16 and 64 connections over all users and at 16 and 64 on one user, then ``GET /points``,
@@ -30,11 +33,12 @@ the cell's users): ``POST /api/v1/vto/jobs`` (no Idempotency-Key: each request i
 ``GET /vto/projects/{id}/results`` (the gallery, 50 items at most) at 16 and 64 connections.
 
 CPU per request: user + system CPU of the side's server processes (the API's uvicorn
-processes, ours' projector, and every PostgreSQL process: the server is shared, the sides run
-one at a time) over the cell, divided by the requests wrk completed; the log line of each cell
-splits it by part (``api``, ``projector``, ``postgres``). After each POST cell the
-side's ledger is checked: ours: no job reserved twice (the event store), ``vto ledger audit``
-exit 0; theirs: no job with two point_usage lines, each balance = seeded minus its usage lines.
+processes, ours' projector, and every process of the N's PostgreSQL server: the server is
+shared by the sides, which run one at a time) over the cell, divided by the requests wrk
+completed; the log line of each cell splits it by part (``api``, ``projector``,
+``postgres``). After each POST cell the side's ledger is checked: ours: no job reserved twice
+(the event store), ``vto ledger audit`` exit 0; theirs: no job with two point_usage lines, each
+balance = seeded minus its usage lines.
 
 Prints one markdown table (ratio = ours / theirs in requests per second), the checks, and,
 with ``--json FILE``, every figure as JSON. Exit status 1 when a check fails.
@@ -379,11 +383,14 @@ def quiesce(url: str, timeout: float = 120) -> None:
 
 
 def measure(
-    side: Side, cell: Cell, seeded: list[Seeded], work: Path, args: argparse.Namespace, url: str
+    side: Side, cell: Cell, seeded: list[Seeded], work: Path, args: argparse.Namespace, urls: list[str]
 ) -> Figures:
+    """One load of ``side`` by ``wrk``, once every server of ``urls`` (all the deployments
+    running) is quiet."""
     data = work / f"{cell.name}-{side.name}.lua"
     write_items(data, cell, side, seeded)
-    quiesce(url)
+    for url in urls:
+        quiesce(url)
     time.sleep(args.settle)  # and a moment of rest
     parts = side.parts()
     # A read-your-writes cell: one connection per wrk thread, so each connection's read is sent
@@ -581,8 +588,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--rounds",
         type=int,
         default=2,
-        help="loads per side and cell, in the order ours, theirs, theirs, ours, ... (--duration "
-        "split between them): a machine whose speed drifts during a cell favours neither side",
+        help="loads per side, N and cell, in the order (N=1 ours, N=1 theirs, N=2 ours, ...), then "
+        "reversed, ... (--duration split between them): a machine whose speed drifts during a cell "
+        "favours neither side nor any N",
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
@@ -605,6 +613,11 @@ class Bench:
     their_engine: sa.Engine | None = None
     sides: list[Side] = field(default_factory=list)
     postgres: Postgres | None = None
+    work: Path = Path()
+    rows: list[tuple[Cell, Figures, Figures]] = field(default_factory=list)
+    checks: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"ours": [], "prd": []})
+    loads: dict[str, list[Figures]] = field(default_factory=dict)  # the current cell's rounds
+    waits_before: dict[float, float] | None = None
 
     def start(self) -> None:
         args, data_dir = self.args, self.root / "data"
@@ -657,55 +670,60 @@ class Bench:
             ),
         ]
 
-    def run(self) -> tuple[list[tuple[Cell, Figures, Figures]], dict[str, Any]]:
-        args, (ours, theirs) = self.args, self.sides
+    def warm_up(self, urls: list[str]) -> None:
+        """Each side's worker processes, pools, caches and code paths warmed by a short load."""
+        self.work = self.root / "wrk"
+        self.work.mkdir()
+        warm = argparse.Namespace(**{**vars(self.args), "duration": 2, "settle": 0})
+        for side in self.sides:
+            measure(side, Cell("warm-up", "post", 8), self.seeded, self.work, warm, urls)
+
+    def begin(self, cell: Cell) -> None:
+        """Before a cell's first load: what its requests need, and ours' read-your-writes
+        waits so far (a "ryw" cell)."""
+        ours, theirs = self.sides
         assert self.their_engine is not None
-        work = self.root / "wrk"
-        work.mkdir()
-        for side in self.sides:  # warm-up: each worker's pools, caches and code paths
-            warm = argparse.Namespace(**{**vars(args), "duration": 2, "settle": 0})
-            measure(side, Cell("warm-up", "post", 8), self.seeded, work, warm, self.url)
-        rows: list[tuple[Cell, Figures, Figures]] = []
-        checks: dict[str, Any] = {"ours": [], "prd": []}
-        for cell in args.selected:
-            if cell.kind == "job" and not ours.job_ids:
-                our_engine = sa.create_engine(sqlalchemy_url(self.url))
-                ours.job_ids = newest_jobs(our_engine, OUR_NEWEST)
-                our_engine.dispose()
-                theirs.job_ids = newest_jobs(self.their_engine, PRD_NEWEST)
-            population = self.population(cell)
-            loads: dict[str, list[Figures]] = {side.name: [] for side in self.sides}
-            waits_before = ryw_buckets(ours) if cell.kind == "ryw" else None
-            each = argparse.Namespace(**{**vars(args), "duration": args.duration / args.rounds})
-            for round_ in range(args.rounds):  # alternately: ours, theirs, theirs, ours, ...
-                for side in self.sides if round_ % 2 == 0 else self.sides[::-1]:
-                    f = measure(side, cell, population, work, each, self.url)
-                    loads[side.name].append(f)
-                    print(
-                        f"{cell.name:<12} {side.name:<5} round {round_ + 1}: {f.rps:8.0f} req/s  "
-                        f"p50 {f.p50_ms:6.1f} ms  p99 {f.p99_ms:6.1f} ms",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-            figures = {name: combined(rounds) for name, rounds in loads.items()}
-            if waits_before is not None:
-                figures["ours"].waits = Waits.between(waits_before, ryw_buckets(ours))
-            for side in self.sides:
-                f = figures[side.name]
-                print(
-                    f"{cell.name:<12} {side.name:<5} {f.rps:8.0f} req/s  p50 {f.p50_ms:6.1f} ms  "
-                    f"p99 {f.p99_ms:6.1f} ms  non-2xx {f.non2xx} (first {f.first_non2xx})  "
-                    f"socket errors {f.socket_errors}  CPU {f.cpu_ms_per_request:.2f} ms/req "
-                    f"({cpu_split(f)})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                if cell.kind == "post":
-                    result = {"cell": cell.name, **self.check(side)}
-                    checks[side.name].append(result)
-                    print(f"{'':<12} {side.name:<5} checks {result}", file=sys.stderr, flush=True)
-            rows.append((cell, figures["ours"], figures["prd"]))
-        return rows, checks
+        if cell.kind == "job" and not ours.job_ids:
+            our_engine = sa.create_engine(sqlalchemy_url(self.url))
+            ours.job_ids = newest_jobs(our_engine, OUR_NEWEST)
+            our_engine.dispose()
+            theirs.job_ids = newest_jobs(self.their_engine, PRD_NEWEST)
+        self.loads = {side.name: [] for side in self.sides}
+        self.waits_before = ryw_buckets(ours) if cell.kind == "ryw" else None
+
+    def load(self, cell: Cell, side: Side, round_: int, urls: list[str]) -> None:
+        """One of the cell's rounds on one side (``--duration`` split between the rounds)."""
+        each = argparse.Namespace(**{**vars(self.args), "duration": self.args.duration / self.args.rounds})
+        f = measure(side, cell, self.population(cell), self.work, each, urls)
+        self.loads[side.name].append(f)
+        print(
+            f"{cell.name:<12} N={self.args.workers} {side.name:<5} round {round_ + 1}: {f.rps:8.0f} req/s  "
+            f"p50 {f.p50_ms:6.1f} ms  p99 {f.p99_ms:6.1f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def end(self, cell: Cell) -> None:
+        """After a cell's last load: its figures, and the checks after a POST cell."""
+        ours = self.sides[0]
+        figures = {name: combined(rounds) for name, rounds in self.loads.items()}
+        if self.waits_before is not None:
+            figures["ours"].waits = Waits.between(self.waits_before, ryw_buckets(ours))
+        for side in self.sides:
+            f = figures[side.name]
+            print(
+                f"{cell.name:<12} N={self.args.workers} {side.name:<5} {f.rps:8.0f} req/s  "
+                f"p50 {f.p50_ms:6.1f} ms  p99 {f.p99_ms:6.1f} ms  non-2xx {f.non2xx} "
+                f"(first {f.first_non2xx})  socket errors {f.socket_errors}  "
+                f"CPU {f.cpu_ms_per_request:.2f} ms/req ({cpu_split(f)})",
+                file=sys.stderr,
+                flush=True,
+            )
+            if cell.kind == "post":
+                result = {"cell": cell.name, **self.check(side)}
+                self.checks[side.name].append(result)
+                print(f"{'':<12} {side.name:<5} checks {result}", file=sys.stderr, flush=True)
+        self.rows.append((cell, figures["ours"], figures["prd"]))
 
     def population(self, cell: Cell) -> list[Seeded]:
         """Who a cell's requests are for: every seeded user, or, in the lots comparison, as
@@ -740,18 +758,26 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print(NO_WRK, file=sys.stderr)
         return 2
-    runs: list[Run] = []
-    for workers in args.workers:
-        root = Path(tempfile.mkdtemp(prefix="vto-jobs-vs-prd-"))
-        root.chmod(0o755)
-        bench = Bench(argparse.Namespace(**{**vars(args), "workers": workers}), root, Processes({}, LOGS))
-        print(f"== {workers} worker(s) per side", file=sys.stderr, flush=True)
-        try:
+    benches: list[Bench] = []
+    try:
+        for workers in args.workers:
+            root = Path(tempfile.mkdtemp(prefix="vto-jobs-vs-prd-"))
+            root.chmod(0o755)
+            logs = LOGS / f"workers-{workers}"  # each deployment's own
+            logs.mkdir(parents=True, exist_ok=True)
+            bench = Bench(argparse.Namespace(**{**vars(args), "workers": workers}), root, Processes({}, logs))
+            benches.append(bench)
+            print(f"== {workers} worker(s) per side", file=sys.stderr, flush=True)
             bench.start()
-            rows, checks = bench.run()
-        finally:
+        urls = [bench.url for bench in benches]
+        for bench in benches:
+            bench.warm_up(urls)
+        for cell in args.selected:
+            interleaved(cell, benches, args.rounds, urls)
+    finally:
+        for bench in benches:
             bench.close()
-        runs.append(Run(workers, rows, checks))
+    runs = [Run(bench.args.workers, bench.rows, bench.checks) for bench in benches]
     failed = sum(report(args, run) for run in runs)
     if len(runs) > 1:
         print(scale_table(runs))
@@ -764,6 +790,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.json.write_text(json.dumps(payload, indent=2))
     return 1 if failed else 0
+
+
+def interleaved(cell: Cell, benches: list[Bench], rounds: int, urls: list[str]) -> None:
+    """One cell on every deployment, the loads in turn: round 1 in the order (N=1 ours, N=1
+    theirs, N=2 ours, N=2 theirs, ...), round 2 in the reverse order, and so on, so that a
+    machine whose speed drifts during the cell favours neither side nor any N."""
+    for bench in benches:
+        bench.begin(cell)
+    slots = [(bench, side) for bench in benches for side in bench.sides]
+    for round_ in range(rounds):
+        for bench, side in slots if round_ % 2 == 0 else slots[::-1]:
+            bench.load(cell, side, round_, urls)
+    for bench in benches:
+        bench.end(cell)
 
 
 @dataclass

@@ -10,13 +10,24 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from benchmarks.harness import Seeded
-from benchmarks.jobs_vs_prd import OUR_NEWEST, PRD_NEWEST, Cell, Figures, Side, combined, write_items
+from benchmarks.jobs_vs_prd import (
+    OUR_NEWEST,
+    PRD_NEWEST,
+    Bench,
+    Cell,
+    Figures,
+    Side,
+    combined,
+    interleaved,
+    write_items,
+)
 from benchmarks.prd_flow import app as prd
 from command_api.auth import tokens
 from infra.database import sqlalchemy_url
@@ -168,3 +179,38 @@ def test_a_sides_rounds_combine_into_one_figure() -> None:
     assert one.p99_ms == 9.0  # the highest
     assert (one.non2xx, one.first_non2xx) == (2, 503)
     assert one.cpu_parts == {"api": 0.4} and one.cpu_s == 0.4
+
+
+class Deployment:
+    """A stand-in for ``Bench``: records what the cell asked of it."""
+
+    def __init__(self, workers: int, calls: list[str]) -> None:
+        self.workers, self.calls = workers, calls
+        self.sides = [Side(name, "http://127.0.0.1:1", dict) for name in ("ours", "prd")]
+
+    def begin(self, cell: Cell) -> None:
+        self.calls.append(f"begin N={self.workers}")
+
+    def load(self, cell: Cell, side: Side, round_: int, urls: list[str]) -> None:
+        self.calls.append(f"N={self.workers} {side.name} {round_ + 1}")
+
+    def end(self, cell: Cell) -> None:
+        self.calls.append(f"end N={self.workers}")
+
+
+def test_a_cell_loads_every_deployment_in_turn_then_in_reverse() -> None:
+    """Every side of every N is loaded in each round, the order reversed round by round, so a
+    drifting machine favours no side and no N; each deployment begins before its first load
+    and ends after its last."""
+    calls: list[str] = []
+    benches = [cast(Bench, Deployment(n, calls)) for n in (1, 2)]
+    interleaved(Cell("post-1", "post", 1), benches, rounds=3, urls=[])
+    assert calls == [
+        "begin N=1",
+        "begin N=2",
+        *("N=1 ours 1", "N=1 prd 1", "N=2 ours 1", "N=2 prd 1"),
+        *("N=2 prd 2", "N=2 ours 2", "N=1 prd 2", "N=1 ours 2"),
+        *("N=1 ours 3", "N=1 prd 3", "N=2 ours 3", "N=2 prd 3"),
+        "end N=1",
+        "end N=2",
+    ]
