@@ -32,6 +32,10 @@ What makes it fast, and why the cost of a command does not depend on which proce
   collision while holding the catalog's connection (the API released it after its read).
   A process runs one such transaction per user at a time; the user's commands that come
   meanwhile wait in a queue, holding nothing, and the next transaction decides them all.
+  After a collision the user's commands are decided that way for ``contention_window_s``,
+  and for that long again each time such a transaction finds events another process wrote:
+  while the user is busy elsewhere too, no optimistic attempt collides again (a collision
+  drops the account, and its reload costs as much as the account holds).
 
 Snapshots are taken from the account in memory by the command that reaches the interval (no
 reload, no replay), encoded before anything else changes the account, and stored only once its
@@ -162,9 +166,10 @@ class PostgresAccountStore:
         return until is not None and until > time.monotonic()
 
     def _contend(self, user_id: UUID) -> None:
-        """After a collision, the user's commands are decided under the table lock for
-        ``contention_window_s``: another process is writing the user too, and optimistic
-        attempts would keep colliding."""
+        """After a collision, and whenever a transaction under the table lock finds events of
+        the user that another process wrote, the user's commands are decided under the table
+        lock for ``contention_window_s``: another process is writing the user too, and
+        optimistic attempts would keep colliding."""
         now = time.monotonic()
         if len(self._contention) >= self.CONTENTION_MEMORY:
             for user, until in list(self._contention.items()):
@@ -310,7 +315,13 @@ class PostgresAccountStore:
         try:
             known = self._cached(user_id) or self._load(user_id)
             with self.writer.exclusive() as tx:
-                account = self._advanced(known, tx.read_after(user_id, known.version if known else 0))
+                written = tx.read_after(user_id, known.version if known else 0)
+                if written and known is not None:
+                    # Another process wrote the user since: it is busy there too, so its commands
+                    # stay under the lock (an optimistic one would collide, and a collision drops
+                    # the account, whose reload costs as much as it holds).
+                    self._contend(user_id)
+                account = self._advanced(known, written)
                 for turn in turns:
                     now = self.app.clock()
                     opened = account is None

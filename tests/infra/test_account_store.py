@@ -342,3 +342,27 @@ def test_an_optimistic_command_joins_the_users_turns_instead_of_deciding_beside_
     assert batches == [1, 1]
     assert mine.account(user).credits == 2
     assert_stream_intact(mine, user)
+
+
+def test_a_user_stays_under_the_lock_while_another_process_keeps_writing_it(
+    two: list[LedgerApplication],
+) -> None:
+    """A transaction under the lock that finds another process's events extends the user's
+    contention window (an optimistic attempt would collide and drop the account); one that
+    finds none leaves it to expire."""
+    mine, other = two
+    cost = mine.policy.cost("image")
+    user = new_user(mine, credits=2 * cost)
+    mine.account(user)
+    fast = store(mine)
+    fast._contend(user)  # as after a collision
+    until = fast._contention[user]
+    other.grant_credits(user, cost, "granted by another process")
+    assert mine.request_job(user, uuid4(), "image", job_request()).value.created
+    assert mine.stats.conflicts == 0  # decided under the lock, where nothing collides
+    extended = fast._contention[user]
+    assert extended > until
+    assert mine.request_job(user, uuid4(), "image", job_request()).value.created
+    assert fast._contention[user] == extended  # nobody else wrote: the window runs out
+    assert mine.account(user).credits == cost  # two granted, one granted meanwhile, two spent
+    assert_stream_intact(mine, user)
