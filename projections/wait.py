@@ -1,6 +1,7 @@
 """Read-your-writes across processes: wait until a projection's committed position reaches a
-command's position. (In the process that runs the projections, ``Projector.wait_for`` /
-``ProjectionRunner.wait_for`` wait on a condition instead, with no query at all.)"""
+command's position (``PositionWatcher``, one per ``vto api`` process). (In the process that
+runs the projections, ``Projector.wait_for`` / ``ProjectionRunner.wait_for`` wait on a
+condition instead, with no query at all.)"""
 
 from __future__ import annotations
 
@@ -21,31 +22,6 @@ log = logging.getLogger(__name__)
 # How often a waiter looks at the tracking positions when no NOTIFY woke it (a fallback for a
 # notification that was missed or a LISTEN connection that silently died).
 FALLBACK_POLL_S = 0.25
-
-
-def wait_for_position(
-    url: str,
-    names: Iterable[str],
-    position: int | None,
-    timeout: float,
-    poll_interval: float = FALLBACK_POLL_S,
-) -> bool:
-    """True once every projection in ``names`` has committed ``position``; False when the
-    deadline passed first. Woken by the runners' NOTIFY, polling as a fallback."""
-    if position is None:
-        return True
-    names = list(names)
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"LISTEN {TRACKING_CHANNEL}")
-        while True:
-            if all(tracking.position(conn, name) >= position for name in names):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            for _ in conn.notifies(timeout=min(remaining, poll_interval), stop_after=1):
-                pass
 
 
 class PositionWatcher(BackgroundLoop):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 
 from ledger.application import LedgerApplication
+from projections.events import TRACKING_CHANNEL
 from projections.registry import all_projections
 from projections.runner import Projector
+from projections.tracking import position as committed
+from projections.wait import FALLBACK_POLL_S
 from tests.projections.history import random_history
 
 READ_MODELS = {
@@ -58,3 +63,29 @@ def projected_history(
     assert head is not None
     Projector(url, poll_interval=1.0).catch_up()
     return head, dump(url)
+
+
+def wait_for_position(
+    url: str,
+    names: Iterable[str],
+    position: int | None,
+    timeout: float,
+    poll_interval: float = FALLBACK_POLL_S,
+) -> bool:
+    """True once every projection in ``names`` has committed ``position`` (read from
+    another process than the runners'); False when the deadline passed first. Woken by the
+    runners' NOTIFY, polling as a fallback."""
+    if position is None:
+        return True
+    names = list(names)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"LISTEN {TRACKING_CHANNEL}")
+        while True:
+            if all(committed(conn, name) >= position for name in names):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for _ in conn.notifies(timeout=min(remaining, poll_interval), stop_after=1):
+                pass

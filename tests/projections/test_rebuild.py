@@ -19,9 +19,15 @@ from ledger.application import LedgerApplication
 from projections.rebuild import catch_up_by_rebuild, far_behind, rebuild
 from projections.registry import all_projections
 from projections.runner import Projector
-from projections.wait import wait_for_position
 from tests.factories import new_user
-from tests.projections.helpers import READ_MODELS, dump, forget, projected_history, tracking
+from tests.projections.helpers import (
+    READ_MODELS,
+    dump,
+    forget,
+    projected_history,
+    tracking,
+    wait_for_position,
+)
 from tests.projections.history import random_history
 
 

@@ -28,10 +28,9 @@ from projections.rebuild import rebuild
 from projections.registry import all_projections
 from projections.runner import ProjectionRunner, Projector, idle
 from projections.tracking import failing as tracking_failing
-from projections.wait import wait_for_position
 from tests.conftest import FakeClock
 from tests.factories import job_request, new_user
-from tests.projections.helpers import dump, forget, one, projected_history, tracking
+from tests.projections.helpers import dump, forget, one, projected_history, tracking, wait_for_position
 from tests.projections.history import random_history
 
 BALANCE_SQL = "SELECT %s FROM point_balance WHERE user_id = %%s"
