@@ -17,15 +17,19 @@ from command_api.auth.oauth import OAuthProviders
 from command_api.ops.metrics import MAIL_FAILURES, READ_YOUR_WRITES_WAIT
 from command_api.own_reads import READ_MODELS
 from infra.database import database_url
-from infra.ledger_store import postgres_ledger
+from infra.ledger_store import ledger_pool, postgres_ledger
 from infra.mail import Mailer, mailer_from_settings
 from infra.migrate import upgrade
 from infra.orm import engine_from_settings, make_sessionmaker
 from infra.settings import Settings, jwt_secret
 from infra.storage import Storage, storage_from_settings
 from ledger.application import LedgerApplication
-from projections.runner import Projector
-from projections.wait import PositionWatcher
+from projections.runner import Pace, Projector
+from projections.wait import Nudge, PositionWatcher
+
+# How long a reader's nudge to the projections (``Nudge``) waits for a ledger connection: a
+# busy pool skips it, and the reader's wait lasts up to ``projection_batch_interval_s``.
+NUDGE_POOL_TIMEOUT_S = 0.01
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Services:
     mailer: Mailer  # SMTP (VTO_SMTP_URL) or .eml files under data_dir/mail
     projector: Projector | None = None  # projections run in this process ...
     watcher: PositionWatcher | None = None  # ... or another runs them and this one follows
+    nudge: Nudge | None = None  # tells the runners a reader waits (None: they do not listen)
     # The time of the API-key rate limits and last_used_at; None: the database's (every
     # replica shares it). Tests set a clock they move by hand.
     clock: Callable[[], datetime] | None = None
@@ -56,6 +61,8 @@ class Services:
             READ_YOUR_WRITES_WAIT.observe(0.0)
             return True
         started = time.perf_counter()
+        if self.nudge is not None:
+            self.nudge.want(position)
         try:
             return follower.wait_for(position, timeout)
         finally:
@@ -93,4 +100,7 @@ def build_services(
         services.projector = Projector.configured(url, settings).start()
     else:
         services.watcher = PositionWatcher(url, READ_MODELS).start()
+    if Pace.of(settings.projection_batch_interval_s, settings.projection_wanted_batch_interval_s).listens:
+        pool = ledger_pool(services.ledger)
+        services.nudge = Nudge(lambda: pool.connection(timeout=NUDGE_POOL_TIMEOUT_S))
     return services

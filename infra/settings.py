@@ -201,13 +201,22 @@ class Settings(BaseSettings):
         "(its last batch was full); at least projection_batch_size.",
     )
     projection_batch_interval_s: float = Field(
-        default=0.01,
+        default=0.1,
         ge=0,
         le=1,
         description="Under a steady stream of appends, the least time between the starts of two live "
-        "projection batches: appends arriving faster share a batch (one transaction, fewer round trips); "
-        "an append after a quiet spell is not held back; under load a read-your-writes wait lasts at most "
-        "this much longer. 0: a batch as soon as one is due.",
+        "projection batches while no reader waits on them: appends arriving faster share a batch (one "
+        "transaction, fewer round trips), and the read models lag the ledger by up to this much; an "
+        "append after a quiet spell is not held back. 0: a batch as soon as one is due.",
+    )
+    projection_wanted_batch_interval_s: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="The same while a reader waits for a position the projections have not reached "
+        "(read-your-writes: the API tells the runners, NOTIFY projections_wanted): such a wait lasts at "
+        "most this much longer under load. When it is not shorter than projection_batch_interval_s, readers "
+        "bring nothing forward.",
     )
     projection_rebuild_from: int = Field(
         default=100_000,

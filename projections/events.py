@@ -30,6 +30,10 @@ CHANNEL = "ledger_events"  # eventsourcing NOTIFYs this channel on every insert
 # Runners NOTIFY it on every commit, payload ``name:position`` (the position committed), and
 # when they record an event they cannot apply, payload ``name`` (``projections.tracking.notice``).
 TRACKING_CHANNEL = "projection_tracking"
+# A reader waits for a position the projections have not committed yet (read-your-writes),
+# payload the position (``projections.wait.Nudge``): the runners then start their next batch
+# after the setting ``projection_wanted_batch_interval_s`` instead of ``projection_batch_interval_s``.
+WANTED_CHANNEL = "projections_wanted"
 PARALLEL_FROM = 200_000  # events from which a replay (audit, rebuild) runs in worker processes
 MAX_WORKERS = 4  # each opens 2 connections (docs/operations.md "Connection budget")
 

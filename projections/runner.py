@@ -37,6 +37,7 @@ from projections import tracking
 from projections.base import Projection, identity
 from projections.events import (
     CHANNEL,
+    WANTED_CHANNEL,
     Notified,
     SharedDecoding,
     decode,
@@ -78,12 +79,15 @@ class ProjectionRunner(BackgroundLoop):
         listen: bool = True,
         decoding: SharedDecoding | None = None,
         batch_interval: float = 0.0,
+        wanted_batch_interval: float | None = None,
     ) -> None:
         """``batch_size``: the most events a batch applies; ``catch_up_batch_size`` (default:
         the same), the most while the runner is behind (its last batch was full): fewer,
         larger transactions when there is a backlog, short ones otherwise. ``decoding``: the
         events decoded once for the runners of a ``Projector`` (of the same mapper).
-        ``batch_interval``: the least time between the starts of two live batches (``idle``)."""
+        ``batch_interval``: the least time between the starts of two live batches (``idle``);
+        ``wanted_batch_interval``: the same while a reader waits for a position (None: the
+        runner does not listen for them)."""
         super().__init__(f"projection-{projection.name}")
         self.url = url
         self.projection = projection
@@ -95,7 +99,7 @@ class ProjectionRunner(BackgroundLoop):
         self.catch_up_batch_size = max(batch_size, catch_up_batch_size or batch_size)
         self.poll_interval = poll_interval
         self.listen = listen
-        self.batch_interval = batch_interval
+        self.pace = Pace.of(batch_interval, wanted_batch_interval)
         self._batch_started = 0.0  # time.monotonic() at the last batch's start
         # Test seam: called inside the transaction after the read model was written and
         # before the tracking position moves and the transaction commits.
@@ -279,7 +283,7 @@ class ProjectionRunner(BackgroundLoop):
         log.error("projection %s: batch failed; retrying", self.name, exc_info=error)
 
     def _listen(self) -> psycopg.Connection[Any] | None:
-        return listen(self.url, self.name)
+        return listen(self.url, self.name, self.pace.listens)
 
     def _idle(self) -> None:
         self._listener = idle(
@@ -287,15 +291,40 @@ class ProjectionRunner(BackgroundLoop):
             self.poll_interval,
             self.stop_event,
             self.name,
-            self._batch_started + self.batch_interval,
+            self.pace,
+            self._batch_started,
+            self._position,
         )
 
 
-def listen(url: str, who: str) -> psycopg.Connection[Any] | None:
-    """A connection LISTENing to the log's appends; None (poll instead) when it cannot."""
+@dataclass(frozen=True)
+class Pace:
+    """How far apart two live batches start, at least, under a steady stream of appends:
+    ``interval`` (the setting ``projection_batch_interval_s``), or ``wanted`` while a reader
+    waits for a position not projected yet (``projection_wanted_batch_interval_s``; None: no
+    shorter interval, and the runners do not listen for such readers)."""
+
+    interval: float = 0.0
+    wanted: float | None = None
+
+    @classmethod
+    def of(cls, interval: float, wanted: float | None) -> Pace:
+        return cls(interval, wanted if wanted is not None and wanted < interval else None)
+
+    @property
+    def listens(self) -> bool:
+        """Whether the runners LISTEN for readers' waits (``WANTED_CHANNEL``)."""
+        return self.wanted is not None
+
+
+def listen(url: str, who: str, wanted: bool = False) -> psycopg.Connection[Any] | None:
+    """A connection LISTENing to the log's appends (and, ``wanted``, to the readers waiting
+    for a position: ``WANTED_CHANNEL``); None (poll instead) when it cannot."""
     try:
         conn = psycopg.connect(url, autocommit=True)
         conn.execute(f"LISTEN {CHANNEL}")
+        if wanted:
+            conn.execute(f"LISTEN {WANTED_CHANNEL}")
         return conn
     except psycopg.Error:
         log.warning("projection %s: cannot LISTEN; polling", who)
@@ -312,34 +341,66 @@ def idle(
     poll_interval: float,
     stop: threading.Event,
     who: str,
-    not_before: float = 0.0,
+    pace: Pace = Pace(),
+    last_batch: float = 0.0,
+    projected: int = 0,
 ) -> psycopg.Connection[Any] | None:
     """Wait for a notification on ``listener``, at most ``poll_interval`` (the poll is the
     fallback for a LISTEN connection that died without telling), then take the notifications
-    that follow for ``GATHER_S``, or until ``not_before`` (``time.monotonic()``: the last
-    batch's start plus the setting ``projection_batch_interval_s``) if that is later; returns
-    the listener, None once it was lost (the caller listens again).
+    that follow for ``GATHER_S``, or until ``last_batch`` (``time.monotonic()`` at the last
+    batch's start) plus ``pace.interval`` if that is later; returns the listener, None once
+    it was lost (the caller listens again).
 
     The interval only counts under a steady stream of appends: an append after a quiet spell
     is projected ``GATHER_S`` after its notification, while appends arriving one at a time
     faster than the interval (one client ordering in a loop) share a batch, its transaction
-    and its round trips, instead of each paying for one."""
+    and its round trips, instead of each paying for one.
+
+    A reader waiting for a position after ``projected`` (a notification on ``WANTED_CHANNEL``,
+    sent by ``projections.wait.Nudge``) shortens the wait to ``last_batch`` plus
+    ``pace.wanted``: nobody waits the long interval for their own write, and nobody who does
+    not read pays a batch for each write."""
     if listener is None:
         stop.wait(poll_interval)
         return None
+    wanted = False
+
+    def wants(notify: psycopg.Notify) -> bool:
+        return (
+            pace.wanted is not None and notify.channel == WANTED_CHANNEL and _after(notify.payload, projected)
+        )
+
     try:
-        for _ in listener.notifies(timeout=poll_interval, stop_after=1):
-            pass
+        for notify in listener.notifies(timeout=poll_interval, stop_after=1):
+            wanted = wants(notify)
         # Take the notifications of the appends committed with it or just after (they would
-        # each wake an empty batch), and let them join the next batch.
-        gather = max(GATHER_S, not_before - time.monotonic())
-        for _ in listener.notifies(timeout=gather):
-            pass
+        # each wake an empty batch), and let them join the next batch; a reader's wait that
+        # arrives meanwhile brings the batch forward, once.
+        woke = time.monotonic()
+        while True:
+            interval = pace.wanted if wanted and pace.wanted is not None else pace.interval
+            remaining = max(woke + GATHER_S, last_batch + interval) - time.monotonic()
+            if remaining <= 0:
+                return listener
+            for notify in listener.notifies(timeout=remaining):
+                if not wanted and wants(notify):
+                    wanted = True
+                    break
+            else:
+                return listener
     except psycopg.Error:
         log.warning("projection %s: LISTEN connection lost; reconnecting", who)
         listener.close()
         return None
-    return listener
+
+
+def _after(payload: str, projected: int) -> bool:
+    """Whether a wanted position (a notification's payload) is after ``projected``; a
+    payload that is not a position counts as after (a wake-up too many costs one batch)."""
+    try:
+        return int(payload) > projected
+    except ValueError:
+        return True
 
 
 class Together(BackgroundLoop):
@@ -362,7 +423,7 @@ class Together(BackgroundLoop):
         self.runners = projector.runners
         first = self.runners[0]
         self.url, self.poll_interval, self.listen = first.url, first.poll_interval, first.listen
-        self.batch_interval = first.batch_interval
+        self.pace = first.pace
         self.batch_size = min(r.batch_size for r in self.runners)
         self._batch_started = 0.0
         self.handed_off = False
@@ -374,7 +435,7 @@ class Together(BackgroundLoop):
             self.projector.rebuild_if_far_behind()
             while not self.stopping:
                 if self.listen and self._listener is None:
-                    self._listener = listen(self.url, self.thread_name)
+                    self._listener = listen(self.url, self.thread_name, self.pace.listens)
                 if not self._round():
                     self._hand_off()
                     return
@@ -384,7 +445,9 @@ class Together(BackgroundLoop):
                         self.poll_interval,
                         self.stop_event,
                         self.thread_name,
-                        self._batch_started + self.batch_interval,
+                        self.pace,
+                        self._batch_started,
+                        min(r.position for r in self.runners),
                     )
         finally:
             for conn in (self._listener, self._conn):
@@ -494,6 +557,7 @@ class Projector:
             batch_size=settings.projection_batch_size,
             catch_up_batch_size=settings.projection_catch_up_batch_size,
             batch_interval=settings.projection_batch_interval_s,
+            wanted_batch_interval=settings.projection_wanted_batch_interval_s,
             rebuild_from=settings.projection_rebuild_from,
         )
 

@@ -1,21 +1,23 @@
 """Read-your-writes across processes: wait until a projection's committed position reaches a
 command's position (``PositionWatcher``, one per ``vto api`` process). (In the process that
 runs the projections, ``Projector.wait_for`` / ``ProjectionRunner.wait_for`` wait on a
-condition instead, with no query at all.)"""
+condition instead, with no query at all.) Either way, a reader about to wait tells the
+runners (``Nudge``), which then start their next batch sooner."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
 
 from infra.threads import BackgroundLoop
 from projections import tracking
-from projections.events import TRACKING_CHANNEL
+from projections.events import TRACKING_CHANNEL, WANTED_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +107,36 @@ class PositionWatcher(BackgroundLoop):
                 self._positions[name] = max(self._positions[name], position)
                 self._changed.notify_all()
             return position is None or name in self._stuck_at
+
+
+class Nudge:
+    """Tells the projection runners, wherever they run, that a reader waits for a position
+    they have not committed: ``NOTIFY`` on ``WANTED_CHANNEL``, payload the position, on a
+    connection from ``connect`` (the ledger's pool: no connection of its own). The runners
+    then start their next batch ``projection_wanted_batch_interval_s`` after the last one
+    instead of ``projection_batch_interval_s`` (``projections.runner.idle``).
+
+    A position at or before one already sent is not sent again: the runners' next batch
+    covers every append committed before it, so one notification serves every reader that
+    waits for it. A nudge that cannot be sent (no connection free at once, a database error)
+    is dropped: the wait then lasts up to the longer interval, and the next reader tries
+    again."""
+
+    def __init__(self, connect: Callable[[], AbstractContextManager[psycopg.Connection[Any]]]) -> None:
+        self.connect = connect  # an autocommit connection, taken for one statement
+        self.sent = 0  # the newest position sent (or being sent)
+        self._lock = threading.Lock()
+
+    def want(self, position: int) -> None:
+        with self._lock:
+            if position <= self.sent:
+                return
+            before, self.sent = self.sent, position
+        try:
+            with self.connect() as conn:
+                conn.execute("SELECT pg_notify(%s, %s)", (WANTED_CHANNEL, str(position)))
+        except (psycopg.Error, TimeoutError) as error:  # a pool's timeout is one or the other
+            log.debug("could not tell the projections a reader waits for %d: %s", position, error)
+            with self._lock:
+                if self.sent == position:
+                    self.sent = before

@@ -20,14 +20,15 @@ import projections.tracking
 from infra.ledger_store import postgres_ledger
 from infra.settings import Settings
 from ledger.application import LedgerApplication, event_transcoder
-from projections.events import CHANNEL, decode, ledger_mapper, select_after
+from projections.events import CHANNEL, WANTED_CHANNEL, decode, ledger_mapper, select_after
 from projections.jobs import JobsProjection
 from projections.lag import lag
 from projections.points import PointsProjection
 from projections.rebuild import rebuild
 from projections.registry import all_projections
-from projections.runner import ProjectionRunner, Projector, idle
+from projections.runner import Pace, ProjectionRunner, Projector, idle
 from projections.tracking import failing as tracking_failing
+from projections.wait import Nudge
 from tests.conftest import FakeClock
 from tests.factories import job_request, new_user
 from tests.projections.helpers import dump, forget, one, projected_history, tracking, wait_for_position
@@ -444,15 +445,72 @@ def test_idle_holds_a_wake_up_to_the_batch_interval_only_after_a_recent_batch(pg
         listener.execute(f"LISTEN {CHANNEL}")
         other.execute(f"NOTIFY {CHANNEL}")
         started = time.monotonic()
-        assert idle(listener, 5.0, stop, "test", not_before=started - 1.0) is listener
+        assert idle(listener, 5.0, stop, "test", Pace(1.0), last_batch=started - 2.0) is listener
         assert time.monotonic() - started < 1.0
         other.execute(f"NOTIFY {CHANNEL}")
         started = time.monotonic()
-        assert idle(listener, 5.0, stop, "test", not_before=started + 1.0) is listener
+        assert idle(listener, 5.0, stop, "test", Pace(1.0), last_batch=started) is listener
         assert time.monotonic() - started >= 1.0
         other.execute(f"NOTIFY {CHANNEL}, 'after'")
         # nothing left over from the gathering: the next notification is the one sent after it
         assert [n.payload for n in listener.notifies(timeout=1.0, stop_after=1)] == ["after"]
+
+
+def test_a_reader_waiting_brings_the_gathered_batch_forward(pg_url: str) -> None:
+    """While appends are held to the batch interval, a reader's wait for a position after
+    the projected one (``WANTED_CHANNEL``) ends the gathering at the shorter interval; a
+    wait for a position already projected does not."""
+    stop = threading.Event()
+    pace = Pace.of(5.0, 0.01)
+    with (
+        psycopg.connect(pg_url, autocommit=True) as listener,
+        psycopg.connect(pg_url, autocommit=True) as other,
+    ):
+        listener.execute(f"LISTEN {CHANNEL}")
+        listener.execute(f"LISTEN {WANTED_CHANNEL}")
+        other.execute(f"NOTIFY {CHANNEL}")
+        other.execute(f"NOTIFY {WANTED_CHANNEL}, '8'")
+        started = time.monotonic()
+        assert idle(listener, 10.0, stop, "test", pace, last_batch=started, projected=7) is listener
+        assert time.monotonic() - started < 4.0
+        # a reader of position 7 when 7 is projected: held to the long interval (here 0.5 s)
+        other.execute(f"NOTIFY {CHANNEL}")
+        other.execute(f"NOTIFY {WANTED_CHANNEL}, '7'")
+        started = time.monotonic()
+        assert (
+            idle(listener, 10.0, stop, "test", Pace.of(0.5, 0.01), last_batch=started, projected=7)
+            is listener
+        )
+        assert time.monotonic() - started >= 0.5
+
+
+def test_a_pace_listens_for_readers_only_when_they_have_something_to_bring_forward() -> None:
+    assert Pace.of(0.1, 0.01) == Pace(0.1, 0.01) and Pace.of(0.1, 0.01).listens
+    assert not Pace.of(0.01, 0.01).listens
+    assert not Pace.of(0.0, 0.01).listens
+    assert not Pace.of(0.1, None).listens
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["together", "a-thread-each"])
+def test_a_reader_waiting_for_a_write_is_not_held_to_the_batch_interval(
+    pg_url: str, pg_ledger: LedgerApplication, together: bool
+) -> None:
+    """Under a batch interval longer than any wait here, an append is not projected while
+    nobody waits for it; once a reader says it waits (``Nudge``), it is, at once."""
+    user = new_user(pg_ledger, credits=20)
+    before = pg_ledger.position()
+    assert before is not None
+    options: dict[str, Any] = {"batch_interval": 3.0, "wanted_batch_interval": 0.01, "together": together}
+    with Projector(pg_url, poll_interval=5.0, **options) as projector:
+        assert projector.wait_for(before, timeout=10)  # the start's batch: the interval runs from it
+        position = pg_ledger.request_job(user, uuid4(), "image", job_request()).position
+        assert position is not None
+        assert not projector.wait_for(position, timeout=0.3)  # held to the interval
+        started = time.monotonic()
+        Nudge(lambda: psycopg.connect(pg_url, autocommit=True)).want(position)
+        assert projector.wait_for(position, timeout=10)
+        assert time.monotonic() - started < 1.5  # well before the interval (3 s) ran out
+        assert one(pg_url, "SELECT credits FROM point_balance WHERE user_id = %s", user) == (19,)
 
 
 @pytest.mark.parametrize("together", [True, False], ids=["together", "a-thread-each"])

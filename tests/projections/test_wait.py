@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 import pytest
 
 import projections.tracking
 from ledger.application import LedgerApplication
+from projections.events import WANTED_CHANNEL
 from projections.runner import Projector
-from projections.wait import PositionWatcher
+from projections.wait import Nudge, PositionWatcher
 from tests.factories import new_user
 
 NO_POLL_S = 3600.0  # the watcher's fallback poll: never due within a test
@@ -96,3 +98,47 @@ def test_a_commit_wakes_the_waiters_with_its_position_and_no_read(
 )
 def test_a_tracking_notice(payload: str, notice: tuple[str, int | None]) -> None:
     assert projections.tracking.notice(payload) == notice
+
+
+def _payloads_until(listener: psycopg.Connection[Any], last: str) -> list[str]:
+    """The payloads on ``WANTED_CHANNEL`` up to ``last`` (sent by the test after the rest)."""
+    seen: list[str] = []
+    deadline = time.monotonic() + 10
+    while last not in seen and time.monotonic() < deadline:
+        seen += [
+            n.payload for n in listener.notifies(timeout=max(0.0, deadline - time.monotonic()), stop_after=1)
+        ]
+    return seen
+
+
+def test_a_nudge_tells_each_newer_position_once(pg_url: str) -> None:
+    with (
+        psycopg.connect(pg_url, autocommit=True) as listener,
+        psycopg.connect(pg_url, autocommit=True) as other,
+    ):
+        listener.execute(f"LISTEN {WANTED_CHANNEL}")
+        nudge = Nudge(lambda: psycopg.connect(pg_url, autocommit=True))
+        for position in (5, 3, 5, 6, 6):
+            nudge.want(position)
+        other.execute(f"NOTIFY {WANTED_CHANNEL}, 'end'")
+        assert _payloads_until(listener, "end") == ["5", "6", "end"]
+        assert nudge.sent == 6
+
+
+def test_a_nudge_that_cannot_be_sent_is_dropped_and_tried_again_by_the_next_reader(pg_url: str) -> None:
+    tries: list[int] = []
+
+    def connect() -> Any:
+        tries.append(1)
+        if len(tries) == 1:
+            raise psycopg.OperationalError("connection refused")
+        return psycopg.connect(pg_url, autocommit=True)
+
+    with psycopg.connect(pg_url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {WANTED_CHANNEL}")
+        nudge = Nudge(connect)
+        nudge.want(4)  # does not raise: the reader waits as it would have
+        assert nudge.sent == 0
+        nudge.want(4)
+        assert _payloads_until(listener, "4") == ["4"]
+        assert len(tries) == 2
