@@ -31,9 +31,13 @@ CHANNEL = "ledger_events"  # eventsourcing NOTIFYs this channel on every insert
 # when they record an event they cannot apply, payload ``name`` (``projections.tracking.notice``).
 TRACKING_CHANNEL = "projection_tracking"
 # A reader waits for a position the projections have not committed yet (read-your-writes),
-# payload the position (``projections.wait.Nudge``): the runners then start their next batch
-# after the setting ``projection_wanted_batch_interval_s`` instead of ``projection_batch_interval_s``.
+# payload the position (``projections.wait.Nudge``): the runners then start their batches the
+# setting ``projection_wanted_batch_interval_s`` apart instead of ``projection_batch_interval_s``.
 WANTED_CHANNEL = "projections_wanted"
+# How long the runners keep the shorter interval after they last heard a reader waiting: while
+# readers keep coming, batches start at the shorter interval whether or not each reader tells
+# them (each API process tells them at most every quarter of this: ``projections.wait.Nudge``).
+READERS_HEARD_S = 1.0
 PARALLEL_FROM = 200_000  # events from which a replay (audit, rebuild) runs in worker processes
 MAX_WORKERS = 4  # each opens 2 connections (docs/operations.md "Connection budget")
 

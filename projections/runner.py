@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,7 @@ from projections import tracking
 from projections.base import Projection, identity
 from projections.events import (
     CHANNEL,
+    READERS_HEARD_S,
     WANTED_CHANNEL,
     Notified,
     SharedDecoding,
@@ -100,6 +102,7 @@ class ProjectionRunner(BackgroundLoop):
         self.poll_interval = poll_interval
         self.listen = listen
         self.pace = Pace.of(batch_interval, wanted_batch_interval)
+        self.readers = Readers()
         self._batch_started = 0.0  # time.monotonic() at the last batch's start
         # Test seam: called inside the transaction after the read model was written and
         # before the tracking position moves and the transaction commits.
@@ -293,7 +296,7 @@ class ProjectionRunner(BackgroundLoop):
             self.name,
             self.pace,
             self._batch_started,
-            self._position,
+            self.readers,
         )
 
 
@@ -315,6 +318,17 @@ class Pace:
     def listens(self) -> bool:
         """Whether the runners LISTEN for readers' waits (``WANTED_CHANNEL``)."""
         return self.wanted is not None
+
+
+@dataclass
+class Readers:
+    """When a runner (or ``Together``) last heard a reader waiting (``time.monotonic()``)."""
+
+    heard: float = -math.inf
+
+    def active(self) -> bool:
+        """Whether one was heard in the last ``READERS_HEARD_S``."""
+        return time.monotonic() - self.heard < READERS_HEARD_S
 
 
 def listen(url: str, who: str, wanted: bool = False) -> psycopg.Connection[Any] | None:
@@ -343,7 +357,7 @@ def idle(
     who: str,
     pace: Pace = Pace(),
     last_batch: float = 0.0,
-    projected: int = 0,
+    readers: Readers | None = None,
 ) -> psycopg.Connection[Any] | None:
     """Wait for a notification on ``listener``, at most ``poll_interval`` (the poll is the
     fallback for a LISTEN connection that died without telling), then take the notifications
@@ -356,35 +370,36 @@ def idle(
     faster than the interval (one client ordering in a loop) share a batch, its transaction
     and its round trips, instead of each paying for one.
 
-    A reader waiting for a position after ``projected`` (a notification on ``WANTED_CHANNEL``,
-    sent by ``projections.wait.Nudge``) shortens the wait to ``last_batch`` plus
-    ``pace.wanted``: nobody waits the long interval for their own write, and nobody who does
-    not read pays a batch for each write."""
+    While readers wait (a notification on ``WANTED_CHANNEL``, sent by ``projections.wait.Nudge``,
+    heard in the last ``READERS_HEARD_S`` and noted in ``readers``), the interval is
+    ``pace.wanted`` instead, and a reader heard during the gathering brings the batch forward
+    to it: nobody waits the long interval for their own write, and writes nobody reads at once
+    do not pay a batch each."""
     if listener is None:
         stop.wait(poll_interval)
         return None
-    wanted = False
 
-    def wants(notify: psycopg.Notify) -> bool:
-        return (
-            pace.wanted is not None and notify.channel == WANTED_CHANNEL and _after(notify.payload, projected)
-        )
+    def heard(notify: psycopg.Notify) -> bool:
+        if readers is None or pace.wanted is None or notify.channel != WANTED_CHANNEL:
+            return False
+        readers.heard = time.monotonic()
+        return True
 
     try:
         for notify in listener.notifies(timeout=poll_interval, stop_after=1):
-            wanted = wants(notify)
+            heard(notify)
         # Take the notifications of the appends committed with it or just after (they would
-        # each wake an empty batch), and let them join the next batch; a reader's wait that
-        # arrives meanwhile brings the batch forward, once.
+        # each wake an empty batch), and let them join the next batch; a reader heard
+        # meanwhile brings the batch forward, once.
         woke = time.monotonic()
         while True:
-            interval = pace.wanted if wanted and pace.wanted is not None else pace.interval
+            short = pace.wanted is not None and readers is not None and readers.active()
+            interval = pace.wanted if short and pace.wanted is not None else pace.interval
             remaining = max(woke + GATHER_S, last_batch + interval) - time.monotonic()
             if remaining <= 0:
                 return listener
             for notify in listener.notifies(timeout=remaining):
-                if not wanted and wants(notify):
-                    wanted = True
+                if heard(notify) and not short:
                     break
             else:
                 return listener
@@ -392,15 +407,6 @@ def idle(
         log.warning("projection %s: LISTEN connection lost; reconnecting", who)
         listener.close()
         return None
-
-
-def _after(payload: str, projected: int) -> bool:
-    """Whether a wanted position (a notification's payload) is after ``projected``; a
-    payload that is not a position counts as after (a wake-up too many costs one batch)."""
-    try:
-        return int(payload) > projected
-    except ValueError:
-        return True
 
 
 class Together(BackgroundLoop):
@@ -424,6 +430,7 @@ class Together(BackgroundLoop):
         first = self.runners[0]
         self.url, self.poll_interval, self.listen = first.url, first.poll_interval, first.listen
         self.pace = first.pace
+        self.readers = Readers()
         self.batch_size = min(r.batch_size for r in self.runners)
         self._batch_started = 0.0
         self.handed_off = False
@@ -447,7 +454,7 @@ class Together(BackgroundLoop):
                         self.thread_name,
                         self.pace,
                         self._batch_started,
-                        min(r.position for r in self.runners),
+                        self.readers,
                     )
         finally:
             for conn in (self._listener, self._conn):

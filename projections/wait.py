@@ -7,6 +7,7 @@ runners (``Nudge``), which then start their next batch sooner."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +18,7 @@ import psycopg
 
 from infra.threads import BackgroundLoop
 from projections import tracking
-from projections.events import TRACKING_CHANNEL, WANTED_CHANNEL
+from projections.events import READERS_HEARD_S, TRACKING_CHANNEL, WANTED_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -109,29 +110,41 @@ class PositionWatcher(BackgroundLoop):
             return position is None or name in self._stuck_at
 
 
+NUDGE_EVERY_S = READERS_HEARD_S / 4  # the least time between two nudges of one process
+
+
 class Nudge:
     """Tells the projection runners, wherever they run, that a reader waits for a position
     they have not committed: ``NOTIFY`` on ``WANTED_CHANNEL``, payload the position, on a
     connection from ``connect`` (the ledger's pool: no connection of its own). The runners
-    then start their next batch ``projection_wanted_batch_interval_s`` after the last one
-    instead of ``projection_batch_interval_s`` (``projections.runner.idle``).
+    then start their batches ``projection_wanted_batch_interval_s`` apart instead of
+    ``projection_batch_interval_s``, for ``READERS_HEARD_S`` after they last heard one
+    (``projections.runner.idle``).
 
-    A position at or before one already sent is not sent again: the runners' next batch
-    covers every append committed before it, so one notification serves every reader that
-    waits for it. A nudge that cannot be sent (no connection free at once, a database error)
-    is dropped: the wait then lasts up to the longer interval, and the next reader tries
-    again."""
+    So it is sent at most every ``every`` seconds (less than ``READERS_HEARD_S``: the runners
+    still keep the shorter interval for the readers in between), and never for a position at
+    or before one already sent (the batch it brought forward covers it). A nudge that cannot
+    be sent (no connection free at once, a database error) is dropped: that wait lasts up to
+    the longer interval, and the next reader tries again."""
 
-    def __init__(self, connect: Callable[[], AbstractContextManager[psycopg.Connection[Any]]]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], AbstractContextManager[psycopg.Connection[Any]]],
+        every: float = NUDGE_EVERY_S,
+    ) -> None:
         self.connect = connect  # an autocommit connection, taken for one statement
+        self.every = every
         self.sent = 0  # the newest position sent (or being sent)
+        self._sent_at = -math.inf  # time.monotonic() when it was sent
         self._lock = threading.Lock()
 
     def want(self, position: int) -> None:
         with self._lock:
-            if position <= self.sent:
+            now = time.monotonic()
+            if position <= self.sent or now < self._sent_at + self.every:
                 return
-            before, self.sent = self.sent, position
+            before = self.sent, self._sent_at
+            self.sent, self._sent_at = position, now
         try:
             with self.connect() as conn:
                 conn.execute("SELECT pg_notify(%s, %s)", (WANTED_CHANNEL, str(position)))
@@ -139,4 +152,4 @@ class Nudge:
             log.debug("could not tell the projections a reader waits for %d: %s", position, error)
             with self._lock:
                 if self.sent == position:
-                    self.sent = before
+                    self.sent, self._sent_at = before

@@ -40,7 +40,8 @@ def test_a_read_after_a_write_does_not_wait_for_the_batch_interval(slow_batches:
     started = time.monotonic()
     assert slow_batches.wait_for(second, timeout=10)
     assert time.monotonic() - started < 0.5  # without the nudge: about 1 s
-    assert slow_batches.nudge is not None and slow_batches.nudge.sent == second
+    # the first read's nudge served the second too: the runners still hear readers
+    assert slow_batches.nudge is not None and slow_batches.nudge.sent == first
 
 
 def test_no_nudge_where_readers_have_nothing_to_bring_forward(tmp_path: Path, pg_url: str) -> None:

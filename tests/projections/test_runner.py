@@ -20,13 +20,13 @@ import projections.tracking
 from infra.ledger_store import postgres_ledger
 from infra.settings import Settings
 from ledger.application import LedgerApplication, event_transcoder
-from projections.events import CHANNEL, WANTED_CHANNEL, decode, ledger_mapper, select_after
+from projections.events import CHANNEL, READERS_HEARD_S, WANTED_CHANNEL, decode, ledger_mapper, select_after
 from projections.jobs import JobsProjection
 from projections.lag import lag
 from projections.points import PointsProjection
 from projections.rebuild import rebuild
 from projections.registry import all_projections
-from projections.runner import Pace, ProjectionRunner, Projector, idle
+from projections.runner import Pace, ProjectionRunner, Projector, Readers, idle
 from projections.tracking import failing as tracking_failing
 from projections.wait import Nudge
 from tests.conftest import FakeClock
@@ -456,12 +456,12 @@ def test_idle_holds_a_wake_up_to_the_batch_interval_only_after_a_recent_batch(pg
         assert [n.payload for n in listener.notifies(timeout=1.0, stop_after=1)] == ["after"]
 
 
-def test_a_reader_waiting_brings_the_gathered_batch_forward(pg_url: str) -> None:
-    """While appends are held to the batch interval, a reader's wait for a position after
-    the projected one (``WANTED_CHANNEL``) ends the gathering at the shorter interval; a
-    wait for a position already projected does not."""
+def test_readers_heard_bring_the_gathered_batch_forward_while_they_keep_coming(pg_url: str) -> None:
+    """While appends are held to the batch interval, a reader's wait (``WANTED_CHANNEL``)
+    ends the gathering at the shorter interval; for ``READERS_HEARD_S`` after it the shorter
+    interval holds with no further nudge, and once that has passed the longer one is back."""
     stop = threading.Event()
-    pace = Pace.of(5.0, 0.01)
+    readers = Readers()
     with (
         psycopg.connect(pg_url, autocommit=True) as listener,
         psycopg.connect(pg_url, autocommit=True) as other,
@@ -471,16 +471,17 @@ def test_a_reader_waiting_brings_the_gathered_batch_forward(pg_url: str) -> None
         other.execute(f"NOTIFY {CHANNEL}")
         other.execute(f"NOTIFY {WANTED_CHANNEL}, '8'")
         started = time.monotonic()
-        assert idle(listener, 10.0, stop, "test", pace, last_batch=started, projected=7) is listener
+        assert idle(listener, 10.0, stop, "test", Pace.of(5.0, 0.01), started, readers) is listener
         assert time.monotonic() - started < 4.0
-        # a reader of position 7 when 7 is projected: held to the long interval (here 0.5 s)
-        other.execute(f"NOTIFY {CHANNEL}")
-        other.execute(f"NOTIFY {WANTED_CHANNEL}, '7'")
+        assert readers.active()
+        other.execute(f"NOTIFY {CHANNEL}")  # an append, no reader told: still the shorter interval
         started = time.monotonic()
-        assert (
-            idle(listener, 10.0, stop, "test", Pace.of(0.5, 0.01), last_batch=started, projected=7)
-            is listener
-        )
+        assert idle(listener, 10.0, stop, "test", Pace.of(5.0, 0.01), started, readers) is listener
+        assert time.monotonic() - started < 4.0
+        readers.heard = time.monotonic() - READERS_HEARD_S  # as if heard a while ago
+        other.execute(f"NOTIFY {CHANNEL}")
+        started = time.monotonic()
+        assert idle(listener, 10.0, stop, "test", Pace.of(0.5, 0.01), started, readers) is listener
         assert time.monotonic() - started >= 0.5
 
 

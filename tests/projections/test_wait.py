@@ -111,18 +111,23 @@ def _payloads_until(listener: psycopg.Connection[Any], last: str) -> list[str]:
     return seen
 
 
-def test_a_nudge_tells_each_newer_position_once(pg_url: str) -> None:
+@pytest.mark.parametrize(
+    ("every", "sent"), [(0.0, ["5", "6"]), (60.0, ["5"])], ids=["at-once", "a-minute-apart"]
+)
+def test_a_nudge_tells_each_newer_position_once_and_no_more_often_than_asked(
+    pg_url: str, every: float, sent: list[str]
+) -> None:
     with (
         psycopg.connect(pg_url, autocommit=True) as listener,
         psycopg.connect(pg_url, autocommit=True) as other,
     ):
         listener.execute(f"LISTEN {WANTED_CHANNEL}")
-        nudge = Nudge(lambda: psycopg.connect(pg_url, autocommit=True))
+        nudge = Nudge(lambda: psycopg.connect(pg_url, autocommit=True), every)
         for position in (5, 3, 5, 6, 6):
             nudge.want(position)
         other.execute(f"NOTIFY {WANTED_CHANNEL}, 'end'")
-        assert _payloads_until(listener, "end") == ["5", "6", "end"]
-        assert nudge.sent == 6
+        assert _payloads_until(listener, "end") == [*sent, "end"]
+        assert nudge.sent == int(sent[-1])
 
 
 def test_a_nudge_that_cannot_be_sent_is_dropped_and_tried_again_by_the_next_reader(pg_url: str) -> None:
@@ -136,7 +141,7 @@ def test_a_nudge_that_cannot_be_sent_is_dropped_and_tried_again_by_the_next_read
 
     with psycopg.connect(pg_url, autocommit=True) as listener:
         listener.execute(f"LISTEN {WANTED_CHANNEL}")
-        nudge = Nudge(connect)
+        nudge = Nudge(connect, every=60.0)
         nudge.want(4)  # does not raise: the reader waits as it would have
         assert nudge.sent == 0
         nudge.want(4)
