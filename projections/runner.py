@@ -319,6 +319,12 @@ class Pace:
         """Whether the runners LISTEN for readers' waits (``WANTED_CHANNEL``)."""
         return self.wanted is not None
 
+    def now(self, readers: Readers | None) -> float:
+        """The interval that holds now: ``wanted`` while ``readers`` were heard lately."""
+        if self.wanted is not None and readers is not None and readers.active():
+            return self.wanted
+        return self.interval
+
 
 @dataclass
 class Readers:
@@ -393,13 +399,12 @@ def idle(
         # meanwhile brings the batch forward, once.
         woke = time.monotonic()
         while True:
-            short = pace.wanted is not None and readers is not None and readers.active()
-            interval = pace.wanted if short and pace.wanted is not None else pace.interval
+            interval = pace.now(readers)
             remaining = max(woke + GATHER_S, last_batch + interval) - time.monotonic()
             if remaining <= 0:
                 return listener
             for notify in listener.notifies(timeout=remaining):
-                if heard(notify) and not short:
+                if heard(notify) and interval != pace.wanted:  # not yet at the shorter one
                     break
             else:
                 return listener
