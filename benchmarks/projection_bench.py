@@ -107,7 +107,7 @@ def _live_catch_up(url: str, settings: Settings, head: int) -> tuple[float, floa
     """The read models emptied and their positions reset, then ``vto projector``'s runners
     (as the settings say: by a rebuild from ``projection_rebuild_from`` events behind) started
     on the whole log: seconds and CPU seconds (of this process and its finished workers)
-    until both have applied it."""
+    until both have applied it (the projector's stop after that is not counted)."""
     with psycopg.connect(url, autocommit=True) as conn:
         tables = [t for p in all_projections() for t in p.tables]
         conn.execute(f"TRUNCATE {', '.join(tables)}")
@@ -120,7 +120,7 @@ def _live_catch_up(url: str, settings: Settings, head: int) -> tuple[float, floa
     with projector:
         if not projector.wait_for(head, timeout=3600):
             raise RuntimeError("the live runners did not catch up within an hour")
-    return time.monotonic() - started, _cpu() - cpu
+        return time.monotonic() - started, _cpu() - cpu
 
 
 def _cpu() -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import multiprocessing
 import operator
 import os
@@ -16,13 +17,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing.context import BaseContext
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 from eventsourcing.persistence import Mapper, StoredEvent
 
 from ledger.application import event_mapper
 from ledger.effects import Effect, effect
+
+log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "ledger_events"
 SNAPSHOTS_TABLE = "ledger_snapshots"
@@ -38,8 +41,28 @@ WANTED_CHANNEL = "projections_wanted"
 # readers keep coming, batches start at the shorter interval whether or not each reader tells
 # them (each API process tells them at most every quarter of this: ``projections.wait.Nudge``).
 READERS_HEARD_S = 1.0
+# A loop that LISTENs (a projection runner, ``Together``, the position watcher) also LISTENs on
+# a channel of its own (``wake_channel``): ``wake`` NOTIFYs it when the loop is asked to stop,
+# so that the thread ends at once instead of at the end of its poll interval.
+WAKE_CHANNEL_PREFIX = "projections_wake_"
 PARALLEL_FROM = 200_000  # events from which a replay (audit, rebuild) runs in worker processes
 MAX_WORKERS = 4  # each opens 2 connections (docs/operations.md "Connection budget")
+
+
+def wake_channel() -> str:
+    """A new loop's own wake-up channel (an identifier: prefix and 32 hex digits)."""
+    return f"{WAKE_CHANNEL_PREFIX}{uuid4().hex}"
+
+
+def wake(url: str, channel: str) -> None:
+    """NOTIFY ``channel`` on a connection of its own (a loop asked to stop, whose thread may
+    be waiting on its LISTEN connection); a database that cannot be reached is logged: the
+    loop then ends at its next poll, as it did before."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+            conn.execute("SELECT pg_notify(%s, '')", (channel,))
+    except psycopg.Error as exc:
+        log.warning("cannot wake %s (%s); it stops at its next poll", channel, exc)
 
 
 @dataclass(slots=True)

@@ -46,6 +46,8 @@ from projections.events import (
     few_collections,
     ledger_mapper,
     select_after,
+    wake,
+    wake_channel,
 )
 from projections.rebuild import catch_up_by_rebuild
 
@@ -117,6 +119,7 @@ class ProjectionRunner(BackgroundLoop):
         self._changed = threading.Condition()
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None  # the thread's LISTEN connection
+        self.wake_channel = wake_channel()  # NOTIFYed by ``stop()``: the thread ends at once
 
     # ------------------------------------------------------------------------ position
     @property
@@ -249,6 +252,12 @@ class ProjectionRunner(BackgroundLoop):
 
     # ------------------------------------------------------------------------ thread
     def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread (woken at once if it waits on its LISTEN connection) and close
+        the connection."""
+        running = self.running
+        self.stop_event.set()
+        if running and self.listen:
+            wake(self.url, self.wake_channel)
         super().stop(timeout)
         self.close()
 
@@ -286,7 +295,7 @@ class ProjectionRunner(BackgroundLoop):
         log.error("projection %s: batch failed; retrying", self.name, exc_info=error)
 
     def _listen(self) -> psycopg.Connection[Any] | None:
-        return listen(self.url, self.name, self.pace.listens)
+        return listen(self.url, self.name, self.pace.listens, self.wake_channel)
 
     def _idle(self) -> None:
         self._listener = idle(
@@ -337,14 +346,19 @@ class Readers:
         return time.monotonic() - self.heard < READERS_HEARD_S
 
 
-def listen(url: str, who: str, wanted: bool = False) -> psycopg.Connection[Any] | None:
+def listen(
+    url: str, who: str, wanted: bool = False, wake_on: str | None = None
+) -> psycopg.Connection[Any] | None:
     """A connection LISTENing to the log's appends (and, ``wanted``, to the readers waiting
-    for a position: ``WANTED_CHANNEL``); None (poll instead) when it cannot."""
+    for a position: ``WANTED_CHANNEL``; ``wake_on``, to the loop's own wake-up channel:
+    ``projections.events.wake``); None (poll instead) when it cannot."""
     try:
         conn = psycopg.connect(url, autocommit=True)
         conn.execute(f"LISTEN {CHANNEL}")
         if wanted:
             conn.execute(f"LISTEN {WANTED_CHANNEL}")
+        if wake_on is not None:
+            conn.execute(f"LISTEN {wake_on}")
         return conn
     except psycopg.Error:
         log.warning("projection %s: cannot LISTEN; polling", who)
@@ -392,22 +406,28 @@ def idle(
         return True
 
     try:
+        if stop.is_set():  # asked before its wake-up channel was listened to
+            return listener
         for notify in listener.notifies(timeout=poll_interval, stop_after=1):
             heard(notify)
         # Take the notifications of the appends committed with it or just after (they would
         # each wake an empty batch), and let them join the next batch; a reader heard
-        # meanwhile brings the batch forward, once.
+        # meanwhile brings the batch forward, once. Asked to stop (``stop`` set, then the
+        # loop's wake-up channel notified), it returns at once.
         woke = time.monotonic()
-        while True:
+        while not stop.is_set():
             interval = pace.now(readers)
             remaining = max(woke + GATHER_S, last_batch + interval) - time.monotonic()
             if remaining <= 0:
                 return listener
             for notify in listener.notifies(timeout=remaining):
+                if stop.is_set():
+                    break
                 if heard(notify) and interval != pace.wanted:  # not yet at the shorter one
                     break
             else:
                 return listener
+        return listener
     except psycopg.Error:
         log.warning("projection %s: LISTEN connection lost; reconnecting", who)
         listener.close()
@@ -441,13 +461,22 @@ class Together(BackgroundLoop):
         self.handed_off = False
         self._conn: psycopg.Connection[Any] | None = None
         self._listener: psycopg.Connection[Any] | None = None
+        self.wake_channel = wake_channel()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread, woken at once if it waits on its LISTEN connection."""
+        running = self.running
+        self.stop_event.set()
+        if running and self.listen:
+            wake(self.url, self.wake_channel)
+        super().stop(timeout)
 
     def run(self) -> None:
         try:
             self.projector.rebuild_if_far_behind()
             while not self.stopping:
                 if self.listen and self._listener is None:
-                    self._listener = listen(self.url, self.thread_name, self.pace.listens)
+                    self._listener = listen(self.url, self.thread_name, self.pace.listens, self.wake_channel)
                 if not self._round():
                     self._hand_off()
                     return

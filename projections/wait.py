@@ -18,7 +18,7 @@ import psycopg
 
 from infra.threads import BackgroundLoop
 from projections import tracking
-from projections.events import READERS_HEARD_S, TRACKING_CHANNEL, WANTED_CHANNEL
+from projections.events import READERS_HEARD_S, TRACKING_CHANNEL, WANTED_CHANNEL, wake, wake_channel
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,15 @@ class PositionWatcher(BackgroundLoop):
         self._positions = dict.fromkeys(self.names, 0)
         self._stuck_at: dict[str, int] = {}  # projection -> the event it cannot apply
         self._changed = threading.Condition()
+        self.wake_channel = wake_channel()  # NOTIFYed by ``stop()``: the thread ends at once
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread, woken at once if it waits on its LISTEN connection."""
+        running = self.running
+        self.stop_event.set()
+        if running:
+            wake(self.url, self.wake_channel)
+        super().stop(timeout)
 
     def position(self) -> int:
         with self._changed:
@@ -81,6 +90,7 @@ class PositionWatcher(BackgroundLoop):
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {TRACKING_CHANNEL}")
+                    conn.execute(f"LISTEN {self.wake_channel}")
                     self._follow(conn)
             except psycopg.OperationalError:
                 log.warning("position watcher lost its connection; reconnecting", exc_info=True)
@@ -93,7 +103,8 @@ class PositionWatcher(BackgroundLoop):
             while not self.stopping and (remaining := deadline - time.monotonic()) > 0:
                 read = False
                 for notify in conn.notifies(timeout=remaining, stop_after=1):
-                    read = self._committed(*tracking.notice(notify.payload)) or read
+                    if notify.channel == TRACKING_CHANNEL:  # else woken to stop
+                        read = self._committed(*tracking.notice(notify.payload)) or read
                 if read:
                     self._read(conn)
 

@@ -16,11 +16,21 @@ import psycopg
 import pytest
 from eventsourcing.persistence import Mapper, StoredEvent
 
+import projections.runner
 import projections.tracking
 from infra.ledger_store import postgres_ledger
 from infra.settings import Settings
 from ledger.application import LedgerApplication, event_transcoder
-from projections.events import CHANNEL, READERS_HEARD_S, WANTED_CHANNEL, decode, ledger_mapper, select_after
+from projections.events import (
+    CHANNEL,
+    READERS_HEARD_S,
+    WANTED_CHANNEL,
+    decode,
+    ledger_mapper,
+    select_after,
+    wake,
+    wake_channel,
+)
 from projections.jobs import JobsProjection
 from projections.lag import lag
 from projections.points import PointsProjection
@@ -483,6 +493,49 @@ def test_readers_heard_bring_the_gathered_batch_forward_while_they_keep_coming(p
         started = time.monotonic()
         assert idle(listener, 10.0, stop, "test", Pace.of(0.5, 0.01), started, readers) is listener
         assert time.monotonic() - started >= 0.5
+
+
+def test_idle_returns_at_once_when_asked_to_stop(pg_url: str) -> None:
+    """A stop (the event set, then the loop's wake-up channel notified) ends the wait and
+    the gathering at once, whatever the poll and the batch interval."""
+    stop = threading.Event()
+    channel = wake_channel()
+    with psycopg.connect(pg_url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        listener.execute(f"LISTEN {channel}")
+        waker = threading.Timer(0.2, lambda: (stop.set(), wake(pg_url, channel)))
+        started = time.monotonic()
+        waker.start()
+        assert idle(listener, 30.0, stop, "test", Pace(30.0), last_batch=started) is listener
+        assert time.monotonic() - started < 5.0
+        waker.join()
+        started = time.monotonic()  # set before: no wait at all
+        assert idle(listener, 30.0, stop, "test", Pace(30.0), last_batch=started) is listener
+        assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["together", "a-thread-each"])
+def test_a_projector_stops_at_once_however_long_its_poll(
+    pg_url: str, pg_ledger: LedgerApplication, together: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping a projector whose threads wait on their LISTEN connections does not wait
+    for their poll (it used to take up to ``projection_poll_interval_s`` a thread)."""
+    threads = 1 if together else 2
+    waiting = threading.Semaphore(0)
+    real_idle = projections.runner.idle
+
+    def idle_noted(*args: Any, **kwargs: Any) -> psycopg.Connection[Any] | None:
+        waiting.release()
+        return real_idle(*args, **kwargs)
+
+    monkeypatch.setattr(projections.runner, "idle", idle_noted)
+    projector = Projector(pg_url, poll_interval=30.0, together=together).start()
+    for _ in range(threads):  # each thread has entered its wait
+        assert waiting.acquire(timeout=10)
+    started = time.monotonic()
+    projector.stop()
+    assert time.monotonic() - started < 5.0
+    assert projector.stopped() == [r.name for r in projector.runners]
 
 
 def test_a_pace_listens_for_readers_only_when_they_have_something_to_bring_forward() -> None:

@@ -38,6 +38,20 @@ def test_watcher_sees_the_runners_commits(pg_url: str, pg_ledger: LedgerApplicat
         watcher.stop()
 
 
+def test_a_watcher_stops_at_once_however_long_its_poll(pg_url: str, pg_ledger: LedgerApplication) -> None:
+    """``stop()`` wakes the thread waiting on its LISTEN connection (it used to wait for the
+    poll, or give up joining after ``stop_timeout`` and leave the thread running)."""
+    watcher = PositionWatcher(pg_url, ["points", "jobs"], poll_interval=NO_POLL_S).start()
+    new_user(pg_ledger, credits=1)
+    head = pg_ledger.position()
+    with Projector(pg_url, poll_interval=1.0):
+        assert watcher.wait_for(head, timeout=DEADLINE_S)  # it follows: LISTENing, then waiting
+    started = time.monotonic()
+    watcher.stop()
+    assert time.monotonic() - started < watcher.stop_timeout / 2
+    assert not watcher.running
+
+
 def test_a_projection_stuck_in_another_process_ends_the_wait_at_once(
     pg_url: str, pg_ledger: LedgerApplication
 ) -> None:
