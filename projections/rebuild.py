@@ -29,7 +29,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -144,10 +144,8 @@ def _rebuild(
                 for live in p.copied  # type: ignore[attr-defined]
                 for sql in _drop_indexes(conn, shadow[live])
             ]
-        position = _by_stream(url, projections, shadows, custom_mapper, workers)
-        with conn.transaction():
-            for sql in again:
-                conn.execute(sql)
+        position, used = _by_stream(url, projections, shadows, custom_mapper, workers)
+        _build_indexes(url, again, used)
     else:
         position = 0
     while True:  # the rest in log order, in transactions of one batch each
@@ -190,10 +188,10 @@ def _by_stream(
     shadows: list[dict[str, str]],
     mapper: Mapper[Any] | None,
     workers: int | None,
-) -> int:
+) -> tuple[int, int]:
     """Step 2's first part: every event up to the head of a snapshot, stream by stream, in
     chunks of whole streams, by ``workers`` processes (each a range of the users, in that
-    snapshot); returns that head."""
+    snapshot); returns that head and how many processes replayed it."""
     with psycopg.connect(url) as reader:
         snapshot = export_snapshot(reader)
         with reader.cursor() as cur:
@@ -211,7 +209,37 @@ def _by_stream(
                 for job in jobs:
                     job.result()
         reader.rollback()
-    return position
+    return position, max(1, workers)
+
+
+def _build_indexes(url: str, statements: Sequence[str], connections: int) -> None:
+    """Run ``statements`` (``_drop_indexes``'s, for the shadow tables) on up to
+    ``connections`` connections at once (the replay's processes have ended: the same
+    budget), each in its own transaction: first the constraints (``ALTER TABLE`` locks its
+    table), then the other indexes (``CREATE INDEX`` shares the table's lock, so several of one
+    table are built at once). Built one after another, they were a seventh of a rebuild of
+    200,000 events (0.6 of 4.2 s)."""
+    constraints = [sql for sql in statements if sql.startswith("ALTER TABLE")]
+    indexes = [sql for sql in statements if not sql.startswith("ALTER TABLE")]
+    for phase in (constraints, indexes):
+        todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for sql in phase:
+            todo.put(sql)
+        count = max(1, min(connections, len(phase)))
+        with ThreadPoolExecutor(count) as pool:
+            for built in [pool.submit(_build_from, url, todo) for _ in range(count)]:
+                built.result()
+
+
+def _build_from(url: str, todo: queue.SimpleQueue[str]) -> None:
+    """Run the statements of ``todo`` on a connection of its own until none is left."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            try:
+                sql = todo.get_nowait()
+            except queue.Empty:
+                return
+            conn.execute(sql)
 
 
 def _rebuild_range(
