@@ -58,10 +58,17 @@ class BackgroundLoop:
         self._thread.start()
         return self
 
+    def wake_up(self) -> None:
+        """Called by ``stop()`` while the thread runs, after the stop event is set: end a wait
+        the event cannot end (a LISTEN connection's). Nothing here."""
+
     def stop(self, timeout: float | None = None) -> None:
-        """Ask the loop to stop and wait for its thread (at most ``timeout`` seconds, by
-        default ``stop_timeout``)."""
+        """Ask the loop to stop (``wake_up``) and wait for its thread (at most ``timeout``
+        seconds, by default ``stop_timeout``)."""
+        running = self.running
         self.stop_event.set()
+        if running:
+            self.wake_up()
         if self._thread is not None:
             self._thread.join(self.stop_timeout if timeout is None else timeout)
             self._thread = None

@@ -251,13 +251,11 @@ class ProjectionRunner(BackgroundLoop):
                 return total
 
     # ------------------------------------------------------------------------ thread
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop the thread (woken at once if it waits on its LISTEN connection) and close
-        the connection."""
-        running = self.running
-        self.stop_event.set()
-        if running and self.listen:
+    def wake_up(self) -> None:
+        if self.listen:  # its thread may wait on its LISTEN connection
             wake(self.url, self.wake_channel)
+
+    def stop(self, timeout: float | None = None) -> None:
         super().stop(timeout)
         self.close()
 
@@ -463,13 +461,9 @@ class Together(BackgroundLoop):
         self._listener: psycopg.Connection[Any] | None = None
         self.wake_channel = wake_channel()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop the thread, woken at once if it waits on its LISTEN connection."""
-        running = self.running
-        self.stop_event.set()
-        if running and self.listen:
+    def wake_up(self) -> None:
+        if self.listen:  # its thread may wait on its LISTEN connection
             wake(self.url, self.wake_channel)
-        super().stop(timeout)
 
     def run(self) -> None:
         try:

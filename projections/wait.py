@@ -49,13 +49,8 @@ class PositionWatcher(BackgroundLoop):
         self._changed = threading.Condition()
         self.wake_channel = wake_channel()  # NOTIFYed by ``stop()``: the thread ends at once
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop the thread, woken at once if it waits on its LISTEN connection."""
-        running = self.running
-        self.stop_event.set()
-        if running:
-            wake(self.url, self.wake_channel)
-        super().stop(timeout)
+    def wake_up(self) -> None:  # its thread waits on its LISTEN connection
+        wake(self.url, self.wake_channel)
 
     def position(self) -> int:
         with self._changed:

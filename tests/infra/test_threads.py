@@ -35,6 +35,34 @@ def test_a_loop_starts_once_and_stops() -> None:
     loop.start().stop(5)  # stopped, it may start again
 
 
+class _Sleeper(BackgroundLoop):
+    """Waits on something the stop event cannot end (as a LISTEN connection's wait), which
+    ``wake_up`` ends."""
+
+    def __init__(self) -> None:
+        super().__init__("sleeper")
+        self.outside = threading.Event()
+        self.woken_with_stop_set: list[bool] = []
+
+    def run(self) -> None:
+        while not self.stopping:
+            self.outside.wait(60)
+            self.outside.clear()
+
+    def wake_up(self) -> None:
+        self.woken_with_stop_set.append(self.stopping)
+        self.outside.set()
+
+
+def test_stop_wakes_a_running_loop_once_after_setting_the_stop_event() -> None:
+    loop = _Sleeper()
+    loop.stop(5)  # not running: nothing to wake
+    assert loop.woken_with_stop_set == []
+    loop.start().stop(5)
+    assert not loop.running  # ended by the wake-up, not the 60 s wait (joined within 5 s)
+    assert loop.woken_with_stop_set == [True]
+
+
 def test_backoff_retries_up_to_the_attempts_then_raises_the_last_error() -> None:
     calls: list[int] = []
 
