@@ -14,8 +14,13 @@ and as configured (far behind: it rebuilds, ``Projector.rebuild_if_far_behind``)
 audit's and the rebuild's worker processes (default: one per CPU, at most 4, from 200,000
 events).
 
-Uses ``VTO_DATABASE_URL`` (a scratch database is created beside it) or an embedded
-PostgreSQL in a temporary directory."""
+CPU: each figure's CPU seconds are this process's (and its finished workers'), plus, on the
+embedded PostgreSQL, the database server's (every process of it, those that ended included);
+from them, the CPU a catch-up costs an event and the most events/s the machine's CPUs could
+give it however it were spread over them (CPUs / CPU per event).
+
+Uses ``VTO_DATABASE_URL`` (a scratch database is created beside it; its server's CPU is not
+counted) or an embedded PostgreSQL in a temporary directory."""
 
 from __future__ import annotations
 
@@ -27,11 +32,13 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-from infra.database import embedded_postgres_url, stop_embedded_postgres, with_dbname
+from benchmarks.harness import tree_cpu_seconds
+from infra.database import embedded_postgres_pid, embedded_postgres_url, stop_embedded_postgres, with_dbname
 from infra.ledger_store import postgres_ledger
 from infra.migrate import upgrade
 from infra.settings import Settings
@@ -56,7 +63,53 @@ REBUILD_TARGET = 50_000  # events/s
 CATCH_UP_TARGET = 50_000  # events/s (issue 19)
 
 
-def audit_figures(server: str, settings: Settings, events: int, workers: int | None) -> None:
+@dataclass(frozen=True)
+class Spent:
+    """What a step cost: wall seconds, this process's CPU seconds (its finished workers'
+    included) and the database server's (None when it is not the embedded one)."""
+
+    seconds: float
+    cpu: float
+    server_cpu: float | None
+
+    def line(self, events: int) -> str:
+        """``{seconds} s, {cpu} CPU-s`` and, with the server's CPU, the whole CPU per event and
+        the ceiling it sets on this machine's CPUs."""
+        if self.server_cpu is None:
+            return f"{self.seconds:.1f} s, {self.cpu:.1f} CPU-s"
+        total = self.cpu + self.server_cpu
+        per_event = total / events
+        cpus = os.cpu_count() or 1
+        return (
+            f"{self.seconds:.1f} s, {self.cpu:.1f} + {self.server_cpu:.1f} CPU-s (ours + the database's): "
+            f"{per_event * 1e6:.0f} us of CPU an event, "
+            f"at most {cpus / per_event:,.0f} events/s on {cpus} CPUs"
+        )
+
+
+class Meter:
+    """Reads the CPU of this process and, when ``server_pid`` is given, of the database server."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+
+    def start(self) -> tuple[float, float, float | None]:
+        return time.monotonic(), _cpu(), self._server()
+
+    def since(self, start: tuple[float, float, float | None]) -> Spent:
+        began, cpu, server = start
+        now = self._server()
+        return Spent(
+            time.monotonic() - began,
+            _cpu() - cpu,
+            None if now is None or server is None else now - server,
+        )
+
+    def _server(self) -> float | None:
+        return None if self.server_pid is None else tree_cpu_seconds([self.server_pid])
+
+
+def audit_figures(server: str, settings: Settings, events: int, workers: int | None, meter: Meter) -> None:
     url = scratch_db(server, f"vto_bench_audit_{events}")
     app = postgres_ledger(settings, url)
     started = time.monotonic()
@@ -64,68 +117,65 @@ def audit_figures(server: str, settings: Settings, events: int, workers: int | N
     generated = time.monotonic() - started
     total = app.position() or 0
     app.close()
-    cpu = _cpu()
-    started = time.monotonic()
+    start = meter.start()
     Projector.configured(url, settings).catch_up()
-    projecting = time.monotonic() - started
-    projecting_cpu = _cpu() - cpu
-    live, live_cpu = _live_catch_up(url, settings.model_copy(update={"projection_rebuild_from": 0}), total)
-    rebuilt, rebuilt_cpu = _live_catch_up(url, settings, total)
-    cpu = _cpu()
-    started = time.monotonic()
+    projecting = meter.since(start)
+    live = _live_catch_up(url, settings.model_copy(update={"projection_rebuild_from": 0}), total, meter)
+    rebuilt = _live_catch_up(url, settings, total, meter)
+    start = meter.start()
     rebuild(url, all_projections(), workers=workers)
-    rebuilding = time.monotonic() - started
-    rebuild_cpu = _cpu() - cpu
-    cpu = _cpu()
+    rebuilding = meter.since(start)
+    start = meter.start()
     report = audit(url, workers=workers)
-    audit_cpu = _cpu() - cpu
+    auditing = meter.since(start)
+    print(f"{events:>9,} events ({total:,} in the log), generated in {generated:.1f} s")
     print(
-        f"{events:>9,} events ({total:,} in the log), generated in {generated:.1f} s; "
-        f"runners' catch-up {total / projecting:,.0f} events/s (both projections, {projecting:.1f} s, "
-        f"{projecting_cpu:.1f} CPU-s); a started projector from scratch, batch by batch "
-        f"{total / live:,.0f} events/s ({live:.1f} s, {live_cpu:.1f} CPU-s)"
+        f"  runners' catch-up (both projections, batch by batch) {total / projecting.seconds:,.0f} events/s "
+        f"({projecting.line(total)})"
     )
     print(
-        f"  a started projector from scratch (far behind: it rebuilds) {total / rebuilt:,.0f} events/s "
-        f"({rebuilt:.1f} s, {rebuilt_cpu:.1f} CPU-s); target {CATCH_UP_TARGET:,}: "
-        f"{'met' if total / rebuilt >= CATCH_UP_TARGET else 'NOT met'}"
+        f"  a started projector from scratch, batch by batch {total / live.seconds:,.0f} events/s "
+        f"({live.line(total)})"
     )
-    for label, rate, seconds, used, target in (
-        ("rebuild (both projections)", total / rebuilding, rebuilding, rebuild_cpu, REBUILD_TARGET),
-        ("audit", report.rate, report.seconds, audit_cpu, AUDIT_TARGET),
+    print(
+        "  a started projector from scratch (far behind: it rebuilds) "
+        f"{total / rebuilt.seconds:,.0f} events/s "
+        f"({rebuilt.line(total)}); target {CATCH_UP_TARGET:,}: "
+        f"{'met' if total / rebuilt.seconds >= CATCH_UP_TARGET else 'NOT met'}"
+    )
+    for label, rate, spent, target in (
+        ("rebuild (both projections)", total / rebuilding.seconds, rebuilding, REBUILD_TARGET),
+        ("audit", report.rate, auditing, AUDIT_TARGET),
     ):
         print(
-            f"  {label:<27} {rate:>9,.0f} events/s in {seconds:5.1f} s, {used:5.1f} CPU-s "
-            f"({total / used if used else 0:,.0f} events per CPU-s); target {target:,}: "
+            f"  {label:<27} {rate:>9,.0f} events/s ({spent.line(total)}); target {target:,}: "
             f"{'met' if rate >= target else 'NOT met'}"
         )
     if not report.ok:
         print("\n".join(report.lines()))
 
 
-def _live_catch_up(url: str, settings: Settings, head: int) -> tuple[float, float]:
+def _live_catch_up(url: str, settings: Settings, head: int, meter: Meter) -> Spent:
     """The read models emptied and their positions reset, then ``vto projector``'s runners
     (as the settings say: by a rebuild from ``projection_rebuild_from`` events behind) started
-    on the whole log: seconds and CPU seconds (of this process and its finished workers)
-    until both have applied it (the projector's stop after that is not counted)."""
+    on the whole log: what it cost until both have applied it (the projector's stop after that
+    is not counted)."""
     with psycopg.connect(url, autocommit=True) as conn:
         tables = [t for p in all_projections() for t in p.tables]
         conn.execute(f"TRUNCATE {', '.join(tables)}")
         conn.execute("UPDATE projection_tracking SET position = 0")
         conn.execute("VACUUM ANALYZE")
-    cpu = _cpu()
-    started = time.monotonic()
+    start = meter.start()
     projector = Projector.configured(url, settings)
     projector.rebuild_if_far_behind()  # as ``vto projector`` does, before its threads start
     with projector:
         if not projector.wait_for(head, timeout=3600):
             raise RuntimeError("the live runners did not catch up within an hour")
-        return time.monotonic() - started, _cpu() - cpu
+        return meter.since(start)
 
 
 def _cpu() -> float:
-    """CPU seconds of this process and of its finished child processes (the workers); the
-    database server's are not counted."""
+    """CPU seconds of this process and of its finished child processes (the workers)."""
     own = os.times()
     return own.user + own.system + own.children_user + own.children_system
 
@@ -206,8 +256,9 @@ def main() -> None:
         if not args.no_lag:
             lag_figures(server, settings, args.rate, args.seconds)
         print(f"{os.cpu_count()} CPUs")
+        meter = Meter(None if external else embedded_postgres_pid(data_dir))
         for events in args.events:
-            audit_figures(server, settings, events, args.workers)
+            audit_figures(server, settings, events, args.workers, meter)
     finally:
         if not external:
             stop_embedded_postgres(data_dir)

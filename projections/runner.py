@@ -543,6 +543,8 @@ class Together(BackgroundLoop):
         log.warning("projections: each runner on a thread of its own from now on")
         self.handed_off = True
         for runner in self.runners:
+            # The readers heard waiting so far: each runner keeps the shorter interval for them.
+            runner.readers.heard = max(runner.readers.heard, self.readers.heard)
             runner.start()
 
 

@@ -609,6 +609,21 @@ def test_a_projection_stuck_together_gets_a_thread_of_its_own_and_the_others_go_
             assert [(row[0], row[2]) for row in tracking_failing(conn)] == [("points", bad)]
 
 
+def test_runners_handed_their_threads_keep_the_readers_heard_together(pg_url: str) -> None:
+    """A reader heard waiting by ``Together`` is still heard by each runner once it has its own
+    thread: their batches keep the shorter interval for it."""
+    projector = Projector(pg_url, poll_interval=5.0, batch_interval=1.0, wanted_batch_interval=0.01)
+    together = projector.together
+    assert together is not None
+    assert not any(r.readers.active() for r in projector.runners)
+    together.readers.heard = time.monotonic()
+    try:
+        together._hand_off()
+        assert all(r.running and r.readers.active() for r in projector.runners)
+    finally:
+        projector.stop()
+
+
 def test_projectors_started_far_behind_catch_up_by_one_rebuild_and_go_on(
     pg_url: str, pg_ledger: LedgerApplication, caplog: pytest.LogCaptureFixture
 ) -> None:
