@@ -1,6 +1,7 @@
 """Ledger benchmark on PostgreSQL: reservations per second and account load times.
 
     uv run python benchmarks/ledger_bench.py [--database-url URL] [--scale 1.0] [--events 1000000]
+        [--open-jobs 2000 8000 20000 [--only-open-jobs]]
 
 Uses VTO_DATABASE_URL / --database-url, or starts an embedded PostgreSQL in a temporary
 directory. Every scenario runs in a fresh, migrated database. Prints one line per figure.
@@ -10,12 +11,19 @@ number of optimistic-concurrency retries); the same two threaded runs with event
 table lock removed (to see whether the lock is the limit); loading an account of 10,000
 events with and without its snapshot. With ``--events N``: the replay figures of
 ``projection_bench`` over a generated history of N events: ``vto ledger rebuild`` and
-``vto ledger audit`` in events/s, beside their targets (50,000 and 100,000 events/s).
+``vto ledger audit`` in events/s, beside their targets (50,000 and 100,000 events/s). With
+``--open-jobs N ...``: what an account holding N open jobs (a seller whose orders wait in the
+queue) costs at once, each time: loading it (snapshot and the events after it: after a
+collision drops it, or in a process that does not hold it), copying it (``LedgerApplication.account``)
+and taking and encoding its snapshot (every power of two times ``VTO_SNAPSHOT_INTERVAL`` events
+that covers what it holds).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import os
 import random
 import shutil
@@ -36,9 +44,10 @@ from eventsourcing.utils import get_topic
 
 from benchmarks.projection_bench import audit_figures
 from infra.database import embedded_postgres_url, stop_embedded_postgres, with_dbname
-from infra.ledger_store import ledger_options, postgres_env
+from infra.ledger_store import ledger_options, postgres_env, postgres_ledger
 from infra.migrate import upgrade
 from infra.settings import Settings
+from ledger.account import Account
 from ledger.application import LedgerApplication
 from ledger.errors import InsufficientEntitlement
 
@@ -58,7 +67,8 @@ class Bench:
         self.settings = Settings()
         self._n = 0
 
-    def fresh_ledger(self, unlocked: bool = False, pool: int = 10) -> LedgerApplication:
+    def fresh_url(self) -> str:
+        """A new, migrated database on the server."""
         self._n += 1
         name = f"ledger_bench_{os.getpid()}_{self._n}"
         with psycopg.connect(self.server_url, autocommit=True) as conn:
@@ -66,7 +76,11 @@ class Bench:
             conn.execute(f"CREATE DATABASE {name}")
         url = with_dbname(self.server_url, name)
         upgrade(url)
-        env = postgres_env(url, pool)
+        return url
+
+    def fresh_ledger(self, unlocked: bool = False, pool: int = 10) -> LedgerApplication:
+        """The ledger on the reference store (``ledger.store``), on a new database."""
+        env = postgres_env(self.fresh_url(), pool)
         if unlocked:
             env["APPLICATION_RECORDER_TOPIC"] = get_topic(UnlockedRecorder)
         return LedgerApplication(env=env, options=ledger_options(self.settings))
@@ -161,6 +175,34 @@ def load_times(bench: Bench, events: int) -> None:
     ledger.close()
 
 
+def open_job_costs(bench: Bench, sizes: list[int]) -> None:
+    """One account ordering jobs that never finish; at each of ``sizes`` open jobs, the
+    median of three: its load, its copy, its snapshot taken and encoded."""
+    ledger = postgres_ledger(bench.settings, bench.fresh_url())  # as the service runs it
+    user = uuid4()
+    ledger.open_account(user)
+    ledger.grant_credits(user, 10**9, "bench")
+    snapshots = ledger.snapshots
+    assert snapshots is not None
+
+    def snapshot_of(account: Account) -> bytes:
+        return bytes(snapshots.mapper.to_stored_event(Account.Snapshot.take(account)).state)
+
+    opened = 0
+    for size in sorted(sizes):
+        while opened < size:
+            ledger.request_job(user, uuid4(), "image", {"bench": True})
+            opened += 1
+        account: Account = ledger.repository.get(user)
+        load = timed(functools.partial(ledger.repository.get, user), 3)
+        copied = timed(functools.partial(copy.deepcopy, account), 3)
+        snapshot = timed(functools.partial(snapshot_of, account), 3)
+        size_mb = len(snapshot_of(account)) / 1e6
+        label = f"account with {size:,} open jobs ({account.entries:,} entries, {size_mb:.1f} MB snapshot)"
+        print(f"{label:<64} load {load:6.0f} ms, copy {copied:6.0f} ms, snapshot {snapshot:6.0f} ms, medians")
+    ledger.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,6 +213,10 @@ def main() -> None:
         "--events", type=int, nargs="*", default=[], help="also rebuild and audit histories of these sizes"
     )
     parser.add_argument("--workers", type=int, default=None, help="the audit's and the rebuild's processes")
+    parser.add_argument(
+        "--open-jobs", type=int, nargs="*", default=[], help="also an account holding this many open jobs"
+    )
+    parser.add_argument("--only-open-jobs", action="store_true", help="skip the other scenarios")
     args = parser.parse_args()
     data_dir: Path | None = None
     url = args.database_url
@@ -184,6 +230,10 @@ def main() -> None:
         version = conn.execute("show server_version").fetchone()
     print(f"PostgreSQL {version[0] if version else '?'}, {os.cpu_count()} CPUs")
     try:
+        if args.open_jobs:
+            open_job_costs(bench, args.open_jobs)
+        if args.only_open_jobs:
+            return
         per_user = max(1, n // 100) * 2
         scenario(bench, "one user, serially", 1, n, 1)
         scenario(bench, "100 users, 8 threads", 100, per_user, 8)

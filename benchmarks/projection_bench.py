@@ -109,7 +109,12 @@ class Meter:
         return None if self.server_pid is None else tree_cpu_seconds([self.server_pid])
 
 
-def audit_figures(server: str, settings: Settings, events: int, workers: int | None, meter: Meter) -> None:
+def audit_figures(
+    server: str, settings: Settings, events: int, workers: int | None, meter: Meter | None = None
+) -> None:
+    """The replay figures over a generated history of ``events``; ``meter``: what counts the
+    CPU (by default, this process's only)."""
+    meter = meter or Meter(None)
     url = scratch_db(server, f"vto_bench_audit_{events}")
     app = postgres_ledger(settings, url)
     started = time.monotonic()

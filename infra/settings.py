@@ -115,7 +115,8 @@ class Settings(BaseSettings):
         description="After a command of a user collides with another process's append, how long "
         "that user's commands are decided under the event store's lock (in turn, never colliding) "
         "instead of optimistically; extended by as much whenever one of them finds events of the "
-        "user that another process wrote meanwhile.",
+        "user that another process wrote meanwhile; at least twice as long as the process last took "
+        "to load the user's account (at most 60 s), for accounts that take seconds to load.",
     )
     job_timeout_s: float = Field(
         default=900.0, gt=0, description="Reservations older than this are failed and refunded."

@@ -8,6 +8,7 @@ import io
 import random
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import uuid4
@@ -15,11 +16,14 @@ from uuid import uuid4
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageDraw
 from PIL.PngImagePlugin import PngInfo
+from sqlalchemy import text
 
 from command_api.catalog.images import check_image
-from command_api.catalog.job_inputs import load_job_inputs
+from command_api.catalog.job_inputs import _JOB_INPUTS, load_job_inputs
 from command_api.catalog.uploads import TooManyUploads, UploadLimits, UploadsBusy
 from command_api.problems import ProblemError
+from ledger.store import FROM_SNAPSHOT
+from projections.events import EVENTS_TABLE
 from tests.api_factories import make_user
 from tests.catalog_factories import (
     API,
@@ -369,3 +373,42 @@ def test_the_decoding_pool_runs_at_most_its_workers_and_a_turn_that_never_comes_
         with limits.account_slot(uuid4()):  # another account has slots of its own
             assert limits.in_progress(owner) == 3
     assert limits.in_progress(owner) == 0
+
+
+def _reads(plan: dict[str, Any], table: str) -> int:
+    """How many times the plan's nodes on ``table`` ran (EXPLAIN ANALYZE, JSON)."""
+    own = plan.get("Actual Loops", 0) if plan.get("Relation Name") == table else 0
+    return int(own) + sum(_reads(child, table) for child in plan.get("Plans", []))
+
+
+def test_load_job_inputs_reads_the_callers_stream_only_as_asked(client: Any, services: Any) -> None:
+    """No news (the store wants none: a busy user's appends in flight): the stream is not read
+    at all, not even scanned for nothing; after a version: the events after it; from the
+    snapshot (the store holds nothing of the user): the whole stream when there is no snapshot."""
+    owner = make_user(services)
+    project = create_project(client, owner)
+    top = upload_product(client, owner, project["id"])
+    model = upload_asset(client, owner, "model")
+    for _ in range(3):
+        services.ledger.grant_credits(owner.id, 1, "three events of the owner's stream")
+    versions = [e.originator_version for e in services.ledger.recorder.select_events(owner.id)]
+    assert len(versions) >= 4
+    args = (owner.id, project["id"], [top["id"]], model["id"])
+    with services.sessions() as session:
+        none = load_job_inputs(session, *args, stream_after=None)
+        assert none["stream"] == [] and none["snapshot"] is None
+        after = load_job_inputs(session, *args, stream_after=versions[1])
+        assert [v for v, _, _ in after["stream"]] == versions[2:]
+        whole = load_job_inputs(session, *args, stream_after=FROM_SNAPSHOT)
+        assert [v for v, _, _ in whole["stream"]] == versions and whole["snapshot"] is None
+        explain = text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(_JOB_INPUTS))
+        params = {
+            "user": owner.id,
+            "family": None,
+            "project": uuid.UUID(project["id"]),
+            "products": [uuid.UUID(top["id"])],
+            "assets": [uuid.UUID(model["id"])],
+        }
+        for stream_after, reads in ((None, 0), (versions[1], 1)):
+            plan = session.execute(explain, {**params, "after": stream_after}).scalar_one()[0]["Plan"]
+            assert _reads(plan, EVENTS_TABLE) == reads, (stream_after, plan)

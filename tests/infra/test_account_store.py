@@ -366,3 +366,52 @@ def test_a_user_stays_under_the_lock_while_another_process_keeps_writing_it(
     assert fast._contention[user] == extended  # nobody else wrote: the window runs out
     assert mine.account(user).credits == cost  # two granted, one granted meanwhile, two spent
     assert_stream_intact(mine, user)
+
+
+def test_a_user_whose_account_loads_slowly_stays_under_the_lock_twice_as_long(
+    two: list[LedgerApplication], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a collision, a user whose account took this process 3 s to load is decided under
+    the lock for 6 s, not the 1 s setting: the other process may be loading it that long, and
+    an optimistic attempt meanwhile would collide with its return and drop the account again.
+    A quick load leaves the window as set."""
+    mine = two[0]
+    fast = store(mine)
+    slow, quick = new_user(mine, credits=1), new_user(mine, credits=1)
+    now = [1000.0]
+    fast.monotonic = lambda: now[0]
+    get = mine.repository.get
+
+    def slow_get(user: UUID, *args: Any, **kwargs: Any) -> Any:
+        if user == slow:
+            now[0] += 3.0  # as a big account's snapshot and events would take
+        return get(user, *args, **kwargs)
+
+    monkeypatch.setattr(mine.repository, "get", slow_get)
+    for user in (slow, quick):
+        fast._drop(user)
+        assert mine.account(user).credits == 1  # loaded by the store: timed
+    assert fast.contention_window(quick) == fast.contention_window_s == 1.0
+    assert fast.contention_window(slow) == 6.0
+    fast._contend(slow)  # as after a collision
+    fast._contend(quick)
+    now[0] += 5.0
+    assert fast._contended(slow) and not fast._contended(quick)
+    now[0] += 1.5
+    assert not fast._contended(slow)
+    assert mine.request_job(slow, uuid4(), "image", job_request()).value.created
+
+
+def test_a_slow_load_lengthens_the_window_only_up_to_its_bound_and_never_a_zero_one(pg_url: str) -> None:
+    settings = Settings(_env_file=None, ledger_contention_window_s=0.0)  # type: ignore[call-arg]
+    never, usual = postgres_ledger(settings, pg_url), postgres_ledger(Settings(_env_file=None), pg_url)  # type: ignore[call-arg]
+    try:
+        user = uuid4()
+        for ledger in (never, usual):
+            fast = store(ledger)
+            fast._load_seconds[user] = 3600.0
+        assert store(never).contention_window(user) == 0.0
+        assert store(usual).contention_window(user) == PostgresAccountStore.CONTENTION_WINDOW_MAX_S
+    finally:
+        never.close()
+        usual.close()
