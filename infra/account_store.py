@@ -48,7 +48,9 @@ Snapshots are taken from the account in memory by the command that reaches the i
 reload, no replay), encoded before anything else changes the account, and stored only once its
 events are: ``snapshot_interval``, or the least power of two times it that covers what the
 account holds (``Account.entries``), so a snapshot's cost is spread over at least as many
-events and a load replays at most that many.
+events and a load replays at most that many. Turns decided under the table lock take theirs
+once their transaction has committed and they are answered, not while every process's appends
+wait for the lock.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -73,6 +76,7 @@ from ledger.errors import AccountNotFound, LedgerError
 from ledger.store import FROM_SNAPSHOT, CommandResult, Decision, StreamNews, retries_exhausted
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Submitted = tuple[StoredEvent | None, Append, int]
 
 
@@ -377,9 +381,6 @@ class PostgresAccountStore:
                     answers.append((turn, value, len(account.pending_events) - before, None))
                 events = account.collect_events() if account is not None else []
                 stored = [self.app.mapper.to_stored_event(event) for event in events]
-                snapshot = (
-                    self._snapshot_of(account, events[0].originator_version) if account and events else None
-                )
                 tx.append(stored)
             ids = tx.written()
         except BaseException as exc:
@@ -394,7 +395,6 @@ class PostgresAccountStore:
             return
         if account is not None:
             self._keep(user_id, account)
-        self._store_snapshot(snapshot)
         start = 0
         for turn, value, count, error in answers:
             if error is not None:
@@ -402,6 +402,21 @@ class PostgresAccountStore:
             else:
                 turn.finish(result=CommandResult(value, max(ids[start : start + count]) if count else None))
                 start += count
+        if account is not None and events:
+            self._store_snapshot(self._committed_snapshot(user_id, account, events[0].originator_version))
+
+    def _committed_snapshot(self, user_id: UUID, account: Account, first_version: int) -> StoredEvent | None:
+        """``_snapshot_of`` for turns whose events are committed: taken after the transaction,
+        not under the table lock every process's appends wait for (a big account's snapshot
+        takes half a second: 64,000 entries), and after the turns are answered. The account is
+        still the turns' (the user's commands queue until ``_serve`` hands the lead on). A
+        snapshot that cannot be taken is logged and skipped: the events are stored, and the
+        next interval takes one."""
+        try:
+            return self._snapshot_of(account, first_version)
+        except Exception:
+            log.exception("the snapshot of account %s at version %d was not taken", user_id, account.version)
+            return None
 
     # ------------------------------------------------------------------------ the account
     def _current(self, user_id: UUID, news: StreamNews | None) -> Account | None:

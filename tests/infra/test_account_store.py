@@ -4,6 +4,7 @@ collision is decided again once, under the table lock, so that it can never coll
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -415,3 +416,54 @@ def test_a_slow_load_lengthens_the_window_only_up_to_its_bound_and_never_a_zero_
     finally:
         never.close()
         usual.close()
+
+
+def test_turns_take_their_snapshot_after_their_transaction_not_under_the_lock(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot is encoded after the transaction under the table lock has committed (the
+    lock every process's appends wait for), and stored; one that cannot be taken is logged and
+    the command still succeeds."""
+    settings = Settings(_env_file=None, snapshot_interval=1)  # type: ignore[call-arg]
+    mine = postgres_ledger(settings, pg_url)
+    try:
+        fast = store(mine)
+        user = new_user(mine, credits=2 * mine.policy.cost("image"))
+        locked = [False]
+        exclusive = fast.writer.exclusive
+
+        @contextlib.contextmanager
+        def watched() -> Iterator[Any]:
+            with exclusive() as tx:
+                locked[0] = True
+                try:
+                    yield tx
+                finally:
+                    locked[0] = False
+
+        monkeypatch.setattr(fast.writer, "exclusive", watched)
+        taken: list[bool] = []
+        snapshot_of = fast._snapshot_of
+
+        def recorded(account: Account, first_version: int) -> StoredEvent | None:
+            taken.append(locked[0])
+            return snapshot_of(account, first_version)
+
+        monkeypatch.setattr(fast, "_snapshot_of", recorded)
+        fast.monotonic = lambda: 1000.0  # the window never runs out
+        fast._contend(user)  # decided in turns under the lock
+        result = mine.request_job(user, uuid4(), "image", job_request())
+        assert result.value.created and taken == [False]
+        assert mine.snapshots is not None
+        stored = mine.snapshots.recorder.select_events(user, desc=True, limit=1)
+        assert [s.originator_version for s in stored] == [mine.account(user).version]
+
+        def broken(account: Account, first_version: int) -> StoredEvent | None:
+            raise RuntimeError("cannot encode")
+
+        monkeypatch.setattr(fast, "_snapshot_of", broken)
+        assert mine.request_job(user, uuid4(), "image", job_request()).value.created
+        assert mine.account(user).credits == 0
+        assert_stream_intact(mine, user)
+    finally:
+        mine.close()
