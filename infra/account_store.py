@@ -403,20 +403,20 @@ class PostgresAccountStore:
                 turn.finish(result=CommandResult(value, max(ids[start : start + count]) if count else None))
                 start += count
         if account is not None and events:
-            self._store_snapshot(self._committed_snapshot(user_id, account, events[0].originator_version))
+            self._snapshot_committed(user_id, account, events[0].originator_version)
 
-    def _committed_snapshot(self, user_id: UUID, account: Account, first_version: int) -> StoredEvent | None:
-        """``_snapshot_of`` for turns whose events are committed: taken after the transaction,
-        not under the table lock every process's appends wait for (a big account's snapshot
-        takes half a second: 64,000 entries), and after the turns are answered. The account is
-        still the turns' (the user's commands queue until ``_serve`` hands the lead on). A
-        snapshot that cannot be taken is logged and skipped: the events are stored, and the
-        next interval takes one."""
+    def _snapshot_committed(self, user_id: UUID, account: Account, first_version: int) -> None:
+        """The snapshot of turns whose events are committed, when one is due (``_snapshot_of``),
+        taken and stored after the transaction, not under the table lock every process's
+        appends wait for (a big account's snapshot takes half a second: 64,000 entries), and
+        after the turns are answered. The account is still the turns' (the user's commands
+        queue until ``_serve`` hands the lead on). A snapshot that cannot be taken or stored is
+        logged and skipped: the commands succeeded, their events are stored, and the next
+        interval takes one."""
         try:
-            return self._snapshot_of(account, first_version)
+            self._store_snapshot(self._snapshot_of(account, first_version))
         except Exception:
-            log.exception("the snapshot of account %s at version %d was not taken", user_id, account.version)
-            return None
+            log.exception("the snapshot of account %s at version %d was not stored", user_id, account.version)
 
     # ------------------------------------------------------------------------ the account
     def _current(self, user_id: UUID, news: StreamNews | None) -> Account | None:

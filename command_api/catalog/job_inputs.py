@@ -37,9 +37,9 @@ _IMAGE += "'width', {t}.width, 'height', {t}.height"
 # decided under the lock; a busy user's usual case) is a condition on the parameter alone,
 # checked once before anything is read, and a known version is a bound of its own. The one
 # bound ``greatest(:after, snapshot)`` it replaced hid both: for a seller holding a large share
-# of the log, PostgreSQL then chose to read the whole log (20-37 ms a request, 274,000 events,
-# for no row at all), and orders of that seller's on two processes spent 5 ms of the
-# database's CPU each (``docs/ledger.md``, "The job order's read").
+# of the log, PostgreSQL then chose to read the whole log (20-37 ms a request, for no row at
+# all), and that seller's orders on two processes cost the database 5 ms of CPU each
+# (``docs/ledger.md``, "The job order's read").
 _JOB_INPUTS = text(
     "SELECT u.token_version, u.deleted_at IS NOT NULL AS deleted, p.id AS project_id, p.owner_id, "  # noqa: S608 (fixed fragments; every value is bound)
     f"{SESSION_ENDED} AS session_ended, "

@@ -5,6 +5,7 @@ collision is decided again once, under the table lock, so that it can never coll
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -419,7 +420,7 @@ def test_a_slow_load_lengthens_the_window_only_up_to_its_bound_and_never_a_zero_
 
 
 def test_turns_take_their_snapshot_after_their_transaction_not_under_the_lock(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A snapshot is encoded after the transaction under the table lock has committed (the
     lock every process's appends wait for), and stored; one that cannot be taken is logged and
@@ -462,7 +463,11 @@ def test_turns_take_their_snapshot_after_their_transaction_not_under_the_lock(
             raise RuntimeError("cannot encode")
 
         monkeypatch.setattr(fast, "_snapshot_of", broken)
-        assert mine.request_job(user, uuid4(), "image", job_request()).value.created
+        with caplog.at_level(logging.ERROR, logger="infra.account_store"):
+            assert mine.request_job(user, uuid4(), "image", job_request()).value.created
+        assert [r.getMessage() for r in caplog.records] == [
+            f"the snapshot of account {user} at version {mine.account(user).version} was not stored"
+        ]
         assert mine.account(user).credits == 0
         assert_stream_intact(mine, user)
     finally:
