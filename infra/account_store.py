@@ -411,12 +411,14 @@ class PostgresAccountStore:
         appends wait for (a big account's snapshot takes half a second: 64,000 entries), and
         after the turns are answered. The account is still the turns' (the user's commands
         queue until ``_serve`` hands the lead on). A snapshot that cannot be taken or stored is
-        logged and skipped: the commands succeeded, their events are stored, and the next
-        interval takes one."""
+        logged and skipped (``_store_snapshot``): the commands succeeded, their events are
+        stored, and the next interval takes one."""
         try:
-            self._store_snapshot(self._snapshot_of(account, first_version))
+            snapshot = self._snapshot_of(account, first_version)
         except Exception:
-            log.exception("the snapshot of account %s at version %d was not stored", user_id, account.version)
+            log.exception("the snapshot of account %s at version %d was not taken", user_id, account.version)
+            return
+        self._store_snapshot(snapshot)
 
     # ------------------------------------------------------------------------ the account
     def _current(self, user_id: UUID, news: StreamNews | None) -> Account | None:
@@ -568,9 +570,21 @@ class PostgresAccountStore:
         return stored
 
     def _store_snapshot(self, stored: StoredEvent | None) -> None:
-        if stored is not None and self.app.snapshots is not None:
-            with contextlib.suppress(IntegrityError):  # another process stored that version
-                self.app.snapshots.recorder.insert_events([stored])
+        """Store a snapshot whose events are committed. One that cannot be stored (the
+        database failed) is logged and skipped: the command succeeded, and telling its caller
+        otherwise would invite an order again; the next interval takes one."""
+        if stored is None or self.app.snapshots is None:
+            return
+        try:
+            self.app.snapshots.recorder.insert_events([stored])
+        except IntegrityError:
+            pass  # another process stored that version
+        except Exception:
+            log.exception(
+                "the snapshot of account %s at version %d was not stored",
+                stored.originator_id,
+                stored.originator_version,
+            )
 
 
 def postgres_account_store(max_batch: int, contention_window_s: float) -> Any:

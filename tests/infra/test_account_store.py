@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import OperationalError as PersistenceOperationalError
 
 from infra.account_store import PostgresAccountStore, Turn
 from infra.group_commit import GroupCommitWriter
@@ -466,9 +467,42 @@ def test_turns_take_their_snapshot_after_their_transaction_not_under_the_lock(
         with caplog.at_level(logging.ERROR, logger="infra.account_store"):
             assert mine.request_job(user, uuid4(), "image", job_request()).value.created
         assert [r.getMessage() for r in caplog.records] == [
-            f"the snapshot of account {user} at version {mine.account(user).version} was not stored"
+            f"the snapshot of account {user} at version {mine.account(user).version} was not taken"
         ]
         assert mine.account(user).credits == 0
         assert_stream_intact(mine, user)
+    finally:
+        mine.close()
+
+
+def test_a_snapshot_the_database_refuses_leaves_the_command_accepted(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The snapshot is stored once the command's events are committed, optimistic or in turns:
+    a database failure then is logged, and the command is still answered as accepted (an error
+    would invite its caller to order again)."""
+    settings = Settings(_env_file=None, snapshot_interval=1)  # type: ignore[call-arg]
+    mine = postgres_ledger(settings, pg_url)
+    try:
+        fast = store(mine)
+        user = new_user(mine, credits=8 * mine.policy.cost("image"))
+        assert mine.snapshots is not None
+
+        def refused(events: Any, **kwargs: Any) -> Any:
+            raise PersistenceOperationalError("the database went away")
+
+        monkeypatch.setattr(mine.snapshots.recorder, "insert_events", refused)
+        with caplog.at_level(logging.ERROR, logger="infra.account_store"):
+            assert mine.request_job(user, uuid4(), "image", job_request()).value.created  # optimistic
+            optimistic = mine.account(user).version
+            fast.monotonic = lambda: 1000.0
+            fast._contend(user)  # the rest in turns, until one is due a snapshot
+            for _ in range(7):
+                assert mine.request_job(user, uuid4(), "image", job_request()).value.created
+        assert_stream_intact(mine, user)
+        logged = [r.getMessage() for r in caplog.records]
+        assert logged[0] == f"the snapshot of account {user} at version {optimistic} was not stored"
+        assert len(logged) >= 2 and all(m.endswith("was not stored") for m in logged), logged
+        assert mine.account(user).credits == 0
     finally:
         mine.close()
