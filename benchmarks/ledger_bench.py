@@ -42,8 +42,8 @@ from eventsourcing.application import Repository
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic
 
-from benchmarks.projection_bench import audit_figures
-from infra.database import embedded_postgres_url, stop_embedded_postgres, with_dbname
+from benchmarks.projection_bench import Meter, audit_figures
+from infra.database import embedded_postgres_pid, embedded_postgres_url, stop_embedded_postgres, with_dbname
 from infra.ledger_store import ledger_options, postgres_env, postgres_ledger
 from infra.migrate import upgrade
 from infra.settings import Settings
@@ -242,8 +242,10 @@ def main() -> None:
         scenario(bench, "100 users, 8 threads, no table lock", 100, per_user, 8, unlocked=True)
         scenario(bench, "one hot user, 8 threads over 2 instances, no table lock", 1, n, 8, True, 2)
         load_times(bench, 10_000)
+        meter = Meter(None if data_dir is None else embedded_postgres_pid(data_dir))  # the database's CPU too
         for events in args.events:
-            audit_figures(url, Settings(_env_file=None, database_url=None), events, args.workers)  # type: ignore[call-arg]
+            settings = Settings(_env_file=None, database_url=None)  # type: ignore[call-arg]
+            audit_figures(url, settings, events, args.workers, meter)
     finally:
         if data_dir is not None:
             stop_embedded_postgres(data_dir)

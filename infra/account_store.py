@@ -204,7 +204,10 @@ class PostgresAccountStore:
 
     def _timed_load(self, user_id: UUID, started: float) -> None:
         """Remember how long the user's account took to load since ``started``, when that is
-        half a window or more (the rest are forgotten: few users are remembered)."""
+        half a window or more (the rest are forgotten: few users are remembered); nothing
+        when the window is 0 (``contention_window`` then ignores the loads)."""
+        if self.contention_window_s <= 0:
+            return
         took = self.monotonic() - started
         if 2 * took < self.contention_window_s:
             self._load_seconds.pop(user_id, None)
