@@ -4,13 +4,17 @@ time of process trees (``benchmarks/api_bench.py``, ``benchmarks/jobs_vs_prd.py`
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from PIL import Image, ImageDraw
 from command_api.auth import tokens
 from command_api.catalog.models import Asset, Collection, Product, Project
 from command_api.users.models import User
+from infra.database import embedded_postgres_url, stop_embedded_postgres
 from infra.ledger_store import postgres_ledger
 from infra.orm import make_engine, make_sessionmaker
 from infra.settings import Settings
@@ -30,6 +35,23 @@ from infra.storage import LocalStorage
 
 SECRET = "bench-" + "s" * 40
 LOGS = Path(tempfile.gettempdir()) / "vto-bench-logs"  # the processes' output, kept for reading
+
+
+@contextlib.contextmanager
+def benchmark_server(prefix: str = "vto-bench-pg-") -> Iterator[str]:
+    """The PostgreSQL server a benchmark creates its scratch database on: ``VTO_DATABASE_URL``'s,
+    or an embedded one in a temporary directory, stopped and removed at the end."""
+    external = os.environ.get("VTO_DATABASE_URL")
+    if external:
+        yield external
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    data_dir.chmod(0o755)  # as root pgserver runs PostgreSQL as its own system user
+    try:
+        yield embedded_postgres_url(data_dir)
+    finally:
+        stop_embedded_postgres(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @dataclass

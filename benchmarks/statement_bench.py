@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import statistics
 import tempfile
 import time
@@ -38,11 +37,11 @@ import psycopg
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from benchmarks.harness import benchmark_server
 from benchmarks.projection_bench import scratch_db
 from command_api.app import create_app
 from command_api.billing.service import statement_csv
 from command_api.services import build_services
-from infra.database import embedded_postgres_url, stop_embedded_postgres
 from infra.settings import Settings
 from tests.api_factories import make_user
 
@@ -219,16 +218,8 @@ def main() -> None:
     parser.add_argument("--others", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    external = os.environ.get("VTO_DATABASE_URL")
-    data_dir = Path(tempfile.mkdtemp(prefix="vto-bench-pg-"))
-    data_dir.chmod(0o755)
-    server = external or embedded_postgres_url(data_dir)
-    try:
+    with benchmark_server() as server:
         results = figures(server, args.lines, args.others, args.repeat)
-    finally:
-        if not external:
-            stop_embedded_postgres(data_dir)
-            shutil.rmtree(data_dir, ignore_errors=True)
     print(f"{os.cpu_count()} CPUs; median (min) of {args.repeat} runs; target < {TARGET_MS:.0f} ms each")
     for name, median, best, shown in results:
         verdict = "ok" if median < TARGET_MS else "OVER"

@@ -14,7 +14,7 @@ import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         gt=0,
         le=300,
         description="How long a request waits for a pooled connection (catalog or ledger) before 503.",
+    )
+    db_plan_cache_mode: Literal["auto", "force_generic_plan", "force_custom_plan"] = Field(
+        default="force_generic_plan",
+        description="PostgreSQL's plan_cache_mode on an API process's catalog connections. A statement "
+        "run five times on a connection is prepared (psycopg); with auto, PostgreSQL plans the job "
+        "order's read afresh on every call once the users' streams grow (it guesses that many events "
+        "are read; none are): 3-4 times its CPU (benchmarks/plan_cache_bench.py). auto: the server's "
+        "own choice.",
     )
     ledger_pool_size: int = Field(
         default=2, ge=1, le=200, description="Ledger (event store) connections a process keeps open."

@@ -412,3 +412,44 @@ def test_load_job_inputs_reads_the_callers_stream_only_as_asked(client: Any, ser
         for stream_after, reads in ((None, 0), (versions[1], 1)):
             plan = session.execute(explain, {**params, "after": stream_after}).scalar_one()[0]["Plan"]
             assert _reads(plan, EVENTS_TABLE) == reads, (stream_after, plan)
+
+
+def _job_inputs_plans(session: Any) -> tuple[int, int]:
+    """(generic, custom) plans the session's prepared job order read has run with."""
+    row = session.execute(
+        text(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%news_versions%' AND statement NOT LIKE '%pg_prepared_statements%'"
+        )
+    ).one()
+    return int(row.generic_plans), int(row.custom_plans)
+
+
+def test_the_job_order_read_runs_on_a_generic_plan(client: Any, services: Any, pg_url: str) -> None:
+    """The API's catalog connections run with ``plan_cache_mode`` from the settings
+    (``force_generic_plan``): once psycopg has prepared the job order's read (its fifth call
+    on a connection), every call runs the plan made once, none is planned afresh; an engine
+    given ``auto`` keeps the server's own choice."""
+    from infra.orm import make_engine
+
+    owner = make_user(services)
+    project = create_project(client, owner)
+    top = upload_product(client, owner, project["id"])
+    model = upload_asset(client, owner, "model")
+    services.ledger.grant_credits(owner.id, 1, "an event of the owner's stream")
+    version = services.ledger.account(owner.id).version
+    args = (owner.id, project["id"], [top["id"]], model["id"])
+    assert services.settings.db_plan_cache_mode == "force_generic_plan"
+    with services.sessions() as session:
+        assert session.execute(text("SHOW plan_cache_mode")).scalar_one() == "force_generic_plan"
+        for _ in range(12):
+            got = load_job_inputs(session, *args, stream_after=version)
+            assert got["stream"] == [] and got["project_id"] == project["id"]
+        generic, custom = _job_inputs_plans(session)
+        assert generic >= 7 and custom == 0, (generic, custom)
+    auto = make_engine(pg_url, 1, plan_cache_mode="auto")
+    try:
+        with auto.connect() as conn:
+            assert conn.execute(text("SHOW plan_cache_mode")).scalar_one() == "auto"
+    finally:
+        auto.dispose()
