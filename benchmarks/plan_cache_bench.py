@@ -121,7 +121,7 @@ def run_calls(url: str, mode: str, users: list[Seeded], calls: int, whole: bool 
 
 _PLANS = (
     "SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0) FROM pg_prepared_statements "
-    "WHERE statement LIKE '%news_versions%'"
+    "WHERE statement LIKE '%news_versions%' AND statement NOT LIKE '%pg_prepared_statements%'"
 )
 
 

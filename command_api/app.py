@@ -20,6 +20,7 @@ from command_api.reference import endpoints as reference
 from command_api.reference import openapi
 from command_api.serve import tune_gc
 from command_api.services import Services, build_services
+from infra.console import configure_logging
 from infra.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -75,7 +76,10 @@ def api_router() -> APIRouter:
 
 def api_app() -> FastAPI:
     """The app of one ``vto api`` worker process (uvicorn ``factory=True``): its own
-    services, no projections (the projector process runs them), migrations already applied."""
+    services, no projections (the projector process runs them), migrations already applied.
+    Its logging as ``vto api``'s own: a worker is a new interpreter, and without it the
+    INFO lines (the access log) went nowhere."""
+    configure_logging(verbose=True)
     tune_gc()
     return create_app(build=lambda: build_services(get_settings(), migrate=False, run_projections=False))
 

@@ -342,6 +342,9 @@ def test_metrics_of_api_workers_are_shown_together(pg_url: str, tmp_path: Path) 
         assert [waits() for _ in range(8)] == [before + reads] * 8
         statuses = deployment.stop_all()
         assert statuses == dict.fromkeys(deployment.processes, 0), f"logs in {deployment.logs}"
+        # Each worker's access log reaches the process's output: every read is there.
+        logged = (deployment.logs / "api-0-1.log").read_text().count('"path": "/api/v1/points"')
+        assert logged >= reads + 1, f"{logged} access log lines of GET /points; logs in {deployment.logs}"
     finally:
         deployment.kill_all()
 
