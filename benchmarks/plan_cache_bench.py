@@ -11,8 +11,8 @@ the version the process holds: no event to read) ``--calls`` times on one connec
 engine made as the API makes its own (``infra.orm.make_engine``), in each mode, alternately,
 three times; then the same read of an account the process does not hold (its newest
 snapshot and the events after it: a restart, another replica's user), a tenth as many
-calls. Prints, per mode: the server's CPU per call (the connection's backend process,
-from ``/proc``: the embedded PostgreSQL or one on this machine), the wall time per call, and
+calls. Prints, per mode: the server's CPU per call (the connection's backend process, when
+it runs on this machine: the embedded PostgreSQL or a local one), the wall time per call, and
 how many of the calls ran a generic or a custom plan (``pg_prepared_statements``).
 
 Uses ``VTO_DATABASE_URL`` (a scratch database is created beside it) or an embedded PostgreSQL
@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from benchmarks.harness import Seeded, benchmark_server, seed
+from benchmarks.harness import Seeded, benchmark_server, seed, tree_cpu_seconds
 from benchmarks.projection_bench import scratch_db
 from command_api.catalog.job_inputs import load_job_inputs
 from infra.ledger_store import postgres_ledger
@@ -57,12 +58,9 @@ class Calls:
 
 
 def backend_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a local server process; None when it is not local."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a server process on this machine (``tree_cpu_seconds``);
+    None when there is no such process here."""
+    return tree_cpu_seconds([pid]) if psutil.pid_exists(pid) else None
 
 
 def grow_streams(url: str, users: list[Seeded], events: int) -> None:
@@ -184,7 +182,9 @@ def main() -> None:
             generic, custom = sum(r.generic for r in runs[mode]), sum(r.custom for r in runs[mode])
             shown = "n/a" if server_ms is None else f"{server_ms * 1e3:.0f}"
             cells.append((server_ms, f"{shown} | {wall * 1e3:.0f} | {generic}/{custom}"))
-        ratio = "n/a" if None in (cells[0][0], cells[1][0]) else f"{cells[1][0] / cells[0][0]:.2f}"
+        base, ours_ms = cells[0][0], cells[1][0]
+        # n/a: a server not on this machine, or a run shorter than a tick of its CPU clock
+        ratio = "n/a" if base is None or ours_ms is None or base == 0 else f"{ours_ms / base:.2f}"
         read = "from the snapshot" if whole else "after the version held"
         print(f"| {events} | {read} | {cells[0][1]} | {cells[1][1]} | {ratio} |")
 
